@@ -1,0 +1,1 @@
+//! The on-premises directory: reads partner accounts over LDAP and writes `mail` and passwords.
