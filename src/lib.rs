@@ -7,4 +7,5 @@
 //! that the tests and rehearsals run against.
 
 pub mod emulator;
+pub mod model;
 pub mod source;
