@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shared variables and helpers for the b2bsync directory test bed.
 # Sourced by lab-*.sh, samba-*.sh and openldap-*.sh; not meant to be run.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this file
 
 # ---- locations -------------------------------------------------------------
 LAB="${B2BSYNC_LAB:-/tmp/b2bsync-lab}"
@@ -43,6 +43,7 @@ OL_LDAP_PORT=3389
 OL_LDAPS_PORT=3636
 OL_LDAPS_URL="ldaps://127.0.0.1:$OL_LDAPS_PORT"
 OL_LDAP_URL="ldap://127.0.0.1:$OL_LDAP_PORT"
+OL_LDAPI_URL="ldapi://${OL_DIR//\//%2F}%2Frun%2Fldapi"   # SASL EXTERNAL as root = cn=config rootdn
 
 LAB_PACKAGES=(samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules
               winbind ldb-tools ldap-utils slapd)
@@ -117,15 +118,29 @@ wait_for() {
     done
 }
 
-# stop_pid NAME PIDFILE [PORT...]: SIGTERM the pid from PIDFILE, wait for it to exit and
-# for each PORT to be free; SIGKILL after LAB_STOP_TIMEOUT seconds. Never fails when nothing runs.
+# pid_matches PID DIR: the process belongs to the lab instance in DIR (guards against a recycled
+# PID): its command line mentions DIR, or it holds a file under DIR open (Samba rewrites its
+# process title to "samba: root process", so the command line alone is not enough).
+pid_matches() {
+    local pid=$1 dir=$2 fd
+    pid_alive "$pid" || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir" && return 0
+    for fd in /proc/"$pid"/fd/*; do
+        case "$(readlink "$fd" 2>/dev/null)" in "$dir"/*) return 0 ;; esac
+    done
+    return 1
+}
+
+# stop_pid NAME PIDFILE DIR [PORT...]: SIGTERM the pid from PIDFILE (only if it belongs to the
+# instance in DIR, see pid_matches), wait for it to exit and for each PORT to be free; SIGKILL after
+# LAB_STOP_TIMEOUT seconds. Never fails when nothing runs.
 stop_pid() {
-    local name=$1 pidfile=$2 pid t0 deadline port
-    shift 2
+    local name=$1 pidfile=$2 needle=$3 pid t0 deadline port
+    shift 3
     t0=$(lab_now)
     pid=""
     [ -f "$pidfile" ] && pid=$(tr -dc '0-9' < "$pidfile")
-    if ! pid_alive "$pid"; then
+    if ! pid_matches "$pid" "$needle"; then
         log "$name: not running"
         rm -f "$pidfile"
         return 0
@@ -161,13 +176,15 @@ write_lab_env() {
     chmod 0600 "$tmp"
     {
         echo "# b2bsync directory test bed; written by scripts/lab-common.sh. Source it: . $LAB_ENV_FILE"
-        local v
+        local v OL_BULK_COUNT=0
+        [ -f "$OL_DIR/bulk.count" ] && OL_BULK_COUNT=$(tr -dc '0-9' < "$OL_DIR/bulk.count")
         for v in LAB_DIR LAB_CA \
                  AD_LDAPS_URL AD_LDAP_URL AD_BASE_DN AD_PARTNERS_DN AD_ADMIN_BIND AD_ADMIN_PASSWORD \
                  AD_SVC_BIND AD_SVC_DN AD_SVC_PASSWORD AD_REALM AD_DOMAIN AD_SAMBA_CONF \
                  OL_LDAPS_URL OL_LDAP_URL OL_BASE_DN OL_PARTNERS_DN OL_ADMIN_DN OL_ADMIN_PASSWORD \
-                 OL_SVC_DN OL_SVC_PASSWORD LAB_PARTNER_PASSWORD LAB_EXTERNAL_MAIL_ATTR; do
-            printf 'export %s=%q\n' "$v" "${!v}"
+                 OL_SVC_DN OL_SVC_PASSWORD OL_LDAPI_URL OL_BULK_COUNT LAB_PARTNER_PASSWORD \
+                 LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON; do
+            printf "export %s='%s'\n" "$v" "${!v//\'/\'\\\'\'}"
         done
     } > "$tmp"
     mv -f "$tmp" "$LAB_ENV_FILE"
@@ -180,6 +197,7 @@ AD_SAMBA_CONF="$SAMBA_DIR/etc/smb.conf"
 OL_ADMIN_PASSWORD="$LAB_OL_ADMIN_PASSWORD"
 OL_SVC_PASSWORD="$LAB_SVC_PASSWORD"
 LAB_EXTERNAL_MAIL_ATTR="otherMailbox"
+LAB_ACCOUNTS_JSON="$LAB/accounts.json"
 
 # ---- LDAP helpers -------------------------------------------------------------------------
 # ad_pw64 PASSWORD: base64 of the quoted UTF-16LE password for unicodePwd.

@@ -6,6 +6,8 @@
 //! `apply` writes, `state` remembers, `report` tells. `emulator` is the Graph emulator
 //! that the tests and rehearsals run against.
 
+pub mod cloud;
 pub mod emulator;
 pub mod model;
 pub mod source;
+pub mod state;
