@@ -6,8 +6,11 @@
 //! `apply` writes, `state` remembers, `report` tells. `emulator` is the Graph emulator
 //! that the tests and rehearsals run against.
 
+pub mod cli;
 pub mod cloud;
+pub mod config;
 pub mod emulator;
 pub mod model;
+pub mod report;
 pub mod source;
 pub mod state;
