@@ -7,5 +7,9 @@
 //! that the tests and rehearsals run against.
 
 pub mod emulator;
+pub mod guard;
+pub mod join;
+pub mod mapping;
 pub mod model;
+pub mod plan;
 pub mod source;
