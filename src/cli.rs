@@ -6,9 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
+use crate::apply;
+use crate::cloud::token::Credential;
+use crate::cloud::{Cloud, GraphClient, GraphSettings};
+use crate::config::{AuthMethod, Config};
+use crate::mapping::MappingSet;
+use crate::pipeline::{self, Inputs};
+use crate::plan::Plan;
 use crate::report;
-use crate::state::Store;
+use crate::source::{Directory, LdapDirectory, SearchScope};
+use crate::state::{RunLock, Store};
 
 /// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
 /// `SuccessExitStatus=`).
@@ -112,6 +119,42 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Checks everything without changing anything: config and mappings, the LDAP bind over
+    /// TLS and one page of accounts, a Graph token and its permissions, one page of users.
+    #[command(
+        after_help = "Examples:\n  b2bsync check\n  b2bsync --config /etc/b2bsync/b2bsync.toml check"
+    )]
+    Check,
+    /// The dry run: reads both sides and shows what `run` would do. Never writes.
+    #[command(
+        after_help = "Examples:\n  b2bsync plan\n  b2bsync plan --out plan.json --csv plan.csv"
+    )]
+    Plan {
+        /// Write the plan as JSON (for `apply --plan` and reviews).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the actions and blocked accounts as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Executes a reviewed plan (refused if the world changed since), or plans afresh and
+    /// applies.
+    #[command(after_help = "Examples:\n  b2bsync apply --plan plan.json\n  b2bsync apply")]
+    Apply {
+        /// A plan written by `plan --out`; applied only if a fresh plan is identical.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Apply even if a threshold of [limits] is exceeded.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
+    /// Plan, guard and apply in one go, for schedulers. Takes the single-instance lock.
+    #[command(after_help = "Examples:\n  b2bsync run\n  b2bsync --log-format json run")]
+    Run {
+        /// Apply even if a threshold of [limits] is exceeded.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
     /// The migration funnel from the state store: accounts per state, blocked reasons,
     /// invitations pending for long. No network.
     #[command(
@@ -191,8 +234,272 @@ fn fail(f: Failure) -> ExitCode {
     f.exit.into()
 }
 
+/// The configuration, the mappings and the settings derived from them.
+fn load_inputs(config: &Config) -> Result<Inputs, Failure> {
+    let mappings = MappingSet::load_dir(&config.mappings.dir).map_err(|e| {
+        Failure::new(
+            Exit::InvalidConfig,
+            e.to_string(),
+            "fix the mapping file at the position shown; docs/mapping.md describes every key",
+        )
+    })?;
+    Ok(Inputs {
+        mappings,
+        limits: config.limits.clone(),
+        policy: config.policy.clone(),
+        invitation: config.invitation.clone(),
+        verified_domains: config.graph.verified_domains.clone(),
+    })
+}
+
+fn directory(config: &Config) -> Result<LdapDirectory, Failure> {
+    let settings = config.ldap_settings()?;
+    LdapDirectory::new(settings)
+        .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))
+}
+
+fn cloud(config: &Config) -> Result<GraphClient, Failure> {
+    let g = &config.graph;
+    let credential = match g.auth {
+        AuthMethod::ClientSecret => Credential::Secret(config.client_secret()?),
+        AuthMethod::Certificate => {
+            let (Some(cert), Some(key)) = (&g.certificate_file, &g.private_key_file) else {
+                return Err(Failure::new(
+                    Exit::InvalidConfig,
+                    "[graph] auth = \"certificate\" needs certificate_file and private_key_file",
+                    "set both paths in [graph]",
+                ));
+            };
+            Credential::certificate(cert, key)
+                .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))?
+        }
+    };
+    let mut settings = GraphSettings::new(&g.graph_url, &g.authority, &g.tenant, &g.client_id);
+    settings.ca_file = g.ca_file.clone();
+    GraphClient::new(settings, credential)
+        .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))
+}
+
+fn pipeline_failure(e: pipeline::Error) -> Failure {
+    let exit = match e {
+        pipeline::Error::Mapping(_) => Exit::InvalidConfig,
+        _ => Exit::Failed,
+    };
+    Failure::new(exit, e.to_string(), e.help())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    report::write_atomic(path, text.as_bytes()).map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!("cannot write {}: {e}", path.display()),
+            "check that the directory exists and is writable",
+        )
+    })
+}
+
+/// `check`: one line per check, `ok` or what is wrong with a `help:` line.
+async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
+    let mut problems = 0usize;
+    let mut report_line = |ok: bool, what: &str, detail: String, help: String| {
+        if ok {
+            println!("ok    {what}: {detail}");
+        } else {
+            problems += 1;
+            println!("FAIL  {what}: {detail}");
+            println!("      help: {help}");
+        }
+    };
+    let config = match Config::load(config_path) {
+        Ok(c) => {
+            report_line(
+                true,
+                "config",
+                config_path.display().to_string(),
+                String::new(),
+            );
+            c
+        }
+        Err(e) => {
+            report_line(false, "config", e.to_string(), e.help());
+            return Ok(Exit::InvalidConfig);
+        }
+    };
+    let inputs = match load_inputs(&config) {
+        Ok(i) => {
+            let names: Vec<&str> = i
+                .mappings
+                .mappings()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
+            report_line(true, "mappings", names.join(", "), String::new());
+            Some(i)
+        }
+        Err(f) => {
+            report_line(false, "mappings", f.message, f.help);
+            None
+        }
+    };
+    match directory(&config) {
+        Err(f) => report_line(false, "ldap", f.message, f.help),
+        Ok(dir) => match dir.connect().await {
+            Err(e) => report_line(false, "ldap bind", e.to_string(), e.help()),
+            Ok(mut ldap) => {
+                let _ = ldap.unbind().await;
+                let flavour = dir
+                    .flavour()
+                    .await
+                    .map(|f| format!("{f:?}"))
+                    .unwrap_or_default();
+                report_line(
+                    true,
+                    "ldap bind",
+                    format!(
+                        "{} as {} over TLS ({flavour})",
+                        config.ldap.url, config.ldap.bind_dn
+                    ),
+                    String::new(),
+                );
+                if let Some(inputs) = &inputs {
+                    for search in inputs.mappings.searches() {
+                        let scope = SearchScope {
+                            base_dns: vec![search.base_dn.clone()],
+                            filter: search.filter.clone(),
+                            attributes: search.attributes.clone(),
+                        };
+                        match dir.accounts(&scope).await {
+                            Ok(a) if a.is_empty() => report_line(
+                                false,
+                                "ldap scope",
+                                format!("{}: no account under {}", search.mapping, search.base_dn),
+                                "check the mapping's base DN and filter, and that the service account may read there".into(),
+                            ),
+                            Ok(a) => report_line(
+                                true,
+                                "ldap scope",
+                                format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
+                                String::new(),
+                            ),
+                            Err(e) => report_line(false, "ldap scope", e.to_string(), e.help()),
+                        }
+                    }
+                }
+            }
+        },
+    }
+    match cloud(&config) {
+        Err(f) => report_line(false, "graph", f.message, f.help),
+        Ok(client) => match client.token_roles().await {
+            Err(e) => report_line(false, "graph token", e.to_string(), e.help()),
+            Ok(roles) => {
+                report_line(
+                    true,
+                    "graph token",
+                    format!("issued for {}", config.graph.client_id),
+                    String::new(),
+                );
+                let has = |r: &str| roles.iter().any(|x| x == r);
+                let read = has("User.Read.All")
+                    || has("User.ReadWrite.All")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
+                let invite = has("User.Invite.All") || write;
+                report_line(
+                    read && write && invite,
+                    "graph permissions",
+                    format!("granted: {}", if roles.is_empty() { "none".to_string() } else { roles.join(", ") }),
+                    "grant the application permissions User.ReadWrite.All and User.Invite.All with admin consent (docs/operations.md)".into(),
+                );
+                match client.users().await {
+                    Ok(users) => report_line(
+                        true,
+                        "graph users",
+                        format!("{} users readable", users.len()),
+                        String::new(),
+                    ),
+                    Err(e) => report_line(false, "graph users", e.to_string(), e.help()),
+                }
+            }
+        },
+    }
+    if problems == 0 {
+        println!("\nall checks passed");
+        Ok(Exit::Ok)
+    } else {
+        println!("\n{problems} check(s) failed");
+        Ok(if inputs.is_none() {
+            Exit::InvalidConfig
+        } else {
+            Exit::Failed
+        })
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
+        Command::Check => check(&cli.config).await,
+        Command::Plan { out, csv } => {
+            let config = Config::load(&cli.config)?;
+            let inputs = load_inputs(&config)?;
+            let dir = directory(&config)?;
+            let graph = cloud(&config)?;
+            let progress = Store::open(&config.state.path)?.progress()?;
+            let observed = pipeline::observe(&inputs, &dir, &graph)
+                .await
+                .map_err(pipeline_failure)?;
+            let plan = pipeline::compute(observed, &inputs, &progress, jiff::Timestamp::now())
+                .map_err(pipeline_failure)?;
+            let verdict = crate::guard::check(&plan, &inputs.limits, false);
+            print!("{}", report::plan_text(&plan));
+            for e in &verdict.exceeded {
+                println!("\nover threshold: {e}");
+            }
+            if let Some(path) = out {
+                let json = serde_json::to_string_pretty(&plan).map_err(json_failure)? + "\n";
+                write_file(&path, &json)?;
+            }
+            if let Some(path) = csv {
+                write_file(&path, &report::plan_csv(&plan).map_err(csv_failure)?)?;
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Apply {
+            plan,
+            allow_over_threshold,
+        } => {
+            let reviewed = match plan {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Failure::new(
+                            Exit::Failed,
+                            format!("cannot read {}: {e}", path.display()),
+                            "pass the file written by `b2bsync plan --out`",
+                        )
+                    })?;
+                    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+                        Failure::new(
+                            Exit::Failed,
+                            format!("{} is not a b2bsync plan: {e}", path.display()),
+                            "pass the file written by `b2bsync plan --out`, unedited",
+                        )
+                    })?;
+                    Some(plan)
+                }
+                None => None,
+            };
+            execute(
+                &cli.config,
+                "apply",
+                allow_over_threshold,
+                reviewed.as_ref(),
+            )
+            .await
+        }
+        Command::Run {
+            allow_over_threshold,
+        } => execute(&cli.config, "run", allow_over_threshold, None).await,
         Command::Status {
             format,
             pending_days,
@@ -251,6 +558,83 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `run` and `apply`: lock, reconcile, plan, guard, apply, save, summarise.
+async fn execute(
+    config_path: &std::path::Path,
+    command: &str,
+    allow_over_threshold: bool,
+    reviewed: Option<&Plan>,
+) -> Result<Exit, Failure> {
+    let config = Config::load(config_path)?;
+    let inputs = load_inputs(&config)?;
+    let dir = directory(&config)?;
+    let graph = cloud(&config)?;
+    let _lock = RunLock::acquire(&config.state.path)?;
+    let store = Store::open(&config.state.path)?;
+    let run_id = store.begin_run(command)?;
+    let store = std::sync::Mutex::new(store);
+    let options = apply::Options {
+        concurrency: config.apply.concurrency,
+        password_length: config.apply.password_length,
+    };
+    tracing::info!(run_id = %run_id, command, "run started");
+    let result = pipeline::run(
+        &inputs,
+        &dir,
+        &graph,
+        &store,
+        &run_id,
+        &options,
+        allow_over_threshold || inputs.limits.allow_over_threshold,
+        reviewed,
+    )
+    .await;
+    let finish = |code: Exit, summary: &str| {
+        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = guard.finish_run(&run_id, code as i64, summary) {
+            tracing::error!("cannot record the end of the run: {e}");
+        }
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let f = pipeline_failure(e);
+            finish(f.exit, &f.message);
+            return Err(f);
+        }
+    };
+    if reviewed.is_some_and(|p| p.fingerprint != result.plan.fingerprint) {
+        let f = Failure::new(
+            Exit::Failed,
+            "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
+            "make and review a new plan with `b2bsync plan --out plan.json`",
+        );
+        finish(f.exit, &f.message);
+        return Err(f);
+    }
+    let Some(outcome) = result.outcome else {
+        for e in &result.verdict.exceeded {
+            eprintln!("error: over threshold: {e}");
+        }
+        let summary = format!(
+            "stopped before any write: {} threshold(s) exceeded",
+            result.verdict.exceeded.len()
+        );
+        println!("{summary}");
+        finish(Exit::OverThreshold, &summary);
+        return Ok(Exit::OverThreshold);
+    };
+    let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
+    println!("{summary}");
+    let exit = if outcome.failed() > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    };
+    finish(exit, &summary);
+    Ok(exit)
 }
 
 fn csv_failure(e: csv::Error) -> Failure {

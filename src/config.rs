@@ -165,6 +165,25 @@ fn default_mappings_dir() -> PathBuf {
     PathBuf::from("mappings")
 }
 
+/// `[apply]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplyConfig {
+    /// Accounts worked on at the same time.
+    pub concurrency: usize,
+    /// Length of the random on-premises passwords (at least 16).
+    pub password_length: usize,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            concurrency: 8,
+            password_length: crate::source::password::DEFAULT_LENGTH,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,13 +194,18 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub mappings: MappingsConfig,
-    /// `[limits]`, `[policy]` and `[invitation]`: typed by the plan stage.
+    /// `[limits]`: the guard's thresholds.
     #[serde(default)]
-    pub limits: toml::Table,
+    pub limits: crate::guard::Limits,
+    /// `[policy]`: when to randomize passwords, re-invite, warn.
     #[serde(default)]
-    pub policy: toml::Table,
+    pub policy: crate::plan::Policy,
+    /// `[invitation]`: the defaults every mapping may override.
     #[serde(default)]
-    pub invitation: toml::Table,
+    pub invitation: crate::mapping::InvitationSettings,
+    /// `[apply]`: how writes are executed.
+    #[serde(default)]
+    pub apply: ApplyConfig,
     /// Where the file was read from: relative paths in it are relative to its directory.
     #[serde(skip)]
     pub source: PathBuf,

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::apply::{Outcome, reconcile::Reconciled};
 use crate::model::Lifecycle;
+use crate::plan::{Op, Plan};
 use crate::state::{AccountRecord, JournalEntry, RunRecord};
 
 /// Every lifecycle state in funnel order.
@@ -164,6 +166,181 @@ fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
         .into_inner()
         .map_err(|e| csv::Error::from(e.into_error()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One line describing an operation: what changes, from what, to what.
+fn describe_op(op: &Op) -> String {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    match op {
+        Op::SetDirectoryMail { dn, from, to } => format!("{dn}: AD mail {} -> {to}", show(from)),
+        Op::SetCloudAddress {
+            user_id,
+            other_mails_from,
+            other_mails_to,
+            mail_from,
+            mail_to,
+        } => {
+            let mut parts = Vec::new();
+            if let Some(to) = other_mails_to {
+                parts.push(format!("otherMails {:?} -> {:?}", other_mails_from, to));
+            }
+            if let Some(to) = mail_to {
+                parts.push(format!("mail {} -> {to}", show(mail_from)));
+            }
+            format!("user {user_id}: {}", parts.join(", "))
+        }
+        Op::Invite(inv) => format!(
+            "user {}: invite {} (redirect {})",
+            inv.user_id, inv.email, inv.redirect_url
+        ),
+        Op::Reinvite(inv) => format!(
+            "user {}: re-invite {} (attempt {})",
+            inv.user_id, inv.email, inv.attempt
+        ),
+        Op::RandomizePassword { dn, .. } => {
+            format!("{dn}: on-premises password -> random, unknown")
+        }
+        Op::SetUserType { user_id, from, to } => {
+            format!("user {user_id}: userType {} -> {}", show(from), to.as_str())
+        }
+    }
+}
+
+/// The plan as a change review: actions grouped by kind, then blocked accounts grouped by
+/// reason with the fix, then the funnel the plan leads to.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut by_op: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for a in &plan.actions {
+        by_op
+            .entry(a.op.name())
+            .or_default()
+            .push(describe_op(&a.op));
+    }
+    out.push_str(&format!(
+        "plan: {} accounts in scope, {} actions\n",
+        plan.accounts.len(),
+        plan.actions.len()
+    ));
+    for (op, lines) in &by_op {
+        out.push_str(&format!("\n{op} ({})\n", lines.len()));
+        for l in lines {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    let mut blocked: BTreeMap<&str, Vec<(String, String, String)>> = BTreeMap::new();
+    for acct in &plan.accounts {
+        if let Some(r) = acct.reasons.first()
+            && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
+        {
+            blocked.entry(r.reason.code()).or_default().push((
+                acct.account_name.clone().unwrap_or_else(|| acct.dn.clone()),
+                r.message.clone(),
+                r.help.clone(),
+            ));
+        }
+    }
+    for (code, accounts) in &blocked {
+        out.push_str(&format!("\nblocked: {code} ({})\n", accounts.len()));
+        for (name, message, _) in accounts {
+            out.push_str(&format!("  {name}: {message}\n"));
+        }
+        if let Some((_, _, help)) = accounts.first() {
+            out.push_str(&format!("  help: {help}\n"));
+        }
+    }
+    let mut next: BTreeMap<Lifecycle, usize> = BTreeMap::new();
+    for acct in &plan.accounts {
+        *next.entry(acct.next).or_default() += 1;
+    }
+    out.push_str("\nafter this plan:");
+    for state in FUNNEL {
+        if let Some(n) = next.get(&state) {
+            out.push_str(&format!(" {}={n}", state.as_str()));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// The plan as CSV: one row per account with its state, next state, action and reason.
+pub fn plan_csv(plan: &Plan) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "account", "dn", "kind", "state", "next", "actions", "reason", "help",
+    ])?;
+    let mut ops: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for a in &plan.actions {
+        ops.entry(a.account.as_str()).or_default().push(a.op.name());
+    }
+    for acct in &plan.accounts {
+        let reason = acct.reasons.first();
+        w.write_record([
+            acct.account_name.as_deref().unwrap_or(&acct.key),
+            &acct.dn,
+            &acct.kind.map(|k| k.to_string()).unwrap_or_default(),
+            acct.state.as_str(),
+            acct.next.as_str(),
+            &ops.get(acct.key.as_str())
+                .map(|o| o.join(" "))
+                .unwrap_or_default(),
+            reason.map(|r| r.message.as_str()).unwrap_or_default(),
+            reason.map(|r| r.help.as_str()).unwrap_or_default(),
+        ])?;
+    }
+    csv_text(w)
+}
+
+/// The one paragraph at the end of every run.
+pub fn run_summary(
+    run_id: &str,
+    plan: &Plan,
+    outcome: &Outcome,
+    reconciled: &Reconciled,
+) -> String {
+    let mut done: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &outcome.actions {
+        if matches!(a.status, crate::apply::Status::Done) {
+            *done.entry(a.op).or_default() += 1;
+        }
+    }
+    let changes = if done.is_empty() {
+        "nothing needed changing".to_string()
+    } else {
+        done.iter()
+            .map(|(op, n)| format!("{op} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let blocked = plan
+        .accounts
+        .iter()
+        .filter(|a| a.state == Lifecycle::Blocked)
+        .count();
+    let finished = plan
+        .accounts
+        .iter()
+        .filter(|a| a.next == Lifecycle::Done)
+        .count();
+    let mut text = format!(
+        "run {run_id}: {} accounts in scope; {changes}; {} failed, {} skipped; {blocked} blocked; {finished} done.",
+        plan.accounts.len(),
+        outcome.failed(),
+        outcome.skipped()
+    );
+    if reconciled.confirmed + reconciled.released > 0 {
+        text.push_str(&format!(
+            " Reconciled {} interrupted action(s) of an earlier run ({} confirmed, none repeated).",
+            reconciled.confirmed + reconciled.released,
+            reconciled.confirmed
+        ));
+    }
+    for a in &outcome.actions {
+        if let crate::apply::Status::Failed { error, help } = &a.status {
+            text.push_str(&format!("\n  failed {}: {error}\n  help: {help}", a.key));
+        }
+    }
+    text
 }
 
 /// Writes `contents` to `path` atomically (temp file in the same directory, then rename),
