@@ -508,6 +508,37 @@ async fn s6_1_client_assertions() {
     assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// §6.1, as MSAL Python sends it: a padded base64url `x5t` and fractional `nbf`/`exp`
+/// (found by tests/python; Entra accepts both).
+#[tokio::test]
+async fn s6_1_client_assertion_as_msal_sends_it() {
+    let cert = app_cert();
+    let mut tenant = fixture();
+    tenant.apps[0].certificates.push(cert.pem.clone());
+    let lab = lab_with(tenant, |_| {}).await;
+    let now = jiff::Timestamp::now().as_second() as f64 + 0.25;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.x5t =
+        Some(base64::engine::general_purpose::URL_SAFE.encode(sha1::Sha1::digest(&cert.der)));
+    assert!(header.x5t.as_ref().unwrap().ends_with('='));
+    let claims = json!({"aud": lab.emu.token_url(), "iss": RW.0, "sub": RW.0, "jti": "j", "nbf": now, "exp": now + 600.0});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(cert.key_pem.as_bytes()).unwrap();
+    let assertion = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let response = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", SCOPE),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 /// §6.1: the OpenID configuration MSAL reads names the emulator's token endpoint.
 #[tokio::test]
 async fn s6_1_openid_discovery_points_at_the_token_endpoint() {

@@ -76,11 +76,26 @@ struct AccessClaims {
     ver: String,
 }
 
-/// A registered certificate's thumbprints and public key.
+/// A registered certificate's thumbprints (raw digests) and public key.
 pub(crate) struct CertificateKey {
-    sha1: String,
-    sha256: String,
+    sha1: Vec<u8>,
+    sha256: Vec<u8>,
     key: DecodingKey,
+}
+
+/// Decodes a thumbprint header as clients send it: base64url or base64, padded or not
+/// (MSAL Python pads, jsonwebtoken does not).
+fn thumbprint_bytes(text: &str) -> Option<Vec<u8>> {
+    let normalized: String = text
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            other => other,
+        })
+        .collect();
+    URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
 /// Parses a PEM certificate into its thumbprints (base64url, as `x5t` / `x5t#S256`) and key.
@@ -92,8 +107,8 @@ pub(crate) fn certificate_key(pem: &str) -> Result<CertificateKey, String> {
         .map_err(|err| format!("not an X.509 certificate: {err}"))?;
     let key = DecodingKey::from_rsa_der(&certificate.public_key().subject_public_key.data);
     Ok(CertificateKey {
-        sha1: URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&pem.contents)),
-        sha256: URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&pem.contents)),
+        sha1: sha1::Sha1::digest(&pem.contents).to_vec(),
+        sha256: sha2::Sha256::digest(&pem.contents).to_vec(),
         key,
     })
 }
@@ -348,14 +363,15 @@ fn check_assertion(
             ),
         ));
     }
+    let digest = thumbprint_bytes(&thumbprint).unwrap_or_default();
     let key = certificates
         .iter()
         .filter_map(|pem| certificate_key(pem).ok())
         .find(|k| {
             if by_sha256 {
-                k.sha256 == thumbprint
+                k.sha256 == digest
             } else {
-                k.sha1 == thumbprint
+                k.sha1 == digest
             }
         });
     let Some(key) = key else {
@@ -407,8 +423,11 @@ fn check_assertion(
         ));
     }
     let now = jiff::Timestamp::now().as_second();
-    let exp = claims.get("exp").and_then(Value::as_i64);
-    let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(now);
+    let exp = claims.get("exp").and_then(Value::as_f64).map(|t| t as i64); // NumericDate may be fractional
+    let nbf = claims
+        .get("nbf")
+        .and_then(Value::as_f64)
+        .map_or(now, |t| t as i64);
     let Some(exp) = exp else {
         return Err(invalid(
             700024,
