@@ -1,0 +1,294 @@
+//! The emulator's shared state: the directory (users, invitations, change counter for delta),
+//! the request log, faults, throttling buckets and the configuration every handler reads.
+//! It holds data and small lookups only; HTTP shapes live in the handler modules.
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use axum::Router;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::tenant::{App, PRIVATE_FIELDS, Tenant, User};
+use super::throttle::Throttle;
+
+/// Locks a mutex, recovering the data if a handler panicked while holding it (the data is
+/// plain values that stay consistent between statements).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The Graph properties of a user, as Graph names them, and whether `$select` is needed.
+pub(crate) const USER_PROPERTIES: &[(&str, bool)] = &[
+    ("businessPhones", true),
+    ("displayName", true),
+    ("givenName", true),
+    ("id", true),
+    ("jobTitle", true),
+    ("mail", true),
+    ("mobilePhone", true),
+    ("officeLocation", true),
+    ("preferredLanguage", true),
+    ("surname", true),
+    ("userPrincipalName", true),
+    ("accountEnabled", false),
+    ("createdDateTime", false),
+    ("creationType", false),
+    ("department", false),
+    ("employeeId", false),
+    ("externalUserState", false),
+    ("externalUserStateChangeDateTime", false),
+    ("identities", false),
+    ("mailNickname", false),
+    ("onPremisesDistinguishedName", false),
+    ("onPremisesImmutableId", false),
+    ("onPremisesSamAccountName", false),
+    ("onPremisesSecurityIdentifier", false),
+    ("onPremisesSyncEnabled", false),
+    ("onPremisesUserPrincipalName", false),
+    ("otherMails", false),
+    ("proxyAddresses", false),
+    ("userType", false),
+];
+
+/// The canonical spelling of a user property, matched case-insensitively.
+pub(crate) fn canonical_property(name: &str) -> Option<&'static str> {
+    USER_PROPERTIES
+        .iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case(name))
+        .map(|(p, _)| *p)
+}
+
+/// The properties returned when no `$select` is given.
+pub(crate) fn default_properties() -> Vec<&'static str> {
+    USER_PROPERTIES
+        .iter()
+        .filter(|(_, default)| *default)
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// A user's full Graph view (every property, `null` or `[]` when empty), private fields removed.
+pub(crate) fn graph_view(user: &User) -> Map<String, Value> {
+    let mut map = match serde_json::to_value(user) {
+        Ok(Value::Object(map)) => map,
+        // A struct of strings, booleans and vectors always serializes to an object.
+        _ => Map::new(),
+    };
+    for field in PRIVATE_FIELDS {
+        map.remove(field);
+    }
+    map
+}
+
+/// One user plus the change counter value of its last change (for delta).
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub user: User,
+    pub changed: u64,
+}
+
+/// One recorded invitation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InvitationRecord {
+    pub id: String,
+    pub time: String,
+    pub app_id: String,
+    pub invited_user_id: String,
+    pub invited_user_email_address: String,
+    pub reset_redemption: bool,
+    pub conversion: bool,
+}
+
+/// The mutable directory.
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    pub entries: Vec<Entry>,
+    /// Global change counter; every change stamps `Entry::changed` with the next value.
+    pub seq: u64,
+    /// Bumped by the control API to invalidate every delta token (410 on next use).
+    pub delta_generation: u64,
+    pub invitations: Vec<InvitationRecord>,
+}
+
+impl Directory {
+    pub fn new(tenant: &Tenant) -> Directory {
+        Directory {
+            entries: tenant
+                .users
+                .iter()
+                .map(|user| Entry {
+                    user: user.clone(),
+                    changed: 0,
+                })
+                .collect(),
+            seq: 0,
+            delta_generation: 0,
+            invitations: Vec::new(),
+        }
+    }
+
+    /// Index of the user with this id or userPrincipalName (case-insensitive).
+    pub fn find(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|e| {
+            e.user.id.eq_ignore_ascii_case(key)
+                || e.user.user_principal_name.eq_ignore_ascii_case(key)
+        })
+    }
+
+    /// Marks the user at `index` as changed (it shows up in the next delta round).
+    pub fn touch(&mut self, index: usize) {
+        self.seq += 1;
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.changed = self.seq;
+        }
+    }
+
+    /// Index of another user whose proxyAddresses hold `smtp:{address}`.
+    pub fn proxy_owner(&self, address: &str, except: Option<usize>) -> Option<usize> {
+        self.entries.iter().enumerate().find_map(|(i, e)| {
+            let hit = Some(i) != except
+                && e.user
+                    .proxy_addresses
+                    .iter()
+                    .any(|p| proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(address)));
+            hit.then_some(i)
+        })
+    }
+
+    /// Sets `mail` and recomputes the primary `SMTP:` proxy address (contract §2.3).
+    pub fn set_mail(&mut self, index: usize, mail: Option<String>) {
+        let conflict = mail
+            .as_deref()
+            .and_then(|m| self.proxy_owner(m, Some(index)))
+            .is_some();
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        let user = &mut entry.user;
+        user.mail = mail.clone();
+        let Some(mail) = mail else {
+            return;
+        };
+        let guest_ext_primary = user
+            .proxy_addresses
+            .iter()
+            .any(|p| p.starts_with("SMTP:") && p.contains("#EXT#"));
+        if conflict || guest_ext_primary {
+            return;
+        }
+        let mut addresses: Vec<String> = user
+            .proxy_addresses
+            .iter()
+            .filter(|p| !proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(&mail)))
+            .map(|p| match p.strip_prefix("SMTP:") {
+                Some(rest) => format!("smtp:{rest}"),
+                None => p.clone(),
+            })
+            .collect();
+        addresses.insert(0, format!("SMTP:{mail}"));
+        user.proxy_addresses = addresses;
+    }
+}
+
+/// The address of an `smtp:`/`SMTP:` proxy address.
+pub(crate) fn proxy_address(proxy: &str) -> Option<&str> {
+    let (scheme, address) = proxy.split_once(':')?;
+    scheme.eq_ignore_ascii_case("smtp").then_some(address)
+}
+
+/// One line of the request log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LogEntry {
+    pub time: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub request_id: String,
+    pub client_request_id: String,
+    pub app_id: Option<String>,
+    pub invited_user_id: Option<String>,
+    pub invited_user_email_address: Option<String>,
+    pub batch_inner: bool,
+}
+
+/// Injected faults (control API).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct FaultSpec {
+    #[serde(default)]
+    pub latency_ms: Option<[u64; 2]>,
+    #[serde(default)]
+    pub rate: f64,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// Keys for the access tokens the emulator issues (ES256).
+pub(crate) struct TokenKeys {
+    pub encoding: jsonwebtoken::EncodingKey,
+    pub decoding: jsonwebtoken::DecodingKey,
+    pub kid: String,
+    /// The public point, for the JWKS document.
+    pub public_raw: Vec<u8>,
+}
+
+/// Everything the handlers share.
+pub(crate) struct Emulator {
+    pub tenant_id: String,
+    pub initial_domain: String,
+    pub verified_domains: Vec<String>,
+    pub apps: Vec<App>,
+    pub graph_resource: String,
+    pub login_base: String,
+    pub base_url: String,
+    pub token_lifetime_secs: u64,
+    pub keys: TokenKeys,
+    pub dir: Mutex<Directory>,
+    pub log: Mutex<Vec<LogEntry>>,
+    pub faults: Mutex<Option<FaultSpec>>,
+    pub throttle: Mutex<Throttle>,
+    pub time_scale: Mutex<f64>,
+    /// The router itself, for `$batch` to dispatch inner requests through the same handlers.
+    pub router: OnceLock<Router>,
+}
+
+impl Emulator {
+    pub fn app(&self, app_id: &str) -> Option<&App> {
+        self.apps
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(app_id))
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        *lock(&self.time_scale)
+    }
+
+    /// Whether `tenant` (GUID or domain) names this tenant.
+    pub fn is_tenant(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.tenant_id)
+            || self
+                .verified_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(tenant))
+    }
+
+    /// Whether `domain` is verified in this tenant (initial domain included).
+    pub fn is_verified_domain(&self, domain: &str) -> bool {
+        self.verified_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// Now, formatted as Graph's `DateTimeOffset` (`2024-01-02T03:04:05Z`).
+pub(crate) fn now_graph() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -1,0 +1,250 @@
+//! HTTP plumbing shared by every route: the per-request context (request-id,
+//! client-request-id, date), the headers every response carries, the OData error shape of
+//! contract §7, the request log and fault injection. No Graph semantics live here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::directory::{Emulator, LogEntry, lock};
+
+/// The content type Graph uses for successful JSON bodies.
+pub(crate) const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+/// Marks a request dispatched by `$batch` (set only by the emulator itself).
+pub(crate) const BATCH_INNER_HEADER: &str = "x-emulator-batch-inner";
+
+/// Per-request identifiers, inserted by [`common`] for handlers to read.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub request_id: String,
+    pub client_request_id: String,
+    pub date: Timestamp,
+}
+
+impl Ctx {
+    /// `innerError.date`: UTC, no zone, no fractional seconds.
+    pub fn inner_date(&self) -> String {
+        self.date.strftime("%Y-%m-%dT%H:%M:%S").to_string()
+    }
+}
+
+/// What a handler tells the request log about the call (response extension).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogExtra {
+    pub app_id: Option<String>,
+    pub invited_user_id: Option<String>,
+    pub invited_user_email_address: Option<String>,
+}
+
+/// Response extension: close the connection without answering (fault `drop`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropConnection;
+
+/// The peer's address, inserted by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub std::net::SocketAddr);
+
+/// The OData error body of contract §7.
+pub(crate) fn error_body(ctx: &Ctx, code: &str, message: &str) -> Value {
+    json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": ctx.inner_date(),
+                "request-id": ctx.request_id,
+                "client-request-id": ctx.client_request_id,
+            }
+        }
+    })
+}
+
+/// A Graph error response.
+pub(crate) fn graph_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, "application/json", &error_body(ctx, code, message))
+}
+
+/// A JSON response with the given content type.
+pub(crate) fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &Value,
+) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A successful Graph JSON response.
+pub(crate) fn odata(status: StatusCode, body: &Value) -> Response {
+    json_response(status, ODATA_JSON, body)
+}
+
+/// `Retry-After` value for a wait of `seconds` (already scaled): integer seconds, at least 1,
+/// at real time; fractional seconds when the emulator runs scaled.
+pub(crate) fn retry_after_value(seconds: f64, time_scale: f64) -> String {
+    if (time_scale - 1.0).abs() < f64::EPSILON {
+        format!("{}", seconds.ceil().max(1.0) as u64)
+    } else {
+        format!("{:.3}", seconds.max(0.001))
+    }
+}
+
+/// The 429 of contract §5.1.
+pub(crate) fn too_many_requests(ctx: &Ctx, retry_after: &str) -> Response {
+    let body = json!({
+        "error": {
+            "code": "TooManyRequests",
+            "message": "Please retry again later.",
+            "innerError": {
+                "code": "429",
+                "date": ctx.inner_date(),
+                "message": "Please retry after",
+                "request-id": ctx.request_id,
+                "client-request-id": ctx.client_request_id,
+                "status": "429",
+            }
+        }
+    });
+    let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, "application/json", &body);
+    if let Ok(value) = HeaderValue::from_str(retry_after) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Middleware on every route: context, fault injection, common headers, request log.
+pub(crate) async fn common(
+    State(emu): State<Arc<Emulator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = header_str(req.headers(), "client-request-id")
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+    let ctx = Ctx {
+        request_id,
+        client_request_id,
+        date: Timestamp::now(),
+    };
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let batch_inner = req.headers().contains_key(BATCH_INNER_HEADER);
+    req.extensions_mut().insert(ctx.clone());
+
+    let mut response = match fault(&emu, &ctx, &path, batch_inner).await {
+        Some(response) => response,
+        None => next.run(req).await,
+    };
+
+    let headers = response.headers_mut();
+    let pairs = [
+        ("request-id", ctx.request_id.clone()),
+        ("client-request-id", ctx.client_request_id.clone()),
+        (
+            "date",
+            ctx.date.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ),
+        (
+            "x-ms-ags-diagnostic",
+            r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"graph-emulator","ADSiteName":"EMU"}}"#.to_owned(),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+
+    let extra = response
+        .extensions()
+        .get::<LogExtra>()
+        .cloned()
+        .unwrap_or_default();
+    if !path.starts_with("/_emulator") {
+        lock(&emu.log).push(LogEntry {
+            time: ctx.date.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            method,
+            path,
+            status: response.status().as_u16(),
+            request_id: ctx.request_id.clone(),
+            client_request_id: ctx.client_request_id.clone(),
+            app_id: extra.app_id,
+            invited_user_id: extra.invited_user_id,
+            invited_user_email_address: extra.invited_user_email_address,
+            batch_inner,
+        });
+    }
+    tracing::debug!(status = response.status().as_u16(), request_id = %ctx.request_id, "Request served.");
+    response
+}
+
+/// Applies the configured faults to a request, if it matches; `Some` replaces the response.
+async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Option<Response> {
+    if path.starts_with("/_emulator") || batch_inner {
+        return None;
+    }
+    let spec = lock(&emu.faults).clone()?;
+    if let Some(prefix) = &spec.path_prefix
+        && !path.starts_with(prefix.as_str())
+    {
+        return None;
+    }
+    let (latency, kind) = {
+        let mut rng = rand::rng();
+        let latency = spec.latency_ms.map(|[min, max]| {
+            let (low, high) = (min.min(max), min.max(max));
+            rng.random_range(low..=high)
+        });
+        let kind = (!spec.kinds.is_empty() && rng.random::<f64>() < spec.rate)
+            .then(|| spec.kinds[rng.random_range(0..spec.kinds.len())].clone());
+        (latency, kind)
+    };
+    if let Some(ms) = latency {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let scale = emu.time_scale();
+    let retry_after = retry_after_value(1.0 * scale, scale);
+    match kind.as_deref() {
+        Some("429") => Some(too_many_requests(ctx, &retry_after)),
+        Some("503") => {
+            let mut response = graph_error(
+                ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                "The service is temporarily unavailable. Please retry later.",
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Some(response)
+        }
+        Some("drop") => {
+            let mut response = Response::new(Body::empty());
+            response.extensions_mut().insert(DropConnection);
+            Some(response)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,1874 @@
+//! Contract tests for the Graph emulator: each test names the section of
+//! `shared/reference/graph-contract.md` it checks. They drive an in-process emulator over
+//! HTTPS with reqwest, trusting only the emulator's generated CA.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use b2bsync::emulator::{self, Options, Running, Tenant, User};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const RW: (&str, &str) = ("11111111-1111-4111-8111-111111111111", "rw-secret~value.1");
+const READ: (&str, &str) = ("22222222-2222-4222-8222-222222222222", "read-secret");
+const MAIL: (&str, &str) = ("33333333-3333-4333-8333-333333333333", "mail-secret");
+const INVITE: (&str, &str) = ("44444444-4444-4444-8444-444444444444", "invite-secret");
+const NONE: (&str, &str) = ("55555555-5555-4555-8555-555555555555", "none-secret");
+const SCOPE: &str = "https://graph.microsoft.com/.default";
+
+const ANNA: &str = "a0000000-0000-4000-8000-000000000001";
+const BRUNO: &str = "a0000000-0000-4000-8000-000000000002";
+const CARL: &str = "a0000000-0000-4000-8000-000000000003";
+const RITA: &str = "a0000000-0000-4000-8000-000000000004";
+const MAX: &str = "a0000000-0000-4000-8000-000000000005";
+const VERA: &str = "a0000000-0000-4000-8000-000000000007";
+const PAUL: &str = "a0000000-0000-4000-8000-000000000008";
+
+fn fixture() -> Tenant {
+    Tenant::from_json_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tenant-contract.json"
+    ))
+    .unwrap()
+}
+
+/// The fixture plus `extra` generated cloud users (for paging).
+fn fixture_with(extra: usize) -> Tenant {
+    let mut tenant = fixture();
+    for i in 0..extra {
+        tenant.users.push(User {
+            id: format!("b0000000-0000-4000-8000-{i:012}"),
+            user_principal_name: format!("gen{i:04}@contoso.example"),
+            display_name: Some(format!("Generated {i:04}")),
+            mail: Some(format!("gen{i:04}@partner.example")),
+            ..User::default()
+        });
+    }
+    tenant
+}
+
+struct Lab {
+    emu: Running,
+    http: reqwest::Client,
+}
+
+async fn lab_with(tenant: Tenant, configure: impl FnOnce(&mut Options)) -> Lab {
+    let mut opts = Options::new("127.0.0.1:0".parse().unwrap(), tenant);
+    configure(&mut opts);
+    let emu = emulator::spawn(opts).await.unwrap();
+    let ca = reqwest::Certificate::from_pem(emu.ca_pem.as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    Lab { emu, http }
+}
+
+async fn lab() -> Lab {
+    lab_with(fixture(), |_| {}).await
+}
+
+impl Lab {
+    async fn token_response(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.emu.token_url())
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, app: (&str, &str)) -> String {
+        let response = self
+            .token_response(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app.0),
+                ("client_secret", app.1),
+                ("scope", SCOPE),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1.0{path}", self.emu.base_url)
+    }
+
+    async fn call(
+        &self,
+        app: (&str, &str),
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let token = self.token(app).await;
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.call(RW, Method::GET, path, None, &[]).await
+    }
+
+    async fn get_aq(&self, path: &str) -> reqwest::Response {
+        self.call(
+            RW,
+            Method::GET,
+            path,
+            None,
+            &[("ConsistencyLevel", "eventual")],
+        )
+        .await
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn invite(&self, app: (&str, &str), body: Value) -> reqwest::Response {
+        self.call(app, Method::POST, "/invitations", Some(body), &[])
+            .await
+    }
+
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}/_emulator{path}", self.emu.base_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Asserts a Graph error body (§7) and returns it.
+async fn assert_error(
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Value {
+    assert_eq!(response.status(), status);
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["message"], message, "{body}");
+    assert_eq!(
+        body["error"]["innerError"]["request-id"],
+        request_id.as_str()
+    );
+    body
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------- §7 and transport
+
+/// §7: every response carries request-id, client-request-id (echoed), Date and
+/// x-ms-ags-diagnostic; innerError.date has no fraction and no zone.
+#[tokio::test]
+async fn s7_error_shape_and_common_headers() {
+    let lab = lab().await;
+    let response = lab
+        .http
+        .get(lab.url("/users"))
+        .header("client-request-id", "my-correlation-1")
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers().clone();
+    assert_eq!(headers["client-request-id"], "my-correlation-1");
+    assert!(headers.contains_key("request-id"));
+    assert!(headers["date"].to_str().unwrap().ends_with(" GMT"));
+    assert!(headers.contains_key("x-ms-ags-diagnostic"));
+    let body = assert_error(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        "Access token is empty.",
+    )
+    .await;
+    let inner = &body["error"]["innerError"];
+    assert_eq!(inner["client-request-id"], "my-correlation-1");
+    let date = inner["date"].as_str().unwrap();
+    assert_eq!(date.len(), 19, "{date}");
+    assert!(jiff::civil::DateTime::strptime("%Y-%m-%dT%H:%M:%S", date).is_ok());
+}
+
+/// §7: without a client-request-id header the response's equals request-id.
+#[tokio::test]
+async fn s7_client_request_id_defaults_to_request_id() {
+    let lab = lab().await;
+    let response = lab.get("/users/a0000000-0000-4000-8000-000000000001").await;
+    assert_eq!(
+        response.headers()["request-id"],
+        response.headers()["client-request-id"]
+    );
+}
+
+/// Transport: HTTPS with the generated CA, h2 negotiated by ALPN, HTTP/1.1 also served.
+#[tokio::test]
+async fn transport_serves_h2_and_http1() {
+    let lab = lab().await;
+    let response = lab.get("/users?$top=1").await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let ca = reqwest::Certificate::from_pem(lab.emu.ca_pem.as_bytes()).unwrap();
+    let http1 = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .http1_only()
+        .build()
+        .unwrap();
+    let response = http1.get(lab.url("/users")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+// ---------------------------------------------------------------- §6 authentication
+
+/// §6.1: a client secret in the form body gets a Bearer JWT with the contract's claims.
+#[tokio::test]
+async fn s6_1_client_secret_gets_an_app_token() {
+    let lab = lab().await;
+    let response = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            ("client_secret", RW.1),
+            ("scope", SCOPE),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3599);
+    assert_eq!(body["ext_expires_in"], 3599);
+    let claims = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], "https://graph.microsoft.com");
+    assert_eq!(claims["tid"], lab.emu.tenant_id.as_str());
+    assert_eq!(claims["appid"], RW.0);
+    assert_eq!(claims["azp"], RW.0);
+    assert_eq!(claims["idtyp"], "app");
+    assert_eq!(
+        claims["roles"],
+        json!(["User.ReadWrite.All", "User.Invite.All"])
+    );
+}
+
+/// §6.1: HTTP Basic client authentication (RFC 6749 §2.3.1), tenant given as a domain.
+#[tokio::test]
+async fn s6_1_http_basic_client_authentication() {
+    let lab = lab().await;
+    let url = format!("{}/contoso.example/oauth2/v2.0/token", lab.emu.base_url);
+    let response = lab
+        .http
+        .post(url)
+        .basic_auth(RW.0, Some("rw-secret%7Evalue.1"))
+        .form(&[("grant_type", "client_credentials"), ("scope", SCOPE)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn assert_aad_error(
+    response: reqwest::Response,
+    status: StatusCode,
+    error: &str,
+    code: u64,
+    text: &str,
+) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["error_codes"], json!([code]));
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: {text}")),
+        "{description}"
+    );
+    assert!(description.contains("\r\nTrace ID: ") && description.contains("\r\nCorrelation ID: "));
+    assert!(
+        body["trace_id"].is_string()
+            && body["correlation_id"].is_string()
+            && body["timestamp"].is_string()
+    );
+}
+
+/// §6.1 error table: wrong secret, missing credential, bad scope.
+#[tokio::test]
+async fn s6_1_token_errors_match_the_table() {
+    let lab = lab().await;
+    let wrong = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            ("client_secret", "nope"),
+            ("scope", SCOPE),
+        ])
+        .await;
+    assert_aad_error(
+        wrong,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000215,
+        "Invalid client secret provided.",
+    )
+    .await;
+    let missing = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            ("scope", SCOPE),
+        ])
+        .await;
+    assert_aad_error(
+        missing,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000218,
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+    )
+    .await;
+    let scope = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            ("client_secret", RW.1),
+            ("scope", "https://foo.microsoft.com/.default"),
+        ])
+        .await;
+    assert_aad_error(
+        scope,
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+        70011,
+        "The provided value for the input parameter 'scope' is not valid. The scope https://foo.microsoft.com/.default is not valid.",
+    )
+    .await;
+}
+
+/// A certificate and key for an app, generated at test time (nothing committed).
+struct AppCert {
+    pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn app_cert() -> AppCert {
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "b2bsync test app");
+    let cert = params.self_signed(&key).unwrap();
+    AppCert {
+        pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn assertion(
+    cert: &AppCert,
+    signer: &AppCert,
+    alg: jsonwebtoken::Algorithm,
+    aud: &str,
+    nbf: i64,
+    exp: i64,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    if alg == jsonwebtoken::Algorithm::PS256 {
+        header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert.der)));
+    } else {
+        header.x5t = Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&cert.der)));
+    }
+    let claims = json!({"aud": aud, "iss": RW.0, "sub": RW.0, "jti": uuid::Uuid::new_v4().to_string(), "nbf": nbf, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(signer.key_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+/// §6.1 certificate credentials: RS256+x5t and PS256+x5t#S256 accepted; aud may name the
+/// public login host or the emulator; expired (700024), foreign signature (700027) and wrong
+/// audience refused.
+#[tokio::test]
+async fn s6_1_client_assertions() {
+    let cert = app_cert();
+    let other = app_cert();
+    let mut tenant = fixture();
+    tenant.apps[0].certificates.push(cert.pem.clone());
+    let lab = lab_with(tenant, |_| {}).await;
+    let now = jiff::Timestamp::now().as_second();
+    let tid = lab.emu.tenant_id.clone();
+    let public_aud = format!("https://login.microsoftonline.com/{tid}/oauth2/v2.0/token");
+    let own_aud = lab.emu.token_url();
+    let post = |assertion: String| {
+        let lab = &lab;
+        async move {
+            lab.token_response(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", RW.0),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+                ("scope", SCOPE),
+            ])
+            .await
+        }
+    };
+    use jsonwebtoken::Algorithm::{PS256, RS256};
+    let ok = post(assertion(&cert, &cert, RS256, &public_aud, now, now + 600)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["appidacr"],
+        "2"
+    );
+    assert_eq!(
+        post(assertion(&cert, &cert, PS256, &own_aud, now, now + 600))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let expired = post(assertion(
+        &cert,
+        &cert,
+        PS256,
+        &own_aud,
+        now - 1200,
+        now - 600,
+    ))
+    .await;
+    assert_aad_error(
+        expired,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        700024,
+        "Client assertion is not within its valid time range.",
+    )
+    .await;
+    let forged = post(assertion(&cert, &other, RS256, &own_aud, now, now + 600)).await;
+    assert_aad_error(
+        forged,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        700027,
+        "Client assertion contains an invalid signature.",
+    )
+    .await;
+    let unknown = post(assertion(&other, &other, RS256, &own_aud, now, now + 600)).await;
+    assert_aad_error(
+        unknown,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        700027,
+        "The certificate with identifier used to sign",
+    )
+    .await;
+    let elsewhere = post(assertion(
+        &cert,
+        &cert,
+        RS256,
+        "https://login.example/x/oauth2/v2.0/token",
+        now,
+        now + 600,
+    ))
+    .await;
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// §6.1, as MSAL Python sends it: a padded base64url `x5t` and fractional `nbf`/`exp`
+/// (found by tests/python; Entra accepts both).
+#[tokio::test]
+async fn s6_1_client_assertion_as_msal_sends_it() {
+    let cert = app_cert();
+    let mut tenant = fixture();
+    tenant.apps[0].certificates.push(cert.pem.clone());
+    let lab = lab_with(tenant, |_| {}).await;
+    let now = jiff::Timestamp::now().as_second() as f64 + 0.25;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.x5t =
+        Some(base64::engine::general_purpose::URL_SAFE.encode(sha1::Sha1::digest(&cert.der)));
+    assert!(header.x5t.as_ref().unwrap().ends_with('='));
+    let claims = json!({"aud": lab.emu.token_url(), "iss": RW.0, "sub": RW.0, "jti": "j", "nbf": now, "exp": now + 600.0});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(cert.key_pem.as_bytes()).unwrap();
+    let assertion = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let response = lab
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RW.0),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", SCOPE),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// §6.1: the OpenID configuration MSAL reads names the emulator's token endpoint.
+#[tokio::test]
+async fn s6_1_openid_discovery_points_at_the_token_endpoint() {
+    let lab = lab().await;
+    let url = format!(
+        "{}/{}/v2.0/.well-known/openid-configuration",
+        lab.emu.base_url, lab.emu.tenant_id
+    );
+    let body: Value = lab
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["token_endpoint"], lab.emu.token_url().as_str());
+    let jwks: Value = lab
+        .http
+        .get(body["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+}
+
+/// §6.2: missing, malformed, forged and expired tokens give 401 InvalidAuthenticationToken.
+#[tokio::test]
+async fn s6_2_bad_tokens_are_401() {
+    let lab = lab().await;
+    let garbage = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        garbage,
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        "CompactToken parsing failed with error code: 80049217",
+    )
+    .await;
+    let token = lab.token(RW).await;
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[2] = URL_SAFE_NO_PAD.encode([7_u8; 64]);
+    let forged = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(parts.join("."))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        forged,
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        "Access token validation failure.",
+    )
+    .await;
+
+    let expiring = lab_with(fixture(), |o| o.token_lifetime_secs = 0).await;
+    let token = expiring.token(RW).await;
+    let expired = expiring
+        .http
+        .get(expiring.url("/users"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        expired,
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        "Access token has expired or is not yet valid.",
+    )
+    .await;
+}
+
+/// §6.2/§6.3: a token without a needed permission gets 403 Authorization_RequestDenied.
+#[tokio::test]
+async fn s6_3_missing_permission_is_403() {
+    let lab = lab().await;
+    let response = lab.call(NONE, Method::GET, "/users", None, &[]).await;
+    assert_error(
+        response,
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+    .await;
+    let read_patch = lab
+        .call(
+            READ,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"jobTitle": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(read_patch.status(), StatusCode::FORBIDDEN);
+    let read_invite = lab
+        .invite(READ, json!({"invitedUserEmailAddress": "x@partner.example", "inviteRedirectUrl": "https://myapps.microsoft.com"}))
+        .await;
+    assert_eq!(read_invite.status(), StatusCode::FORBIDDEN);
+}
+
+// ---------------------------------------------------------------- §2 users
+
+/// §2.1: without $select exactly the default property set comes back.
+#[tokio::test]
+async fn s2_1_default_property_set() {
+    let lab = lab().await;
+    let body = lab.json(&format!("/users/{ANNA}")).await;
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "@odata.context",
+            "businessPhones",
+            "displayName",
+            "givenName",
+            "id",
+            "jobTitle",
+            "mail",
+            "mobilePhone",
+            "officeLocation",
+            "preferredLanguage",
+            "surname",
+            "userPrincipalName"
+        ]
+    );
+    assert_eq!(
+        body["@odata.context"],
+        format!("{}/v1.0/$metadata#users/$entity", lab.emu.base_url)
+    );
+    assert_eq!(body["businessPhones"], json!([]));
+    assert_eq!(body["jobTitle"], Value::Null);
+}
+
+/// §2.1/§2.2: $select returns only the listed properties; empty ones are null or [].
+#[tokio::test]
+async fn s2_1_select_returns_selected_properties_with_nulls() {
+    let lab = lab().await;
+    let body = lab
+        .json(&format!(
+            "/users/{CARL}?$select=externalUserState,otherMails,onPremisesSyncEnabled,identities"
+        ))
+        .await;
+    assert_eq!(
+        body["@odata.context"],
+        format!(
+            "{}/v1.0/$metadata#users(externalUserState,otherMails,onPremisesSyncEnabled,identities)/$entity",
+            lab.emu.base_url
+        )
+    );
+    assert_eq!(body["externalUserState"], Value::Null);
+    assert_eq!(body["onPremisesSyncEnabled"], Value::Null);
+    assert_eq!(body["otherMails"], json!(["carl@partner.example"]));
+    assert_eq!(body["identities"], json!([]));
+    assert!(body.get("displayName").is_none());
+    assert!(body.get("mail").is_none());
+    // Private fixture fields are not Graph properties.
+    assert_error(
+        lab.get(&format!("/users/{RITA}?$select=roles")).await,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "Parsing OData Select and Expand failed: Could not find a property named 'roles' on type 'microsoft.graph.user'.",
+    )
+    .await;
+}
+
+/// §2.2: get by UPN (B2B UPN with %23), 404 body, users('...') form.
+#[tokio::test]
+async fn s2_2_get_by_upn_and_not_found() {
+    let lab = lab().await;
+    let by_upn = lab.json("/users/anna.berg@contoso.example").await;
+    assert_eq!(by_upn["id"], ANNA);
+    let guest = lab
+        .json("/users/gina_fabrikam.example%23EXT%23@contoso-emu.onmicrosoft.com")
+        .await;
+    assert_eq!(guest["displayName"], "Gina Guest");
+    let quoted = lab.json("/users('carl.cloud@contoso.example')").await;
+    assert_eq!(quoted["id"], CARL);
+    let missing = lab.get("/users/nobody@contoso.example").await;
+    assert_error(
+        missing,
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        "Resource 'nobody@contoso.example' does not exist or one of its queried reference-property objects are not present.",
+    )
+    .await;
+}
+
+/// §3.1: default page 100, absolute nextLink with $skiptoken keeping the original options,
+/// every user exactly once across pages.
+#[tokio::test]
+async fn s3_1_paging_with_next_links() {
+    let lab = lab_with(fixture_with(241), |_| {}).await;
+    let first = lab.json("/users").await;
+    assert_eq!(first["value"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        first["@odata.context"],
+        format!("{}/v1.0/$metadata#users", lab.emu.base_url)
+    );
+    let token = lab.token(RW).await;
+    let mut url = lab.url("/users?$select=id,mail&$top=99");
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let body: Value = lab
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        for user in body["value"].as_array().unwrap() {
+            assert_eq!(user.as_object().unwrap().len(), 2);
+            seen.push(user["id"].as_str().unwrap().to_owned());
+        }
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => {
+                assert!(
+                    next.starts_with(&lab.emu.base_url)
+                        && next.contains("$select=id,mail")
+                        && next.contains("$top=99")
+                        && next.contains("$skiptoken=")
+                );
+                url = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (250, 250));
+}
+
+/// §3.1: $top outside 1..999 gives the exact Request_UnsupportedQuery text.
+#[tokio::test]
+async fn s3_1_top_out_of_range() {
+    let lab = lab().await;
+    assert_error(
+        lab.get("/users?$top=1000").await,
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        "Invalid page size specified: '1000'. Must be between 1 and 999 inclusive.",
+    )
+    .await;
+    assert_eq!(lab.get("/users?$top=999").await.status(), StatusCode::OK);
+}
+
+/// §2.1/§3.3: the default-supported $filter forms.
+#[tokio::test]
+async fn s3_2_default_filters() {
+    let lab = lab().await;
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "onPremisesImmutableId eq 'AAECAwQFBgcICQoLDA0ODw=='",
+            &[ANNA],
+        ),
+        ("userPrincipalName eq 'CARL.CLOUD@contoso.example'", &[CARL]),
+        ("mail eq 'bruno@partner.example'", &[BRUNO]),
+        (&format!("id in ('{ANNA}','{CARL}')"), &[ANNA, CARL]),
+        ("startsWith(userPrincipalName,'anna')", &[ANNA]),
+        ("otherMails/any(x:x eq 'carl@partner.example')", &[CARL]),
+        (
+            "identities/any(i:i/issuer eq 'ExternalAzureAD' and i/issuerAssignedId eq null)",
+            &["a0000000-0000-4000-8000-000000000006"],
+        ),
+        (
+            "userType eq 'Guest'",
+            &["a0000000-0000-4000-8000-000000000006"],
+        ),
+        (
+            "externalUserState eq 'Accepted'",
+            &["a0000000-0000-4000-8000-000000000006"],
+        ),
+        (
+            "accountEnabled eq false",
+            &["a0000000-0000-4000-8000-000000000009"],
+        ),
+        (
+            "onPremisesSyncEnabled eq true and employeeId eq 'E1001'",
+            &[ANNA],
+        ),
+        (
+            "employeeId eq 'E1001' or employeeId eq 'E1003'",
+            &[ANNA, CARL],
+        ),
+        (
+            "userPrincipalName eq 'carl@partner.example' or mail eq 'carl@partner.example' or otherMails/any(x:x eq 'carl@partner.example')",
+            &[CARL],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let body = lab
+            .json(&format!("/users?$filter={}", urlencode(filter)))
+            .await;
+        assert_eq!(ids(&body), *expected, "{filter}");
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// §3.2: advanced-only filters need ConsistencyLevel: eventual plus $count=true, otherwise
+/// 400 "Unsupported Query."; with both they run and @odata.count appears.
+#[tokio::test]
+async fn s3_2_advanced_filters_need_eventual_and_count() {
+    let lab = lab().await;
+    let cases: &[(&str, usize)] = &[
+        ("endsWith(mail,'@partner.example')", 3),
+        ("userType ne 'Guest'", 8),
+        ("not(userType eq 'Guest')", 8),
+        ("onPremisesSamAccountName eq 'aberg'", 1),
+        ("employeeId eq null", 7),
+    ];
+    for (filter, count) in cases {
+        let path = format!("/users?$filter={}", urlencode(filter));
+        assert_error(
+            lab.get(&path).await,
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "Unsupported Query.",
+        )
+        .await;
+        let header_only = lab.get_aq(&path).await;
+        assert_eq!(
+            header_only.status(),
+            StatusCode::BAD_REQUEST,
+            "{filter}: header without $count=true"
+        );
+        let body: Value = lab
+            .get_aq(&format!("{path}&$count=true"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["@odata.count"], *count, "{filter}: {body}");
+        assert_eq!(body["value"].as_array().unwrap().len(), *count, "{filter}");
+    }
+    assert_error(
+        lab.get_aq("/users?$count=true&$filter=id%20ge%20'a'").await,
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        "The request uses a filter property that is not indexed",
+    )
+    .await;
+    assert_error(
+        lab.get("/users?$search=%22displayName:anna%22").await,
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
+    )
+    .await;
+    let found: Value = lab
+        .get_aq("/users?$search=%22displayName:anna%22")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), [ANNA]);
+}
+
+/// §3.2: /users/$count needs the header (text/plain); $count=true without it is ignored.
+#[tokio::test]
+async fn s3_2_count_rules() {
+    let lab = lab().await;
+    assert_error(
+        lab.get("/users/$count").await,
+        StatusCode::BAD_REQUEST,
+        "Request_BadRequest",
+        "$count is not currently supported.",
+    )
+    .await;
+    let counted = lab.get_aq("/users/$count").await;
+    assert_eq!(counted.status(), StatusCode::OK);
+    assert!(
+        counted.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(counted.text().await.unwrap(), "9");
+    let filtered = lab
+        .get_aq("/users/$count?$filter=userType%20eq%20'Guest'")
+        .await;
+    assert_eq!(filtered.text().await.unwrap(), "1");
+    let ignored = lab.json("/users?$count=true").await;
+    assert!(ignored.get("@odata.count").is_none());
+    assert_eq!(ignored["value"].as_array().unwrap().len(), 9);
+}
+
+/// §2.3: PATCH returns 204 with an empty body and the change is visible; "@odata.type" is
+/// accepted (the SDKs send it).
+#[tokio::test]
+async fn s2_3_patch_updates_a_cloud_user() {
+    let lab = lab().await;
+    let body = json!({"@odata.type": "#microsoft.graph.user", "otherMails": ["carl@new-partner.example"], "jobTitle": "Partner"});
+    let response = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(body),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.bytes().await.unwrap().is_empty());
+    let user = lab
+        .json(&format!("/users/{CARL}?$select=otherMails,jobTitle"))
+        .await;
+    assert_eq!(user["otherMails"], json!(["carl@new-partner.example"]));
+    assert_eq!(user["jobTitle"], "Partner");
+}
+
+/// §2.3: on-premises mastered properties of synced users are refused with the exact text.
+#[tokio::test]
+async fn s2_3_synced_user_mastered_properties_refused() {
+    let lab = lab().await;
+    for body in [
+        json!({"mail": "anna@elsewhere.example"}),
+        json!({"otherMails": ["a@b.example"]}),
+        json!({"employeeId": "X"}),
+    ] {
+        let response = lab
+            .call(
+                RW,
+                Method::PATCH,
+                &format!("/users/{ANNA}"),
+                Some(body),
+                &[],
+            )
+            .await;
+        assert_error(
+            response,
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.",
+        )
+        .await;
+    }
+}
+
+/// §2.3: sensitive properties of role holders are refused for app-only tokens (403);
+/// User-Mail.ReadWrite.All suffices for otherMails only.
+#[tokio::test]
+async fn s2_3_sensitive_properties_and_least_privilege() {
+    let lab = lab().await;
+    let rita = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{RITA}"),
+            Some(json!({"otherMails": ["r@x.example"]})),
+            &[],
+        )
+        .await;
+    assert_error(
+        rita,
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+    .await;
+    let rita_title = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{RITA}"),
+            Some(json!({"jobTitle": "Boss"})),
+            &[],
+        )
+        .await;
+    assert_eq!(rita_title.status(), StatusCode::NO_CONTENT);
+    let mail_app = lab
+        .call(
+            MAIL,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"otherMails": ["c@x.example"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(mail_app.status(), StatusCode::NO_CONTENT);
+    let mail_app_mail = lab
+        .call(
+            MAIL,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"mail": "c@x.example"})),
+            &[],
+        )
+        .await;
+    assert_eq!(mail_app_mail.status(), StatusCode::FORBIDDEN);
+}
+
+/// §2.3: a mail update makes the address the primary SMTP proxy; read-only properties are refused.
+#[tokio::test]
+async fn s2_3_mail_update_recomputes_proxy_addresses() {
+    let lab = lab().await;
+    let response = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"mail": "carl@partner.example"})),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let user = lab
+        .json(&format!("/users/{CARL}?$select=mail,proxyAddresses"))
+        .await;
+    assert_eq!(user["mail"], "carl@partner.example");
+    assert_eq!(
+        user["proxyAddresses"],
+        json!([
+            "SMTP:carl@partner.example",
+            "smtp:carl.cloud@contoso.example"
+        ])
+    );
+    let read_only = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"proxyAddresses": []})),
+            &[],
+        )
+        .await;
+    assert_eq!(read_only.status(), StatusCode::BAD_REQUEST);
+    let mailbox = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{MAX}"),
+            Some(json!({"mail": "max@partner.example"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        mailbox.status(),
+        StatusCode::BAD_REQUEST,
+        "mailbox users cannot take an external mail [A]"
+    );
+}
+
+// ---------------------------------------------------------------- §1 invitations
+
+fn conversion(email: &str, id: &str) -> Value {
+    json!({
+        "invitedUserEmailAddress": email,
+        "inviteRedirectUrl": "https://myapps.microsoft.com?tenantId=",
+        "sendInvitationMessage": false,
+        "invitedUser": {"@odata.type": "#microsoft.graph.user", "id": id},
+    })
+}
+
+/// §1.3: a new guest invitation answers 201 with the documented shape and creates a guest.
+#[tokio::test]
+async fn s1_3_new_guest_invitation() {
+    let lab = lab().await;
+    let response = lab
+        .invite(INVITE, json!({"invitedUserEmailAddress": "admin@fabrikam.com", "inviteRedirectUrl": "https://myapp.contoso.com"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["@odata.context"],
+        format!("{}/v1.0/$metadata#invitations/$entity", lab.emu.base_url)
+    );
+    let tid = lab.emu.tenant_id.clone();
+    let user_id = body["invitedUser"]["id"].as_str().unwrap().to_owned();
+    let redeem = body["inviteRedeemUrl"].as_str().unwrap();
+    let prefix = format!(
+        "https://login.microsoftonline.com/redeem?rd=https%3a%2f%2finvitations.microsoft.com%2fredeem%2f%3ftenant%3d{tid}%26user%3d{user_id}%26ticket%3d"
+    );
+    assert!(redeem.starts_with(&prefix), "{redeem}");
+    assert!(redeem.ends_with("%26ver%3d2.0"), "{redeem}");
+    assert_eq!(body["invitedUserDisplayName"], Value::Null);
+    assert_eq!(body["invitedUserType"], "Guest");
+    assert_eq!(body["invitedUserEmailAddress"], "admin@fabrikam.com");
+    assert_eq!(body["sendInvitationMessage"], false);
+    assert_eq!(body["resetRedemption"], false);
+    assert_eq!(body["inviteRedirectUrl"], "https://myapp.contoso.com");
+    assert_eq!(body["status"], "PendingAcceptance");
+    assert_eq!(
+        body["invitedUserMessageInfo"],
+        json!({"messageLanguage": null, "customizedMessageBody": null, "ccRecipients": [{"emailAddress": {"name": null, "address": null}}]})
+    );
+    assert_eq!(
+        body["invitedUser"]["userPrincipalName"],
+        "admin_fabrikam.com#EXT#@contoso-emu.onmicrosoft.com"
+    );
+    assert_ne!(body["id"], body["invitedUser"]["id"]);
+    let user = lab.json(&format!("/users/{user_id}?$select=userType,creationType,externalUserState,externalUserStateChangeDateTime,mail")).await;
+    assert_eq!(user["userType"], "Guest");
+    assert_eq!(user["creationType"], "Invitation");
+    assert_eq!(user["externalUserState"], "PendingAcceptance");
+    assert!(
+        user["externalUserStateChangeDateTime"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+}
+
+/// §1.4: converting an internal synced user keeps id, UPN and userType and sets
+/// externalUserState PendingAcceptance; §1.6: accepting flips it to Accepted.
+#[tokio::test]
+async fn s1_4_conversion_and_s1_6_acceptance() {
+    let lab = lab().await;
+    let response = lab
+        .invite(RW, conversion("anna.berg@partner.example", ANNA))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["invitedUser"],
+        json!({"id": ANNA, "userPrincipalName": "anna.berg@contoso.example"})
+    );
+    assert_eq!(body["status"], "PendingAcceptance");
+    let select = "/users/a0000000-0000-4000-8000-000000000001?$select=userType,externalUserState,identities,userPrincipalName";
+    let user = lab.json(select).await;
+    assert_eq!(user["userType"], "Member");
+    assert_eq!(user["externalUserState"], "PendingAcceptance");
+    let pending = lab
+        .json("/users?$filter=externalUserState%20eq%20'PendingAcceptance'")
+        .await;
+    assert_eq!(ids(&pending), [ANNA]);
+    let accepted = lab
+        .control(Method::POST, &format!("/users/{ANNA}/accept"), None)
+        .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let user = lab.json(select).await;
+    assert_eq!(user["externalUserState"], "Accepted");
+    assert_eq!(
+        user["identities"],
+        json!([{"signInType": "federated", "issuer": "ExternalAzureAD", "issuerAssignedId": "anna.berg@partner.example"}])
+    );
+    assert_eq!(user["userPrincipalName"], "anna.berg@contoso.example");
+    let again = lab
+        .control(Method::POST, &format!("/users/{ANNA}/accept"), None)
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+/// §1.4 blockers P1–P6, P8 and the §1.2 email rules, with the emulator's [A] codes.
+#[tokio::test]
+async fn s1_4_conversion_blockers() {
+    let lab = lab().await;
+    let bad = StatusCode::BAD_REQUEST;
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            conversion("bruno@partner.example", BRUNO),
+            bad,
+            "P1 onPremisesUserPrincipalName",
+        ),
+        (
+            conversion("someone.else@partner.example", ANNA),
+            bad,
+            "P2 synced: must equal mail",
+        ),
+        (
+            conversion("nobody@partner.example", CARL),
+            bad,
+            "P2 cloud-only: must be in otherMails/mail",
+        ),
+        (
+            conversion("vera@contoso.example", VERA),
+            bad,
+            "P3 verified domain",
+        ),
+        (conversion("max@partner.example", MAX), bad, "P4 mailbox"),
+        (
+            conversion("rita@partner.example", RITA),
+            StatusCode::FORBIDDEN,
+            "P5 role holder",
+        ),
+        (
+            conversion("shared@partner.example", PAUL),
+            bad,
+            "P8 proxyAddresses collision",
+        ),
+        (
+            conversion("a+b@partner.example", CARL),
+            bad,
+            "§1.2 forbidden character",
+        ),
+        (
+            conversion(".ab@partner.example", CARL),
+            bad,
+            "§1.2 leading dot",
+        ),
+        (
+            conversion(
+                "carl@partner.example",
+                "a0000000-0000-4000-8000-0000000000ff",
+            ),
+            StatusCode::NOT_FOUND,
+            "unknown user",
+        ),
+    ];
+    for (body, status, case) in cases {
+        let response = lab.invite(RW, body).await;
+        assert_eq!(response.status(), status, "{case}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"]["code"].is_string()
+                && error["error"]["innerError"]["request-id"].is_string(),
+            "{case}"
+        );
+    }
+    let p3: Value = lab
+        .invite(RW, conversion("vera@contoso.example", VERA))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        p3["error"]["message"],
+        "User's email address cannot be in a verified domain. Please change the user's email to enable conversion to a B2B user."
+    );
+    // P6: the same address without invitedUser.id is a new-guest invitation that collides.
+    let p6 = lab.invite(RW, json!({"invitedUserEmailAddress": "carl@partner.example", "inviteRedirectUrl": "https://myapps.microsoft.com"})).await;
+    assert_error(
+        p6,
+        bad,
+        "BadRequest",
+        &format!("The invited user already exists in the directory as objectID: {CARL}. They can use that account to sign in to shared apps and resources."),
+    )
+    .await;
+    // Cloud-only conversion through otherMails succeeds.
+    assert_eq!(
+        lab.invite(RW, conversion("carl@partner.example", CARL))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+}
+
+/// §1.5: resetRedemption needs User.ReadWrite.All and answers 201 with resetRedemption true.
+#[tokio::test]
+async fn s1_5_reset_redemption() {
+    let lab = lab().await;
+    let mut body = conversion("carl@partner.example", CARL);
+    body["resetRedemption"] = json!(true);
+    let invite_only = lab.invite(INVITE, body.clone()).await;
+    assert_eq!(invite_only.status(), StatusCode::FORBIDDEN);
+    let response = lab.invite(RW, body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["resetRedemption"], true);
+    assert_eq!(answer["invitedUser"]["id"], CARL);
+    let missing_id = lab
+        .invite(RW, json!({"invitedUserEmailAddress": "carl@partner.example", "inviteRedirectUrl": "https://x.example", "resetRedemption": true}))
+        .await;
+    assert_eq!(missing_id.status(), StatusCode::BAD_REQUEST);
+}
+
+// ---------------------------------------------------------------- §3.4 delta
+
+async fn delta_round(lab: &Lab, token: &str, mut url: String) -> (Vec<Value>, String) {
+    let mut items = Vec::new();
+    loop {
+        let response = lab
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header("Prefer", "odata.maxpagesize=4")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        items.extend(body["value"].as_array().unwrap().iter().cloned());
+        if let Some(next) = body["@odata.nextLink"].as_str() {
+            assert!(next.contains("$skiptoken=") && !next.contains("$select"));
+            url = next.to_owned();
+        } else {
+            return (items, body["@odata.deltaLink"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+/// §3.4: pages until a deltaLink, $select kept in the tokens, later rounds only return
+/// changed users (PATCH, invitation, acceptance), never-set properties omitted.
+#[tokio::test]
+async fn s3_4_delta_rounds() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    let (first, delta_link) = delta_round(
+        &lab,
+        &token,
+        lab.url("/users/delta?$select=displayName,externalUserState"),
+    )
+    .await;
+    assert_eq!(first.len(), 9);
+    assert!(first.iter().all(|u| u.get("mail").is_none()));
+    assert!(
+        first[0].get("externalUserState").is_none(),
+        "never-set properties are omitted"
+    );
+    let (none, delta_link) = delta_round(&lab, &token, delta_link).await;
+    assert!(none.is_empty());
+    lab.call(
+        RW,
+        Method::PATCH,
+        &format!("/users/{CARL}"),
+        Some(json!({"displayName": "Carl C."})),
+        &[],
+    )
+    .await;
+    lab.invite(RW, conversion("anna.berg@partner.example", ANNA))
+        .await;
+    let (changed, delta_link) = delta_round(&lab, &token, delta_link).await;
+    let mut changed_ids: Vec<&str> = changed.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    changed_ids.sort();
+    assert_eq!(changed_ids, [ANNA, CARL]);
+    let anna = changed.iter().find(|u| u["id"] == ANNA).unwrap();
+    assert_eq!(anna["externalUserState"], "PendingAcceptance");
+    lab.control(Method::POST, &format!("/users/{ANNA}/accept"), None)
+        .await;
+    let (accepted, _) = delta_round(&lab, &token, delta_link).await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0]["externalUserState"], "Accepted");
+}
+
+/// §3.4: $deltatoken=latest gives only a deltaLink; bad tokens 400, invalidated tokens 410
+/// with a Location for a full resync.
+#[tokio::test]
+async fn s3_4_latest_and_invalid_tokens() {
+    let lab = lab().await;
+    let latest = lab.json("/users/delta?$deltatoken=latest").await;
+    assert_eq!(latest["value"], json!([]));
+    let link = latest["@odata.deltaLink"].as_str().unwrap().to_owned();
+    let token = lab.token(RW).await;
+    let (items, _) = delta_round(&lab, &token, link.clone()).await;
+    assert!(items.is_empty());
+    let garbage = lab.get("/users/delta?$deltatoken=garbage").await;
+    assert_eq!(garbage.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        lab.control(Method::POST, "/delta/reset", None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let gone = lab
+        .http
+        .get(&link)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::GONE);
+    assert!(
+        gone.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("/v1.0/users/delta?$deltatoken=")
+    );
+    let body: Value = gone.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resyncRequired");
+}
+
+// ---------------------------------------------------------------- §4 $batch
+
+/// §4: inner statuses, headers and bodies; 200 overall; dependsOn → 424 on failure.
+#[tokio::test]
+async fn s4_batch_inner_responses_and_dependencies() {
+    let lab = lab().await;
+    let body = json!({"requests": [
+        {"id": "1", "method": "GET", "url": format!("/users/{CARL}?$select=id,mail")},
+        {"id": "2", "method": "GET", "url": "/users/nobody@contoso.example"},
+        {"id": "3", "method": "PATCH", "url": format!("/users/{CARL}"), "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "Batched"}},
+        {"id": "4", "method": "GET", "url": format!("/users/{CARL}"), "dependsOn": ["2"]},
+        {"id": "5", "method": "GET", "url": "users/$count", "headers": {"ConsistencyLevel": "eventual"}},
+    ]});
+    let response = lab.call(RW, Method::POST, "/$batch", Some(body), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    let by_id = |id: &str| {
+        answer["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("1")["status"], 200);
+    assert_eq!(by_id("1")["body"]["mail"], "carl.cloud@contoso.example");
+    assert!(
+        by_id("1")["headers"]["Content-Type"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(by_id("2")["status"], 404);
+    assert_eq!(
+        by_id("2")["body"]["error"]["code"],
+        "Request_ResourceNotFound"
+    );
+    assert_eq!(by_id("3")["status"], 204);
+    assert!(by_id("3").get("body").is_none());
+    assert_eq!(by_id("4")["status"], 424);
+    assert_eq!(by_id("5")["status"], 200);
+    assert_eq!(by_id("5")["body"], "9");
+    assert_eq!(
+        lab.json(&format!("/users/{CARL}?$select=jobTitle")).await["jobTitle"],
+        "Batched"
+    );
+}
+
+/// §4: more than 20 requests, or duplicate ids, reject the whole batch with 400.
+#[tokio::test]
+async fn s4_batch_limits() {
+    let lab = lab().await;
+    let many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users?$top=1"}))
+        .collect();
+    let response = lab
+        .call(
+            RW,
+            Method::POST,
+            "/$batch",
+            Some(json!({"requests": many})),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let twenty: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users?$top=1"}))
+        .collect();
+    assert_eq!(
+        lab.call(
+            RW,
+            Method::POST,
+            "/$batch",
+            Some(json!({"requests": twenty})),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    let duplicate = json!({"requests": [{"id": "1", "method": "GET", "url": "/users"}, {"id": "1", "method": "GET", "url": "/users"}]});
+    assert_eq!(
+        lab.call(RW, Method::POST, "/$batch", Some(duplicate), &[])
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+// ---------------------------------------------------------------- §5 throttling
+
+/// §5.2/§5.3: x-ms-resource-unit carries the RU cost table with its modifiers.
+#[tokio::test]
+async fn s5_2_resource_unit_costs() {
+    let lab = lab().await;
+    let cases = [
+        ("/users", "2"),
+        ("/users?$select=id", "1"),
+        ("/users?$top=5", "1"),
+        ("/users?$top=50", "2"),
+        (&format!("/users/{ANNA}") as &str, "1"),
+        ("/users/delta", "1"),
+    ];
+    for (path, cost) in cases {
+        let response = lab.get(path).await;
+        assert_eq!(response.headers()["x-ms-resource-unit"], cost, "{path}");
+        assert!(
+            response
+                .headers()
+                .get("x-ms-throttle-limit-percentage")
+                .is_none()
+        );
+    }
+    let patch = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"jobTitle": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(patch.headers()["x-ms-resource-unit"], "1");
+}
+
+fn guest_invitation(i: usize) -> Value {
+    json!({"id": i.to_string(), "method": "POST", "url": "/invitations", "headers": {"Content-Type": "application/json"},
+           "body": {"invitedUserEmailAddress": format!("guest{i}@fabrikam.example"), "inviteRedirectUrl": "https://myapps.microsoft.com"}})
+}
+
+/// §5.1/§5.2/§4: the invitation manager allows 150 per 5 s per tenant; throttled inner
+/// requests get 429 with Retry-After in their headers and the §5.1 body; the batch is 200;
+/// usage headers appear above 0.8; after Retry-After the next request passes. Runs at
+/// time scale 0.1 (window 0.5 s, so Retry-After is fractional).
+#[tokio::test]
+async fn s5_invitation_limit_throttles_inside_batches() {
+    let lab = lab_with(fixture(), |o| o.time_scale = 0.1).await;
+    let token = lab.token(RW).await;
+    let batches = (0..15).map(|b| {
+        let requests: Vec<Value> = (0..20).map(|i| guest_invitation(b * 20 + i)).collect();
+        lab.http
+            .post(lab.url("/$batch"))
+            .bearer_auth(&token)
+            .json(&json!({"requests": requests}))
+            .send()
+    });
+    let responses = futures_util::future::join_all(batches).await;
+    let mut throttled = Vec::new();
+    let mut created = 0;
+    for response in responses {
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        for inner in body["responses"].as_array().unwrap() {
+            match inner["status"].as_u64().unwrap() {
+                201 => created += 1,
+                429 => throttled.push(inner.clone()),
+                other => panic!("unexpected inner status {other}: {inner}"),
+            }
+        }
+    }
+    assert!(created >= 150, "created {created}");
+    assert!(
+        !throttled.is_empty(),
+        "300 invitations in one burst must exceed 150 per 0.5 s"
+    );
+    let inner = &throttled[0];
+    let retry_after: f64 = inner["headers"]["Retry-After"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0.0 && retry_after <= 0.5, "{retry_after}");
+    assert_eq!(inner["body"]["error"]["code"], "TooManyRequests");
+    assert_eq!(
+        inner["body"]["error"]["message"],
+        "Please retry again later."
+    );
+    assert_eq!(inner["body"]["error"]["innerError"]["code"], "429");
+    assert_eq!(inner["body"]["error"]["innerError"]["status"], "429");
+    assert_eq!(
+        inner["body"]["error"]["innerError"]["message"],
+        "Please retry after"
+    );
+    assert!(
+        inner["headers"]["x-ms-throttle-scope"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{}/{}", RW.0, lab.emu.tenant_id))
+    );
+    assert_eq!(
+        inner["headers"]["x-ms-throttle-information"],
+        "WriteLimitExceeded"
+    );
+    tokio::time::sleep(Duration::from_secs_f64(retry_after + 0.05)).await;
+    let after = lab
+        .http
+        .post(lab.url("/invitations"))
+        .bearer_auth(&token)
+        .json(&guest_invitation(999)["body"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::CREATED);
+}
+
+/// §5.1: a direct (unbatched) 429 at real time has an integer Retry-After ≥ 1 and the
+/// usage header above 0.8 appears before it.
+#[tokio::test]
+async fn s5_1_direct_429_at_real_time() {
+    let lab = lab().await;
+    let token = lab.token(INVITE).await;
+    let mut saw_percentage = false;
+    let mut throttled = None;
+    for i in 0..400 {
+        let body = guest_invitation(i)["body"].clone();
+        let response = lab
+            .http
+            .post(lab.url("/invitations"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if response
+            .headers()
+            .contains_key("x-ms-throttle-limit-percentage")
+            && response.status() == StatusCode::CREATED
+        {
+            saw_percentage = true;
+        }
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(response);
+            break;
+        }
+    }
+    let response = throttled.expect("400 invitations within the window must be throttled");
+    assert!(saw_percentage);
+    let retry_after = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    assert_error(
+        response,
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        "Please retry again later.",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------- control API
+
+/// Control API: the request log records method, path, status, ids, app and the invited user.
+#[tokio::test]
+async fn control_request_log_records_invitations() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    lab.http
+        .post(lab.url("/invitations"))
+        .bearer_auth(&token)
+        .header("client-request-id", "corr-42")
+        .json(&conversion("carl@partner.example", CARL))
+        .send()
+        .await
+        .unwrap();
+    let log: Value = lab
+        .control(Method::GET, "/requests", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/v1.0/invitations")
+        .unwrap();
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["status"], 201);
+    assert_eq!(entry["clientRequestId"], "corr-42");
+    assert_eq!(entry["appId"], RW.0);
+    assert_eq!(entry["invitedUserId"], CARL);
+    assert_eq!(entry["invitedUserEmailAddress"], "carl@partner.example");
+    assert_eq!(
+        lab.control(Method::DELETE, "/requests", None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let log: Value = lab
+        .control(Method::GET, "/requests", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["value"], json!([]));
+    let dump: Value = lab
+        .control(Method::GET, "/tenant", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rita = dump["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == RITA)
+        .unwrap();
+    assert_eq!(rita["roles"], json!(["User Administrator"]));
+    assert_eq!(dump["invitations"].as_array().unwrap().len(), 1);
+}
+
+/// Control API: injected 503, 429 and dropped connections, scoped by path prefix, then cleared.
+#[tokio::test]
+async fn control_faults() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    let set = lab
+        .control(
+            Method::POST,
+            "/faults",
+            Some(json!({"rate": 1.0, "kinds": ["503"], "pathPrefix": "/v1.0/users"})),
+        )
+        .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let response = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "serviceNotAvailable");
+    let other_path = lab
+        .http
+        .post(lab.url("/invitations"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other_path.status(),
+        StatusCode::BAD_REQUEST,
+        "outside the prefix no fault"
+    );
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"rate": 1.0, "kinds": ["429"]})),
+    )
+    .await;
+    let throttled = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(throttled.headers()["retry-after"], "1");
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"rate": 1.0, "kinds": ["drop"]})),
+    )
+    .await;
+    let dropped = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(
+        dropped.is_err(),
+        "the connection is closed without a response"
+    );
+    assert_eq!(
+        lab.control(Method::DELETE, "/faults", None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let fine = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), StatusCode::OK);
+    let bad = lab
+        .control(
+            Method::POST,
+            "/faults",
+            Some(json!({"rate": 2.0, "kinds": ["429"]})),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Control API: latency injection delays matching requests.
+#[tokio::test]
+async fn control_latency() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"latencyMs": [150, 200]})),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let response = lab
+        .http
+        .get(lab.url("/users?$top=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+}
+
+/// Fixture: syntax errors name the file, line and column; rule errors name the object.
+#[test]
+fn fixture_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenant-typo.json");
+    std::fs::write(&path, "{\n  \"tenantId\": \"t\",\n  \"initialDomain\": \"x.onmicrosoft.com\",\n  \"userz\": []\n}\n").unwrap();
+    let message = Tenant::from_json_file(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("tenant-typo.json") && message.contains("line 4"),
+        "{message}"
+    );
+    assert!(message.contains("userz"), "{message}");
+    let duplicate = r#"{"tenantId":"t","initialDomain":"x.onmicrosoft.com","users":[{"id":"1","userPrincipalName":"a@x"},{"id":"1","userPrincipalName":"b@x"}]}"#;
+    std::fs::write(&path, duplicate).unwrap();
+    let message = Tenant::from_json_file(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("users[1]") && message.contains("duplicate id"),
+        "{message}"
+    );
+}
