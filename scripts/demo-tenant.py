@@ -96,7 +96,7 @@ def main():
             "appId": client_id,
             "displayName": "b2bsync demo",
             "clientSecrets": [secret],
-            "permissions": ["User.ReadWrite.All", "User.Invite.All", "Organization.Read.All"],
+            "permissions": ["User.ReadWrite.All", "User.Invite.All", "Organization.Read.All", "RoleManagement.Read.Directory"],
         }],
         "users": sorted(users, key=lambda u: u["userPrincipalName"]),
     }

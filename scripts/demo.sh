@@ -69,6 +69,8 @@ auth = "client_secret"
 client_secret_env = "DEMO_GRAPH_SECRET"
 authority = "$base"
 graph_url = "$base"
+# The emulator stands in for Microsoft Graph: tokens are asked for Graph's own audience.
+resource = "https://graph.microsoft.com"
 ca_file = "graph-ca.pem"
 
 [state]

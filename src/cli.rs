@@ -276,6 +276,9 @@ fn cloud(config: &Config) -> Result<GraphClient, Failure> {
     };
     let mut settings = GraphSettings::new(&g.graph_url, &g.authority, &g.tenant, &g.client_id);
     settings.ca_file = g.ca_file.clone();
+    if let Some(resource) = &g.resource {
+        settings.resource = resource.trim_end_matches('/').to_string();
+    }
     GraphClient::new(settings, credential)
         .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))
 }
@@ -406,11 +409,48 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     || has("Directory.ReadWrite.All");
                 let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
                 let invite = has("User.Invite.All") || write;
+                let role_read = has("RoleManagement.Read.Directory")
+                    || has("RoleManagement.ReadWrite.Directory")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let org_read = config.graph.verified_domains.is_some()
+                    || has("Organization.Read.All")
+                    || has("Organization.ReadWrite.All")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let mut missing = Vec::new();
+                if !(read && write) {
+                    missing.push("User.ReadWrite.All");
+                }
+                if !invite {
+                    missing.push("User.Invite.All");
+                }
+                if !role_read {
+                    missing.push("RoleManagement.Read.Directory");
+                }
+                if !org_read {
+                    missing.push("Organization.Read.All (or set [graph] verified_domains)");
+                }
                 report_line(
-                    read && write && invite,
+                    missing.is_empty(),
                     "graph permissions",
-                    format!("granted: {}", if roles.is_empty() { "none".to_string() } else { roles.join(", ") }),
-                    "grant the application permissions User.ReadWrite.All and User.Invite.All with admin consent (docs/operations.md)".into(),
+                    format!(
+                        "granted: {}{}",
+                        if roles.is_empty() {
+                            "none".to_string()
+                        } else {
+                            roles.join(", ")
+                        },
+                        if missing.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; missing: {}", missing.join(", "))
+                        }
+                    ),
+                    format!(
+                        "grant the application permission(s) {} with admin consent in the app registration (docs/operations.md)",
+                        missing.join(", ")
+                    ),
                 );
                 match client.users().await {
                     Ok(users) => report_line(

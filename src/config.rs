@@ -111,6 +111,10 @@ pub struct GraphConfig {
     pub authority: String,
     #[serde(default = "default_graph_url")]
     pub graph_url: String,
+    /// The token audience (`{resource}/.default` is the scope asked). Defaults to
+    /// `graph_url`; set it to `https://graph.microsoft.com` when `graph_url` points at a
+    /// proxy or at the Graph emulator.
+    pub resource: Option<String>,
     pub ca_file: Option<PathBuf>,
     /// Verified domains to use instead of reading `/organization` (which needs
     /// `Organization.Read.All`).

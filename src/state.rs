@@ -480,6 +480,12 @@ impl RunLock {
         let mut name = state_path.as_os_str().to_os_string();
         name.push(".lock");
         let path = PathBuf::from(name);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         create_private(&path).map_err(|e| Error::Open {
             path: path.clone(),
             reason: e.to_string(),

@@ -4,6 +4,8 @@
 //! the RFC 3062 password modify on OpenLDAP with the old password refused afterwards, and the
 //! service account's delegation.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;

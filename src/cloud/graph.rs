@@ -29,6 +29,10 @@ const EXCHANGE_SERVICE: &str = "exchange";
 pub struct GraphSettings {
     /// Graph root: `https://graph.microsoft.com`, a national cloud's, or the emulator's.
     pub graph_url: String,
+    /// The token audience whose `.default` scope is asked. Usually the Graph root itself;
+    /// differs when `graph_url` points at a proxy or the emulator, which stand in for
+    /// `https://graph.microsoft.com`.
+    pub resource: String,
     /// Login authority: `https://login.microsoftonline.com` or the matching national cloud.
     pub authority: String,
     /// Tenant id or domain.
@@ -50,6 +54,7 @@ impl GraphSettings {
     pub fn new(graph_url: &str, authority: &str, tenant: &str, client_id: &str) -> Self {
         GraphSettings {
             graph_url: graph_url.trim_end_matches('/').to_string(),
+            resource: graph_url.trim_end_matches('/').to_string(),
             authority: authority.trim_end_matches('/').to_string(),
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
@@ -214,7 +219,7 @@ impl GraphClient {
             &settings.authority,
             &settings.tenant,
             &settings.client_id,
-            &settings.graph_url,
+            &settings.resource,
             credential,
         );
         Ok(GraphClient {
@@ -316,7 +321,13 @@ impl GraphClient {
                 ids,
             });
         }
-        Err(graph_error(status, &headers, &bytes, ids.request_id))
+        Err(graph_error(
+            status,
+            &headers,
+            &bytes,
+            ids.request_id,
+            &strip_query(url),
+        ))
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, Error> {
@@ -506,6 +517,7 @@ fn graph_error(
     headers: &HeaderMap,
     body: &[u8],
     request_id: Option<String>,
+    path: &str,
 ) -> Error {
     let retry_after = retry_after(headers);
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -522,6 +534,7 @@ fn graph_error(
         ),
     };
     Error::Graph {
+        path: path.to_string(),
         status: status.as_u16(),
         code,
         message,
@@ -600,6 +613,7 @@ mod tests {
             &HeaderMap::new(),
             body,
             Some("r1".into()),
+            "/v1.0/users/x",
         );
         assert_eq!(err.code(), Some("Request_BadRequest"));
         assert!(!err.transient());
@@ -610,6 +624,7 @@ mod tests {
             &HeaderMap::new(),
             b"{}",
             None,
+            "/v1.0/users",
         );
         assert!(throttled.not_processed());
         let dropped = Error::Transport {

@@ -74,8 +74,10 @@ pub enum Error {
         retry_after: Option<Duration>,
         request_id: Option<String>,
     },
-    #[error("Graph answered {status} {code}: {message} (request-id {})", .request_id.as_deref().unwrap_or("none"))]
+    #[error("Graph answered {status} {code} to {path}: {message} (request-id {})", .request_id.as_deref().unwrap_or("none"))]
     Graph {
+        /// The request's method and path, without the query.
+        path: String,
         status: u16,
         code: String,
         message: String,
@@ -152,7 +154,7 @@ impl Error {
                 "Graph is throttling this app; the next run continues where this one stopped".into()
             }
             Error::Graph { code, .. } if code == "Authorization_RequestDenied" => {
-                "grant the app the application permission this step needs (User.ReadWrite.All, User.Invite.All) with admin consent; role holders cannot be changed by an app".into()
+                "grant the app the application permissions with admin consent: User.ReadWrite.All (users), User.Invite.All (invitations), RoleManagement.Read.Directory (role holders), Organization.Read.All (verified domains); users holding admin roles cannot be changed by an app".into()
             }
             Error::Graph { code, .. } if code == "InvalidAuthenticationToken" => {
                 "the token was refused: check that [graph] authority and graph_url are of the same cloud".into()

@@ -109,13 +109,14 @@ pub struct TokenSource {
 
 impl TokenSource {
     /// `authority` is the login base (`https://login.microsoftonline.com` or a national
-    /// cloud's, or the emulator's); `graph_url` the Graph root whose `.default` scope is asked.
+    /// cloud's, or the emulator's); `resource` the Graph resource whose `.default` scope is
+    /// asked (`https://graph.microsoft.com`, a national cloud's Graph root).
     pub fn new(
         http: reqwest::Client,
         authority: &str,
         tenant: &str,
         client_id: &str,
-        graph_url: &str,
+        resource: &str,
         credential: Credential,
     ) -> Self {
         TokenSource {
@@ -126,7 +127,7 @@ impl TokenSource {
                 tenant
             ),
             client_id: client_id.to_string(),
-            scope: format!("{}/.default", graph_url.trim_end_matches('/')),
+            scope: format!("{}/.default", resource.trim_end_matches('/')),
             credential,
             cached: Mutex::new(None),
         }
