@@ -558,10 +558,9 @@ fn eq_ci(a: Option<&str>, b: &str) -> bool {
 /// An address as an index key: trimmed, lower case, `smtp:` prefix removed.
 fn address_key(a: &str) -> String {
     let a = a.trim();
-    let a = if a.len() > 5 && a[..5].eq_ignore_ascii_case("smtp:") {
-        &a[5..]
-    } else {
-        a
+    let a = match a.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("smtp:") => &a[5..],
+        _ => a,
     };
     a.to_lowercase()
 }
@@ -650,7 +649,7 @@ pub fn plan(
             add(m, "otherMails");
         }
         for p in &u.proxy_addresses {
-            let is_smtp = p.len() > 5 && p[..5].eq_ignore_ascii_case("smtp:");
+            let is_smtp = p.get(..5).is_some_and(|x| x.eq_ignore_ascii_case("smtp:"));
             if is_smtp || !p.contains(':') {
                 add(p, "proxyAddresses");
             }

@@ -305,9 +305,9 @@ pub fn check(
     names.sort();
     for name in names {
         let offset = find_identifier(source, &name).unwrap_or(0);
-        let called = source[offset + name.len().min(source.len() - offset)..]
-            .trim_start()
-            .starts_with('(');
+        let called = source
+            .get(offset + name.len()..)
+            .is_some_and(|rest| rest.trim_start().starts_with('('));
         if FUNCTIONS.contains(&name.as_str()) {
             continue;
         }
@@ -379,7 +379,7 @@ pub fn find_identifier(source: &str, name: &str) -> Option<usize> {
             continue;
         }
         let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-        if source[i..].starts_with(name)
+        if bytes[i..].starts_with(name.as_bytes())
             && (i == 0 || !ident(bytes[i - 1]))
             && bytes.get(i + name.len()).is_none_or(|c| !ident(*c))
         {
