@@ -845,3 +845,28 @@ proptest! {
         let _ = Mapping::parse(Path::new("mappings/p.toml"), &MAPPING.replace("lower(trim(otherMailbox))", &s.replace(['"', '\\'], "")));
     }
 }
+
+#[test]
+fn a_hundred_thousand_accounts_plan_in_one_pass() {
+    // Correctness at scale (speed is for scripts/bench.sh): every account gets its write.
+    let mut w = World::new();
+    for i in 0..100_000u32 {
+        let mut a = account(
+            0,
+            &format!("p.bulk{i:06}"),
+            Some(&format!("bulk{i:06}@bulk-partner.example")),
+        );
+        let mut g = [0u8; 16];
+        g[..4].copy_from_slice(&i.to_le_bytes());
+        a.object_guid = Some(Anchor::from_bytes(&g));
+        let mut u = user_of(&a, 0, AccountKind::Synced);
+        u.id = format!("id-{i:06}");
+        w.users.push(u);
+        w.accounts.push(a);
+    }
+    let p = w.plan();
+    assert_eq!(
+        p.summary.actions.get(&Category::AddressWrites),
+        Some(&100_000)
+    );
+}
