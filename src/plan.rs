@@ -196,6 +196,16 @@ impl Op {
     pub fn non_idempotent(&self) -> bool {
         matches!(self, Op::Invite(_) | Op::Reinvite(_))
     }
+
+    /// Whether the effect cannot be undone: an accepted conversion is one-way (the B2B
+    /// credentials stay; going back means deleting the user), and a randomized password
+    /// is unknown to everyone.
+    pub fn irreversible(&self) -> bool {
+        matches!(
+            self,
+            Op::Invite(_) | Op::Reinvite(_) | Op::RandomizePassword { .. }
+        )
+    }
 }
 
 /// One planned action for one account.
@@ -407,6 +417,13 @@ pub enum Warning {
     ReinviteImpossible { why: String },
     /// The invitation is sent without Microsoft's email.
     NoInvitationEmail,
+    /// A cloud-only user is invited while `mail` does not hold the address.
+    MailDiffers { mail: Option<String> },
+    /// A synced account was invited, and AD `mail` no longer holds the invited address.
+    DirectoryMailChanged {
+        invited: String,
+        directory: Option<String>,
+    },
 }
 
 impl Warning {
@@ -417,7 +434,9 @@ impl Warning {
             Warning::InvitationPending { .. } => "the partner has not accepted: contact them, or raise `policy.reinvite_max`".to_string(),
             Warning::AddressChanged { .. } => "the invitation went to the old address; re-invitations use the address the cloud user shows".to_string(),
             Warning::ReinviteImpossible { .. } => "re-invite this user by hand, or fix the cause".to_string(),
-            Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (recorded in the state store) yourself".to_string(),
+            Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (Graph returns it, apply records it) yourself".to_string(),
+            Warning::DirectoryMailChanged { .. } => "AD is the source of authority for a synced user: restore AD `mail` to the invited address, or Entra Connect will change the cloud `mail` the partner signs in with".to_string(),
+            Warning::MailDiffers { .. } => "Microsoft's current guidance invites with the address in User.Mail (and the partner must redeem with an account of that domain): add `mail` to `write.cloud_only`".to_string(),
         }
     }
 }
@@ -774,6 +793,17 @@ impl Context<'_> {
                 format!("re-invitation due but impossible: {why}")
             }
             Warning::NoInvitationEmail => "invited without Microsoft's email".to_string(),
+            Warning::DirectoryMailChanged { invited, directory } => format!(
+                "invited as `{invited}`, AD `mail` is now {}",
+                directory
+                    .as_deref()
+                    .map_or("empty".to_string(), |d| format!("`{d}`"))
+            ),
+            Warning::MailDiffers { mail } => format!(
+                "invited while `mail` is {}",
+                mail.as_deref()
+                    .map_or("empty".to_string(), |m| format!("`{m}`"))
+            ),
         };
         Explained {
             message,
@@ -981,6 +1011,7 @@ impl Context<'_> {
             }
             out.state = stage;
             out.next = stage;
+            self.drift(m, user, prev, &mut out);
             let want_password = match self.policy.randomize_password {
                 RandomizeWhen::Never => false,
                 RandomizeWhen::AfterAcceptance => stage >= Lifecycle::Accepted,
@@ -1055,10 +1086,20 @@ impl Context<'_> {
         };
         match kind {
             AccountKind::Synced => {
-                if eq_ci(user.mail.as_deref(), &address) {
+                // AD is the source of authority: the address must be in AD `mail` too, or
+                // the next Entra Connect cycle would overwrite the cloud `mail` again.
+                if !eq_ci(m.account.mail.as_deref(), &address) {
+                    out.state = Lifecycle::NeedsAddress;
+                    out.next = Lifecycle::AwaitingSync;
+                    ops.push(Op::SetDirectoryMail {
+                        dn: m.account.dn.clone(),
+                        from: m.account.mail.clone(),
+                        to: address.clone(),
+                    });
+                } else if eq_ci(user.mail.as_deref(), &address) {
                     out.state = Lifecycle::Ready;
                     invite(&mut ops, &mut out);
-                } else if eq_ci(m.account.mail.as_deref(), &address) {
+                } else {
                     out.state = Lifecycle::AwaitingSync;
                     out.next = Lifecycle::AwaitingSync;
                     let limit = i64::from(self.policy.awaiting_sync_warn_minutes) * 60;
@@ -1068,14 +1109,6 @@ impl Context<'_> {
                             minutes: age / 60,
                         }));
                     }
-                } else {
-                    out.state = Lifecycle::NeedsAddress;
-                    out.next = Lifecycle::AwaitingSync;
-                    ops.push(Op::SetDirectoryMail {
-                        dn: m.account.dn.clone(),
-                        from: m.account.mail.clone(),
-                        to: address.clone(),
-                    });
                 }
             }
             AccountKind::CloudOnly => {
@@ -1105,6 +1138,11 @@ impl Context<'_> {
                     });
                 } else {
                     out.state = Lifecycle::Ready;
+                }
+                if !w.cloud_only_mail && !has_mail {
+                    out.warnings.push(Context::warn(Warning::MailDiffers {
+                        mail: user.mail.clone(),
+                    }));
                 }
                 // Graph applies the PATCH at once: the invitation follows in the same run.
                 invite(&mut ops, &mut out);
@@ -1230,6 +1268,32 @@ impl Context<'_> {
             &email,
             sent + 1,
         )));
+    }
+
+    /// A synced, invited account whose AD `mail` no longer holds the invited address: the
+    /// next Entra Connect cycle will change the cloud `mail` the partner redeems with.
+    fn drift(
+        &self,
+        m: &crate::mapping::MappedAccount,
+        user: &CloudUser,
+        prev: Option<&Progress>,
+        out: &mut AccountOutcome,
+    ) {
+        if user.kind() != AccountKind::Synced {
+            return;
+        }
+        let invited = prev
+            .and_then(|p| p.address.clone())
+            .or_else(|| user.mail.clone());
+        if let Some(invited) = invited
+            && !eq_ci(m.account.mail.as_deref(), &invited)
+        {
+            out.warnings
+                .push(Context::warn(Warning::DirectoryMailChanged {
+                    invited,
+                    directory: m.account.mail.clone(),
+                }));
+        }
     }
 
     fn user_type_op(&self, mapping: Option<&Mapping>, user: &CloudUser, ops: &mut Vec<Op>) {

@@ -274,6 +274,13 @@ fn lifecycle_table_synced() {
             vec!["invite"],
         ),
         (
+            "cloud shows the address, AD does not (sync would undo it)",
+            |_, u, _| u.mail = Some("ana.adams@fabrikam.example".into()),
+            NeedsAddress,
+            AwaitingSync,
+            vec!["set_directory_mail"],
+        ),
+        (
             "invited (cloud shows it)",
             |_, u, _| u.external_user_state = Some("PendingAcceptance".into()),
             Invited,
@@ -378,6 +385,20 @@ fn cloud_only_writes_the_address_then_invites_in_one_run() {
     });
     assert_eq!(p.accounts[0].state, Lifecycle::Ready);
     assert_eq!(ops(&p), vec!["invite"]);
+    assert!(p.accounts[0].warnings.is_empty());
+
+    // Writing otherMails only: invited, with a warning that User.Mail differs.
+    let only_other = set_with(&MAPPING.replace(
+        "cloud_only = [\"otherMails\", \"mail\"]",
+        "cloud_only = [\"otherMails\"]",
+    ));
+    let (_, w) = one(AccountKind::CloudOnly, |_, _, _| {});
+    let p = w.plan_with(&only_other);
+    assert_eq!(ops(&p), vec!["set_cloud_address", "invite"]);
+    assert_eq!(
+        p.accounts[0].warnings[0].reason,
+        Warning::MailDiffers { mail: None }
+    );
 }
 
 #[test]
@@ -436,13 +457,11 @@ fn lifecycle_after_invitation_for_both_kinds() {
             );
         });
         assert!(p.actions.is_empty(), "{kind}");
-        assert_eq!(
-            p.accounts[0].warnings[0].reason,
-            Warning::InvitationPending {
+        assert!(p.accounts[0].warnings.iter().any(|w| w.reason
+            == Warning::InvitationPending {
                 days: 40,
                 reinvitations_left: 0
-            }
-        );
+            }));
 
         // Accepted: randomize, then done; Guest user type when asked.
         let (p, _) = one(kind, |_, u, w| {
@@ -484,6 +503,23 @@ fn password_policy_decides_when_to_randomize() {
         assert_eq!(ops(&p), vec!["randomize_password"], "{kind}");
         assert_eq!(p.accounts[0].next, Lifecycle::Invited);
     }
+}
+
+#[test]
+fn a_changed_directory_mail_after_invitation_is_warned_about() {
+    let (p, _) = one(AccountKind::Synced, |a, u, _| {
+        a.mail = Some("someone.else@x.example".into());
+        u.mail = Some("ana.adams@fabrikam.example".into());
+        u.external_user_state = Some("PendingAcceptance".into());
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::Invited);
+    assert_eq!(
+        p.accounts[0].warnings[0].reason,
+        Warning::DirectoryMailChanged {
+            invited: "ana.adams@fabrikam.example".into(),
+            directory: Some("someone.else@x.example".into()),
+        }
+    );
 }
 
 #[test]
