@@ -30,8 +30,13 @@ fn every_shipped_mapping_loads_alone() {
     assert!(files.len() >= 2, "mappings/ should ship annotated examples");
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        if let Err(e) = Mapping::parse(&f, &text) {
-            panic!("{} does not load:\n{e}", f.display());
+        match Mapping::parse(&f, &text) {
+            Err(e) => panic!("{} does not load:\n{e}", f.display()),
+            Ok(m) => assert!(
+                m.warnings.is_empty(),
+                "the shipped examples should load without warnings: {:#?}",
+                m.warnings
+            ),
         }
     }
 }
