@@ -1240,14 +1240,13 @@ impl Context<'_> {
         if days < i64::from(self.policy.reinvite_after_days) || left == 0 {
             return;
         }
-        // Reset redemption needs the address in mail or otherMails; prefer the mapped one
-        // when the cloud shows it.
-        let email = match &m.address {
-            Ok(a) if user.shows_address(a) && check_address(a).is_ok() => Some(a.clone()),
-            _ => invited_address
-                .filter(|a| user.shows_address(a))
-                .or_else(|| user.mail.clone()),
-        };
+        // Reset redemption needs the address in mail or otherMails: the mapped address when
+        // the cloud shows it, else the address invited last time. Never an address that
+        // merely happens to be in `mail` (it may be an internal one).
+        let email = [m.address.as_ref().ok().cloned(), invited_address]
+            .into_iter()
+            .flatten()
+            .find(|a| user.shows_address(a));
         if !user.roles.is_empty() {
             out.warnings
                 .push(Context::warn(Warning::ReinviteImpossible {
@@ -1354,6 +1353,10 @@ pub fn progress_after(
     }
     if state == Lifecycle::Accepted && p.password_randomized_at.is_some() {
         state = Lifecycle::Done;
+    }
+    // Start the awaiting-sync clock when the address was already in AD (set by hand).
+    if state == Lifecycle::AwaitingSync && p.address_staged_at.is_none() {
+        p.address_staged_at = Some(now.clone());
     }
     p.state = state;
     if outcome.cloud_id.is_some() {

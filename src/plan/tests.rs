@@ -506,6 +506,42 @@ fn password_policy_decides_when_to_randomize() {
 }
 
 #[test]
+fn reinvitations_never_go_to_an_address_the_cloud_does_not_show() {
+    let (p, _) = one(AccountKind::CloudOnly, |a, u, w| {
+        u.mail = Some("p.adams@lab.example.com".into());
+        u.external_user_state = Some("PendingAcceptance".into());
+        w.progress.insert(
+            a.object_guid.as_ref().unwrap().as_str().into(),
+            Progress {
+                state: Lifecycle::Invited,
+                invited_at: Some(days_ago(20)),
+                invitations_sent: 1,
+                ..Progress::default()
+            },
+        );
+    });
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(matches!(
+        p.accounts[0].warnings[0].reason,
+        Warning::ReinviteImpossible { .. }
+    ));
+}
+
+#[test]
+fn the_awaiting_sync_clock_starts_when_first_seen() {
+    let (p, mut w) = one(AccountKind::Synced, |a, _, _| {
+        a.mail = Some("ana.adams@fabrikam.example".into())
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::AwaitingSync);
+    w.apply(&p);
+    let stored = w.progress.values().next().unwrap();
+    assert_eq!(
+        stored.address_staged_at.as_deref(),
+        Some(now().to_string().as_str())
+    );
+}
+
+#[test]
 fn a_changed_directory_mail_after_invitation_is_warned_about() {
     let (p, _) = one(AccountKind::Synced, |a, u, _| {
         a.mail = Some("someone.else@x.example".into());
