@@ -356,3 +356,14 @@ fn questionable_settings_load_with_positioned_warnings() {
     assert!(shown.iter().any(|w| w.contains("no tenant id")));
     assert!(parse(MINIMAL).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn deeply_nested_expressions_are_refused_not_crashed() {
+    let deep = format!(
+        "{}otherMailbox{}",
+        "lower(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    let e = first_error(&MINIMAL.replace("lower(otherMailbox)", &deep));
+    assert!(matches!(e.kind, ErrorKind::Syntax { .. }), "{e}");
+}
