@@ -750,17 +750,45 @@ pub fn plan(
             fingerprint: m.fingerprint.clone(),
         })
         .collect();
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&(&mapping_refs, &actions, &accounts)).unwrap_or_default());
+    let fingerprint = fingerprint(&mapping_refs, &actions, &accounts);
     Plan {
         schema_version: SCHEMA_VERSION,
         generated_at: now.to_string(),
-        fingerprint: hex(&h.finalize()),
+        fingerprint,
         mappings: mapping_refs,
         actions,
         accounts,
         summary,
     }
+}
+
+/// sha256 over what a plan decides: the mappings, every action, and per account its key,
+/// states, cloud id, address and reason codes (not the help texts, which may be reworded).
+fn fingerprint(mappings: &[MappingRef], actions: &[Action], accounts: &[AccountOutcome]) -> String {
+    /// Feeds serde_json's output straight into the hash, without a buffer.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Serializing these plain structs cannot fail; a failure would only weaken the
+    // fingerprint, never the plan.
+    let _ = serde_json::to_writer(&mut h, mappings);
+    let _ = serde_json::to_writer(&mut h, actions);
+    for o in accounts {
+        let codes: Vec<&str> = o.reasons.iter().map(|r| r.reason.code()).collect();
+        let _ = serde_json::to_writer(
+            &mut h,
+            &(&o.key, o.state, o.next, &o.cloud_id, &o.address, codes),
+        );
+    }
+    hex(&h.0.finalize())
 }
 
 impl Context<'_> {
