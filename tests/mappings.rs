@@ -169,3 +169,27 @@ fn the_lab_partners_plan_as_the_fixture_says() {
     assert_eq!(codes("p.verified"), vec!["address_in_verified_domain"]);
     assert_eq!(p.actions.len(), 5);
 }
+
+#[test]
+fn the_documented_config_sections_deserialize() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sections {
+        invitation: b2bsync::mapping::InvitationSettings,
+        policy: Policy,
+        limits: b2bsync::guard::Limits,
+    }
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mapping.md"))
+            .unwrap();
+    let section = doc.split("## Related config sections").nth(1).unwrap();
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let s: Sections = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.policy, Policy::default());
+    assert_eq!(s.limits, b2bsync::guard::Limits::default());
+    assert_eq!(s.invitation.send_message, Some(true));
+}
