@@ -218,6 +218,15 @@ impl World {
 /// Creates the OU, the accounts, the matching tenant and the config. `extra_config` is
 /// appended to b2bsync.toml (e.g. `[limits]` or `[apply]` sections).
 pub async fn world(partners: &[Partner], extra_config: &str) -> World {
+    world_with(partners, extra_config, |_| {}).await
+}
+
+/// [`world`], with a chance to change the emulator's options (token lifetime, time scale).
+pub async fn world_with(
+    partners: &[Partner],
+    extra_config: &str,
+    tweak: impl FnOnce(&mut emulator::Options),
+) -> World {
     let server = Server::Samba;
     let prefix = unique("w").chars().take(8).collect::<String>() + ".";
     let ou = format!(
@@ -344,12 +353,9 @@ pub async fn world(partners: &[Partner], extra_config: &str) -> World {
         }],
         users,
     };
-    let emulator = emulator::spawn(emulator::Options::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        tenant,
-    ))
-    .await
-    .expect("emulator");
+    let mut options = emulator::Options::new("127.0.0.1:0".parse().expect("addr"), tenant);
+    tweak(&mut options);
+    let emulator = emulator::spawn(options).await.expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("graph-ca.pem"), &emulator.ca_pem).expect("ca");
     let mappings = dir.path().join("mappings");
