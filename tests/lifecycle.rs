@@ -286,3 +286,110 @@ async fn exit_codes_tell_schedulers_what_happened() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_restores_addresses_and_explains_what_it_cannot_undo() {
+    let w = world(
+        &[
+            Partner::new(
+                "adams",
+                "Ana Adams",
+                Some("ana@fabrikam.example"),
+                Tenancy::Synced,
+            ),
+            Partner::new(
+                "chen",
+                "Wei Chen",
+                Some("wei@northwind.example"),
+                Tenancy::CloudOnly,
+            ),
+        ],
+        "",
+    )
+    .await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        w.ad_mail("adams").await.as_deref(),
+        Some("ana@fabrikam.example")
+    );
+    assert_eq!(w.cloud_user("chen").await["mail"], "wei@northwind.example");
+    let status = status_json(&w.b2bsync(&["status", "--format", "json"]));
+    let run_id = status["runs"][0]["id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+
+    let out = w.b2bsync(&["rollback", &run_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 reverted, 1 cannot be undone, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("irreversible") && stdout.contains("invitation cannot be taken back"),
+        "{stdout}"
+    );
+    assert_eq!(w.ad_mail("adams").await, None, "AD mail is back to empty");
+    let chen = w.cloud_user("chen").await;
+    assert_eq!(chen["otherMails"], json!([]));
+    assert_eq!(chen["mail"], Value::Null);
+    // The undo is journaled as a run of its own.
+    let journal: Value =
+        serde_json::from_slice(&w.b2bsync(&["report", "--format", "json"]).stdout).expect("json");
+    let actions: Vec<&str> = journal
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"rollback_set_directory_mail"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"rollback_set_cloud_address"),
+        "{actions:?}"
+    );
+    // An unknown run is an error with help.
+    let out = w.b2bsync(&["rollback", "no-such-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("help:"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_source_after_a_full_one_stops_the_run() {
+    let w = world(
+        &[Partner::new(
+            "adams",
+            "Ana Adams",
+            Some("ana@fabrikam.example"),
+            Tenancy::Synced,
+        )],
+        "",
+    )
+    .await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The scope now points at an OU with nobody in it (a typo, a moved OU, a lost right).
+    let mapping = w.dir.path().join("mappings/partners.toml");
+    let text_before = std::fs::read_to_string(&mapping).expect("read");
+    let empty_ou = format!("OU=Staff,{}", common::lab_var("AD_BASE_DN"));
+    let moved = text_before.replace(&w.ou, &empty_ou);
+    std::fs::write(
+        &mapping,
+        moved.replace(
+            "(&(objectCategory=person)(objectClass=user))",
+            "(&(objectCategory=person)(objectClass=user)(sAMAccountName=nobody-here))",
+        ),
+    )
+    .expect("write");
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no account in scope") && stderr.contains("help:"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,7 @@
 //! record the next run reconciles from ([`reconcile`]).
 
 pub mod reconcile;
+pub mod rollback;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -222,7 +223,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
             let patch = UserPatch {
                 mail: mail_to.clone(),
                 other_mails: other_mails_to.clone(),
-                user_type: None,
+                ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
             Ok(Effect {
@@ -273,9 +274,8 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
         }
         Op::SetUserType { user_id, to, .. } => {
             let patch = UserPatch {
-                mail: None,
-                other_mails: None,
                 user_type: Some(to.as_str().to_string()),
+                ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
             Ok(Effect {
