@@ -281,6 +281,26 @@ fn cloud(config: &Config) -> Result<GraphClient, Failure> {
             Credential::certificate(cert, key)
                 .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))?
         }
+        AuthMethod::WorkloadIdentity => {
+            let file = g
+                .federated_token_file
+                .clone()
+                .or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from))
+                .ok_or_else(|| {
+                    Failure::new(
+                        Exit::InvalidConfig,
+                        "no federated token file for the workload identity",
+                        "set [graph] federated_token_file, or run where AZURE_FEDERATED_TOKEN_FILE is set (AKS workload identity)",
+                    )
+                })?;
+            Credential::FederatedTokenFile(file)
+        }
+        AuthMethod::ManagedIdentity => {
+            Credential::ManagedIdentity(crate::cloud::token::ManagedIdentity::from_environment(
+                g.managed_identity_endpoint.as_deref(),
+                g.managed_identity_client_id.as_deref(),
+            ))
+        }
     };
     let mut settings = GraphSettings::new(&g.graph_url, &g.authority, &g.tenant, &g.client_id);
     settings.ca_file = g.ca_file.clone();
@@ -656,16 +676,21 @@ async fn execute(
         concurrency: config.apply.concurrency,
         password_length: config.apply.password_length,
     };
-    tracing::info!(run_id = %run_id, command, "run started");
-    let result = pipeline::run(
-        &inputs,
-        &dir,
-        &graph,
-        &store,
-        &run_id,
-        &options,
-        allow_over_threshold || inputs.limits.allow_over_threshold,
-        reviewed,
+    // Every log line of the run carries its id (in JSON: the `span` object), for a SIEM.
+    let span = tracing::info_span!("run", run_id = %run_id, command);
+    tracing::info!(parent: &span, "run started");
+    let result = tracing::Instrument::instrument(
+        pipeline::run(
+            &inputs,
+            &dir,
+            &graph,
+            &store,
+            &run_id,
+            &options,
+            allow_over_threshold || inputs.limits.allow_over_threshold,
+            reviewed,
+        ),
+        span,
     )
     .await;
     let finish = |code: Exit, summary: &str| {

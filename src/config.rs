@@ -94,6 +94,11 @@ pub enum AuthMethod {
     Certificate,
     /// A client secret from an environment variable or a file.
     ClientSecret,
+    /// A workload identity: a federated token file (Kubernetes projects it and sets
+    /// `AZURE_FEDERATED_TOKEN_FILE`) sent as the client assertion.
+    WorkloadIdentity,
+    /// The host's managed identity (an Azure VM, App Service, Container Apps).
+    ManagedIdentity,
 }
 
 /// `[graph]`.
@@ -107,6 +112,13 @@ pub struct GraphConfig {
     pub client_secret_file: Option<PathBuf>,
     pub certificate_file: Option<PathBuf>,
     pub private_key_file: Option<PathBuf>,
+    /// Workload identity: the federated token file; defaults to `$AZURE_FEDERATED_TOKEN_FILE`.
+    pub federated_token_file: Option<PathBuf>,
+    /// Managed identity: the token endpoint; defaults to `$IDENTITY_ENDPOINT` (App Service),
+    /// else Azure IMDS.
+    pub managed_identity_endpoint: Option<String>,
+    /// Managed identity: a user-assigned identity's client id (default: system-assigned).
+    pub managed_identity_client_id: Option<String>,
     #[serde(default = "default_authority")]
     pub authority: String,
     #[serde(default = "default_graph_url")]
@@ -296,6 +308,7 @@ impl Config {
         fix_opt(&mut self.graph.client_secret_file);
         fix_opt(&mut self.graph.certificate_file);
         fix_opt(&mut self.graph.private_key_file);
+        fix_opt(&mut self.graph.federated_token_file);
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -330,6 +343,14 @@ impl Config {
                 return Err(invalid(
                     "[graph] auth = \"certificate\" needs certificate_file and private_key_file"
                         .into(),
+                ));
+            }
+            AuthMethod::WorkloadIdentity
+                if self.graph.federated_token_file.is_none()
+                    && std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_none() =>
+            {
+                return Err(invalid(
+                    "[graph] auth = \"workload_identity\" needs federated_token_file or the AZURE_FEDERATED_TOKEN_FILE environment variable".into(),
                 ));
             }
             _ => {}

@@ -1,9 +1,11 @@
-//! Access tokens for Graph by the OAuth 2.0 client-credentials grant of the Microsoft identity
-//! platform: with a client secret, or with a certificate (a client assertion JWT signed with
-//! the private key, `PS256` with the `x5t#S256` thumbprint). Tokens are cached and renewed
-//! five minutes before they expire; they never reach a log.
+//! Access tokens for Graph. By the OAuth 2.0 client-credentials grant of the Microsoft
+//! identity platform: with a client secret, with a certificate (a client assertion JWT signed
+//! with the private key, `PS256` with the `x5t#S256` thumbprint), or with a workload identity
+//! (a federated token file, as Kubernetes projects it, sent as the client assertion). Or from
+//! a managed identity endpoint (Azure IMDS, or App Service's `IDENTITY_ENDPOINT`). Tokens are
+//! cached and renewed five minutes before they expire; they never reach a log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -28,6 +30,59 @@ pub enum Credential {
         cert_der: Vec<u8>,
         key: EncodingKey,
     },
+    /// A workload identity: a token issued by a trusted external IdP (a Kubernetes service
+    /// account token), read fresh from this file for every request since it rotates.
+    FederatedTokenFile(PathBuf),
+    /// A managed identity: the token comes from the host's identity endpoint.
+    ManagedIdentity(ManagedIdentity),
+}
+
+/// Where a managed identity's token comes from.
+#[derive(Debug, Clone)]
+pub struct ManagedIdentity {
+    /// The endpoint: Azure IMDS
+    /// (`http://169.254.169.254/metadata/identity/oauth2/token`), or App Service's
+    /// `IDENTITY_ENDPOINT`.
+    pub endpoint: String,
+    /// App Service's `IDENTITY_HEADER` (sent as `X-IDENTITY-HEADER`); `None` for IMDS, which
+    /// takes `Metadata: true` instead.
+    pub header: Option<SecretString>,
+    /// A user-assigned identity's client id; `None` for the system-assigned one.
+    pub client_id: Option<String>,
+}
+
+/// Azure IMDS's token endpoint.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+impl ManagedIdentity {
+    /// The endpoint of this host: App Service's (from `IDENTITY_ENDPOINT` and
+    /// `IDENTITY_HEADER`) when set, else IMDS; `endpoint` overrides both.
+    pub fn from_environment(endpoint: Option<&str>, client_id: Option<&str>) -> Self {
+        let env_endpoint = std::env::var("IDENTITY_ENDPOINT")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let header = std::env::var("IDENTITY_HEADER")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from);
+        match (endpoint, env_endpoint) {
+            (Some(e), _) => ManagedIdentity {
+                endpoint: e.to_string(),
+                header,
+                client_id: client_id.map(str::to_string),
+            },
+            (None, Some(e)) => ManagedIdentity {
+                endpoint: e,
+                header,
+                client_id: client_id.map(str::to_string),
+            },
+            (None, None) => ManagedIdentity {
+                endpoint: IMDS_ENDPOINT.to_string(),
+                header: None,
+                client_id: client_id.map(str::to_string),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -35,6 +90,12 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Secret(_) => f.write_str("Credential::Secret(***)"),
             Credential::Certificate { .. } => f.write_str("Credential::Certificate(***)"),
+            Credential::FederatedTokenFile(path) => {
+                write!(f, "Credential::FederatedTokenFile({})", path.display())
+            }
+            Credential::ManagedIdentity(mi) => {
+                write!(f, "Credential::ManagedIdentity({})", mi.endpoint)
+            }
         }
     }
 }
@@ -87,7 +148,18 @@ struct AssertionClaims<'a> {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Entra sends a number; managed identity endpoints send it as a string.
+    #[serde(default, deserialize_with = "number_or_string")]
     expires_in: Option<u64>,
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v: Option<serde_json::Value> = Option::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -153,6 +225,9 @@ impl TokenSource {
     }
 
     async fn request(&self) -> Result<(SecretString, Duration), Error> {
+        if let Credential::ManagedIdentity(mi) = &self.credential {
+            return self.managed_identity(mi).await;
+        }
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".into()),
             ("client_id", self.client_id.clone()),
@@ -169,6 +244,20 @@ impl TokenSource {
                 ));
                 form.push(("client_assertion", self.assertion(cert_der, key)?));
             }
+            Credential::FederatedTokenFile(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Settings(format!(
+                        "cannot read the federated token file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", token.trim().to_string()));
+            }
+            Credential::ManagedIdentity(_) => {}
         }
         let transport = |e: reqwest::Error| Error::Transport {
             url: self.token_url.clone(),
@@ -218,6 +307,60 @@ impl TokenSource {
             code,
             description,
         })
+    }
+
+    /// A token from a managed identity endpoint (IMDS or App Service).
+    async fn managed_identity(
+        &self,
+        mi: &ManagedIdentity,
+    ) -> Result<(SecretString, Duration), Error> {
+        let resource = self.scope.trim_end_matches("/.default").to_string();
+        let mut query: Vec<(&str, String)> = vec![("resource", resource)];
+        let mut request = match &mi.header {
+            Some(header) => {
+                query.push(("api-version", "2019-08-01".into()));
+                self.http
+                    .get(&mi.endpoint)
+                    .header("X-IDENTITY-HEADER", header.expose_secret())
+            }
+            None => {
+                query.push(("api-version", "2018-02-01".into()));
+                self.http.get(&mi.endpoint).header("Metadata", "true")
+            }
+        };
+        if let Some(id) = &mi.client_id {
+            query.push(("client_id", id.clone()));
+        }
+        request = request.query(&query);
+        let transport = |e: reqwest::Error| Error::Transport {
+            url: mi.endpoint.clone(),
+            reason: e.to_string(),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        if status != 200 {
+            let parsed: TokenError = serde_json::from_slice(&body).unwrap_or(TokenError {
+                error: None,
+                error_description: None,
+                error_codes: None,
+            });
+            return Err(Error::Token {
+                status,
+                code: parsed.error.unwrap_or_else(|| format!("HTTP {status}")),
+                description: parsed
+                    .error_description
+                    .unwrap_or_else(|| "the managed identity endpoint refused the request".into()),
+            });
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Decode {
+            url: mi.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((
+            SecretString::from(parsed.access_token),
+            Duration::from_secs(parsed.expires_in.unwrap_or(3599)),
+        ))
     }
 
     /// A client assertion: `PS256`, `x5t#S256` = base64url(SHA-256(cert DER)), valid 10 min.
