@@ -114,7 +114,13 @@ pub(crate) fn certificate_key(pem: &str) -> Result<CertificateKey, String> {
 }
 
 /// An Entra (AADSTS) error response.
-fn aad_error(ctx: &Ctx, status: StatusCode, error: &str, code: u32, message: &str) -> Response {
+pub(crate) fn aad_error(
+    ctx: &Ctx,
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    message: &str,
+) -> Response {
     let timestamp = ctx.date.strftime("%Y-%m-%d %H:%M:%SZ").to_string();
     let body = json!({
         "error": error,
@@ -131,7 +137,7 @@ fn aad_error(ctx: &Ctx, status: StatusCode, error: &str, code: u32, message: &st
     json_response(status, "application/json; charset=utf-8", &body)
 }
 
-fn context(req: &Request) -> Ctx {
+pub(crate) fn context(req: &Request) -> Ctx {
     req.extensions()
         .get::<Ctx>()
         .cloned()
@@ -266,9 +272,12 @@ pub(crate) async fn token(
                 "Client assertion type is invalid. Expected 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.",
             );
         }
-        if let Err(response) =
+        let checked = if super::identity::is_federated(app, assertion) {
+            super::identity::check_federated(&ctx, app, assertion)
+        } else {
             check_assertion(&emu, &ctx, &app.app_id, &app.certificates, assertion)
-        {
+        };
+        if let Err(response) = checked {
             return response;
         }
         "2"
@@ -455,7 +464,7 @@ fn check_assertion(
 }
 
 /// Issues an access token for the app.
-fn issue(
+pub(crate) fn issue(
     emu: &Emulator,
     app_id: &str,
     display_name: Option<String>,

@@ -21,6 +21,7 @@ mod directory;
 mod filter;
 mod graph;
 mod http;
+mod identity;
 mod invitations;
 mod organization;
 mod server;
@@ -31,7 +32,7 @@ mod users;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use tenant::{App, ObjectIdentity, Tenant, User};
+pub use tenant::{App, FederatedCredential, ObjectIdentity, Tenant, User};
 
 /// The Graph root that tokens are issued for when nothing else is configured.
 pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";

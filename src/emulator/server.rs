@@ -104,6 +104,10 @@ fn router(emu: Arc<Emulator>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(auth::token))
         .route(
+            "/metadata/identity/oauth2/token",
+            get(super::identity::managed_identity_token),
+        )
+        .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(auth::openid_configuration),
         )

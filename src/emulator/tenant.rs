@@ -47,6 +47,34 @@ pub struct App {
     /// Granted application permissions, e.g. `User.ReadWrite.All`.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Federated identity credentials (workload identity): tokens of these external issuers
+    /// are accepted as client assertions.
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// The app is the managed identity of the emulated host: the managed identity endpoint
+    /// (`/metadata/identity/oauth2/token`) issues its tokens.
+    #[serde(default)]
+    pub managed_identity: bool,
+}
+
+/// A federated identity credential: which external tokens stand for the app.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FederatedCredential {
+    /// The external issuer (e.g. an AKS cluster's OIDC issuer URL).
+    pub issuer: String,
+    /// The subject (e.g. `system:serviceaccount:b2bsync:b2bsync`).
+    pub subject: String,
+    /// Accepted audiences; Entra's default is `api://AzureADTokenExchange`.
+    #[serde(default = "default_federated_audiences")]
+    pub audiences: Vec<String>,
+    /// The issuer's signing key (PEM public key). The real service reads it from the issuer's
+    /// OIDC discovery document; the emulator takes it from the fixture (an [A] choice).
+    pub public_key_pem: String,
+}
+
+fn default_federated_audiences() -> Vec<String> {
+    vec!["api://AzureADTokenExchange".to_owned()]
 }
 
 /// `objectIdentity`: one sign-in identity of a user.

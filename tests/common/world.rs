@@ -350,6 +350,7 @@ pub async fn world_with(
                 "Organization.Read.All".into(),
                 "RoleManagement.Read.Directory".into(),
             ],
+            ..App::default()
         }],
         users,
     };
