@@ -1872,3 +1872,176 @@ fn fixture_errors_name_file_line_and_column() {
         "{message}"
     );
 }
+
+/// §3.2: `$orderby` alone is default; with `$filter` it needs advanced query parameters.
+#[tokio::test]
+async fn s3_2_orderby() {
+    let lab = lab().await;
+    let body = lab
+        .json("/users?$orderby=displayName%20desc&$select=displayName")
+        .await;
+    let names: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["displayName"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| std::cmp::Reverse(n.to_lowercase()));
+    assert_eq!(names, sorted);
+    let with_filter = "/users?$orderby=displayName&$filter=userType%20eq%20'Member'";
+    assert_error(
+        lab.get(with_filter).await,
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        "Unsupported Query.",
+    )
+    .await;
+    assert_eq!(
+        lab.get_aq(&format!("{with_filter}&$count=true"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// §7: unknown segments and methods get Graph-shaped errors.
+#[tokio::test]
+async fn s7_unknown_segment_and_method() {
+    let lab = lab().await;
+    assert_error(
+        lab.get("/groups").await,
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "Resource not found for the segment 'groups'.",
+    )
+    .await;
+    let delete = lab
+        .call(RW, Method::DELETE, &format!("/users/{CARL}"), None, &[])
+        .await;
+    assert_error(
+        delete,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Request_BadRequest",
+        "Specified HTTP method is not allowed for the request target.",
+    )
+    .await;
+}
+
+/// §2.1/§2.3: PATCH checks value types and employeeId's 16-character limit; unknown
+/// properties are refused.
+#[tokio::test]
+async fn s2_3_patch_value_checks() {
+    let lab = lab().await;
+    let path = format!("/users/{CARL}");
+    for body in [
+        json!({"employeeId": "12345678901234567"}),
+        json!({"otherMails": "not-a-list"}),
+        json!({"accountEnabled": "yes"}),
+        json!({"favouriteColour": "blue"}),
+    ] {
+        let response = lab
+            .call(RW, Method::PATCH, &path, Some(body.clone()), &[])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let ok = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &path,
+            Some(json!({"employeeId": "1234567890123456", "userType": "Guest"})),
+            &[],
+        )
+        .await;
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        lab.json(&format!("{path}?$select=userType")).await["userType"],
+        "Guest"
+    );
+}
+
+/// §3.4: delta `$filter` accepts only `id eq` joined by `or`; the filter is kept in the tokens.
+#[tokio::test]
+async fn s3_4_delta_filter_by_ids() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    let filter = urlencode(&format!("id eq '{ANNA}' or id eq '{CARL}'"));
+    let (items, link) = delta_round(
+        &lab,
+        &token,
+        lab.url(&format!("/users/delta?$filter={filter}")),
+    )
+    .await;
+    assert_eq!(items.len(), 2);
+    lab.call(
+        RW,
+        Method::PATCH,
+        &format!("/users/{RITA}"),
+        Some(json!({"jobTitle": "x"})),
+        &[],
+    )
+    .await;
+    lab.call(
+        RW,
+        Method::PATCH,
+        &format!("/users/{CARL}"),
+        Some(json!({"jobTitle": "y"})),
+        &[],
+    )
+    .await;
+    let (changed, _) = delta_round(&lab, &token, link).await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["id"], CARL);
+    let bad = lab
+        .get(&format!(
+            "/users/delta?$filter={}",
+            urlencode("mail eq 'x@y.z'")
+        ))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// §5 time scale through the control API: the new scale applies and usage is forgotten.
+#[tokio::test]
+async fn control_time_scale() {
+    let lab = lab().await;
+    let set = lab
+        .control(Method::POST, "/time-scale", Some(json!({"timeScale": 0.5})))
+        .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let token = lab.token(RW).await;
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"rate": 1.0, "kinds": ["429"]})),
+    )
+    .await;
+    let throttled = lab
+        .http
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(throttled.headers()["retry-after"], "0.500");
+    let bad = lab
+        .control(Method::POST, "/time-scale", Some(json!({"timeScale": 0})))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// The public API: `Options::default()` plus struct update starts an emulator.
+#[tokio::test]
+async fn options_default_with_struct_update() {
+    let emu = emulator::spawn(Options {
+        tenant: fixture(),
+        time_scale: 0.01,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(emu.base_url.starts_with("https://127.0.0.1:"));
+    assert!(emu.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    emu.shutdown().await;
+}

@@ -225,9 +225,13 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                         return;
                     }
                 };
+                // A `drop` fault closes the whole connection, for HTTP/1.1 and h2 alike.
+                let dropped = Arc::new(tokio::sync::Notify::new());
+                let drop_signal = dropped.clone();
                 let service = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let app = app.clone();
+                        let drop_signal = drop_signal.clone();
                         req.extensions_mut().insert(PeerAddr(peer));
                         async move {
                             let response = match app.oneshot(req.map(Body::new)).await {
@@ -235,6 +239,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                                 Err(never) => match never {},
                             };
                             if response.extensions().get::<DropConnection>().is_some() {
+                                drop_signal.notify_one();
                                 return Err(Dropped);
                             }
                             Ok(response)
@@ -242,8 +247,16 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                     },
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
-                    tracing::debug!(error = %err, %peer, "Connection ended with an error.");
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                tokio::select! {
+                    result = connection => {
+                        if let Err(err) = result {
+                            tracing::debug!(error = %err, %peer, "Connection ended with an error.");
+                        }
+                    }
+                    () = dropped.notified() => {
+                        tracing::debug!(%peer, "Connection dropped by an injected fault.");
+                    }
                 }
             });
         }
