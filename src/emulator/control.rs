@@ -198,7 +198,8 @@ struct TimeScale {
     time_scale: f64,
 }
 
-/// `POST /_emulator/time-scale` `{"timeScale": 0.01}`; also forgets throttling usage.
+/// `POST /_emulator/time-scale` `{"timeScale": 0.01}`: windows and refill rates change from now
+/// on; current usage is kept.
 pub(crate) async fn set_time_scale(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
     let ctx = ctx_of(&req);
     let body: TimeScale = match json_body(req).await {
@@ -214,7 +215,6 @@ pub(crate) async fn set_time_scale(State(emu): State<Arc<Emulator>>, req: Reques
         );
     }
     *lock(&emu.time_scale) = body.time_scale;
-    lock(&emu.throttle).reset();
     ok(&json!({ "timeScale": body.time_scale }))
 }
 

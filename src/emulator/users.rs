@@ -49,7 +49,8 @@ pub(crate) fn not_found(ctx: &Ctx, key: &str) -> Response {
     )
 }
 
-/// Keeps only the selected (or default) properties of a view.
+/// Keeps only the selected (or default) properties of a view; like Graph, `$select` without
+/// `id` returns no `id` (only delta always adds it).
 pub(crate) fn project(
     view: &Map<String, Value>,
     select: Option<&[&'static str]>,
@@ -57,13 +58,6 @@ pub(crate) fn project(
     let defaults = default_properties();
     let props = select.unwrap_or(&defaults);
     let mut out = Map::new();
-    if select.is_some() && !props.contains(&"id") {
-        // Graph always includes the key of a directory object.
-        out.insert(
-            "id".to_owned(),
-            view.get("id").cloned().unwrap_or(Value::Null),
-        );
-    }
     for prop in props {
         out.insert(
             (*prop).to_owned(),
