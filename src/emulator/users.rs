@@ -381,7 +381,7 @@ pub(crate) fn get(call: &Call<'_>, key: &str) -> Response {
     odata(StatusCode::OK, &Value::Object(body))
 }
 
-/// Properties Entra Connect masters for synced users (contract §2.3, [A] list).
+/// Properties Entra Connect masters for synced users (contract §2.3; the list is an assumption).
 const MASTERED: &[&str] = &[
     "displayName",
     "givenName",
