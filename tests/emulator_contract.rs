@@ -809,6 +809,14 @@ async fn s3_1_top_out_of_range() {
     )
     .await;
     assert_eq!(lab.get("/users?$top=999").await.status(), StatusCode::OK);
+    // §3.1: $skip is not supported on users [A: text].
+    assert_error(
+        lab.get("/users?$skip=10").await,
+        StatusCode::BAD_REQUEST,
+        "Request_BadRequest",
+        "'$skip' is not supported by the service.",
+    )
+    .await;
 }
 
 /// §2.1/§3.3: the default-supported $filter forms.

@@ -139,6 +139,32 @@ async fn fallback(req: axum::extract::Request) -> axum::response::Response {
     )
 }
 
+/// The shared state and the router for `opts`, served at `base_url`.
+fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Error> {
+    let tenant = &opts.tenant;
+    let emu = Arc::new(Emulator {
+        tenant_id: tenant.tenant_id.clone(),
+        initial_domain: tenant.initial_domain.clone(),
+        verified_domains: tenant.all_verified_domains(),
+        apps: tenant.apps.clone(),
+        graph_resource: opts.graph_resource.trim_end_matches('/').to_owned(),
+        login_base: opts.login_base.trim_end_matches('/').to_owned(),
+        base_url,
+        token_lifetime_secs: opts.token_lifetime_secs,
+        keys: token_keys()?,
+        dir: Mutex::new(Directory::new(tenant)),
+        log: Mutex::new(Vec::new()),
+        faults: Mutex::new(None),
+        throttle: Mutex::new(Throttle::default()),
+        time_scale: Mutex::new(opts.time_scale),
+        router: OnceLock::new(),
+    });
+    let app = router(emu.clone());
+    // Set once, right after creation; `$batch` reads it to dispatch inner requests.
+    let _ = emu.router.set(app.clone());
+    Ok((emu, app))
+}
+
 /// Error returned to hyper to close a connection without a response (fault `drop`).
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by an injected fault")]
@@ -170,26 +196,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
         SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
     };
     let base_url = format!("https://{host}:{}", addr.port());
-    let tenant = &opts.tenant;
-    let emu = Arc::new(Emulator {
-        tenant_id: tenant.tenant_id.clone(),
-        initial_domain: tenant.initial_domain.clone(),
-        verified_domains: tenant.all_verified_domains(),
-        apps: tenant.apps.clone(),
-        graph_resource: opts.graph_resource.trim_end_matches('/').to_owned(),
-        login_base: opts.login_base.trim_end_matches('/').to_owned(),
-        base_url: base_url.clone(),
-        token_lifetime_secs: opts.token_lifetime_secs,
-        keys: token_keys()?,
-        dir: Mutex::new(Directory::new(tenant)),
-        log: Mutex::new(Vec::new()),
-        faults: Mutex::new(None),
-        throttle: Mutex::new(Throttle::default()),
-        time_scale: Mutex::new(opts.time_scale),
-        router: OnceLock::new(),
-    });
-    let app = router(emu.clone());
-    let _ = emu.router.set(app.clone());
+    let (_, app) = build(&opts, base_url.clone())?;
 
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
@@ -269,4 +276,38 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::emulator::Tenant;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            tenant_id: "t".into(),
+            initial_domain: "t.onmicrosoft.com".into(),
+            ..Tenant::default()
+        }
+    }
+
+    async fn control_status(peer: &str) -> u16 {
+        let opts = Options::new("127.0.0.1:0".parse().unwrap(), tenant());
+        let (_emu, app) = build(&opts, "https://127.0.0.1:1".into()).unwrap();
+        let mut request = axum::http::Request::get("/_emulator/tenant")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr(peer.parse().unwrap()));
+        app.oneshot(request).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn control_api_serves_loopback_peers_only() {
+        assert_eq!(control_status("127.0.0.1:5000").await, 200);
+        assert_eq!(control_status("[::1]:5000").await, 200);
+        assert_eq!(control_status("192.0.2.7:5000").await, 403);
+    }
 }

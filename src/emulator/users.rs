@@ -263,6 +263,14 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
         Ok(select) => select,
         Err(message) => return graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
+    if call.query.get("skip").is_some() {
+        return graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "'$skip' is not supported by the service.",
+        );
+    }
     let top = match page_size(ctx, call.query) {
         Ok(top) => top,
         Err(response) => return response,
