@@ -1,5 +1,7 @@
 //! The `b2bsync` command: parses the command line and hands over to the library.
 
+use clap::Parser;
+
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    b2bsync::cli::run(b2bsync::cli::Cli::parse())
 }

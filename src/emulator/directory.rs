@@ -33,6 +33,7 @@ pub(crate) const USER_PROPERTIES: &[(&str, bool)] = &[
     ("surname", true),
     ("userPrincipalName", true),
     ("accountEnabled", false),
+    ("assignedPlans", false),
     ("createdDateTime", false),
     ("creationType", false),
     ("department", false),
@@ -76,6 +77,18 @@ pub(crate) fn graph_view(user: &User) -> Map<String, Value> {
         // A struct of strings, booleans and vectors always serializes to an object.
         _ => Map::new(),
     };
+    // A mailbox shows as an enabled Exchange Online service plan, as Graph reports licences.
+    let plans = if user.mailbox {
+        serde_json::json!([{
+            "assignedDateTime": user.created_date_time.clone().unwrap_or_else(|| "2024-01-01T00:00:00Z".to_owned()),
+            "capabilityStatus": "Enabled",
+            "service": "exchange",
+            "servicePlanId": "efb87545-963c-4e0d-99df-69c6916d9eb0",
+        }])
+    } else {
+        serde_json::json!([])
+    };
+    map.insert("assignedPlans".to_owned(), plans);
     for field in PRIVATE_FIELDS {
         map.remove(field);
     }

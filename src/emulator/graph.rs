@@ -13,7 +13,7 @@ use super::auth::{self, Principal};
 use super::directory::{Emulator, canonical_property, lock};
 use super::http::{Ctx, LogExtra, graph_error, retry_after_value, too_many_requests};
 use super::throttle::Charge;
-use super::{batch, delta, invitations, users};
+use super::{batch, delta, invitations, organization, users};
 
 /// Query options, matched case-insensitively with or without the `$` prefix.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +145,9 @@ enum Route {
     PatchUser(String),
     Invite,
     Batch,
+    Organization,
+    DirectoryRoles,
+    RoleMembers(String),
     NoSegment(String),
     MethodNotAllowed,
 }
@@ -172,6 +175,9 @@ fn route(method: &Method, segments: &[String]) -> Route {
         (&Method::PATCH, ["users", key]) => Route::PatchUser((*key).to_owned()),
         (&Method::POST, ["invitations"]) => Route::Invite,
         (&Method::POST, ["$batch"]) => Route::Batch,
+        (&Method::GET, ["organization"]) => Route::Organization,
+        (&Method::GET, ["directoryRoles"]) => Route::DirectoryRoles,
+        (&Method::GET, ["directoryRoles", id, "members"]) => Route::RoleMembers((*id).to_owned()),
         (_, ["users"] | ["users", _] | ["invitations"] | ["$batch"]) => Route::MethodNotAllowed,
         (_, ["users", key, ..]) => Route::NoSegment(
             segments
@@ -187,7 +193,12 @@ fn route(method: &Method, segments: &[String]) -> Route {
 fn charge(route: &Route, query: &Query) -> Option<Charge> {
     let (base, writes, invitation) = match route {
         Route::ListUsers => (2_i32, 0, false),
-        Route::CountUsers | Route::Delta | Route::GetUser(_) => (1, 0, false),
+        Route::CountUsers
+        | Route::Delta
+        | Route::GetUser(_)
+        | Route::Organization
+        | Route::DirectoryRoles
+        | Route::RoleMembers(_) => (1, 0, false),
         Route::PatchUser(_) => (1, 1, false),
         Route::Invite => (0, 0, true),
         _ => return None,
@@ -327,6 +338,9 @@ pub(crate) async fn graph(State(emu): State<Arc<Emulator>>, req: Request) -> Res
         Route::PatchUser(key) => users::patch(&call, &key),
         Route::Invite => invitations::invite(&call),
         Route::Batch => batch::batch(&call).await,
+        Route::Organization => organization::organization(&call),
+        Route::DirectoryRoles => organization::directory_roles(&call),
+        Route::RoleMembers(id) => organization::role_members(&call, &id),
         Route::NoSegment(segment) => graph_error(
             &ctx,
             StatusCode::BAD_REQUEST,

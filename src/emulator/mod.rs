@@ -22,6 +22,7 @@ mod filter;
 mod graph;
 mod http;
 mod invitations;
+mod organization;
 mod server;
 mod tenant;
 mod throttle;

@@ -1,1 +1,190 @@
-//! The on-premises directory: reads partner accounts over LDAP and writes `mail` and passwords.
+//! The on-premises directory: reads partner accounts over LDAP (Active Directory or any LDAP
+//! server) and makes the two writes b2bsync ever makes there: `mail` and the password.
+//!
+//! The rest of the crate sees only [`Directory`], [`Error`] and the settings types; the ldap3
+//! details stay in [`ldap`]. Every connection is encrypted (LDAPS or StartTLS, verified against
+//! a CA) unless the configuration explicitly allows a cleartext bind, and password operations
+//! refuse to run without TLS whatever the configuration says.
+
+pub mod ldap;
+pub mod password;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::model::SourceAccount;
+
+pub use ldap::LdapDirectory;
+
+/// What kind of server is on the other end; decides how passwords are reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// Read the rootDSE and decide (AD advertises its capability OIDs).
+    #[default]
+    Auto,
+    /// Active Directory or Samba AD: `unicodePwd` replace, `objectGUID`, `userAccountControl`.
+    ActiveDirectory,
+    /// Any other LDAP server: RFC 3062 password modify, `entryUUID`.
+    Generic,
+}
+
+/// How to reach and bind to the directory. Holds the bind password in a [`SecretString`],
+/// which never prints.
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// `ldaps://host:636` or `ldap://host:389` (then `starttls` should be true).
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    pub starttls: bool,
+    /// PEM file of the CA that issued the server's certificate. `None` uses the OS store.
+    pub ca_file: Option<PathBuf>,
+    /// Bind DN or UPN (`svc@example.com`, `DOMAIN\svc`).
+    pub bind_dn: String,
+    pub password: SecretString,
+    /// Permit a simple bind over an unencrypted connection. Off unless explicitly set.
+    pub allow_cleartext: bool,
+    pub flavour: Flavour,
+    /// Paged-results page size; AD's MaxPageSize is 1,000.
+    pub page_size: i32,
+    /// Connect and operation timeout.
+    pub timeout: Duration,
+}
+
+impl LdapSettings {
+    /// Whether the connection will be encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.url.to_ascii_lowercase().starts_with("ldaps://") || self.starttls
+    }
+}
+
+/// Where and what to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchScope {
+    /// Base DNs searched (subtree) one after the other.
+    pub base_dns: Vec<String>,
+    /// An RFC 4515 filter, already validated by the mapping.
+    pub filter: String,
+    /// Text attributes to read besides the ones every account needs.
+    pub attributes: Vec<String>,
+}
+
+/// A failure reaching or using the directory. Each variant knows how an admin fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid LDAP URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot read the CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("refusing a simple bind over an unencrypted connection to {url}")]
+    CleartextBind { url: String },
+    #[error("refusing to {operation} over an unencrypted connection to {url}")]
+    PasswordWithoutTls {
+        url: String,
+        operation: &'static str,
+    },
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("bind as `{bind_dn}` to {url} failed: {message} (LDAP result {rc})")]
+    Bind {
+        url: String,
+        bind_dn: String,
+        rc: u32,
+        message: String,
+    },
+    #[error("search of `{base}` failed: {message} (LDAP result {rc})")]
+    Search {
+        base: String,
+        rc: u32,
+        message: String,
+    },
+    #[error("{operation} on `{dn}` failed: {message} (LDAP result {rc})")]
+    Write {
+        operation: &'static str,
+        dn: String,
+        rc: u32,
+        message: String,
+    },
+    #[error("the directory rejected the new password for `{dn}` as too weak: {message}")]
+    PasswordPolicy { dn: String, message: String },
+    #[error("`{dn}` is not a password this directory flavour can reset: {reason}")]
+    Unsupported { dn: String, reason: String },
+}
+
+impl Error {
+    /// One line telling the admin what to do about it.
+    pub fn help(&self) -> String {
+        match self {
+            Error::Url { .. } => "use ldaps://host:636, or ldap://host:389 with starttls = true".into(),
+            Error::CaFile { .. } => {
+                "point [ldap] ca_file at the PEM certificate of the CA that issued the directory's certificate".into()
+            }
+            Error::CleartextBind { .. } => {
+                "use ldaps:// or set starttls = true; only a lab may set allow_cleartext = true".into()
+            }
+            Error::PasswordWithoutTls { .. } => {
+                "password operations always need LDAPS or StartTLS; change [ldap] url or starttls".into()
+            }
+            Error::Connect { .. } => {
+                "check the host, the port, the firewall, and that the certificate matches the host name and is issued by [ldap] ca_file".into()
+            }
+            Error::Bind { rc: 49, .. } => {
+                "the bind DN or password is wrong (AD: use the UPN, DOMAIN\\name or the full DN)".into()
+            }
+            Error::Bind { rc: 8 | 13, .. } => {
+                "the server requires an encrypted connection: use ldaps:// or starttls = true".into()
+            }
+            Error::Bind { .. } => "check the service account and the server's logs".into(),
+            Error::Search { rc: 4, .. } => {
+                "the server capped a search: keep page_size at or below the server's MaxPageSize".into()
+            }
+            Error::Search { rc: 32, .. } => "a base DN in the mapping does not exist".into(),
+            Error::Search { .. } => "check the base DNs and filter in the mapping".into(),
+            Error::Write { rc: 50, .. } => {
+                "the service account lacks the right: delegate `Write mail` and `Reset password` on the partners' OU".into()
+            }
+            Error::Write { .. } => "check the account and the server's logs".into(),
+            Error::PasswordPolicy { .. } => {
+                "the domain policy asks for more than b2bsync generates; raise [policy] password_length".into()
+            }
+            Error::Unsupported { .. } => "set [ldap] flavour to match the server".into(),
+        }
+    }
+
+    /// The LDAP result code, when the server answered with one.
+    pub fn rc(&self) -> Option<u32> {
+        match self {
+            Error::Bind { rc, .. } | Error::Search { rc, .. } | Error::Write { rc, .. } => {
+                Some(*rc)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The on-premises boundary: everything b2bsync reads from or writes to the directory.
+pub trait Directory {
+    /// Every account in scope, read with paged searches.
+    fn accounts(
+        &self,
+        scope: &SearchScope,
+    ) -> impl Future<Output = Result<Vec<SourceAccount>, Error>> + Send;
+
+    /// Replaces (or with `None` clears) the account's `mail`.
+    fn set_mail(
+        &self,
+        dn: &str,
+        mail: Option<&str>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sets the account's password to `password` (an admin reset, no old password).
+    fn set_password(
+        &self,
+        dn: &str,
+        password: &SecretString,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}

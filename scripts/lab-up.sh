@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Bring up the whole directory test bed: Debian packages (only if missing), throwaway PKI, Samba AD DC,
+# OpenLDAP. Servers are (re)built fresh from tests/fixtures/partners.json on every run.
+#
+#   lab-up.sh [--bulk N] [--reuse-samba]
+#     --bulk N        also load N generated OpenLDAP accounts under ou=Bulk (openldap-up.sh --bulk N)
+#     --reuse-samba   keep an already running, healthy lab DC instead of re-provisioning it (~7 s saved)
+#
+# Then: . "${B2BSYNC_LAB:-/tmp/b2bsync-lab}/lab.env"   (see docs/test-bed.md)
+# On failure both servers are stopped again.
+set -euo pipefail
+# shellcheck source=scripts/lab-common.sh
+. "$(dirname "$0")/lab-common.sh"
+
+ol_args=()
+samba_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bulk) [ $# -ge 2 ] || die "--bulk needs a number"; ol_args+=(--bulk "$2"); shift 2 ;;
+        --bulk=*) ol_args+=("$1"); shift ;;
+        --reuse-samba) samba_args+=(--reuse); shift ;;
+        *) die "usage: $0 [--bulk N] [--reuse-samba]" ;;
+    esac
+done
+
+t_all=$(lab_now)
+trap 'log "lab-up: failed; stopping what was started"; "$LAB_SCRIPTS/lab-down.sh" || true' ERR
+
+install_packages
+mkdir -p "$LAB"
+chmod 0700 "$LAB"
+"$LAB_SCRIPTS/lab-pki.sh"
+"$LAB_SCRIPTS/samba-up.sh" "${samba_args[@]}"
+"$LAB_SCRIPTS/openldap-up.sh" "${ol_args[@]}"
+python3 "$LAB_SCRIPTS/lab-seed.py" accounts --fixture "$LAB_FIXTURE" > "$LAB_ACCOUNTS_JSON"
+write_lab_env
+trap - ERR
+log "lab: up in $(lab_elapsed "$t_all"); . $LAB_ENV_FILE  (accounts with DNs: $LAB_ACCOUNTS_JSON)"

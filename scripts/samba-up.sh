@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Samba AD DC for the lab on 127.0.0.1 (LDAP 389 + StartTLS, LDAPS 636, GC 3268), state in $LAB/samba.
+#
+#   samba-up.sh            stop a running lab DC (if any), provision a fresh domain, start, seed, delegate
+#   samba-up.sh --reuse    keep an already running lab DC when the service account can bind; else as above
+#
+# Fresh by default: tests change passwords and mail, so every run starts from the fixture.
+# Ready only when a real LDAPS simple bind as the service account succeeds. Writes $LAB/lab.env.
+set -euo pipefail
+# shellcheck source=scripts/lab-common.sh
+. "$(dirname "$0")/lab-common.sh"
+
+reuse=0
+case "${1:-}" in
+    --reuse) reuse=1 ;;
+    "") ;;
+    *) die "usage: $0 [--reuse]" ;;
+esac
+require_tools samba samba-tool ldapsearch ldapadd ldapmodify ldbsearch iconv python3
+
+T="$SAMBA_DIR"
+CONF="$T/etc/smb.conf"
+PIDFILE="$T/samba.pid"
+t_all=$(lab_now)
+
+"$LAB_SCRIPTS/lab-pki.sh"
+
+if [ "$reuse" -eq 1 ] && [ -f "$PIDFILE" ] && pid_matches "$(cat "$PIDFILE")" "$T" \
+   && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD"; then
+    write_lab_env
+    log "samba: reusing running DC pid $(cat "$PIDFILE") ($(lab_elapsed "$t_all"))"
+    exit 0
+fi
+
+"$LAB_SCRIPTS/samba-down.sh"
+for port in 389 636 3268; do
+    port_listening "$port" && die "samba: port $port is in use by another process (system slapd/samba?)"
+done
+
+# ---- provision ---------------------------------------------------------------
+t0=$(lab_now)
+rm -rf "$T"
+mkdir -p "$T/run" "$T/log"
+samba-tool domain provision --targetdir="$T" --realm="$AD_REALM" --domain="$AD_DOMAIN" --server-role=dc \
+    --dns-backend=NONE --use-rfc2307 --host-name="$AD_HOST" --adminpass="$AD_ADMIN_PASSWORD" \
+    --option="interfaces=lo" --option="bind interfaces only=yes" --option="server services=ldap" \
+    --option="pid directory=$T/run" --option="ncalrpc dir=$T/run/ncalrpc" \
+    --option="winbindd socket directory=$T/run/winbindd" --option="ntp signd socket directory=$T/run/ntp_signd" \
+    --option="log file=$T/log/log.%m" --option="ldb:nosync=true" --option="tls enabled=yes" \
+    --option="tls keyfile=$PKI/server.key" --option="tls certfile=$PKI/server.crt" --option="tls cafile=$PKI/ca.crt" \
+    >"$T/log/provision.log" 2>&1 || { tail -n 30 "$T/log/provision.log" >&2; die "samba: provision failed"; }
+# provision silently drops this option; without it an old password keeps binding for 60 minutes
+sed -i 's/^\[global\]$/[global]\n\told password allowed period = 0/' "$CONF"
+grep -q 'old password allowed period = 0' "$CONF" || die "samba: could not patch $CONF"
+log "samba: provisioned in $(lab_elapsed "$t0")"
+
+# ---- start -------------------------------------------------------------------
+t0=$(lab_now)
+nohup samba -s "$CONF" -F --debug-stdout -d1 -M single --maximum-runtime="$AD_MAX_RUNTIME" \
+    >"$T/log/samba.stdout" 2>&1 </dev/null &
+echo $! > "$PIDFILE"
+samba_ready() {
+    pid_alive "$(cat "$PIDFILE")" || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba: exited during start"; }
+    ldap_bind_ok "$AD_LDAPS_URL" "$AD_ADMIN_BIND" "$AD_ADMIN_PASSWORD"
+}
+deadline=$(( $(date +%s) + 60 ))
+until samba_ready; do
+    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba: no LDAPS bind after 60s"; }
+    sleep 0.1
+done
+log "samba: started pid $(cat "$PIDFILE"), LDAPS admin bind in $(lab_elapsed "$t0")"
+
+# ---- seed ----------------------------------------------------------------------
+t0=$(lab_now)
+python3 "$LAB_SCRIPTS/lab-seed.py" ad-ldif --fixture "$LAB_FIXTURE" > "$T/seed.ldif"
+chmod 0600 "$T/seed.ldif"
+LDAPTLS_CACERT="$LAB_CA" ldapadd -x -H "$AD_LDAPS_URL" -D "$AD_ADMIN_BIND" -w "$AD_ADMIN_PASSWORD" \
+    -f "$T/seed.ldif" >"$T/log/seed.log" 2>&1 || { tail -n 20 "$T/log/seed.log" >&2; die "samba: seeding failed"; }
+n=$(grep -c '^adding new entry' "$T/log/seed.log" || true)
+log "samba: seeded $n entries in $(lab_elapsed "$t0")"
+
+# ---- delegation: svc-b2bsync may reset passwords and write mail on user objects in OU=Partners only
+t0=$(lab_now)
+svc_sid=$(ldbsearch -H "$T/private/sam.ldb" --configfile="$CONF" -b "$AD_BASE_DN" "(sAMAccountName=$AD_SVC_SAM)" objectSid 2>/dev/null \
+          | sed -n 's/^objectSid: //p')
+[[ "$svc_sid" == S-1-5-21-* ]] || die "samba: could not read the SID of $AD_SVC_SAM"
+RESET_PASSWORD=00299570-246d-11d0-a768-00aa006e0529   # User-Force-Change-Password (control access right)
+ATTR_MAIL=bf967961-0de6-11d0-a285-00aa003049e2        # E-mail-Addresses (mail)
+CLASS_USER=bf967aba-0de6-11d0-a285-00aa003049e2       # user
+samba-tool dsacl set -H "$T/private/sam.ldb" -s "$CONF" --objectdn="$AD_PARTNERS_DN" \
+    --sddl="(OA;CI;CR;$RESET_PASSWORD;$CLASS_USER;$svc_sid)(OA;CI;WP;$ATTR_MAIL;$CLASS_USER;$svc_sid)" \
+    >"$T/log/dsacl.log" 2>&1 || { tail -n 20 "$T/log/dsacl.log" >&2; die "samba: dsacl set failed"; }
+log "samba: delegated reset-password + write mail on $AD_PARTNERS_DN to $AD_SVC_SAM ($svc_sid) in $(lab_elapsed "$t0")"
+
+# ---- ready -----------------------------------------------------------------------
+wait_for ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" || die "samba: service account cannot bind over LDAPS"
+write_lab_env
+log "samba: ready on $AD_LDAPS_URL and $AD_LDAP_URL (StartTLS) in $(lab_elapsed "$t_all"); env: $LAB_ENV_FILE"

@@ -1,0 +1,450 @@
+//! Executes a plan's actions against the directory and the cloud: accounts concurrently
+//! within a limit, each account's actions in order (a failed step skips the rest of that
+//! account), every action journaled `started` before the call and `done`/`failed` after, and
+//! the account's progress saved as soon as its actions end, so a crash at any point leaves a
+//! record the next run reconciles from ([`reconcile`]).
+
+pub mod reconcile;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use futures_util::StreamExt as _;
+use serde::Serialize;
+
+use crate::cloud::{self, Cloud, UserPatch};
+use crate::model::Progress;
+use crate::plan::{self, AccountOutcome, Action, Op, Plan};
+use crate::source::{self, Directory, password};
+use crate::state::{Phase, Store};
+
+pub use reconcile::reconcile;
+
+/// How `apply` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Accounts worked on at the same time.
+    pub concurrency: usize,
+    /// Length of the random on-premises passwords.
+    pub password_length: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 8,
+            password_length: password::DEFAULT_LENGTH,
+        }
+    }
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Done,
+    Failed {
+        error: String,
+        help: String,
+    },
+    /// Not tried because an earlier action of the same account failed.
+    Skipped,
+}
+
+/// One action's result, for the run summary and `--json` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionResult {
+    pub key: String,
+    pub account: String,
+    pub op: &'static str,
+    #[serde(flatten)]
+    pub status: Status,
+    pub request_id: Option<String>,
+}
+
+/// Everything `apply` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub actions: Vec<ActionResult>,
+}
+
+impl Outcome {
+    pub fn count(&self, f: impl Fn(&Status) -> bool) -> usize {
+        self.actions.iter().filter(|a| f(&a.status)).count()
+    }
+
+    pub fn done(&self) -> usize {
+        self.count(|s| matches!(s, Status::Done))
+    }
+
+    pub fn failed(&self) -> usize {
+        self.count(|s| matches!(s, Status::Failed { .. }))
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.count(|s| matches!(s, Status::Skipped))
+    }
+}
+
+/// The journal of one run, shared by the concurrent account tasks.
+pub struct Journal<'a> {
+    pub store: &'a Mutex<Store>,
+    pub run_id: &'a str,
+}
+
+impl Journal<'_> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::state::Error>,
+    ) -> Result<T, crate::state::Error> {
+        // A poisoned lock means another task panicked while writing; the store itself is
+        // transactional, so continuing with it is safe.
+        let guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        action: &Action,
+        phase: Phase,
+        before: Option<&str>,
+        after: Option<&str>,
+        ids: Option<&cloud::RequestIds>,
+        error: Option<&str>,
+    ) -> Result<(), crate::state::Error> {
+        self.with(|s| {
+            s.journal(
+                self.run_id,
+                &action.key(),
+                action.op.name(),
+                &action.account,
+                phase,
+                before,
+                after,
+                ids.and_then(|i| i.request_id.as_deref()),
+                ids.map(|i| i.client_request_id.as_str()),
+                error,
+            )
+        })
+    }
+}
+
+/// The before and after values the journal keeps for an operation (never a password).
+pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
+    let json = |v: serde_json::Value| Some(v.to_string());
+    match op {
+        Op::SetDirectoryMail { from, to, .. } => (
+            json(serde_json::json!({ "mail": from })),
+            json(serde_json::json!({ "mail": to })),
+        ),
+        Op::SetCloudAddress {
+            other_mails_from,
+            other_mails_to,
+            mail_from,
+            mail_to,
+            ..
+        } => (
+            json(serde_json::json!({ "mail": mail_from, "otherMails": other_mails_from })),
+            json(serde_json::json!({ "mail": mail_to, "otherMails": other_mails_to })),
+        ),
+        Op::Invite(inv) | Op::Reinvite(inv) => (
+            None,
+            json(
+                serde_json::json!({ "userId": inv.user_id, "email": inv.email, "attempt": inv.attempt }),
+            ),
+        ),
+        Op::RandomizePassword { .. } => {
+            (None, json(serde_json::json!({ "password": "randomized" })))
+        }
+        Op::SetUserType { from, to, .. } => (
+            json(serde_json::json!({ "userType": from })),
+            json(serde_json::json!({ "userType": to.as_str() })),
+        ),
+    }
+}
+
+/// What a successful operation returned that the progress needs.
+struct Effect {
+    ids: Option<cloud::RequestIds>,
+    invitation_id: Option<String>,
+}
+
+/// A failed operation: message and help.
+struct OpError {
+    message: String,
+    help: String,
+}
+
+impl From<source::Error> for OpError {
+    fn from(e: source::Error) -> Self {
+        OpError {
+            help: e.help(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<cloud::Error> for OpError {
+    fn from(e: cloud::Error) -> Self {
+        OpError {
+            help: e.help(),
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
+    op: &Op,
+    directory: &D,
+    cloud: &C,
+    display_name: Option<&str>,
+    options: &Options,
+) -> Result<Effect, OpError> {
+    match op {
+        Op::SetDirectoryMail { dn, to, .. } => {
+            directory.set_mail(dn, Some(to)).await?;
+            Ok(Effect {
+                ids: None,
+                invitation_id: None,
+            })
+        }
+        Op::SetCloudAddress {
+            user_id,
+            other_mails_to,
+            mail_to,
+            ..
+        } => {
+            let patch = UserPatch {
+                mail: mail_to.clone(),
+                other_mails: other_mails_to.clone(),
+                user_type: None,
+            };
+            let ids = cloud.update_user(user_id, &patch).await?;
+            Ok(Effect {
+                ids: Some(ids),
+                invitation_id: None,
+            })
+        }
+        Op::Invite(inv) | Op::Reinvite(inv) => {
+            let invitation = cloud::Invitation {
+                user_id: inv.user_id.clone(),
+                email: inv.email.clone(),
+                redirect_url: inv.redirect_url.clone(),
+                send_message: inv.send_message,
+                message_body: inv.message_body.clone(),
+                message_language: inv.message_language.clone(),
+                cc: inv.cc.clone(),
+                reset_redemption: matches!(op, Op::Reinvite(_)),
+            };
+            let sent = cloud.invite(&invitation).await?;
+            Ok(Effect {
+                ids: Some(sent.ids),
+                invitation_id: Some(sent.invitation_id),
+            })
+        }
+        Op::RandomizePassword { dn, account_name } => {
+            let name = account_name.as_deref().unwrap_or_default();
+            let mut last = None;
+            // A policy rejection (a stricter fine-grained policy) gets one fresh try.
+            for _ in 0..2 {
+                let secret = password::generate(options.password_length, name, display_name);
+                match directory.set_password(dn, &secret).await {
+                    Ok(()) => {
+                        return Ok(Effect {
+                            ids: None,
+                            invitation_id: None,
+                        });
+                    }
+                    Err(e @ source::Error::PasswordPolicy { .. }) => last = Some(e),
+                    Err(e) => return Err(e.into()),
+                }
+                // `secret` is dropped (and zeroed) here, before anything else happens.
+            }
+            Err(last.map(OpError::from).unwrap_or_else(|| OpError {
+                message: "password reset failed".into(),
+                help: "check the directory's password policy".into(),
+            }))
+        }
+        Op::SetUserType { user_id, to, .. } => {
+            let patch = UserPatch {
+                mail: None,
+                other_mails: None,
+                user_type: Some(to.as_str().to_string()),
+            };
+            let ids = cloud.update_user(user_id, &patch).await?;
+            Ok(Effect {
+                ids: Some(ids),
+                invitation_id: None,
+            })
+        }
+    }
+}
+
+/// Runs one account's actions in order and saves its progress.
+#[allow(clippy::too_many_arguments)]
+async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
+    actions: Vec<&Action>,
+    outcome: Option<&AccountOutcome>,
+    previous: Option<&Progress>,
+    directory: &D,
+    cloud: &C,
+    journal: &Journal<'_>,
+    options: &Options,
+    now: jiff::Timestamp,
+) -> Vec<ActionResult> {
+    let mut results = Vec::with_capacity(actions.len());
+    let mut succeeded: Vec<&Op> = Vec::new();
+    let mut invitation_id = None;
+    let mut failed = false;
+    let display_name = None;
+    for action in actions {
+        let key = action.key();
+        if failed {
+            results.push(ActionResult {
+                key,
+                account: action.account.clone(),
+                op: action.op.name(),
+                status: Status::Skipped,
+                request_id: None,
+            });
+            continue;
+        }
+        let (before, after) = journal_values(&action.op);
+        if let Err(e) = journal.record(
+            action,
+            Phase::Started,
+            before.as_deref(),
+            after.as_deref(),
+            None,
+            None,
+        ) {
+            // Without the `started` record a crash could hide this call: do not make it.
+            failed = true;
+            results.push(ActionResult {
+                key,
+                account: action.account.clone(),
+                op: action.op.name(),
+                status: Status::Failed {
+                    error: e.to_string(),
+                    help: e.help().to_string(),
+                },
+                request_id: None,
+            });
+            continue;
+        }
+        let result = execute_op(&action.op, directory, cloud, display_name, options).await;
+        match result {
+            Ok(effect) => {
+                let request_id = effect.ids.as_ref().and_then(|i| i.request_id.clone());
+                if let Err(e) = journal.record(
+                    action,
+                    Phase::Done,
+                    before.as_deref(),
+                    after.as_deref(),
+                    effect.ids.as_ref(),
+                    None,
+                ) {
+                    tracing::error!(action = %key, "the journal could not record a finished action: {e}");
+                }
+                tracing::info!(action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
+                if effect.invitation_id.is_some() {
+                    invitation_id = effect.invitation_id;
+                }
+                succeeded.push(&action.op);
+                results.push(ActionResult {
+                    key,
+                    account: action.account.clone(),
+                    op: action.op.name(),
+                    status: Status::Done,
+                    request_id,
+                });
+            }
+            Err(e) => {
+                failed = true;
+                if let Err(j) = journal.record(
+                    action,
+                    Phase::Failed,
+                    before.as_deref(),
+                    None,
+                    None,
+                    Some(&e.message),
+                ) {
+                    tracing::error!(action = %key, "the journal could not record a failed action: {j}");
+                }
+                tracing::warn!(action = %key, op = action.op.name(), "failed: {}", e.message);
+                results.push(ActionResult {
+                    key,
+                    account: action.account.clone(),
+                    op: action.op.name(),
+                    status: Status::Failed {
+                        error: e.message,
+                        help: e.help,
+                    },
+                    request_id: None,
+                });
+            }
+        }
+    }
+    if let Some(outcome) = outcome {
+        let progress =
+            plan::progress_after(previous, outcome, &succeeded, invitation_id.as_deref(), now);
+        let reason = outcome.reasons.first().map(|r| r.reason.code());
+        let kind = outcome.kind.map(|k| k.to_string());
+        let saved = journal.with(|s| {
+            s.save_account(
+                &outcome.key,
+                Some(&outcome.dn),
+                kind.as_deref(),
+                reason,
+                &progress,
+            )
+        });
+        if let Err(e) = saved {
+            tracing::error!(account = %outcome.key, "cannot save the account's progress: {e}");
+        }
+    }
+    results
+}
+
+/// Executes every action of `plan`. Per-account failures are data in the [`Outcome`]; the
+/// caller decides the exit code.
+pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
+    plan: &Plan,
+    previous: &BTreeMap<String, Progress>,
+    directory: &D,
+    cloud: &C,
+    journal: &Journal<'_>,
+    options: &Options,
+    now: jiff::Timestamp,
+) -> Outcome {
+    let mut by_account: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+    for action in &plan.actions {
+        by_account
+            .entry(action.account.as_str())
+            .or_default()
+            .push(action);
+    }
+    let outcomes: BTreeMap<&str, &AccountOutcome> =
+        plan.accounts.iter().map(|a| (a.key.as_str(), a)).collect();
+    let tasks = by_account.into_iter().map(|(account, mut actions)| {
+        actions.sort_by_key(|a| a.seq);
+        run_account(
+            actions,
+            outcomes.get(account).copied(),
+            previous.get(account),
+            directory,
+            cloud,
+            journal,
+            options,
+            now,
+        )
+    });
+    let mut results: Vec<ActionResult> = futures_util::stream::iter(tasks)
+        .buffer_unordered(options.concurrency.max(1))
+        .flat_map(futures_util::stream::iter)
+        .collect()
+        .await;
+    results.sort_by(|a, b| a.key.cmp(&b.key));
+    Outcome { actions: results }
+}

@@ -1,0 +1,694 @@
+//! The command line: parses arguments (clap), sets up logging, runs one command and turns its
+//! outcome into the exit codes of DESIGN section 4.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::apply;
+use crate::cloud::token::Credential;
+use crate::cloud::{Cloud, GraphClient, GraphSettings};
+use crate::config::{AuthMethod, Config};
+use crate::mapping::MappingSet;
+use crate::pipeline::{self, Inputs};
+use crate::plan::Plan;
+use crate::report;
+use crate::source::{Directory, LdapDirectory, SearchScope};
+use crate::state::{RunLock, Store};
+
+/// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
+/// `SuccessExitStatus=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything done.
+    Ok = 0,
+    /// The run failed and could not proceed.
+    Failed = 1,
+    /// Finished, but some actions failed or need a human.
+    Partial = 2,
+    /// The configuration or a mapping is invalid.
+    InvalidConfig = 3,
+    /// The plan is over a threshold; nothing was written.
+    OverThreshold = 4,
+    /// Another run holds the lock.
+    Locked = 5,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A failure that ends the command: what happened, how to fix it, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+    pub help: String,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>, help: impl Into<String>) -> Self {
+        Failure {
+            exit,
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+}
+
+impl From<crate::config::Error> for Failure {
+    fn from(e: crate::config::Error) -> Self {
+        Failure::new(Exit::InvalidConfig, e.to_string(), e.help())
+    }
+}
+
+impl From<crate::state::Error> for Failure {
+    fn from(e: crate::state::Error) -> Self {
+        let exit = if matches!(e, crate::state::Error::Locked { .. }) {
+            Exit::Locked
+        } else {
+            Exit::Failed
+        };
+        Failure::new(exit, e.to_string(), e.help())
+    }
+}
+
+/// Moves partner accounts with internal credentials onto Microsoft Entra B2B collaboration.
+#[derive(Debug, Parser)]
+#[command(name = "b2bsync", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "b2bsync.toml",
+        env = "B2BSYNC_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// More detail in the logs (-v debug, -vv trace). Secrets never appear at any level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human on a terminal, JSON lines otherwise.
+    Auto,
+    Human,
+    /// One JSON object per line, for a SIEM.
+    Json,
+}
+
+/// Output format of `status` and `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Checks everything without changing anything: config and mappings, the LDAP bind over
+    /// TLS and one page of accounts, a Graph token and its permissions, one page of users.
+    #[command(
+        after_help = "Examples:\n  b2bsync check\n  b2bsync --config /etc/b2bsync/b2bsync.toml check"
+    )]
+    Check,
+    /// The dry run: reads both sides and shows what `run` would do. Never writes.
+    #[command(
+        after_help = "Examples:\n  b2bsync plan\n  b2bsync plan --out plan.json --csv plan.csv"
+    )]
+    Plan {
+        /// Write the plan as JSON (for `apply --plan` and reviews).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the actions and blocked accounts as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Executes a reviewed plan (refused if the world changed since), or plans afresh and
+    /// applies.
+    #[command(after_help = "Examples:\n  b2bsync apply --plan plan.json\n  b2bsync apply")]
+    Apply {
+        /// A plan written by `plan --out`; applied only if a fresh plan is identical.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Apply even if a threshold of [limits] is exceeded.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
+    /// Plan, guard and apply in one go, for schedulers. Takes the single-instance lock.
+    #[command(after_help = "Examples:\n  b2bsync run\n  b2bsync --log-format json run")]
+    Run {
+        /// Apply even if a threshold of [limits] is exceeded.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
+    /// The migration funnel from the state store: accounts per state, blocked reasons,
+    /// invitations pending for long. No network.
+    #[command(
+        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format csv > funnel.csv"
+    )]
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Invitations pending at least this many days are listed.
+        #[arg(long, default_value_t = 14)]
+        pending_days: i64,
+    },
+    /// What a run changed, from the journal (the latest run when RUN is not given).
+    #[command(after_help = "Examples:\n  b2bsync report\n  b2bsync report 0193... --format json")]
+    Report {
+        run: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Write to this file (atomically, owner-only) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_logging(format: LogFormat, verbose: u8) {
+    use std::io::IsTerminal;
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("B2BSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("b2bsync={level},warn")));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Human => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+    // Already initialised (tests call this more than once): keep the first subscriber.
+    let _ = result;
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(Failure::new(
+                Exit::Failed,
+                format!("cannot start the async runtime: {e}"),
+                "check the process's thread and memory limits",
+            ));
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(exit) => exit.into(),
+        Err(f) => fail(f),
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    eprintln!("error: {}", f.message);
+    eprintln!("help: {}", f.help);
+    f.exit.into()
+}
+
+/// The configuration, the mappings and the settings derived from them.
+fn load_inputs(config: &Config) -> Result<Inputs, Failure> {
+    let mappings = MappingSet::load_dir(&config.mappings.dir).map_err(|e| {
+        Failure::new(
+            Exit::InvalidConfig,
+            e.to_string(),
+            "fix the mapping file at the position shown; docs/mapping.md describes every key",
+        )
+    })?;
+    Ok(Inputs {
+        mappings,
+        limits: config.limits.clone(),
+        policy: config.policy.clone(),
+        invitation: config.invitation.clone(),
+        verified_domains: config.graph.verified_domains.clone(),
+    })
+}
+
+fn directory(config: &Config) -> Result<LdapDirectory, Failure> {
+    let settings = config.ldap_settings()?;
+    LdapDirectory::new(settings)
+        .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))
+}
+
+fn cloud(config: &Config) -> Result<GraphClient, Failure> {
+    let g = &config.graph;
+    let credential = match g.auth {
+        AuthMethod::ClientSecret => Credential::Secret(config.client_secret()?),
+        AuthMethod::Certificate => {
+            let (Some(cert), Some(key)) = (&g.certificate_file, &g.private_key_file) else {
+                return Err(Failure::new(
+                    Exit::InvalidConfig,
+                    "[graph] auth = \"certificate\" needs certificate_file and private_key_file",
+                    "set both paths in [graph]",
+                ));
+            };
+            Credential::certificate(cert, key)
+                .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))?
+        }
+    };
+    let mut settings = GraphSettings::new(&g.graph_url, &g.authority, &g.tenant, &g.client_id);
+    settings.ca_file = g.ca_file.clone();
+    if let Some(resource) = &g.resource {
+        settings.resource = resource.trim_end_matches('/').to_string();
+    }
+    GraphClient::new(settings, credential)
+        .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))
+}
+
+fn pipeline_failure(e: pipeline::Error) -> Failure {
+    let exit = match e {
+        pipeline::Error::Mapping(_) => Exit::InvalidConfig,
+        _ => Exit::Failed,
+    };
+    Failure::new(exit, e.to_string(), e.help())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    report::write_atomic(path, text.as_bytes()).map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!("cannot write {}: {e}", path.display()),
+            "check that the directory exists and is writable",
+        )
+    })
+}
+
+/// `check`: one line per check, `ok` or what is wrong with a `help:` line.
+async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
+    let mut problems = 0usize;
+    let mut report_line = |ok: bool, what: &str, detail: String, help: String| {
+        if ok {
+            println!("ok    {what}: {detail}");
+        } else {
+            problems += 1;
+            println!("FAIL  {what}: {detail}");
+            println!("      help: {help}");
+        }
+    };
+    let config = match Config::load(config_path) {
+        Ok(c) => {
+            report_line(
+                true,
+                "config",
+                config_path.display().to_string(),
+                String::new(),
+            );
+            c
+        }
+        Err(e) => {
+            report_line(false, "config", e.to_string(), e.help());
+            return Ok(Exit::InvalidConfig);
+        }
+    };
+    let inputs = match load_inputs(&config) {
+        Ok(i) => {
+            let names: Vec<&str> = i
+                .mappings
+                .mappings()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
+            report_line(true, "mappings", names.join(", "), String::new());
+            Some(i)
+        }
+        Err(f) => {
+            report_line(false, "mappings", f.message, f.help);
+            None
+        }
+    };
+    match directory(&config) {
+        Err(f) => report_line(false, "ldap", f.message, f.help),
+        Ok(dir) => match dir.connect().await {
+            Err(e) => report_line(false, "ldap bind", e.to_string(), e.help()),
+            Ok(mut ldap) => {
+                let _ = ldap.unbind().await;
+                let flavour = dir
+                    .flavour()
+                    .await
+                    .map(|f| format!("{f:?}"))
+                    .unwrap_or_default();
+                report_line(
+                    true,
+                    "ldap bind",
+                    format!(
+                        "{} as {} over TLS ({flavour})",
+                        config.ldap.url, config.ldap.bind_dn
+                    ),
+                    String::new(),
+                );
+                if let Some(inputs) = &inputs {
+                    for search in inputs.mappings.searches() {
+                        let scope = SearchScope {
+                            base_dns: vec![search.base_dn.clone()],
+                            filter: search.filter.clone(),
+                            attributes: search.attributes.clone(),
+                        };
+                        match dir.accounts(&scope).await {
+                            Ok(a) if a.is_empty() => report_line(
+                                false,
+                                "ldap scope",
+                                format!("{}: no account under {}", search.mapping, search.base_dn),
+                                "check the mapping's base DN and filter, and that the service account may read there".into(),
+                            ),
+                            Ok(a) => report_line(
+                                true,
+                                "ldap scope",
+                                format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
+                                String::new(),
+                            ),
+                            Err(e) => report_line(false, "ldap scope", e.to_string(), e.help()),
+                        }
+                    }
+                }
+            }
+        },
+    }
+    match cloud(&config) {
+        Err(f) => report_line(false, "graph", f.message, f.help),
+        Ok(client) => match client.token_roles().await {
+            Err(e) => report_line(false, "graph token", e.to_string(), e.help()),
+            Ok(roles) => {
+                report_line(
+                    true,
+                    "graph token",
+                    format!("issued for {}", config.graph.client_id),
+                    String::new(),
+                );
+                let has = |r: &str| roles.iter().any(|x| x == r);
+                let read = has("User.Read.All")
+                    || has("User.ReadWrite.All")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
+                let invite = has("User.Invite.All") || write;
+                let role_read = has("RoleManagement.Read.Directory")
+                    || has("RoleManagement.ReadWrite.Directory")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let org_read = config.graph.verified_domains.is_some()
+                    || has("Organization.Read.All")
+                    || has("Organization.ReadWrite.All")
+                    || has("Directory.Read.All")
+                    || has("Directory.ReadWrite.All");
+                let mut missing = Vec::new();
+                if !(read && write) {
+                    missing.push("User.ReadWrite.All");
+                }
+                if !invite {
+                    missing.push("User.Invite.All");
+                }
+                if !role_read {
+                    missing.push("RoleManagement.Read.Directory");
+                }
+                if !org_read {
+                    missing.push("Organization.Read.All (or set [graph] verified_domains)");
+                }
+                report_line(
+                    missing.is_empty(),
+                    "graph permissions",
+                    format!(
+                        "granted: {}{}",
+                        if roles.is_empty() {
+                            "none".to_string()
+                        } else {
+                            roles.join(", ")
+                        },
+                        if missing.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; missing: {}", missing.join(", "))
+                        }
+                    ),
+                    format!(
+                        "grant the application permission(s) {} with admin consent in the app registration (docs/operations.md)",
+                        missing.join(", ")
+                    ),
+                );
+                match client.users().await {
+                    Ok(users) => report_line(
+                        true,
+                        "graph users",
+                        format!("{} users readable", users.len()),
+                        String::new(),
+                    ),
+                    Err(e) => report_line(false, "graph users", e.to_string(), e.help()),
+                }
+            }
+        },
+    }
+    if problems == 0 {
+        println!("\nall checks passed");
+        Ok(Exit::Ok)
+    } else {
+        println!("\n{problems} check(s) failed");
+        Ok(if inputs.is_none() {
+            Exit::InvalidConfig
+        } else {
+            Exit::Failed
+        })
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
+    match cli.command {
+        Command::Check => check(&cli.config).await,
+        Command::Plan { out, csv } => {
+            let config = Config::load(&cli.config)?;
+            let inputs = load_inputs(&config)?;
+            let dir = directory(&config)?;
+            let graph = cloud(&config)?;
+            let progress = Store::open(&config.state.path)?.progress()?;
+            let observed = pipeline::observe(&inputs, &dir, &graph)
+                .await
+                .map_err(pipeline_failure)?;
+            let plan = pipeline::compute(observed, &inputs, &progress, jiff::Timestamp::now())
+                .map_err(pipeline_failure)?;
+            let verdict = crate::guard::check(&plan, &inputs.limits, false);
+            print!("{}", report::plan_text(&plan));
+            for e in &verdict.exceeded {
+                println!("\nover threshold: {e}");
+            }
+            if let Some(path) = out {
+                let json = serde_json::to_string_pretty(&plan).map_err(json_failure)? + "\n";
+                write_file(&path, &json)?;
+            }
+            if let Some(path) = csv {
+                write_file(&path, &report::plan_csv(&plan).map_err(csv_failure)?)?;
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Apply {
+            plan,
+            allow_over_threshold,
+        } => {
+            let reviewed = match plan {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Failure::new(
+                            Exit::Failed,
+                            format!("cannot read {}: {e}", path.display()),
+                            "pass the file written by `b2bsync plan --out`",
+                        )
+                    })?;
+                    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+                        Failure::new(
+                            Exit::Failed,
+                            format!("{} is not a b2bsync plan: {e}", path.display()),
+                            "pass the file written by `b2bsync plan --out`, unedited",
+                        )
+                    })?;
+                    Some(plan)
+                }
+                None => None,
+            };
+            execute(
+                &cli.config,
+                "apply",
+                allow_over_threshold,
+                reviewed.as_ref(),
+            )
+            .await
+        }
+        Command::Run {
+            allow_over_threshold,
+        } => execute(&cli.config, "run", allow_over_threshold, None).await,
+        Command::Status {
+            format,
+            pending_days,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.path)?;
+            let s = report::status(
+                &store.accounts()?,
+                store.runs()?,
+                pending_days,
+                jiff::Timestamp::now(),
+            );
+            let text = match format {
+                Format::Table => report::status_text(&s),
+                Format::Csv => report::status_csv(&s).map_err(csv_failure)?,
+                Format::Json => serde_json::to_string_pretty(&s).map_err(json_failure)? + "\n",
+            };
+            print!("{text}");
+            Ok(Exit::Ok)
+        }
+        Command::Report { run, format, out } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.path)?;
+            let run = match run {
+                Some(r) => r,
+                None => match store.runs()?.last() {
+                    Some(r) => r.id.clone(),
+                    None => {
+                        return Err(Failure::new(
+                            Exit::Failed,
+                            "the state store has no run yet",
+                            "run `b2bsync run` (or `apply`) first",
+                        ));
+                    }
+                },
+            };
+            let entries = store.journal_entries(Some(&run))?;
+            let text = match format {
+                Format::Csv | Format::Table => {
+                    report::journal_csv(&entries).map_err(csv_failure)?
+                }
+                Format::Json => {
+                    serde_json::to_string_pretty(&entries).map_err(json_failure)? + "\n"
+                }
+            };
+            match out {
+                Some(path) => report::write_atomic(&path, text.as_bytes()).map_err(|e| {
+                    Failure::new(
+                        Exit::Failed,
+                        format!("cannot write {}: {e}", path.display()),
+                        "check that the directory exists and is writable",
+                    )
+                })?,
+                None => print!("{text}"),
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// `run` and `apply`: lock, reconcile, plan, guard, apply, save, summarise.
+async fn execute(
+    config_path: &std::path::Path,
+    command: &str,
+    allow_over_threshold: bool,
+    reviewed: Option<&Plan>,
+) -> Result<Exit, Failure> {
+    let config = Config::load(config_path)?;
+    let inputs = load_inputs(&config)?;
+    let dir = directory(&config)?;
+    let graph = cloud(&config)?;
+    let _lock = RunLock::acquire(&config.state.path)?;
+    let store = Store::open(&config.state.path)?;
+    let run_id = store.begin_run(command)?;
+    let store = std::sync::Mutex::new(store);
+    let options = apply::Options {
+        concurrency: config.apply.concurrency,
+        password_length: config.apply.password_length,
+    };
+    tracing::info!(run_id = %run_id, command, "run started");
+    let result = pipeline::run(
+        &inputs,
+        &dir,
+        &graph,
+        &store,
+        &run_id,
+        &options,
+        allow_over_threshold || inputs.limits.allow_over_threshold,
+        reviewed,
+    )
+    .await;
+    let finish = |code: Exit, summary: &str| {
+        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = guard.finish_run(&run_id, code as i64, summary) {
+            tracing::error!("cannot record the end of the run: {e}");
+        }
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let f = pipeline_failure(e);
+            finish(f.exit, &f.message);
+            return Err(f);
+        }
+    };
+    if reviewed.is_some_and(|p| p.fingerprint != result.plan.fingerprint) {
+        let f = Failure::new(
+            Exit::Failed,
+            "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
+            "make and review a new plan with `b2bsync plan --out plan.json`",
+        );
+        finish(f.exit, &f.message);
+        return Err(f);
+    }
+    let Some(outcome) = result.outcome else {
+        for e in &result.verdict.exceeded {
+            eprintln!("error: over threshold: {e}");
+        }
+        let summary = format!(
+            "stopped before any write: {} threshold(s) exceeded",
+            result.verdict.exceeded.len()
+        );
+        println!("{summary}");
+        finish(Exit::OverThreshold, &summary);
+        return Ok(Exit::OverThreshold);
+    };
+    let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
+    println!("{summary}");
+    let exit = if outcome.failed() > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    };
+    finish(exit, &summary);
+    Ok(exit)
+}
+
+fn csv_failure(e: csv::Error) -> Failure {
+    Failure::new(
+        Exit::Failed,
+        format!("cannot write CSV: {e}"),
+        "report this as a bug",
+    )
+}
+
+fn json_failure(e: serde_json::Error) -> Failure {
+    Failure::new(
+        Exit::Failed,
+        format!("cannot write JSON: {e}"),
+        "report this as a bug",
+    )
+}

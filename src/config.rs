@@ -1,0 +1,533 @@
+//! The run configuration (`b2bsync.toml`): where the directory and Graph are, how to
+//! authenticate, where the state and the mappings live, the limits and the policy.
+//!
+//! Parsed with `toml` so every mistake in the file names its line and column; then
+//! `B2BSYNC__SECTION__KEY` environment variables override single values (for schedulers and
+//! containers). Secrets are never read from this file: only the names of the environment
+//! variables or files that hold them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::source::{Flavour, LdapSettings};
+
+/// The environment prefix of overrides: `B2BSYNC__LDAP__URL=ldaps://dc1:636`.
+pub const ENV_PREFIX: &str = "B2BSYNC__";
+
+/// A configuration that cannot be used. Displayed as `file:line:column: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("secret {what}: {message}")]
+    Secret { what: String, message: String },
+}
+
+impl Error {
+    /// One line telling the admin what to do.
+    pub fn help(&self) -> String {
+        match self {
+            Error::Read { .. } => "pass --config PATH, or create b2bsync.toml (see docs/operations.md)".into(),
+            Error::Parse { .. } | Error::Invalid { .. } => {
+                "see the annotated example b2bsync.example.toml and docs/operations.md".into()
+            }
+            Error::Env { .. } => {
+                "B2BSYNC__SECTION__KEY overrides one key of the file, e.g. B2BSYNC__LDAP__URL".into()
+            }
+            Error::Secret { .. } => {
+                "set the environment variable or file named in the configuration; secrets never go in the file itself".into()
+            }
+        }
+    }
+}
+
+/// `[ldap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    pub bind_dn: String,
+    /// Name of the environment variable holding the bind password.
+    pub password_env: Option<String>,
+    /// File holding the bind password (systemd credentials, a 0600 file, a Kubernetes secret).
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_cleartext: bool,
+    #[serde(default)]
+    pub flavour: Flavour,
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_page_size() -> i32 {
+    1000
+}
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+/// How the app authenticates to Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A client assertion signed with a certificate's private key (recommended on-premises).
+    Certificate,
+    /// A client secret from an environment variable or a file.
+    ClientSecret,
+}
+
+/// `[graph]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    pub tenant: String,
+    pub client_id: String,
+    pub auth: AuthMethod,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub certificate_file: Option<PathBuf>,
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// The token audience (`{resource}/.default` is the scope asked). Defaults to
+    /// `graph_url`; set it to `https://graph.microsoft.com` when `graph_url` points at a
+    /// proxy or at the Graph emulator.
+    pub resource: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Verified domains to use instead of reading `/organization` (which needs
+    /// `Organization.Read.All`).
+    pub verified_domains: Option<Vec<String>>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".into()
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: default_state_path(),
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("b2bsync.db")
+}
+
+/// `[mappings]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingsConfig {
+    #[serde(default = "default_mappings_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for MappingsConfig {
+    fn default() -> Self {
+        MappingsConfig {
+            dir: default_mappings_dir(),
+        }
+    }
+}
+
+fn default_mappings_dir() -> PathBuf {
+    PathBuf::from("mappings")
+}
+
+/// `[apply]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplyConfig {
+    /// Accounts worked on at the same time.
+    pub concurrency: usize,
+    /// Length of the random on-premises passwords (at least 16).
+    pub password_length: usize,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            concurrency: 8,
+            password_length: crate::source::password::DEFAULT_LENGTH,
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ldap: LdapConfig,
+    pub graph: GraphConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub mappings: MappingsConfig,
+    /// `[limits]`: the guard's thresholds.
+    #[serde(default)]
+    pub limits: crate::guard::Limits,
+    /// `[policy]`: when to randomize passwords, re-invite, warn.
+    #[serde(default)]
+    pub policy: crate::plan::Policy,
+    /// `[invitation]`: the defaults every mapping may override.
+    #[serde(default)]
+    pub invitation: crate::mapping::InvitationSettings,
+    /// `[apply]`: how writes are executed.
+    #[serde(default)]
+    pub apply: ApplyConfig,
+    /// Where the file was read from: relative paths in it are relative to its directory.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl Config {
+    /// Reads `path` and applies the `B2BSYNC__` overrides of the process environment.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_text(path, &text, std::env::vars())
+    }
+
+    /// Parses `text` (read from `path`) with the given environment.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let parse_err = |e: toml::de::Error| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(text, s.start))
+                .unwrap_or((1, 1));
+            Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        };
+        // The file alone first, so mistakes in it carry their position.
+        let mut config: Config = toml::from_str(text).map_err(parse_err)?;
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        if !overrides.is_empty() {
+            let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+            for (var, value) in &overrides {
+                apply_override(&mut table, var, value)?;
+            }
+            config = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Env {
+                    var: overrides
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    message: e.message().to_string(),
+                })?;
+        }
+        config.source = path.to_path_buf();
+        config.resolve_paths();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes relative paths relative to the configuration file's directory.
+    fn resolve_paths(&mut self) {
+        let Some(dir) = self.source.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        let fix_opt = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p
+                && p.is_relative()
+            {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.state.path);
+        fix(&mut self.mappings.dir);
+        fix_opt(&mut self.ldap.ca_file);
+        fix_opt(&mut self.ldap.password_file);
+        fix_opt(&mut self.graph.ca_file);
+        fix_opt(&mut self.graph.client_secret_file);
+        fix_opt(&mut self.graph.certificate_file);
+        fix_opt(&mut self.graph.private_key_file);
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: self.source.clone(),
+            message,
+        };
+        if self.ldap.password_env.is_none() && self.ldap.password_file.is_none() {
+            return Err(invalid(
+                "[ldap] needs password_env or password_file (the password itself never goes in this file)".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.ldap.page_size) {
+            return Err(invalid(format!(
+                "[ldap] page_size = {} must be between 1 and 1000 (AD's MaxPageSize)",
+                self.ldap.page_size
+            )));
+        }
+        match self.graph.auth {
+            AuthMethod::ClientSecret
+                if self.graph.client_secret_env.is_none()
+                    && self.graph.client_secret_file.is_none() =>
+            {
+                return Err(invalid(
+                    "[graph] auth = \"client_secret\" needs client_secret_env or client_secret_file".into(),
+                ));
+            }
+            AuthMethod::Certificate
+                if self.graph.certificate_file.is_none()
+                    || self.graph.private_key_file.is_none() =>
+            {
+                return Err(invalid(
+                    "[graph] auth = \"certificate\" needs certificate_file and private_key_file"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The LDAP settings with the bind password read from its environment variable or file.
+    pub fn ldap_settings(&self) -> Result<LdapSettings, Error> {
+        let password = read_secret(
+            "[ldap] password",
+            self.ldap.password_env.as_deref(),
+            self.ldap.password_file.as_deref(),
+        )?;
+        Ok(LdapSettings {
+            url: self.ldap.url.clone(),
+            starttls: self.ldap.starttls,
+            ca_file: self.ldap.ca_file.clone(),
+            bind_dn: self.ldap.bind_dn.clone(),
+            password,
+            allow_cleartext: self.ldap.allow_cleartext,
+            flavour: self.ldap.flavour,
+            page_size: self.ldap.page_size,
+            timeout: Duration::from_secs(self.ldap.timeout_secs),
+        })
+    }
+
+    /// The Graph client secret, when that is the configured method.
+    pub fn client_secret(&self) -> Result<SecretString, Error> {
+        read_secret(
+            "[graph] client secret",
+            self.graph.client_secret_env.as_deref(),
+            self.graph.client_secret_file.as_deref(),
+        )
+    }
+}
+
+/// Reads a secret from the named environment variable, else from the file (trailing newline
+/// removed). The value never appears in an error.
+fn read_secret(what: &str, env: Option<&str>, file: Option<&Path>) -> Result<SecretString, Error> {
+    if let Some(var) = env {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => return Ok(SecretString::from(v)),
+            _ if file.is_none() => {
+                return Err(Error::Secret {
+                    what: what.into(),
+                    message: format!("the environment variable {var} is not set"),
+                });
+            }
+            _ => {}
+        }
+    }
+    if let Some(path) = file {
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::Secret {
+                what: what.into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?);
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(Error::Secret {
+                what: what.into(),
+                message: format!("{} is empty", path.display()),
+            });
+        }
+        return Ok(SecretString::from(value));
+    }
+    Err(Error::Secret {
+        what: what.into(),
+        message: "no environment variable or file is configured".into(),
+    })
+}
+
+/// Sets `B2BSYNC__SECTION__KEY=value` in the table. The value is parsed as a TOML value when
+/// it is one (`true`, `42`, `["a"]`), else taken as a string.
+fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Error> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.len() < 2 || path.iter().any(String::is_empty) {
+        return Err(Error::Env {
+            var: var.into(),
+            message: "expected B2BSYNC__SECTION__KEY".into(),
+        });
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut current = table;
+    for key in &path[..path.len() - 1] {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(Error::Env {
+                    var: var.into(),
+                    message: format!("`{key}` is not a section"),
+                });
+            }
+        };
+    }
+    if let Some(last) = path.last() {
+        current.insert(last.clone(), parsed);
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[ldap]
+url = "ldaps://127.0.0.1:636"
+bind_dn = "svc@lab.example.com"
+password_env = "LDAP_PW"
+
+[graph]
+tenant = "t"
+client_id = "c"
+auth = "client_secret"
+client_secret_env = "GRAPH_SECRET"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        Config::from_text(
+            Path::new("/etc/b2bsync/b2bsync.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let c = parse(GOOD, &[]).expect("valid");
+        assert_eq!(c.ldap.page_size, 1000);
+        assert_eq!(c.graph.graph_url, "https://graph.microsoft.com");
+        assert_eq!(c.state.path, PathBuf::from("/etc/b2bsync/b2bsync.db"));
+    }
+
+    #[test]
+    fn unknown_keys_name_line_and_column() {
+        let text = GOOD.replace("bind_dn =", "bind_dnn =");
+        let err = parse(&text, &[]).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/b2bsync/b2bsync.toml:4:1:"), "{msg}");
+        assert!(msg.contains("bind_dnn"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_one_key() {
+        let c = parse(
+            GOOD,
+            &[
+                ("B2BSYNC__LDAP__URL", "ldaps://dc2:636"),
+                ("B2BSYNC__LDAP__PAGE_SIZE", "500"),
+                ("OTHER", "x"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.ldap.url, "ldaps://dc2:636");
+        assert_eq!(c.ldap.page_size, 500);
+    }
+
+    #[test]
+    fn a_bad_override_names_the_variable() {
+        let err = parse(GOOD, &[("B2BSYNC__LDAP__PAGE_SIZE", "many")]).expect_err("bad");
+        assert!(
+            err.to_string().contains("B2BSYNC__LDAP__PAGE_SIZE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_in_the_file() {
+        let text = GOOD.replace("password_env = \"LDAP_PW\"\n", "");
+        let err = parse(&text, &[]).expect_err("no password source");
+        assert!(err.to_string().contains("password_env"), "{err}");
+        let text = GOOD.replace("password_env = \"LDAP_PW\"", "password = \"hunter2\"");
+        assert!(parse(&text, &[]).is_err());
+    }
+
+    #[test]
+    fn page_size_is_bounded() {
+        let text = GOOD.replace("password_env", "page_size = 5000\npassword_env");
+        let err = parse(&text, &[]).expect_err("too big");
+        assert!(err.to_string().contains("MaxPageSize"), "{err}");
+    }
+}

@@ -1,0 +1,321 @@
+use std::path::Path;
+
+use super::*;
+use crate::model::{Anchor, SourceAccount};
+
+const MINIMAL: &str = r#"address = "lower(otherMailbox)"
+
+[source]
+attributes = ["otherMailbox", "sAMAccountName", "userPrincipalName", "company"]
+
+[scope]
+base_dns = ["OU=Partners,DC=lab,DC=example,DC=com"]
+
+[join.cloud_only]
+source = "userPrincipalName"
+cloud = "userPrincipalName"
+"#;
+
+fn parse(text: &str) -> Result<Mapping, Errors> {
+    Mapping::parse(Path::new("mappings/test.toml"), text)
+}
+
+fn first_error(text: &str) -> Error {
+    match parse(text) {
+        Ok(m) => panic!("expected an error, loaded {m:?}"),
+        Err(Errors(e)) => e.into_iter().next().unwrap(),
+    }
+}
+
+pub(crate) fn account(sam: &str, ou: &str, other_mailbox: Option<&str>) -> SourceAccount {
+    let mut guid = [0u8; 16];
+    for (i, b) in sam.bytes().enumerate() {
+        guid[i % 16] ^= b.wrapping_add(i as u8);
+    }
+    let mut attributes = BTreeMap::new();
+    attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
+    if let Some(m) = other_mailbox {
+        attributes.insert("otherMailbox".to_string(), vec![m.to_string()]);
+    }
+    SourceAccount {
+        dn: format!("CN={sam},{ou},DC=lab,DC=example,DC=com"),
+        object_guid: Some(Anchor::from_bytes(&guid)),
+        consistency_guid: None,
+        account_name: Some(sam.to_string()),
+        user_principal_name: Some(format!("{sam}@lab.example.com")),
+        display_name: Some(sam.to_string()),
+        mail: None,
+        user_account_control: Some(0x200),
+        admin_count: false,
+        member_of: vec![],
+        password_changed: None,
+        attributes,
+    }
+}
+
+#[test]
+fn minimal_mapping_loads_with_defaults() {
+    let m = parse(MINIMAL).unwrap();
+    assert_eq!(m.name, "test");
+    assert_eq!(m.join.anchor, AnchorAttribute::ConsistencyGuid);
+    assert_eq!(
+        m.join.cloud_only.as_ref().map(|p| p.cloud),
+        Some(CloudProperty::UserPrincipalName)
+    );
+    assert!(m.write.cloud_only_other_mails && !m.write.cloud_only_mail);
+    assert_eq!(m.invitation, InvitationSettings::default());
+}
+
+#[test]
+fn unknown_attribute_names_file_line_column_and_help() {
+    let text = MINIMAL.replace(
+        "address = \"lower(otherMailbox)\"",
+        "address = \"lower(extensionAtribute10)\"",
+    );
+    let text = text.replace("\"company\"", "\"company\", \"extensionAttribute10\"");
+    let e = first_error(&text);
+    assert_eq!(
+        e.kind,
+        ErrorKind::UnknownAttribute {
+            name: "extensionAtribute10".into(),
+            key: "address".into()
+        }
+    );
+    assert_eq!((e.line, e.column), (1, 18));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(
+            "mappings/test.toml:1:18: unknown attribute `extensionAtribute10` in `address`\nhelp: did you mean `extensionAttribute10`?"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_keys_functions_tables_and_bad_values_are_errors() {
+    let e = first_error(&format!("{MINIMAL}\n[scope2]\nx = 1\n"));
+    assert!(matches!(e.kind, ErrorKind::Toml(_)), "{e}");
+    assert_eq!((e.line, e.column), (13, 2));
+    assert!(e.help.contains("docs/mapping.md"));
+
+    let e = first_error(&MINIMAL.replace("lower(otherMailbox)", "lowr(otherMailbox)"));
+    assert!(matches!(e.kind, ErrorKind::UnknownFunction { .. }), "{e}");
+    assert!(e.help.contains("`lower`"), "{e}");
+
+    let e = first_error(&MINIMAL.replace("lower(otherMailbox)", "lookup('nope', sAMAccountName)"));
+    assert!(matches!(e.kind, ErrorKind::UnknownTable { .. }), "{e}");
+
+    let e = first_error(&MINIMAL.replace("lower(otherMailbox)", "lower(otherMailbox"));
+    assert!(matches!(e.kind, ErrorKind::Syntax { .. }), "{e}");
+
+    let e = first_error(&MINIMAL.replace("\"company\"", "\"unicodePwd\""));
+    assert!(matches!(e.kind, ErrorKind::PasswordAttribute { .. }), "{e}");
+
+    let e = first_error(&MINIMAL.replace("cloud = \"userPrincipalName\"", "cloud = \"upn\""));
+    assert!(matches!(e.kind, ErrorKind::BadValue { .. }), "{e}");
+    assert_eq!(e.line, 11);
+
+    let e = first_error(&MINIMAL.replace("OU=Partners,DC=lab,DC=example,DC=com", "Partners"));
+    assert!(matches!(e.kind, ErrorKind::BadDn { .. }), "{e}");
+
+    let e = first_error(&format!(
+        "{MINIMAL}\n[invitation]\nredirect_url = \"http://x\"\n"
+    ));
+    assert!(matches!(e.kind, ErrorKind::BadValue { .. }), "{e}");
+
+    let e = first_error(&format!(
+        "{MINIMAL}\n[invitation]\ncc = \"a,b@x.example\"\n"
+    ));
+    assert!(matches!(e.kind, ErrorKind::BadValue { .. }), "{e}");
+
+    let e = first_error(&format!("{MINIMAL}\n[write]\nsynced = [\"otherMails\"]\n"));
+    assert!(matches!(e.kind, ErrorKind::BadValue { .. }), "{e}");
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let text = MINIMAL
+        .replace("lower(otherMailbox)", "lower(otherMailbx)")
+        .replace("cloud = \"userPrincipalName\"", "cloud = \"upn\"");
+    let Err(Errors(errors)) = parse(&text) else {
+        panic!("expected errors")
+    };
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn filters_are_capped_and_validated_with_position() {
+    let with_filter =
+        |f: &str| MINIMAL.replace("base_dns = [", &format!("filter = \"{f}\"\nbase_dns = ["));
+    assert!(parse(&with_filter("(&(objectClass=user)(company=Fabrikam))")).is_ok());
+    let e = first_error(&with_filter("(&(objectClass=user)"));
+    assert!(matches!(e.kind, ErrorKind::Filter(_)), "{e}");
+    let deep = format!("{}(cn=a){}", "(!".repeat(40), ")".repeat(40));
+    let e = first_error(&with_filter(&deep));
+    assert!(e.to_string().contains("nested 33 levels deep"), "{e}");
+    // Column points at the 33rd parenthesis: `filter = "` is 10 characters.
+    assert_eq!((e.line, e.column), (7, 11 + 64));
+    let long = format!("(cn={})", "a".repeat(5000));
+    assert!(
+        first_error(&with_filter(&long))
+            .to_string()
+            .contains("more than 4096")
+    );
+}
+
+#[test]
+fn tables_load_relative_to_the_mapping_and_report_csv_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "account,externalEmail\np.adams,ana@fabrikam.example\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{}\n[tables.t]\nfile = \"t.csv\"\n",
+        MINIMAL.replace("lower(otherMailbox)", "lookup('t', sAMAccountName)")
+    );
+    let path = dir.path().join("vendors.toml");
+    let m = Mapping::parse(&path, &text).unwrap();
+    assert_eq!(m.tables()["t"].get("P.Adams"), Some("ana@fabrikam.example"));
+
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "account,externalEmail\na,x@y.example\nA,z@y.example\n",
+    )
+    .unwrap();
+    let Err(Errors(e)) = Mapping::parse(&path, &text) else {
+        panic!("expected a table error")
+    };
+    assert!(e[0].path.ends_with("t.csv"), "{}", e[0]);
+    assert_eq!(e[0].line, 3);
+}
+
+#[test]
+fn the_mapping_set_rejects_duplicate_names_and_lists_attributes() {
+    let a = parse(MINIMAL).unwrap();
+    let b = parse(MINIMAL).unwrap();
+    assert!(MappingSet::from_mappings(vec![a, b]).is_err());
+    let set = MappingSet::from_mappings(vec![parse(MINIMAL).unwrap()]).unwrap();
+    let attrs = set.attributes();
+    assert!(attrs.contains(&"otherMailbox".to_string()));
+    assert!(attrs.contains(&"objectGUID".to_string()));
+    assert_eq!(
+        attrs
+            .iter()
+            .filter(|a| a.eq_ignore_ascii_case("samaccountname"))
+            .count(),
+        1
+    );
+    let searches = set.searches();
+    assert_eq!(searches.len(), 1);
+    assert_eq!(searches[0].filter, "(objectClass=user)");
+}
+
+#[test]
+fn map_decides_scope_address_join_keys_and_protection() {
+    let text = MINIMAL
+        .replace("[scope]\n", "[scope]\nwhen = \"company != 'Internal'\"\ndeny = [\"p.deny\"]\nprotected_groups = [\"CN=Admins,DC=lab,DC=example,DC=com\"]\n");
+    let set = MappingSet::from_mappings(vec![parse(&text).unwrap()]).unwrap();
+    let mut internal = account("p.internal", "OU=Partners", Some("i@x.example"));
+    internal
+        .attributes
+        .insert("company".into(), vec!["Internal".into()]);
+    let mut admin = account("p.admin", "OU=Partners", Some("ADMIN@x.example "));
+    admin.admin_count = true;
+    admin.member_of = vec!["cn=admins, dc=lab,dc=example,dc=com".into()];
+    let found = vec![
+        (
+            "test".to_string(),
+            account("p.adams", "OU=Partners", Some(" Ana@Fabrikam.example")),
+        ),
+        ("test".to_string(), account("p.nomail", "OU=Partners", None)),
+        (
+            "test".to_string(),
+            account("outside", "OU=Staff", Some("o@x.example")),
+        ),
+        ("test".to_string(), internal),
+        ("test".to_string(), admin),
+        (
+            "test".to_string(),
+            account("p.deny", "OU=Partners", Some("d@x.example")),
+        ),
+        (
+            "unknown".to_string(),
+            account("p.other", "OU=Partners", Some("x@x.example")),
+        ),
+    ];
+    let mapped = map_accounts(&set, found);
+    let by_name = |n: &str| {
+        mapped
+            .iter()
+            .find(|m| m.account.account_name.as_deref() == Some(n))
+    };
+    assert_eq!(mapped.len(), 4, "{mapped:#?}");
+    assert!(by_name("outside").is_none() && by_name("p.internal").is_none());
+    let adams = by_name("p.adams").unwrap();
+    assert_eq!(adams.address, Ok("ana@fabrikam.example".to_string()));
+    assert_eq!(adams.join_keys.len(), 2);
+    assert!(
+        adams
+            .join_keys
+            .iter()
+            .any(|k| k.property == CloudProperty::UserPrincipalName
+                && k.value == "p.adams@lab.example.com")
+    );
+    assert_eq!(
+        by_name("p.nomail").unwrap().address,
+        Err(AddressProblem::Missing)
+    );
+    assert_eq!(
+        by_name("p.admin").unwrap().protection,
+        vec![
+            Protection::AdminCount,
+            Protection::ProtectedGroup {
+                group: "CN=Admins,DC=lab,DC=example,DC=com".into()
+            }
+        ]
+    );
+    assert_eq!(
+        by_name("p.deny").unwrap().protection,
+        vec![Protection::DenyList {
+            entry: "p.deny".into()
+        }]
+    );
+}
+
+#[test]
+fn an_account_in_two_scopes_is_marked_for_that_account_only() {
+    let a = Mapping::parse(Path::new("mappings/a.toml"), MINIMAL).unwrap();
+    let b = Mapping::parse(Path::new("mappings/b.toml"), MINIMAL).unwrap();
+    let set = MappingSet::from_mappings(vec![b, a]).unwrap();
+    let mapped = eval::map_by_base(
+        &set,
+        vec![account("p.adams", "OU=Partners", Some("a@x.example"))],
+    );
+    assert_eq!(mapped.len(), 1);
+    assert_eq!(mapped[0].mapping, "a");
+    assert_eq!(mapped[0].also_in, vec!["b".to_string()]);
+}
+
+#[test]
+fn invitation_settings_resolve_per_domain_then_mapping_then_defaults() {
+    let text = format!(
+        "{MINIMAL}\n[invitation]\nlanguage = \"en-US\"\n\n[[invitation.per_domain]]\ndomains = [\"lafayette.example\"]\nlanguage = \"fr-FR\"\n"
+    );
+    let m = parse(&text).unwrap();
+    let defaults = InvitationSettings {
+        redirect_url: Some("https://myapps.microsoft.com/".into()),
+        send_message: Some(false),
+        ..InvitationSettings::default()
+    };
+    let fr = m.invitation_for("e@sub.lafayette.example", &defaults);
+    assert_eq!(fr.language.as_deref(), Some("fr-FR"));
+    assert_eq!(fr.send_message, Some(false));
+    let en = m.invitation_for("a@fabrikam.example", &defaults);
+    assert_eq!(en.language.as_deref(), Some("en-US"));
+    assert_eq!(
+        en.redirect_url.as_deref(),
+        Some("https://myapps.microsoft.com/")
+    );
+}

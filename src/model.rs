@@ -1,0 +1,312 @@
+//! The plain data every pipeline stage shares: on-premises accounts, cloud users, anchors,
+//! lifecycle states and the per-account progress that the state store remembers.
+//!
+//! Nothing here does I/O. `source` builds [`SourceAccount`]s, `cloud` builds [`CloudUser`]s,
+//! `state` loads and saves [`Progress`]; `join`, `mapping` and `plan` only read them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// How the cloud user is mastered, which decides where the external address is staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// Homed in on-premises AD and synced by Entra Connect (`onPremisesSyncEnabled == true`):
+    /// `mail` is written in AD and reaches the cloud with the next sync cycle.
+    Synced,
+    /// Cloud-only (never synced, or no longer): the address is PATCHed through Graph.
+    CloudOnly,
+}
+
+impl fmt::Display for AccountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccountKind::Synced => "synced",
+            AccountKind::CloudOnly => "cloud_only",
+        })
+    }
+}
+
+/// The source anchor in the form Entra ID's `onPremisesImmutableId` holds it: the standard
+/// base64 encoding of the 16 bytes of `objectGUID` or `ms-DS-ConsistencyGuid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Anchor(String);
+
+impl Anchor {
+    /// The anchor of raw GUID bytes, exactly as Entra Connect computes it.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Anchor(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// The anchor as `onPremisesImmutableId` would hold it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An anchor from its base64 text, as read back from Graph or the state store.
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        Some(Anchor::from_bytes(&bytes))
+    }
+
+    /// The GUID in its usual string form (first three groups little-endian, as AD shows
+    /// `objectGUID`), when the anchor is 16 bytes long.
+    pub fn guid_string(&self) -> Option<String> {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(&self.0)
+            .ok()?;
+        if b.len() != 16 {
+            return None;
+        }
+        Some(format!(
+            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            b[3],
+            b[2],
+            b[1],
+            b[0],
+            b[5],
+            b[4],
+            b[7],
+            b[6],
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15]
+        ))
+    }
+}
+
+impl fmt::Display for Anchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `userAccountControl` bit: the account is disabled.
+pub const UAC_ACCOUNTDISABLE: u32 = 0x0002;
+
+/// One account read from the on-premises directory, already mapped to plain data at the
+/// boundary (the `source` adapter owns the LDAP details).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAccount {
+    /// Distinguished name, as the server returned it. Opaque: identity is the anchor.
+    pub dn: String,
+    /// base64 of `objectGUID` (AD) or of the `entryUUID` bytes (generic LDAP).
+    pub object_guid: Option<Anchor>,
+    /// base64 of `ms-DS-ConsistencyGuid`, when set.
+    pub consistency_guid: Option<Anchor>,
+    /// `sAMAccountName` (AD) or `uid` (generic LDAP).
+    pub account_name: Option<String>,
+    /// `userPrincipalName`, when the directory has one.
+    pub user_principal_name: Option<String>,
+    /// `displayName`.
+    pub display_name: Option<String>,
+    /// `mail` as it is now in the directory.
+    pub mail: Option<String>,
+    /// `userAccountControl` (AD only).
+    pub user_account_control: Option<u32>,
+    /// `adminCount=1`: AdminSDHolder-protected in AD. Never touched.
+    pub admin_count: bool,
+    /// `memberOf` DNs, used for protected-group checks.
+    pub member_of: Vec<String>,
+    /// `pwdLastSet` (AD FILETIME) or `pwdChangedTime` (OpenLDAP), raw text; used to
+    /// reconcile a password operation that a crash interrupted.
+    pub password_changed: Option<String>,
+    /// Every text attribute the mapping asked for, keyed by the name the mapping uses
+    /// (LDAP names are case-insensitive; the adapter restores the mapping's spelling).
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+impl SourceAccount {
+    /// The anchor Entra Connect would use: `ms-DS-ConsistencyGuid` when set, else `objectGUID`.
+    pub fn anchor(&self) -> Option<&Anchor> {
+        self.consistency_guid.as_ref().or(self.object_guid.as_ref())
+    }
+
+    /// Whether AD marks the account disabled.
+    pub fn disabled(&self) -> bool {
+        self.user_account_control
+            .is_some_and(|uac| uac & UAC_ACCOUNTDISABLE != 0)
+    }
+
+    /// The first value of an attribute, by the mapping's name (case-insensitive).
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// One Entra ID user as Graph returned it (only the properties b2bsync selects).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudUser {
+    /// Object id (GUID).
+    pub id: String,
+    pub user_principal_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    pub other_mails: Vec<String>,
+    pub proxy_addresses: Vec<String>,
+    /// `Member` or `Guest`.
+    pub user_type: Option<String>,
+    pub account_enabled: Option<bool>,
+    /// `true`: synced by Entra Connect; `false`: was synced, no longer; `None`: never synced.
+    pub on_premises_sync_enabled: Option<bool>,
+    pub on_premises_immutable_id: Option<String>,
+    /// Written by Entra Connect's default rule; its presence blocks conversion.
+    pub on_premises_user_principal_name: Option<String>,
+    pub on_premises_sam_account_name: Option<String>,
+    pub employee_id: Option<String>,
+    /// `PendingAcceptance`, `Accepted`, or `None` when never invited.
+    pub external_user_state: Option<String>,
+    pub external_user_state_change: Option<String>,
+    /// `None` for a regular account, `Invitation` for a guest created by an invitation.
+    pub creation_type: Option<String>,
+    /// The user has an Exchange mailbox (an Exchange service plan is provisioned).
+    pub has_mailbox: bool,
+    /// Directory roles the user holds (display names).
+    pub roles: Vec<String>,
+}
+
+impl CloudUser {
+    /// Synced when Entra Connect masters the object now.
+    pub fn kind(&self) -> AccountKind {
+        if self.on_premises_sync_enabled == Some(true) {
+            AccountKind::Synced
+        } else {
+            AccountKind::CloudOnly
+        }
+    }
+
+    /// Whether the user shows `address` in `mail` or `otherMails` (case-insensitive).
+    pub fn shows_address(&self, address: &str) -> bool {
+        self.mail
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(address))
+            || self
+                .other_mails
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(address))
+    }
+}
+
+/// Where an account stands in the lifecycle of DESIGN section 2. Ordered: an account only
+/// ever moves forward.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// In scope on-premises, no cloud user joined (or several: a conflict).
+    #[default]
+    Unmatched,
+    /// A precondition fails; reported with the reason and the fix.
+    Blocked,
+    /// Joined; the cloud user does not show the external address yet.
+    NeedsAddress,
+    /// Synced user: AD holds the address, the cloud does not yet.
+    AwaitingSync,
+    /// The cloud user shows the address; preconditions hold.
+    Ready,
+    /// Invitation sent.
+    Invited,
+    /// `externalUserState == Accepted`.
+    Accepted,
+    /// Converted and the on-premises password randomized (or not applicable).
+    Done,
+}
+
+impl Lifecycle {
+    /// The snake_case name used in plans, reports and the state store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Unmatched => "unmatched",
+            Lifecycle::Blocked => "blocked",
+            Lifecycle::NeedsAddress => "needs_address",
+            Lifecycle::AwaitingSync => "awaiting_sync",
+            Lifecycle::Ready => "ready",
+            Lifecycle::Invited => "invited",
+            Lifecycle::Accepted => "accepted",
+            Lifecycle::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the state store remembers about one account between runs, keyed by its anchor
+/// (or DN when the directory has no anchor). Holds no secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub state: Lifecycle,
+    /// The cloud user joined last time.
+    pub cloud_id: Option<String>,
+    /// The external address staged (written to AD `mail` or the cloud's `otherMails`).
+    pub address: Option<String>,
+    /// RFC 3339 time the address was staged.
+    pub address_staged_at: Option<String>,
+    /// Invitation id and RFC 3339 time of the last invitation sent.
+    pub invitation_id: Option<String>,
+    pub invited_at: Option<String>,
+    /// How many invitations were sent (first plus re-invitations).
+    pub invitations_sent: u32,
+    /// RFC 3339 time the on-premises password was randomized.
+    pub password_randomized_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_matches_entra_connect_encoding() {
+        // objectGUID {a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90} as AD stores it (mixed endian).
+        let bytes = [
+            0xd4, 0xc3, 0xb2, 0xa1, 0xf6, 0xe5, 0x18, 0x07, 0x29, 0x3a, 0x4b, 0x5c, 0x6d, 0x7e,
+            0x8f, 0x90,
+        ];
+        let anchor = Anchor::from_bytes(&bytes);
+        assert_eq!(anchor.as_str(), "1MOyofblGAcpOktcbX6PkA==");
+        assert_eq!(
+            anchor.guid_string().as_deref(),
+            Some("a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90")
+        );
+        assert_eq!(Anchor::from_base64(anchor.as_str()), Some(anchor));
+    }
+
+    #[test]
+    fn lifecycle_only_moves_forward_in_order() {
+        assert!(Lifecycle::Ready < Lifecycle::Invited);
+        assert!(Lifecycle::Accepted < Lifecycle::Done);
+        assert_eq!(Lifecycle::NeedsAddress.as_str(), "needs_address");
+    }
+
+    #[test]
+    fn cloud_user_kind_and_address() {
+        let mut u = CloudUser {
+            on_premises_sync_enabled: Some(true),
+            other_mails: vec!["Ana@Fabrikam.example".into()],
+            ..CloudUser::default()
+        };
+        assert_eq!(u.kind(), AccountKind::Synced);
+        assert!(u.shows_address("ana@fabrikam.example"));
+        u.on_premises_sync_enabled = Some(false);
+        assert_eq!(u.kind(), AccountKind::CloudOnly);
+    }
+}

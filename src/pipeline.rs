@@ -1,0 +1,220 @@
+//! One pass of the pipeline, stage by stage: read both sides (in parallel), map, join, plan,
+//! guard, apply, save. `plan`, `apply`, `run` and `check` are built from these steps; the
+//! stages themselves live in their own modules.
+
+use std::collections::BTreeMap;
+
+use crate::apply::{self, Journal, Outcome};
+use crate::cloud::{self, Cloud};
+use crate::guard::{self, Limits, Verdict};
+use crate::join;
+use crate::mapping::{self, InvitationSettings, MappingSet};
+use crate::model::{CloudUser, Progress, SourceAccount};
+use crate::plan::{self, Plan, Policy, Tenant};
+use crate::source::{self, Directory, SearchScope};
+use crate::state::Store;
+
+/// Why a run cannot proceed. Per-account problems are never errors: they are in the plan.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Mapping(#[from] mapping::Errors),
+    #[error("reading the directory: {0}")]
+    Source(#[from] source::Error),
+    #[error("reading Microsoft Graph: {0}")]
+    Cloud(#[from] cloud::Error),
+    #[error("state store: {0}")]
+    State(#[from] crate::state::Error),
+    #[error("reconciling interrupted actions: {0}")]
+    Reconcile(#[from] apply::reconcile::Error),
+    #[error(
+        "the directory returned no account in scope, but the state store knows {known}: refusing to treat that as `nothing to do`"
+    )]
+    EmptySource { known: usize },
+}
+
+impl Error {
+    /// One line telling the admin what to do.
+    pub fn help(&self) -> String {
+        match self {
+            Error::Mapping(_) => "fix the mapping file at the position shown; `b2bsync check` lists every problem".into(),
+            Error::Source(e) => e.help(),
+            Error::Cloud(e) => e.help(),
+            Error::State(e) => e.help().to_string(),
+            Error::Reconcile(e) => e.help(),
+            Error::EmptySource { .. } => {
+                "check the mapping's base DNs and filter and the service account's read rights; if the partners really are gone, move the state file aside".into()
+            }
+        }
+    }
+}
+
+/// What the configuration decides besides the connections.
+pub struct Inputs {
+    pub mappings: MappingSet,
+    pub limits: Limits,
+    pub policy: Policy,
+    pub invitation: InvitationSettings,
+    /// Verified domains from the config, instead of reading them from Graph.
+    pub verified_domains: Option<Vec<String>>,
+}
+
+/// Both sides as read now.
+pub struct Observed {
+    /// Accounts in scope, each with the name of the mapping whose search found it.
+    pub found: Vec<(String, SourceAccount)>,
+    pub users: Vec<CloudUser>,
+    pub tenant: Tenant,
+}
+
+/// Reads the directory (every mapping's searches, one after the other) and Graph (users and
+/// verified domains) at the same time.
+pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+) -> Result<Observed, Error> {
+    let read_source = async {
+        let mut found = Vec::new();
+        for search in inputs.mappings.searches() {
+            let scope = SearchScope {
+                base_dns: vec![search.base_dn.clone()],
+                filter: search.filter.clone(),
+                attributes: search.attributes.clone(),
+            };
+            let accounts = directory.accounts(&scope).await?;
+            tracing::info!(mapping = %search.mapping, base = %search.base_dn, accounts = accounts.len(), "read the directory");
+            found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
+        }
+        Ok::<_, Error>(found)
+    };
+    let read_cloud = async {
+        let users = cloud.users().await?;
+        let verified_domains = match &inputs.verified_domains {
+            Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            None => cloud.verified_domains().await?,
+        };
+        tracing::info!(users = users.len(), "read Microsoft Graph");
+        Ok::<_, Error>((users, verified_domains))
+    };
+    let (found, cloud_side) = tokio::join!(read_source, read_cloud);
+    let found = found?;
+    let (users, verified_domains) = cloud_side?;
+    Ok(Observed {
+        found,
+        users,
+        tenant: Tenant {
+            verified_domains,
+            other_addresses: Vec::new(),
+        },
+    })
+}
+
+/// The pure middle: map, join, plan.
+pub fn compute(
+    observed: Observed,
+    inputs: &Inputs,
+    progress: &BTreeMap<String, Progress>,
+    now: jiff::Timestamp,
+) -> Result<Plan, Error> {
+    if observed.found.is_empty() && !progress.is_empty() {
+        return Err(Error::EmptySource {
+            known: progress.len(),
+        });
+    }
+    let mapped = mapping::map_accounts(&inputs.mappings, observed.found);
+    let joined = join::join(mapped, observed.users);
+    Ok(plan::plan(
+        &joined,
+        &inputs.mappings,
+        progress,
+        &observed.tenant,
+        &inputs.policy,
+        &inputs.invitation,
+        now,
+    ))
+}
+
+/// What one `run` (or `apply`) did.
+pub struct RunResult {
+    pub plan: Plan,
+    pub verdict: Verdict,
+    /// `None` when the guard stopped the run before any write.
+    pub outcome: Option<Outcome>,
+    pub reconciled: apply::reconcile::Reconciled,
+}
+
+/// Reconcile, read, plan, guard, apply and save: one scheduled run. `reviewed`, when given,
+/// is a plan an admin reviewed; it must match the fresh plan exactly (its fingerprint), or
+/// the run stops before any write.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+    store: &std::sync::Mutex<Store>,
+    run_id: &str,
+    options: &apply::Options,
+    allow_over_threshold: bool,
+    reviewed: Option<&Plan>,
+) -> Result<RunResult, Error> {
+    let reconciled = apply::reconcile(store, cloud, run_id).await?;
+    let progress = lock(store).progress()?;
+    let observed = observe(inputs, directory, cloud).await?;
+    let now = jiff::Timestamp::now();
+    let plan = compute(observed, inputs, &progress, now)?;
+    if let Some(reviewed) = reviewed
+        && reviewed.fingerprint != plan.fingerprint
+    {
+        return Ok(RunResult {
+            verdict: Verdict {
+                exceeded: Vec::new(),
+                allowed: false,
+            },
+            plan,
+            outcome: None,
+            reconciled,
+        });
+    }
+    let verdict = guard::check(&plan, &inputs.limits, allow_over_threshold);
+    if !verdict.allowed {
+        return Ok(RunResult {
+            plan,
+            verdict,
+            outcome: None,
+            reconciled,
+        });
+    }
+    let journal = Journal { store, run_id };
+    let outcome = apply::execute(&plan, &progress, directory, cloud, &journal, options, now).await;
+    // Accounts without actions still record where they stand (for `status`).
+    let with_actions: std::collections::HashSet<&str> =
+        plan.actions.iter().map(|a| a.account.as_str()).collect();
+    {
+        let mut guard = lock(store);
+        guard.transaction(|s| {
+            for account in plan
+                .accounts
+                .iter()
+                .filter(|a| !with_actions.contains(a.key.as_str()))
+            {
+                let p = plan::progress_after(progress.get(&account.key), account, &[], None, now);
+                let reason = account.reasons.first().map(|r| r.reason.code());
+                let kind = account.kind.map(|k| k.to_string());
+                s.save_account(&account.key, Some(&account.dn), kind.as_deref(), reason, &p)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(RunResult {
+        plan,
+        verdict,
+        outcome: Some(outcome),
+        reconciled,
+    })
+}
+
+fn lock(store: &std::sync::Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    // A panic in another task while holding the lock leaves SQLite consistent (transactions).
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,642 @@
+//! The ldap3 adapter behind [`Directory`]: TLS set-up, bind, flavour detection, paged
+//! searches with AD range retrieval, and the `mail` and password writes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::exop::PasswordModify;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use super::{Directory, Error, Flavour, LdapSettings, SearchScope};
+use crate::model::{Anchor, SourceAccount};
+
+/// `LDAP_CAP_ACTIVE_DIRECTORY_OID`: advertised in the rootDSE by AD and Samba AD.
+const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
+/// RFC 3062 password modify extended operation.
+const PASSWORD_MODIFY_OID: &str = "1.3.6.1.4.1.4203.1.11.1";
+
+/// Attributes every account read asks for, whatever the mapping says. Servers ignore the
+/// ones their schema lacks.
+const BASE_ATTRIBUTES: &[&str] = &[
+    "objectGUID",
+    "mS-DS-ConsistencyGuid",
+    "entryUUID",
+    "sAMAccountName",
+    "uid",
+    "userPrincipalName",
+    "displayName",
+    "mail",
+    "userAccountControl",
+    "adminCount",
+    "memberOf",
+    "pwdLastSet",
+    "pwdChangedTime",
+];
+
+/// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks.
+pub struct LdapDirectory {
+    settings: LdapSettings,
+    connection: Mutex<Option<(Ldap, Flavour)>>,
+}
+
+impl LdapDirectory {
+    /// Checks the settings (URL, cleartext policy, CA file) without connecting.
+    pub fn new(settings: LdapSettings) -> Result<Self, Error> {
+        let lower = settings.url.to_ascii_lowercase();
+        if !(lower.starts_with("ldaps://") || lower.starts_with("ldap://")) {
+            return Err(Error::Url {
+                url: settings.url.clone(),
+                reason: "the scheme must be ldaps:// or ldap://".into(),
+            });
+        }
+        if lower.starts_with("ldaps://") && settings.starttls {
+            return Err(Error::Url {
+                url: settings.url.clone(),
+                reason: "StartTLS is for ldap:// URLs; ldaps:// is already encrypted".into(),
+            });
+        }
+        if !settings.encrypted() && !settings.allow_cleartext {
+            return Err(Error::CleartextBind {
+                url: settings.url.clone(),
+            });
+        }
+        if let Some(path) = &settings.ca_file {
+            load_roots(path)?;
+        }
+        Ok(LdapDirectory {
+            settings,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// The settings this directory was made with.
+    pub fn settings(&self) -> &LdapSettings {
+        &self.settings
+    }
+
+    /// Opens a new connection and binds with the configured account. Used by `check` and by
+    /// tests that need a connection of their own.
+    pub async fn connect(&self) -> Result<Ldap, Error> {
+        connect_and_bind(
+            &self.settings,
+            &self.settings.bind_dn,
+            self.settings.password.expose_secret(),
+        )
+        .await
+    }
+
+    /// Tries a simple bind as another account over the same transport; says whether it
+    /// succeeded. This is how the demo and the tests prove an old password no longer works.
+    pub async fn try_bind(&self, bind_dn: &str, password: &SecretString) -> Result<bool, Error> {
+        match connect_and_bind(&self.settings, bind_dn, password.expose_secret()).await {
+            Ok(mut ldap) => {
+                let _ = ldap.unbind().await;
+                Ok(true)
+            }
+            Err(Error::Bind { rc: 49, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The directory flavour: configured, or read from the rootDSE.
+    pub async fn flavour(&self) -> Result<Flavour, Error> {
+        Ok(self.handle().await?.1)
+    }
+
+    /// A bound connection, opened on first use and after a broken one.
+    async fn handle(&self) -> Result<(Ldap, Flavour), Error> {
+        let mut guard = self.connection.lock().await;
+        if let Some((ldap, flavour)) = guard.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok((ldap.clone(), *flavour));
+        }
+        let mut ldap = self.connect().await?;
+        let flavour = match self.settings.flavour {
+            Flavour::Auto => detect_flavour(&mut ldap).await?,
+            other => other,
+        };
+        *guard = Some((ldap.clone(), flavour));
+        Ok((ldap, flavour))
+    }
+
+    /// Forgets a connection that failed at the transport level.
+    async fn forget_if_broken(&self, err: &LdapError) {
+        if matches!(
+            err,
+            LdapError::Io { .. } | LdapError::OpSend { .. } | LdapError::ResultRecv { .. }
+        ) {
+            *self.connection.lock().await = None;
+        }
+    }
+
+    async fn search_base(
+        &self,
+        ldap: &mut Ldap,
+        flavour: Flavour,
+        base: &str,
+        scope: &SearchScope,
+        attributes: &[String],
+        out: &mut Vec<SourceAccount>,
+    ) -> Result<(), Error> {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(self.settings.page_size)),
+        ];
+        let search_err = |e: LdapError| search_error(base, e);
+        let mut stream = ldap
+            .streaming_search_with(adapters, base, Scope::Subtree, &scope.filter, attributes)
+            .await
+            .map_err(search_err)?;
+        let mut ranged = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(search_err)? {
+            let entry = SearchEntry::construct(entry);
+            let (account, pending) = to_account(entry, flavour, &scope.attributes);
+            if !pending.is_empty() {
+                ranged.push((out.len(), pending));
+            }
+            out.push(account);
+        }
+        let done = stream.finish().await;
+        done.success().map_err(search_err)?;
+        for (index, pending) in ranged {
+            if let Some(account) = out.get_mut(index) {
+                fetch_ranges(ldap, account, pending, &scope.attributes).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Directory for LdapDirectory {
+    async fn accounts(&self, scope: &SearchScope) -> Result<Vec<SourceAccount>, Error> {
+        let (mut ldap, flavour) = self.handle().await?;
+        let mut attributes: Vec<String> = BASE_ATTRIBUTES.iter().map(|a| a.to_string()).collect();
+        for a in &scope.attributes {
+            if !attributes.iter().any(|b| b.eq_ignore_ascii_case(a)) {
+                attributes.push(a.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for base in &scope.base_dns {
+            let result = self
+                .search_base(&mut ldap, flavour, base, scope, &attributes, &mut out)
+                .await;
+            if let Err(e) = result {
+                *self.connection.lock().await = None;
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_mail(&self, dn: &str, mail: Option<&str>) -> Result<(), Error> {
+        let (mut ldap, _) = self.handle().await?;
+        let values: HashSet<&str> = mail.into_iter().collect();
+        let change = vec![Mod::Replace("mail", values)];
+        match ldap.modify(dn, change).await.and_then(|r| r.success()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.forget_if_broken(&e).await;
+                Err(write_error("modify mail", dn, e))
+            }
+        }
+    }
+
+    async fn set_password(&self, dn: &str, password: &SecretString) -> Result<(), Error> {
+        if !self.settings.encrypted() {
+            return Err(Error::PasswordWithoutTls {
+                url: self.settings.url.clone(),
+                operation: "reset a password",
+            });
+        }
+        let (mut ldap, flavour) = self.handle().await?;
+        let result = match flavour {
+            Flavour::ActiveDirectory | Flavour::Auto => {
+                // AD wants the password in double quotes, UTF-16LE, as a binary replace.
+                let quoted = Zeroizing::new(format!("\"{}\"", password.expose_secret()));
+                let value: Zeroizing<Vec<u8>> = Zeroizing::new(
+                    quoted
+                        .encode_utf16()
+                        .flat_map(|u| u.to_le_bytes())
+                        .collect(),
+                );
+                let change = vec![Mod::Replace(
+                    b"unicodePwd".to_vec(),
+                    HashSet::from([value.to_vec()]),
+                )];
+                ldap.modify(dn, change).await.and_then(|r| r.success())
+            }
+            Flavour::Generic => {
+                let exop = PasswordModify {
+                    user_id: Some(dn),
+                    old_pass: None,
+                    new_pass: Some(password.expose_secret()),
+                };
+                ldap.extended(exop)
+                    .await
+                    .and_then(|r| r.success())
+                    .map(|(_, result)| result)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(LdapError::LdapResult { result })
+                if result.rc == 2 && flavour == Flavour::Generic =>
+            {
+                Err(Error::Unsupported {
+                    dn: dn.to_string(),
+                    reason: format!(
+                        "the server does not offer the password modify operation ({PASSWORD_MODIFY_OID}): {}",
+                        result.text
+                    ),
+                })
+            }
+            Err(LdapError::LdapResult { result }) if result.rc == 19 => {
+                Err(Error::PasswordPolicy {
+                    dn: dn.to_string(),
+                    message: result.text,
+                })
+            }
+            Err(e) => {
+                self.forget_if_broken(&e).await;
+                Err(write_error("password reset", dn, e))
+            }
+        }
+    }
+}
+
+/// Reads the rootDSE and picks the flavour.
+async fn detect_flavour(ldap: &mut Ldap) -> Result<Flavour, Error> {
+    let (entries, _) = ldap
+        .search(
+            "",
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["supportedCapabilities", "supportedExtension"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(|e| search_error("rootDSE", e))?;
+    let Some(root) = entries.into_iter().next().map(SearchEntry::construct) else {
+        return Ok(Flavour::Generic);
+    };
+    let has = |attr: &str, oid: &str| {
+        root.attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
+            .any(|(_, v)| v.iter().any(|x| x == oid))
+    };
+    // A generic server without RFC 3062 still reads fine; its password resets fail with
+    // `Error::Unsupported` when tried.
+    if has("supportedCapabilities", AD_CAPABILITY) {
+        Ok(Flavour::ActiveDirectory)
+    } else {
+        Ok(Flavour::Generic)
+    }
+}
+
+/// Loads a PEM CA file into a root store.
+fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, Error> {
+    let ca_err = |reason: String| Error::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+        roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_err("no certificate found in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// Connects (LDAPS or StartTLS, or cleartext only when allowed) and simple-binds.
+async fn connect_and_bind(
+    settings: &LdapSettings,
+    bind_dn: &str,
+    password: &str,
+) -> Result<Ldap, Error> {
+    if !settings.encrypted() && !settings.allow_cleartext {
+        return Err(Error::CleartextBind {
+            url: settings.url.clone(),
+        });
+    }
+    let mut conn_settings = LdapConnSettings::new()
+        .set_conn_timeout(settings.timeout)
+        .set_starttls(settings.starttls);
+    if let Some(path) = &settings.ca_file {
+        let roots = load_roots(path)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Connect {
+                url: settings.url.clone(),
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        conn_settings = conn_settings.set_config(Arc::new(config));
+    }
+    let connect_err = |e: LdapError| Error::Connect {
+        url: settings.url.clone(),
+        reason: e.to_string(),
+    };
+    let (conn, mut ldap) = tokio::time::timeout(
+        settings.timeout,
+        LdapConnAsync::with_settings(conn_settings, &settings.url),
+    )
+    .await
+    .map_err(|_| Error::Connect {
+        url: settings.url.clone(),
+        reason: format!("no answer within {:?}", settings.timeout),
+    })?
+    .map_err(connect_err)?;
+    ldap3::drive!(conn);
+    ldap.with_timeout(settings.timeout);
+    match ldap.simple_bind(bind_dn, password).await {
+        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) => Err(Error::Bind {
+            url: settings.url.clone(),
+            bind_dn: bind_dn.to_string(),
+            rc: result.rc,
+            message: result.text,
+        }),
+        Err(e) => Err(connect_err(e)),
+    }
+}
+
+fn search_error(base: &str, e: LdapError) -> Error {
+    match e {
+        LdapError::LdapResult { result } => Error::Search {
+            base: base.to_string(),
+            rc: result.rc,
+            message: result.text,
+        },
+        other => Error::Search {
+            base: base.to_string(),
+            rc: 80,
+            message: other.to_string(),
+        },
+    }
+}
+
+fn write_error(operation: &'static str, dn: &str, e: LdapError) -> Error {
+    match e {
+        LdapError::LdapResult { result } => Error::Write {
+            operation,
+            dn: dn.to_string(),
+            rc: result.rc,
+            message: result.text,
+        },
+        other => Error::Write {
+            operation,
+            dn: dn.to_string(),
+            rc: 80,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A ranged attribute still to fetch: its base name and the next start index.
+type PendingRange = (String, usize);
+
+/// Maps one entry to an account at the boundary. Returns the ranged attributes that need
+/// more reads (AD sends at most 1,500 values per attribute per read).
+fn to_account(
+    entry: SearchEntry,
+    flavour: Flavour,
+    wanted: &[String],
+) -> (SourceAccount, Vec<PendingRange>) {
+    let SearchEntry {
+        dn,
+        attrs,
+        bin_attrs,
+    } = entry;
+    let mut text: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut pending = Vec::new();
+    for (name, values) in attrs {
+        let (base, next) = split_range(&name);
+        if let Some(next) = next {
+            pending.push((base.to_string(), next));
+        }
+        text.entry(base.to_string()).or_default().extend(values);
+    }
+    let binary = |name: &str| -> Option<Vec<u8>> {
+        bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.first().cloned())
+            .or_else(|| {
+                // A binary value that happens to be valid UTF-8 lands among the text values.
+                text.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.first())
+                    .map(|s| s.clone().into_bytes())
+            })
+    };
+    let first = |name: &str| -> Option<String> {
+        text.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.first().cloned())
+    };
+    let all = |name: &str| -> Vec<String> {
+        text.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let object_guid = match flavour {
+        Flavour::Generic => first("entryUUID")
+            .and_then(|u| uuid::Uuid::parse_str(&u).ok())
+            .map(|u| Anchor::from_bytes(u.as_bytes())),
+        _ => binary("objectGUID")
+            .filter(|b| b.len() == 16)
+            .map(|b| Anchor::from_bytes(&b)),
+    };
+    let consistency_guid = binary("mS-DS-ConsistencyGuid")
+        .filter(|b| b.len() == 16)
+        .map(|b| Anchor::from_bytes(&b));
+    let mut attributes = BTreeMap::new();
+    for name in wanted {
+        let values = all(name);
+        if !values.is_empty() {
+            attributes.insert(name.clone(), values);
+        }
+    }
+    let account = SourceAccount {
+        object_guid,
+        consistency_guid,
+        account_name: first("sAMAccountName").or_else(|| first("uid")),
+        user_principal_name: first("userPrincipalName"),
+        display_name: first("displayName"),
+        mail: first("mail"),
+        user_account_control: first("userAccountControl").and_then(|v| v.parse().ok()),
+        admin_count: first("adminCount").is_some_and(|v| v.trim() != "0"),
+        member_of: all("memberOf"),
+        password_changed: first("pwdLastSet").or_else(|| first("pwdChangedTime")),
+        attributes,
+        dn,
+    };
+    (account, pending)
+}
+
+/// `member;range=0-1499` → (`member`, Some(1500)); `member;range=1500-*` → (`member`, None).
+fn split_range(name: &str) -> (&str, Option<usize>) {
+    let Some((base, options)) = name.split_once(';') else {
+        return (name, None);
+    };
+    let Some(range) = options.split(';').find_map(|o| {
+        o.strip_prefix("range=")
+            .or_else(|| o.strip_prefix("Range="))
+    }) else {
+        return (base, None);
+    };
+    match range.split_once('-') {
+        Some((_, "*")) | None => (base, None),
+        Some((_, end)) => (base, end.parse::<usize>().ok().map(|e| e + 1)),
+    }
+}
+
+/// Reads the rest of each ranged attribute with base-scope searches.
+async fn fetch_ranges(
+    ldap: &mut Ldap,
+    account: &mut SourceAccount,
+    pending: Vec<PendingRange>,
+    wanted: &[String],
+) -> Result<(), Error> {
+    for (attr, mut start) in pending {
+        let key = wanted
+            .iter()
+            .find(|w| w.eq_ignore_ascii_case(&attr))
+            .cloned()
+            .unwrap_or_else(|| attr.clone());
+        loop {
+            let request = format!("{attr};range={start}-*");
+            let (entries, _) = ldap
+                .search(&account.dn, Scope::Base, "(objectClass=*)", vec![request])
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| search_error(&account.dn, e))?;
+            let mut next = None;
+            let mut got = 0;
+            for entry in entries.into_iter().map(SearchEntry::construct) {
+                for (name, values) in entry.attrs {
+                    let (base, more) = split_range(&name);
+                    if !base.eq_ignore_ascii_case(&attr) {
+                        continue;
+                    }
+                    got += values.len();
+                    if key.eq_ignore_ascii_case("memberOf") {
+                        account.member_of.extend(values.iter().cloned());
+                    }
+                    account
+                        .attributes
+                        .entry(key.clone())
+                        .or_default()
+                        .extend(values);
+                    next = more;
+                }
+            }
+            match next {
+                Some(n) if got > 0 => start = n,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn range_options_are_split() {
+        assert_eq!(split_range("member;range=0-1499"), ("member", Some(1500)));
+        assert_eq!(split_range("member;range=1500-*"), ("member", None));
+        assert_eq!(split_range("mail"), ("mail", None));
+        assert_eq!(split_range("cn;lang-fr"), ("cn", None));
+    }
+
+    #[test]
+    fn ad_entry_maps_to_account() {
+        let guid = vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0xff];
+        let entry = SearchEntry {
+            dn: "CN=Ana Adams,OU=Partners,DC=lab,DC=example,DC=com".into(),
+            attrs: HashMap::from([
+                ("sAMAccountName".into(), vec!["p.adams".into()]),
+                ("userAccountControl".into(), vec!["514".into()]),
+                ("adminCount".into(), vec!["1".into()]),
+                ("othermailbox".into(), vec!["Ana@Fabrikam.example".into()]),
+                ("member;range=0-1499".into(), vec!["CN=x".into()]),
+            ]),
+            bin_attrs: HashMap::from([("objectGUID".into(), vec![guid.clone()])]),
+        };
+        let wanted = vec!["otherMailbox".to_string(), "member".to_string()];
+        let (account, pending) = to_account(entry, Flavour::ActiveDirectory, &wanted);
+        assert_eq!(account.object_guid, Some(Anchor::from_bytes(&guid)));
+        assert_eq!(account.account_name.as_deref(), Some("p.adams"));
+        assert!(account.disabled());
+        assert!(account.admin_count);
+        assert_eq!(account.first("otherMailbox"), Some("Ana@Fabrikam.example"));
+        assert_eq!(pending, vec![("member".to_string(), 1500)]);
+    }
+
+    #[test]
+    fn generic_entry_anchors_on_entry_uuid() {
+        let entry = SearchEntry {
+            dn: "uid=p.adams,ou=Partners,dc=lab".into(),
+            attrs: HashMap::from([
+                ("uid".into(), vec!["p.adams".into()]),
+                (
+                    "entryUUID".into(),
+                    vec!["0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()],
+                ),
+            ]),
+            bin_attrs: HashMap::new(),
+        };
+        let (account, _) = to_account(entry, Flavour::Generic, &[]);
+        let expected = uuid::Uuid::parse_str("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+            .map(|u| Anchor::from_bytes(u.as_bytes()))
+            .ok();
+        assert_eq!(account.object_guid, expected);
+        assert!(!account.disabled());
+    }
+
+    #[test]
+    fn cleartext_is_refused_unless_allowed() {
+        let mut settings = LdapSettings {
+            url: "ldap://127.0.0.1:389".into(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: "svc".into(),
+            password: SecretString::from("x"),
+            allow_cleartext: false,
+            flavour: Flavour::Auto,
+            page_size: 1000,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        assert!(matches!(
+            LdapDirectory::new(settings.clone()),
+            Err(Error::CleartextBind { .. })
+        ));
+        settings.allow_cleartext = true;
+        assert!(LdapDirectory::new(settings.clone()).is_ok());
+        settings.url = "ftp://x".into();
+        assert!(matches!(
+            LdapDirectory::new(settings),
+            Err(Error::Url { .. })
+        ));
+    }
+}

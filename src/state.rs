@@ -1,0 +1,598 @@
+//! The state store: one SQLite file (WAL, `synchronous=FULL`, schema versioned with
+//! `user_version`) holding each account's progress, the runs, the append-only journal of every
+//! write (phase `started` before the call, `done` or `failed` after), and the watermarks.
+//! A lock file beside it stops two runs from overlapping. Nothing secret is ever stored.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Lifecycle, Progress};
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    key TEXT PRIMARY KEY,
+    dn TEXT,
+    kind TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    cloud_id TEXT,
+    address TEXT,
+    address_staged_at TEXT,
+    invitation_id TEXT,
+    invited_at TEXT,
+    invitations_sent INTEGER NOT NULL DEFAULT 0,
+    password_randomized_at TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code INTEGER,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    action_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    account_key TEXT NOT NULL,
+    phase TEXT NOT NULL CHECK (phase IN ('started', 'done', 'failed')),
+    before_value TEXT,
+    after_value TEXT,
+    request_id TEXT,
+    client_request_id TEXT,
+    error TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_action ON journal (action_key);
+CREATE INDEX IF NOT EXISTS journal_run ON journal (run_id);
+CREATE TABLE IF NOT EXISTS watermarks (
+    source TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+";
+
+/// A state-store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the state store {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "the state store {path} has schema version {found}, newer than this b2bsync ({SCHEMA_VERSION})"
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error("another b2bsync run holds the lock {path}")]
+    Locked { path: PathBuf },
+    #[error("state store error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state store holds an unreadable value: {0}")]
+    Value(String),
+}
+
+impl Error {
+    /// One line telling the admin what to do.
+    pub fn help(&self) -> &'static str {
+        match self {
+            Error::Open { .. } => {
+                "check [state] path and that the directory exists and is writable by this account"
+            }
+            Error::NewerSchema { .. } => {
+                "a newer b2bsync wrote this file: run that version, or restore a backup"
+            }
+            Error::Locked { .. } => {
+                "wait for the other run to finish; if none runs, the lock is released when its process exits"
+            }
+            Error::Sql(_) | Error::Value(_) => {
+                "restore the state file from its backup (see docs/operations.md)"
+            }
+        }
+    }
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub run_id: String,
+    pub action_key: String,
+    pub action: String,
+    pub account_key: String,
+    pub phase: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i64>,
+    pub summary: Option<String>,
+}
+
+/// One account row: its progress plus what the last plan said of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub key: String,
+    pub dn: Option<String>,
+    pub kind: Option<String>,
+    pub reason: Option<String>,
+    pub updated_at: String,
+    pub progress: Progress,
+}
+
+/// The open state store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Creates `path` readable and writable by its owner only, if it does not exist yet.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    // On Windows the file inherits the ACL of its directory; docs/operations.md says to keep
+    // the state directory readable by the service account only.
+    options.open(path).map(|_| ())
+}
+
+impl Store {
+    /// Opens (creating, owner-only) and migrates the store.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let open_err = |reason: String| Error::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
+        }
+        create_private(path).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every account's progress, keyed by account key.
+    pub fn progress(&self) -> Result<BTreeMap<String, Progress>, Error> {
+        Ok(self
+            .accounts()?
+            .into_iter()
+            .map(|a| (a.key, a.progress))
+            .collect())
+    }
+
+    /// Every account row, sorted by key.
+    pub fn accounts(&self) -> Result<Vec<AccountRecord>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
+                    invited_at, invitations_sent, password_randomized_at, updated_at
+             FROM accounts ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                Progress {
+                    state: Lifecycle::Unmatched,
+                    cloud_id: r.get(5)?,
+                    address: r.get(6)?,
+                    address_staged_at: r.get(7)?,
+                    invitation_id: r.get(8)?,
+                    invited_at: r.get(9)?,
+                    invitations_sent: r.get(10)?,
+                    password_randomized_at: r.get(11)?,
+                },
+                r.get::<_, String>(12)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, dn, kind, state, reason, mut progress, updated_at) = row?;
+            progress.state = parse_state(&state)?;
+            out.push(AccountRecord {
+                key,
+                dn,
+                kind,
+                reason,
+                updated_at,
+                progress,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes an account's progress and what the plan said of it.
+    pub fn save_account(
+        &self,
+        key: &str,
+        dn: Option<&str>,
+        kind: Option<&str>,
+        reason: Option<&str>,
+        p: &Progress,
+    ) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
+                 invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (key) DO UPDATE SET dn = excluded.dn, kind = excluded.kind,
+                 state = excluded.state, reason = excluded.reason, cloud_id = excluded.cloud_id,
+                 address = excluded.address, address_staged_at = excluded.address_staged_at,
+                 invitation_id = excluded.invitation_id, invited_at = excluded.invited_at,
+                 invitations_sent = excluded.invitations_sent,
+                 password_randomized_at = excluded.password_randomized_at,
+                 updated_at = excluded.updated_at",
+            params![
+                key,
+                dn,
+                kind,
+                p.state.as_str(),
+                reason,
+                p.cloud_id,
+                p.address,
+                p.address_staged_at,
+                p.invitation_id,
+                p.invited_at,
+                p.invitations_sent,
+                p.password_randomized_at,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction (used to save a whole plan's outcome atomically).
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the start of a run and returns its id (a UUIDv7: sortable by time).
+    pub fn begin_run(&self, command: &str) -> Result<String, Error> {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.conn.execute(
+            "INSERT INTO runs (id, command, started_at) VALUES (?1, ?2, ?3)",
+            params![id, command, now()],
+        )?;
+        Ok(id)
+    }
+
+    /// Records the end of a run.
+    pub fn finish_run(&self, id: &str, exit_code: i64, summary: &str) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, summary = ?4 WHERE id = ?1",
+            params![id, now(), exit_code, summary],
+        )?;
+        Ok(())
+    }
+
+    /// All runs, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, command, started_at, finished_at, exit_code, summary FROM runs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RunRecord {
+                id: r.get(0)?,
+                command: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                exit_code: r.get(4)?,
+                summary: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Appends a journal record. `started` goes in (and is synced) before the remote call.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal(
+        &self,
+        run_id: &str,
+        action_key: &str,
+        action: &str,
+        account_key: &str,
+        phase: Phase,
+        before: Option<&str>,
+        after: Option<&str>,
+        request_id: Option<&str>,
+        client_request_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO journal (run_id, action_key, action, account_key, phase, before_value,
+                 after_value, request_id, client_request_id, error, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                run_id,
+                action_key,
+                action,
+                account_key,
+                phase.as_str(),
+                before,
+                after,
+                request_id,
+                client_request_id,
+                error,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Journal records, oldest first, of one run or all.
+    pub fn journal_entries(&self, run_id: Option<&str>) -> Result<Vec<JournalEntry>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, run_id, action_key, action, account_key, phase, before_value, after_value,
+                    request_id, client_request_id, error, at
+             FROM journal WHERE (?1 IS NULL OR run_id = ?1) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![run_id], |r| {
+            Ok(JournalEntry {
+                seq: r.get(0)?,
+                run_id: r.get(1)?,
+                action_key: r.get(2)?,
+                action: r.get(3)?,
+                account_key: r.get(4)?,
+                phase: r.get(5)?,
+                before: r.get(6)?,
+                after: r.get(7)?,
+                request_id: r.get(8)?,
+                client_request_id: r.get(9)?,
+                error: r.get(10)?,
+                at: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Actions journaled as `started` whose last record is still `started`: a run stopped in
+    /// the middle of the call. They must be reconciled by reading the world before any retry.
+    pub fn unfinished(&self) -> Result<Vec<JournalEntry>, Error> {
+        Ok(self
+            .journal_entries(None)?
+            .into_iter()
+            .fold(BTreeMap::<String, JournalEntry>::new(), |mut last, e| {
+                last.insert(e.action_key.clone(), e);
+                last
+            })
+            .into_values()
+            .filter(|e| e.phase == Phase::Started.as_str())
+            .collect())
+    }
+
+    /// A watermark by source name.
+    pub fn watermark(&self, source: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM watermarks WHERE source = ?1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets a watermark.
+    pub fn set_watermark(&self, source: &str, value: &str) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO watermarks (source, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![source, value, now()],
+        )?;
+        Ok(())
+    }
+}
+
+fn parse_state(s: &str) -> Result<Lifecycle, Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| Error::Value(format!("unknown lifecycle state `{s}`")))
+}
+
+/// A journal phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Started,
+    Done,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Started => "started",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// The single-instance lock: held while a run may write, released when dropped or when the
+/// process exits (even by `kill -9`), so a crash never leaves a stale lock.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock file beside the store (`<state>.lock`) without waiting.
+    pub fn acquire(state_path: &Path) -> Result<RunLock, Error> {
+        let mut name = state_path.as_os_str().to_os_string();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        create_private(&path).map_err(|e| Error::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Open {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        (dir, s)
+    }
+
+    #[test]
+    fn progress_round_trips() {
+        let (_d, s) = store();
+        let p = Progress {
+            state: Lifecycle::Invited,
+            cloud_id: Some("u1".into()),
+            invitation_id: Some("i1".into()),
+            invitations_sent: 1,
+            ..Progress::default()
+        };
+        s.save_account("k1", Some("CN=x"), Some("synced"), None, &p)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let all = s.progress().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.get("k1"), Some(&p));
+    }
+
+    #[test]
+    fn unfinished_actions_are_found() {
+        let (_d, s) = store();
+        let run = s.begin_run("run").unwrap_or_else(|e| panic!("{e}"));
+        let j = |key: &str, phase| {
+            s.journal(
+                &run, key, "invite", "acct", phase, None, None, None, None, None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        j("a", Phase::Started);
+        j("a", Phase::Done);
+        j("b", Phase::Started);
+        j("c", Phase::Started);
+        j("c", Phase::Failed);
+        let open: Vec<String> = s
+            .unfinished()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| e.action_key)
+            .collect();
+        assert_eq!(open, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let (d, _s) = store();
+        let path = d.path().join("state.db");
+        let lock = RunLock::acquire(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(RunLock::acquire(&path), Err(Error::Locked { .. })));
+        drop(lock);
+        assert!(RunLock::acquire(&path).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, _s) = store();
+        let mode = std::fs::metadata(d.path().join("state.db"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+
+    #[test]
+    fn watermarks_round_trip() {
+        let (_d, s) = store();
+        assert_eq!(s.watermark("graph").unwrap_or_else(|e| panic!("{e}")), None);
+        s.set_watermark("graph", "t1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.set_watermark("graph", "t2")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.watermark("graph")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .as_deref(),
+            Some("t2")
+        );
+    }
+}
