@@ -17,6 +17,7 @@ const READ: (&str, &str) = ("22222222-2222-4222-8222-222222222222", "read-secret
 const MAIL: (&str, &str) = ("33333333-3333-4333-8333-333333333333", "mail-secret");
 const INVITE: (&str, &str) = ("44444444-4444-4444-8444-444444444444", "invite-secret");
 const NONE: (&str, &str) = ("55555555-5555-4555-8555-555555555555", "none-secret");
+const DIRECTORY: (&str, &str) = ("66666666-6666-4666-8666-666666666666", "directory-secret");
 const SCOPE: &str = "https://graph.microsoft.com/.default";
 
 const ANNA: &str = "a0000000-0000-4000-8000-000000000001";
@@ -2133,4 +2134,77 @@ async fn options_default_with_struct_update() {
     assert!(emu.base_url.starts_with("https://127.0.0.1:"));
     assert!(emu.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     emu.shutdown().await;
+}
+
+/// What the connector reads besides users: `/organization` verified domains (P3),
+/// `/directoryRoles` and their members (P5, sensitive properties), and `assignedPlans` showing
+/// a mailbox (P4) as an enabled Exchange plan.
+#[tokio::test]
+async fn organization_roles_and_mailbox_plans() {
+    let lab = lab().await;
+    let org: Value = lab
+        .call(
+            DIRECTORY,
+            Method::GET,
+            "/organization?$select=verifiedDomains",
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let domains = org["value"][0]["verifiedDomains"].as_array().unwrap();
+    let mut names: Vec<&str> = domains
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["contoso-emu.onmicrosoft.com", "contoso.example"]);
+    let initial = domains.iter().find(|d| d["isInitial"] == true).unwrap();
+    assert_eq!(initial["name"], "contoso-emu.onmicrosoft.com");
+    assert_eq!(
+        lab.call(READ, Method::GET, "/organization", None, &[])
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let roles: Value = lab
+        .call(
+            DIRECTORY,
+            Method::GET,
+            "/directoryRoles?$select=id,displayName",
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let roles = roles["value"].as_array().unwrap();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["displayName"], "User Administrator");
+    let members_path = format!(
+        "/directoryRoles/{}/members?$select=id",
+        roles[0]["id"].as_str().unwrap()
+    );
+    let members: Value = lab
+        .call(DIRECTORY, Method::GET, &members_path, None, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["value"][0]["id"], RITA);
+    assert_eq!(members["value"].as_array().unwrap().len(), 1);
+
+    let max = lab
+        .json(&format!("/users/{MAX}?$select=assignedPlans"))
+        .await;
+    assert_eq!(max["assignedPlans"][0]["service"], "exchange");
+    assert_eq!(max["assignedPlans"][0]["capabilityStatus"], "Enabled");
+    let carl = lab
+        .json(&format!("/users/{CARL}?$select=assignedPlans"))
+        .await;
+    assert_eq!(carl["assignedPlans"], json!([]));
 }
