@@ -2208,3 +2208,37 @@ async fn organization_roles_and_mailbox_plans() {
         .await;
     assert_eq!(carl["assignedPlans"], json!([]));
 }
+
+/// Control API `drop` fault over HTTP/1.1: the connection closes without a status line.
+#[tokio::test]
+async fn control_drop_fault_over_http1() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    let ca = reqwest::Certificate::from_pem(lab.emu.ca_pem.as_bytes()).unwrap();
+    let http1 = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .http1_only()
+        .build()
+        .unwrap();
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"rate": 1.0, "kinds": ["drop"], "pathPrefix": "/v1.0/users"})),
+    )
+    .await;
+    let dropped = http1
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    let err = dropped.expect_err("no response is sent");
+    assert!(!err.is_status() && !err.is_timeout(), "{err:?}");
+    lab.control(Method::DELETE, "/faults", None).await;
+    let fine = http1
+        .get(lab.url("/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), StatusCode::OK);
+}
