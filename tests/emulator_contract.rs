@@ -2242,3 +2242,47 @@ async fn control_drop_fault_over_http1() {
         .unwrap();
     assert_eq!(fine.status(), StatusCode::OK);
 }
+
+/// §7 replication delay [A]: with the mode on, a newly invited user refuses follow-up writes
+/// with Directory_ObjectNotFound until the delay has passed.
+#[tokio::test]
+async fn s7_replication_delay_mode() {
+    let lab = lab().await;
+    let set = lab
+        .control(Method::POST, "/replication-delay", Some(json!({"ms": 400})))
+        .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(
+        lab.invite(RW, conversion("carl@partner.example", CARL))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let early = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"userType": "Guest"})),
+            &[],
+        )
+        .await;
+    assert_error(
+        early,
+        StatusCode::NOT_FOUND,
+        "Directory_ObjectNotFound",
+        "Unable to read the company information from the directory.",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let later = lab
+        .call(
+            RW,
+            Method::PATCH,
+            &format!("/users/{CARL}"),
+            Some(json!({"userType": "Guest"})),
+            &[],
+        )
+        .await;
+    assert_eq!(later.status(), StatusCode::NO_CONTENT);
+}

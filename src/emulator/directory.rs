@@ -100,6 +100,8 @@ pub(crate) fn graph_view(user: &User) -> Map<String, Value> {
 pub(crate) struct Entry {
     pub user: User,
     pub changed: u64,
+    /// Replication-delay mode: writes are refused until then (newly invited users).
+    pub writable_after: Option<std::time::Instant>,
 }
 
 /// One recorded invitation.
@@ -135,6 +137,7 @@ impl Directory {
                 .map(|user| Entry {
                     user: user.clone(),
                     changed: 0,
+                    writable_after: None,
                 })
                 .collect(),
             seq: 0,
@@ -267,6 +270,8 @@ pub(crate) struct Emulator {
     pub faults: Mutex<Option<FaultSpec>>,
     pub throttle: Mutex<Throttle>,
     pub time_scale: Mutex<f64>,
+    /// Replication-delay mode (control API): how long a newly invited user refuses writes.
+    pub replication_delay: Mutex<std::time::Duration>,
     /// The router itself, for `$batch` to dispatch inner requests through the same handlers.
     pub router: OnceLock<Router>,
 }

@@ -219,7 +219,11 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                         }],
                         ..User::default()
                     };
-                    dir.entries.push(Entry { user, changed: 0 });
+                    dir.entries.push(Entry {
+                        user,
+                        changed: 0,
+                        writable_after: None,
+                    });
                     (dir.entries.len() - 1, false)
                 }
             }
@@ -231,6 +235,10 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
         user.external_user_state_change_date_time = Some(now.clone());
     }
     dir.touch(index);
+    let delay = *lock(&emu.replication_delay);
+    if !delay.is_zero() {
+        dir.entries[index].writable_after = Some(std::time::Instant::now() + delay);
+    }
     let user_id = dir.entries[index].user.id.clone();
     let upn = dir.entries[index].user.user_principal_name.clone();
     let invitation_id = uuid::Uuid::new_v4().to_string();

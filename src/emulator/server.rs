@@ -99,6 +99,10 @@ fn router(emu: Arc<Emulator>) -> Router {
         .route("/_emulator/tenant", get(control::tenant))
         .route("/_emulator/time-scale", post(control::set_time_scale))
         .route("/_emulator/throttle/reset", post(control::reset_throttle))
+        .route(
+            "/_emulator/replication-delay",
+            post(control::set_replication_delay),
+        )
         .route("/_emulator/delta/reset", post(control::reset_delta))
         .route_layer(middleware::from_fn(control::loopback_only));
     Router::new()
@@ -157,6 +161,7 @@ fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Er
         faults: Mutex::new(None),
         throttle: Mutex::new(Throttle::default()),
         time_scale: Mutex::new(opts.time_scale),
+        replication_delay: Mutex::new(std::time::Duration::ZERO),
         router: OnceLock::new(),
     });
     let app = router(emu.clone());

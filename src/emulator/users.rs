@@ -514,6 +514,18 @@ pub(crate) fn patch(call: &Call<'_>, key: &str) -> Response {
     let Some(index) = dir.find(key) else {
         return not_found(ctx, key);
     };
+    if dir.entries[index]
+        .writable_after
+        .is_some_and(|t| std::time::Instant::now() < t)
+    {
+        // Replication-delay mode [A]: a newly invited user is not yet writable everywhere.
+        return graph_error(
+            ctx,
+            StatusCode::NOT_FOUND,
+            "Directory_ObjectNotFound",
+            "Unable to read the company information from the directory.",
+        );
+    }
     let user = dir.entries[index].user.clone();
     if user.on_premises_sync_enabled == Some(true) && names.iter().any(|p| MASTERED.contains(p)) {
         return bad(
