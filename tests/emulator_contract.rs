@@ -710,7 +710,11 @@ async fn s2_1_select_returns_selected_properties_with_nulls() {
     assert_eq!(body["externalUserState"], Value::Null);
     assert_eq!(body["onPremisesSyncEnabled"], Value::Null);
     assert_eq!(body["otherMails"], json!(["carl@partner.example"]));
-    assert_eq!(body["identities"], json!([]));
+    assert_eq!(
+        body["identities"],
+        json!([{"signInType": "userPrincipalName", "issuer": "contoso-emu.onmicrosoft.com", "issuerAssignedId": "carl.cloud@contoso.example"}]),
+        "internal users carry their UPN identity on the tenant"
+    );
     assert!(body.get("displayName").is_none());
     assert!(
         body.get("id").is_none(),
@@ -1304,6 +1308,9 @@ async fn s1_4_conversion_blockers() {
         &format!("The invited user already exists in the directory as objectID: {CARL}. They can use that account to sign in to shared apps and resources."),
     )
     .await;
+    // A new guest cannot come from a verified domain [A].
+    let internal = lab.invite(RW, json!({"invitedUserEmailAddress": "newbie@contoso.example", "inviteRedirectUrl": "https://myapps.microsoft.com"})).await;
+    assert_eq!(internal.status(), bad);
     // Cloud-only conversion through otherMails succeeds.
     assert_eq!(
         lab.invite(RW, conversion("carl@partner.example", CARL))

@@ -134,10 +134,21 @@ impl Directory {
             entries: tenant
                 .users
                 .iter()
-                .map(|user| Entry {
-                    user: user.clone(),
-                    changed: 0,
-                    writable_after: None,
+                .map(|user| {
+                    let mut user = user.clone();
+                    if user.identities.is_empty() {
+                        // Every Entra user has at least its UPN sign-in identity on the tenant.
+                        user.identities.push(super::tenant::ObjectIdentity {
+                            sign_in_type: Some("userPrincipalName".to_owned()),
+                            issuer: Some(tenant.initial_domain.clone()),
+                            issuer_assigned_id: Some(user.user_principal_name.clone()),
+                        });
+                    }
+                    Entry {
+                        user,
+                        changed: 0,
+                        writable_after: None,
+                    }
                 })
                 .collect(),
             seq: 0,

@@ -188,6 +188,12 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                         .iter()
                         .any(|p| proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(&email)))
             });
+            if existing.is_none() && emu.is_verified_domain(&domain) {
+                // [A] Guests come from outside: a verified domain's address is an internal one.
+                return bad(&format!(
+                    "The invited user email address '{email}' is in a verified domain of this tenant. Guest invitations are for external addresses."
+                ));
+            }
             match existing {
                 Some(i) if dir.entries[i].user.creation_type.as_deref() == Some("Invitation") => {
                     (i, false)
