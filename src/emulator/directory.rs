@@ -102,6 +102,21 @@ pub(crate) struct Entry {
     pub changed: u64,
     /// Replication-delay mode: writes are refused until then (newly invited users).
     pub writable_after: Option<std::time::Instant>,
+    /// The user's Graph view, kept current by [`Directory::touch`] so that reads and filters
+    /// over large tenants do not serialize every user on every request.
+    pub view: Map<String, Value>,
+}
+
+impl Entry {
+    pub fn new(user: User) -> Entry {
+        let view = graph_view(&user);
+        Entry {
+            user,
+            changed: 0,
+            writable_after: None,
+            view,
+        }
+    }
 }
 
 /// One recorded invitation.
@@ -144,11 +159,7 @@ impl Directory {
                             issuer_assigned_id: Some(user.user_principal_name.clone()),
                         });
                     }
-                    Entry {
-                        user,
-                        changed: 0,
-                        writable_after: None,
-                    }
+                    Entry::new(user)
                 })
                 .collect(),
             seq: 0,
@@ -165,11 +176,13 @@ impl Directory {
         })
     }
 
-    /// Marks the user at `index` as changed (it shows up in the next delta round).
+    /// Marks the user at `index` as changed (it shows up in the next delta round) and
+    /// refreshes its cached Graph view. Every change to a user ends here.
     pub fn touch(&mut self, index: usize) {
         self.seq += 1;
         if let Some(entry) = self.entries.get_mut(index) {
             entry.changed = self.seq;
+            entry.view = graph_view(&entry.user);
         }
     }
 

@@ -225,11 +225,7 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                         }],
                         ..User::default()
                     };
-                    dir.entries.push(Entry {
-                        user,
-                        changed: 0,
-                        writable_after: None,
-                    });
+                    dir.entries.push(Entry::new(user));
                     (dir.entries.len() - 1, false)
                 }
             }

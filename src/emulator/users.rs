@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::auth::{READ_USERS, WRITE_USERS};
-use super::directory::{default_properties, graph_view, lock};
+use super::directory::{default_properties, lock};
 use super::filter::{self, FilterError, Need};
 use super::graph::{Call, Query, eventual, parse_select};
 use super::http::{Ctx, graph_error, odata};
@@ -109,8 +109,13 @@ fn filter_error(ctx: &Ctx, err: FilterError) -> Response {
     }
 }
 
-/// Users matching `$filter`/`$search`, in list order, as Graph views; or the error response.
-fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, Response> {
+/// Users matching `$filter`/`$search` (sorted by `$orderby`, else in list order): their
+/// total, and the Graph views of those in `window` (offset, count); or the error response.
+fn matching(
+    call: &Call<'_>,
+    advanced: bool,
+    window: Option<(usize, usize)>,
+) -> Result<(usize, Vec<Map<String, Value>>), Response> {
     let ctx = call.ctx;
     let filter = match call.query.get("filter") {
         Some(text) => {
@@ -142,19 +147,19 @@ fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, 
         }
         None => None,
     };
+    let orderby = call.query.get("orderby");
+    if orderby.is_some() && filter.is_some() && !advanced {
+        return Err(bad_query(ctx, "Unsupported Query."));
+    }
     let dir = lock(&call.emu.dir);
-    let mut views: Vec<Map<String, Value>> = dir
+    let mut views: Vec<&Map<String, Value>> = dir
         .entries
         .iter()
-        .map(|e| graph_view(&e.user))
+        .map(|e| &e.view)
         .filter(|view| filter.as_ref().is_none_or(|f| filter::eval(f, view)))
         .filter(|view| search.as_ref().is_none_or(|s| s.matches(view)))
         .collect();
-    drop(dir);
-    if let Some(orderby) = call.query.get("orderby") {
-        if filter.is_some() && !advanced {
-            return Err(bad_query(ctx, "Unsupported Query."));
-        }
+    if let Some(orderby) = orderby {
         let keys: Vec<(String, bool)> = orderby
             .split(',')
             .filter_map(|part| {
@@ -188,7 +193,15 @@ fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, 
             std::cmp::Ordering::Equal
         });
     }
-    Ok(views)
+    let page = window.map_or_else(Vec::new, |(offset, count)| {
+        views
+            .iter()
+            .skip(offset)
+            .take(count)
+            .map(|v| (*v).clone())
+            .collect()
+    });
+    Ok((views.len(), page))
 }
 
 /// `$search="prop:value" [AND|OR "prop:value"]`, matched as a case-insensitive substring.
@@ -294,15 +307,12 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
             }
         },
     };
-    let views = match matching(call, advanced) {
-        Ok(views) => views,
+    let (total, views) = match matching(call, advanced, Some((offset, top))) {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let total = views.len();
     let page: Vec<Value> = views
         .iter()
-        .skip(offset)
-        .take(top)
         .map(|view| Value::Object(project(view, select.as_deref())))
         .collect();
     let mut body = Map::new();
@@ -343,9 +353,9 @@ pub(crate) fn count(call: &Call<'_>) -> Response {
             "$count is not currently supported.",
         );
     }
-    match matching(call, true) {
-        Ok(views) => {
-            let mut response = (StatusCode::OK, views.len().to_string()).into_response();
+    match matching(call, true, None) {
+        Ok((total, _)) => {
+            let mut response = (StatusCode::OK, total.to_string()).into_response();
             response.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("text/plain"),
@@ -376,7 +386,7 @@ pub(crate) fn get(call: &Call<'_>, key: &str) -> Response {
     };
     let view = {
         let dir = lock(&call.emu.dir);
-        dir.find(key).map(|i| graph_view(&dir.entries[i].user))
+        dir.find(key).map(|i| dir.entries[i].view.clone())
     };
     let Some(view) = view else {
         return not_found(ctx, key);
