@@ -106,24 +106,39 @@ for id in $pending; do control -X POST "$base/_emulator/users/$id/accept" -d '{}
 say "Run 3: the accepted partners' on-premises passwords are set to unknown random values"
 b2b run
 
-say "Proof: the old internal passwords no longer work"
-python3 - "$B2BSYNC_LAB/accounts.json" <<'PY'
-import json, os, subprocess, sys
+say "Half an hour later: the admin has changed the Entra Connect rule that wrote onPremisesUserPrincipalName, so the next cycle clears it and p.baker is no longer blocked; run 4 invites him"
+control -X POST "$base/_emulator/connect/cycle" -d "{\"ldapUrl\":\"$AD_LDAPS_URL\",\"bindDn\":\"$AD_ADMIN_BIND\",\"password\":\"$AD_ADMIN_PASSWORD\",\"caFile\":\"$LAB_CA\",\"baseDn\":\"$AD_PARTNERS_DN\",\"writeOnPremisesUserPrincipalName\":false}"
+echo
+b2b run
+pending=$(control "$base/_emulator/tenant" | python3 -c 'import json,sys; print(" ".join(u["id"] for u in json.load(sys.stdin)["users"] if u.get("externalUserState")=="PendingAcceptance"))')
+for id in $pending; do control -X POST "$base/_emulator/users/$id/accept" -d '{}' >/dev/null; echo "accepted: $id"; done
+
+say "Run 5: his on-premises password is randomized too; a further run finds nothing to do"
+b2b run
+b2b run
+
+say "Proof: each account's state (read straight from the SQLite state file) and whether its old internal password still signs in to the AD"
+python3 - "$B2BSYNC_LAB/accounts.json" "$demo/state/b2bsync.db" <<'PY'
+import json, os, sqlite3, subprocess, sys
 accounts = json.load(open(sys.argv[1]))["accounts"]
+state = {dn.lower(): (st, reason) for dn, st, reason in sqlite3.connect(sys.argv[2]).execute("SELECT dn, state, reason FROM accounts")}
 env = dict(os.environ, LDAPTLS_CACERT=os.environ["LAB_CA"])
 for a in accounts:
     if a["container"] != "partners":
         continue
+    st, reason = state.get(a["ad_dn"].lower(), ("?", None))
     r = subprocess.run(["ldapsearch", "-H", os.environ["AD_LDAPS_URL"], "-D", a["ad_dn"], "-w", os.environ["LAB_PARTNER_PASSWORD"],
                         "-b", "", "-s", "base", "(objectClass=*)", "1.1"], env=env, capture_output=True)
-    print(f"  {a['sam']:<12} old password {'still works' if r.returncode == 0 else 'REFUSED by the AD (rc ' + str(r.returncode) + ')'}")
+    old = "signs in" if r.returncode == 0 else "REFUSED (LDAP 49)"
+    note = " (a disabled account never signs in)" if not a["enabled"] else ""
+    print(f"  {a['sam']:<11} {st:<8} {reason or '':<28} old password: {old}{note}")
 PY
 
 say "Status: the migration funnel"
 b2b status
 
-say "What run 3 changed (from the journal)"
-b2b report
+say "What the last run that changed something did (from the journal)"
+b2b report "$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1").fetchone()[0])' "$demo/state/b2bsync.db")"
 
 echo
 echo "The demo's files are in $demo (config, plans, state). Run 'scripts/demo.sh --keep' to look around afterwards."

@@ -155,6 +155,14 @@ pub enum Command {
         #[arg(long)]
         allow_over_threshold: bool,
     },
+    /// Undoes what a run changed where that can be undone: AD `mail`, the cloud's `mail`,
+    /// `otherMails` and `userType` go back to the journal's before-values. Invitations and
+    /// password randomizations cannot be undone; they are listed with the reason.
+    #[command(after_help = "Examples:\n  b2bsync rollback 01a2095f-0c4e-7d1b-9a53-6f3e2d1c0b9a")]
+    Rollback {
+        /// The run id (from `status --format json` or `report`).
+        run: String,
+    },
     /// The migration funnel from the state store: accounts per state, blocked reasons,
     /// invitations pending for long. No network.
     #[command(
@@ -540,6 +548,35 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Run {
             allow_over_threshold,
         } => execute(&cli.config, "run", allow_over_threshold, None).await,
+        Command::Rollback { run } => {
+            let config = Config::load(&cli.config)?;
+            let dir = directory(&config)?;
+            let graph = cloud(&config)?;
+            let _lock = RunLock::acquire(&config.state.path)?;
+            let store = Store::open(&config.state.path)?;
+            let new_run = store.begin_run("rollback")?;
+            let store = std::sync::Mutex::new(store);
+            let undos = apply::rollback::rollback(&store, &run, &new_run, &dir, &graph)
+                .await
+                .map_err(|e| Failure::new(Exit::Failed, e.to_string(), e.help()))?;
+            for u in &undos {
+                println!(
+                    "{:<12} {:<20} {}: {}",
+                    u.result, u.action, u.account, u.detail
+                );
+            }
+            let failed = undos.iter().filter(|u| u.result == "failed").count();
+            let reverted = undos.iter().filter(|u| u.result == "reverted").count();
+            let irreversible = undos.iter().filter(|u| u.result == "irreversible").count();
+            let summary = format!(
+                "rollback of run {run}: {reverted} reverted, {irreversible} cannot be undone, {failed} failed"
+            );
+            println!("{summary}");
+            let exit = if failed > 0 { Exit::Partial } else { Exit::Ok };
+            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            guard.finish_run(&new_run, exit as i64, &summary)?;
+            Ok(exit)
+        }
         Command::Status {
             format,
             pending_days,

@@ -92,12 +92,15 @@ pub fn join(mut accounts: Vec<MappedAccount>, mut users: Vec<CloudUser>) -> Join
         .iter()
         .flat_map(|a| a.join_keys.iter().map(|k| k.property))
         .collect();
-    let mut index: HashMap<(CloudProperty, String), Vec<usize>> = HashMap::new();
+    // One map per property, so a lookup borrows the key instead of building a tuple.
+    let mut index: HashMap<CloudProperty, HashMap<String, Vec<usize>>> = HashMap::new();
     for property in properties {
+        let by_value = index.entry(property).or_default();
+        by_value.reserve(users.len());
         for (i, u) in users.iter().enumerate() {
             for v in property_values(u, property) {
                 if !v.is_empty() {
-                    index.entry((property, v)).or_default().push(i);
+                    by_value.entry(v).or_default().push(i);
                 }
             }
         }
@@ -110,7 +113,12 @@ pub fn join(mut accounts: Vec<MappedAccount>, mut users: Vec<CloudUser>) -> Join
             let mut c: Vec<usize> = a
                 .join_keys
                 .iter()
-                .filter_map(|k| index.get(&(k.property, k.value.clone())).map(|v| (k, v)))
+                .filter_map(|k| {
+                    index
+                        .get(&k.property)
+                        .and_then(|by_value| by_value.get(k.value.as_str()))
+                        .map(|v| (k, v))
+                })
                 .flat_map(|(k, v)| {
                     v.iter()
                         .copied()
@@ -124,7 +132,7 @@ pub fn join(mut accounts: Vec<MappedAccount>, mut users: Vec<CloudUser>) -> Join
         .collect();
 
     // Which accounts claim each user.
-    let mut claims: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut claims: HashMap<usize, Vec<usize>> = HashMap::with_capacity(users.len());
     for (a, c) in candidates.iter().enumerate() {
         for u in c {
             claims.entry(*u).or_default().push(a);

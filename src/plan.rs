@@ -196,6 +196,16 @@ impl Op {
     pub fn non_idempotent(&self) -> bool {
         matches!(self, Op::Invite(_) | Op::Reinvite(_))
     }
+
+    /// Whether the effect cannot be undone: an accepted conversion is one-way (the B2B
+    /// credentials stay; going back means deleting the user), and a randomized password
+    /// is unknown to everyone.
+    pub fn irreversible(&self) -> bool {
+        matches!(
+            self,
+            Op::Invite(_) | Op::Reinvite(_) | Op::RandomizePassword { .. }
+        )
+    }
 }
 
 /// One planned action for one account.
@@ -407,6 +417,13 @@ pub enum Warning {
     ReinviteImpossible { why: String },
     /// The invitation is sent without Microsoft's email.
     NoInvitationEmail,
+    /// A cloud-only user is invited while `mail` does not hold the address.
+    MailDiffers { mail: Option<String> },
+    /// A synced account was invited, and AD `mail` no longer holds the invited address.
+    DirectoryMailChanged {
+        invited: String,
+        directory: Option<String>,
+    },
 }
 
 impl Warning {
@@ -417,7 +434,9 @@ impl Warning {
             Warning::InvitationPending { .. } => "the partner has not accepted: contact them, or raise `policy.reinvite_max`".to_string(),
             Warning::AddressChanged { .. } => "the invitation went to the old address; re-invitations use the address the cloud user shows".to_string(),
             Warning::ReinviteImpossible { .. } => "re-invite this user by hand, or fix the cause".to_string(),
-            Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (recorded in the state store) yourself".to_string(),
+            Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (Graph returns it, apply records it) yourself".to_string(),
+            Warning::DirectoryMailChanged { .. } => "AD is the source of authority for a synced user: restore AD `mail` to the invited address, or Entra Connect will change the cloud `mail` the partner signs in with".to_string(),
+            Warning::MailDiffers { .. } => "Microsoft's current guidance invites with the address in User.Mail (and the partner must redeem with an account of that domain): add `mail` to `write.cloud_only`".to_string(),
         }
     }
 }
@@ -558,10 +577,9 @@ fn eq_ci(a: Option<&str>, b: &str) -> bool {
 /// An address as an index key: trimmed, lower case, `smtp:` prefix removed.
 fn address_key(a: &str) -> String {
     let a = a.trim();
-    let a = if a.len() > 5 && a[..5].eq_ignore_ascii_case("smtp:") {
-        &a[5..]
-    } else {
-        a
+    let a = match a.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("smtp:") => &a[5..],
+        _ => a,
     };
     a.to_lowercase()
 }
@@ -650,7 +668,7 @@ pub fn plan(
             add(m, "otherMails");
         }
         for p in &u.proxy_addresses {
-            let is_smtp = p.len() > 5 && p[..5].eq_ignore_ascii_case("smtp:");
+            let is_smtp = p.get(..5).is_some_and(|x| x.eq_ignore_ascii_case("smtp:"));
             if is_smtp || !p.contains(':') {
                 add(p, "proxyAddresses");
             }
@@ -732,17 +750,45 @@ pub fn plan(
             fingerprint: m.fingerprint.clone(),
         })
         .collect();
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&(&mapping_refs, &actions, &accounts)).unwrap_or_default());
+    let fingerprint = fingerprint(&mapping_refs, &actions, &accounts);
     Plan {
         schema_version: SCHEMA_VERSION,
         generated_at: now.to_string(),
-        fingerprint: hex(&h.finalize()),
+        fingerprint,
         mappings: mapping_refs,
         actions,
         accounts,
         summary,
     }
+}
+
+/// sha256 over what a plan decides: the mappings, every action, and per account its key,
+/// states, cloud id, address and reason codes (not the help texts, which may be reworded).
+fn fingerprint(mappings: &[MappingRef], actions: &[Action], accounts: &[AccountOutcome]) -> String {
+    /// Feeds serde_json's output straight into the hash, without a buffer.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Serializing these plain structs cannot fail; a failure would only weaken the
+    // fingerprint, never the plan.
+    let _ = serde_json::to_writer(&mut h, mappings);
+    let _ = serde_json::to_writer(&mut h, actions);
+    for o in accounts {
+        let codes: Vec<&str> = o.reasons.iter().map(|r| r.reason.code()).collect();
+        let _ = serde_json::to_writer(
+            &mut h,
+            &(&o.key, o.state, o.next, &o.cloud_id, &o.address, codes),
+        );
+    }
+    hex(&h.0.finalize())
 }
 
 impl Context<'_> {
@@ -775,6 +821,17 @@ impl Context<'_> {
                 format!("re-invitation due but impossible: {why}")
             }
             Warning::NoInvitationEmail => "invited without Microsoft's email".to_string(),
+            Warning::DirectoryMailChanged { invited, directory } => format!(
+                "invited as `{invited}`, AD `mail` is now {}",
+                directory
+                    .as_deref()
+                    .map_or("empty".to_string(), |d| format!("`{d}`"))
+            ),
+            Warning::MailDiffers { mail } => format!(
+                "invited while `mail` is {}",
+                mail.as_deref()
+                    .map_or("empty".to_string(), |m| format!("`{m}`"))
+            ),
         };
         Explained {
             message,
@@ -982,6 +1039,7 @@ impl Context<'_> {
             }
             out.state = stage;
             out.next = stage;
+            self.drift(m, user, prev, &mut out);
             let want_password = match self.policy.randomize_password {
                 RandomizeWhen::Never => false,
                 RandomizeWhen::AfterAcceptance => stage >= Lifecycle::Accepted,
@@ -1056,10 +1114,20 @@ impl Context<'_> {
         };
         match kind {
             AccountKind::Synced => {
-                if eq_ci(user.mail.as_deref(), &address) {
+                // AD is the source of authority: the address must be in AD `mail` too, or
+                // the next Entra Connect cycle would overwrite the cloud `mail` again.
+                if !eq_ci(m.account.mail.as_deref(), &address) {
+                    out.state = Lifecycle::NeedsAddress;
+                    out.next = Lifecycle::AwaitingSync;
+                    ops.push(Op::SetDirectoryMail {
+                        dn: m.account.dn.clone(),
+                        from: m.account.mail.clone(),
+                        to: address.clone(),
+                    });
+                } else if eq_ci(user.mail.as_deref(), &address) {
                     out.state = Lifecycle::Ready;
                     invite(&mut ops, &mut out);
-                } else if eq_ci(m.account.mail.as_deref(), &address) {
+                } else {
                     out.state = Lifecycle::AwaitingSync;
                     out.next = Lifecycle::AwaitingSync;
                     let limit = i64::from(self.policy.awaiting_sync_warn_minutes) * 60;
@@ -1069,14 +1137,6 @@ impl Context<'_> {
                             minutes: age / 60,
                         }));
                     }
-                } else {
-                    out.state = Lifecycle::NeedsAddress;
-                    out.next = Lifecycle::AwaitingSync;
-                    ops.push(Op::SetDirectoryMail {
-                        dn: m.account.dn.clone(),
-                        from: m.account.mail.clone(),
-                        to: address.clone(),
-                    });
                 }
             }
             AccountKind::CloudOnly => {
@@ -1106,6 +1166,11 @@ impl Context<'_> {
                     });
                 } else {
                     out.state = Lifecycle::Ready;
+                }
+                if !w.cloud_only_mail && !has_mail {
+                    out.warnings.push(Context::warn(Warning::MailDiffers {
+                        mail: user.mail.clone(),
+                    }));
                 }
                 // Graph applies the PATCH at once: the invitation follows in the same run.
                 invite(&mut ops, &mut out);
@@ -1203,14 +1268,13 @@ impl Context<'_> {
         if days < i64::from(self.policy.reinvite_after_days) || left == 0 {
             return;
         }
-        // Reset redemption needs the address in mail or otherMails; prefer the mapped one
-        // when the cloud shows it.
-        let email = match &m.address {
-            Ok(a) if user.shows_address(a) && check_address(a).is_ok() => Some(a.clone()),
-            _ => invited_address
-                .filter(|a| user.shows_address(a))
-                .or_else(|| user.mail.clone()),
-        };
+        // Reset redemption needs the address in mail or otherMails: the mapped address when
+        // the cloud shows it, else the address invited last time. Never an address that
+        // merely happens to be in `mail` (it may be an internal one).
+        let email = [m.address.as_ref().ok().cloned(), invited_address]
+            .into_iter()
+            .flatten()
+            .find(|a| user.shows_address(a));
         if !user.roles.is_empty() {
             out.warnings
                 .push(Context::warn(Warning::ReinviteImpossible {
@@ -1231,6 +1295,32 @@ impl Context<'_> {
             &email,
             sent + 1,
         )));
+    }
+
+    /// A synced, invited account whose AD `mail` no longer holds the invited address: the
+    /// next Entra Connect cycle will change the cloud `mail` the partner redeems with.
+    fn drift(
+        &self,
+        m: &crate::mapping::MappedAccount,
+        user: &CloudUser,
+        prev: Option<&Progress>,
+        out: &mut AccountOutcome,
+    ) {
+        if user.kind() != AccountKind::Synced {
+            return;
+        }
+        let invited = prev
+            .and_then(|p| p.address.clone())
+            .or_else(|| user.mail.clone());
+        if let Some(invited) = invited
+            && !eq_ci(m.account.mail.as_deref(), &invited)
+        {
+            out.warnings
+                .push(Context::warn(Warning::DirectoryMailChanged {
+                    invited,
+                    directory: m.account.mail.clone(),
+                }));
+        }
     }
 
     fn user_type_op(&self, mapping: Option<&Mapping>, user: &CloudUser, ops: &mut Vec<Op>) {
@@ -1291,6 +1381,10 @@ pub fn progress_after(
     }
     if state == Lifecycle::Accepted && p.password_randomized_at.is_some() {
         state = Lifecycle::Done;
+    }
+    // Start the awaiting-sync clock when the address was already in AD (set by hand).
+    if state == Lifecycle::AwaitingSync && p.address_staged_at.is_none() {
+        p.address_staged_at = Some(now.clone());
     }
     p.state = state;
     if outcome.cloud_id.is_some() {

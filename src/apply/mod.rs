@@ -5,6 +5,7 @@
 //! record the next run reconciles from ([`reconcile`]).
 
 pub mod reconcile;
+pub mod rollback;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -174,6 +175,8 @@ struct Effect {
 struct OpError {
     message: String,
     help: String,
+    /// The call may have taken effect (the connection broke after the request was sent).
+    unknown_outcome: bool,
 }
 
 impl From<source::Error> for OpError {
@@ -181,6 +184,7 @@ impl From<source::Error> for OpError {
         OpError {
             help: e.help(),
             message: e.to_string(),
+            unknown_outcome: false,
         }
     }
 }
@@ -190,6 +194,7 @@ impl From<cloud::Error> for OpError {
         OpError {
             help: e.help(),
             message: e.to_string(),
+            unknown_outcome: matches!(e, cloud::Error::Transport { .. }),
         }
     }
 }
@@ -218,7 +223,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
             let patch = UserPatch {
                 mail: mail_to.clone(),
                 other_mails: other_mails_to.clone(),
-                user_type: None,
+                ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
             Ok(Effect {
@@ -264,13 +269,13 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
             Err(last.map(OpError::from).unwrap_or_else(|| OpError {
                 message: "password reset failed".into(),
                 help: "check the directory's password policy".into(),
+                unknown_outcome: false,
             }))
         }
         Op::SetUserType { user_id, to, .. } => {
             let patch = UserPatch {
-                mail: None,
-                other_mails: None,
                 user_type: Some(to.as_str().to_string()),
+                ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
             Ok(Effect {
@@ -360,9 +365,17 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     request_id,
                 });
             }
-            Err(e) => {
+            Err(mut e) => {
                 failed = true;
-                if let Err(j) = journal.record(
+                if e.unknown_outcome && action.op.non_idempotent() {
+                    // Whether the service processed it is unknown: the `started` record
+                    // stays open, and the next run's reconciliation reads the cloud before
+                    // anything is sent again.
+                    e.message = format!(
+                        "{} (outcome unknown: the next run checks the cloud before repeating anything)",
+                        e.message
+                    );
+                } else if let Err(j) = journal.record(
                     action,
                     Phase::Failed,
                     before.as_deref(),

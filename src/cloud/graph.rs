@@ -420,6 +420,8 @@ impl Cloud for GraphClient {
         let mut body = serde_json::Map::new();
         if let Some(mail) = &patch.mail {
             body.insert("mail".into(), json!(mail));
+        } else if patch.clear_mail {
+            body.insert("mail".into(), Value::Null);
         }
         if let Some(other) = &patch.other_mails {
             body.insert("otherMails".into(), json!(other));

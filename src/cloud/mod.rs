@@ -29,6 +29,9 @@ pub struct RequestIds {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPatch {
     pub mail: Option<String>,
+    /// Set `mail` to null (used by `rollback` when the user had no mail before).
+    #[serde(default)]
+    pub clear_mail: bool,
     pub other_mails: Option<Vec<String>>,
     pub user_type: Option<String>,
 }

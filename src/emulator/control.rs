@@ -142,13 +142,13 @@ pub(crate) async fn set_faults(State(emu): State<Arc<Emulator>>, req: Request) -
         || spec
             .kinds
             .iter()
-            .any(|k| !["429", "503", "drop"].contains(&k.as_str()))
+            .any(|k| !["429", "503", "drop", "lost"].contains(&k.as_str()))
     {
         return graph_error(
             &ctx,
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "rate must be within 0.0..1.0 and kinds among \"429\", \"503\", \"drop\".",
+            "rate must be within 0.0..1.0 and kinds among \"429\", \"503\", \"drop\", \"lost\".",
         );
     }
     *lock(&emu.faults) = Some(spec.clone());

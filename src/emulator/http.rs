@@ -157,8 +157,15 @@ pub(crate) async fn common(
     req.extensions_mut().insert(ctx.clone());
 
     let mut response = match fault(&emu, &ctx, &path, batch_inner).await {
-        Some(response) => response,
-        None => next.run(req).await,
+        Fault::Replace(response) => response,
+        Fault::None => next.run(req).await,
+        Fault::LoseAnswer => {
+            // The request is processed, then the connection closes before the answer: the
+            // client cannot know whether its write happened.
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(DropConnection);
+            response
+        }
     };
 
     let headers = response.headers_mut();
@@ -208,16 +215,27 @@ pub(crate) async fn common(
     response
 }
 
-/// Applies the configured faults to a request, if it matches; `Some` replaces the response.
-async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Option<Response> {
+/// What an injected fault does to one request.
+enum Fault {
+    None,
+    /// Answer with this instead of processing the request.
+    Replace(Response),
+    /// Process the request, then close the connection without the answer.
+    LoseAnswer,
+}
+
+/// Applies the configured faults to a request, if it matches.
+async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Fault {
     if path.starts_with("/_emulator") || batch_inner {
-        return None;
+        return Fault::None;
     }
-    let spec = lock(&emu.faults).clone()?;
+    let Some(spec) = lock(&emu.faults).clone() else {
+        return Fault::None;
+    };
     if let Some(prefix) = &spec.path_prefix
         && !path.starts_with(prefix.as_str())
     {
-        return None;
+        return Fault::None;
     }
     let (latency, kind) = {
         let mut rng = rand::rng();
@@ -235,7 +253,7 @@ async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Opti
     let scale = emu.time_scale();
     let retry_after = retry_after_value(1.0 * scale, scale);
     match kind.as_deref() {
-        Some("429") => Some(too_many_requests(ctx, &retry_after)),
+        Some("429") => Fault::Replace(too_many_requests(ctx, &retry_after)),
         Some("503") => {
             let mut response = graph_error(
                 ctx,
@@ -246,13 +264,14 @@ async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Opti
             if let Ok(value) = HeaderValue::from_str(&retry_after) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            Some(response)
+            Fault::Replace(response)
         }
         Some("drop") => {
             let mut response = Response::new(Body::empty());
             response.extensions_mut().insert(DropConnection);
-            Some(response)
+            Fault::Replace(response)
         }
-        _ => None,
+        Some("lost") => Fault::LoseAnswer,
+        _ => Fault::None,
     }
 }

@@ -305,9 +305,9 @@ pub fn check(
     names.sort();
     for name in names {
         let offset = find_identifier(source, &name).unwrap_or(0);
-        let called = source[offset + name.len().min(source.len() - offset)..]
-            .trim_start()
-            .starts_with('(');
+        let called = source
+            .get(offset + name.len()..)
+            .is_some_and(|rest| rest.trim_start().starts_with('('));
         if FUNCTIONS.contains(&name.as_str()) {
             continue;
         }
@@ -379,7 +379,7 @@ pub fn find_identifier(source: &str, name: &str) -> Option<usize> {
             continue;
         }
         let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-        if source[i..].starts_with(name)
+        if bytes[i..].starts_with(name.as_bytes())
             && (i == 0 || !ident(bytes[i - 1]))
             && bytes.get(i + name.len()).is_none_or(|c| !ident(*c))
         {
@@ -524,5 +524,66 @@ mod tests {
             .unwrap();
         // Either refused for fuel or finished: never hangs, never panics.
         let _ = e.eval(context!());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod doc_examples {
+    //! Every example of docs/mapping.md evaluates as documented.
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn documented_syntax_and_functions_work() {
+        let env = environment(Arc::new(BTreeMap::new()));
+        let ctx = context!(
+            company => "X", department => "Sales", otherMailbox => " A@B.example ",
+            sAMAccountName => "svc-x", mail => (), givenName => "Élodie", sn => "Dübois",
+            x => "abc", proxyAddresses => vec!["SMTP:a@b.example", "smtp:c@d.example"],
+        );
+        let cases = [
+            ("company != 'Internal'", "True"),
+            (
+                "department in ['Logistics', 'Sales'] and otherMailbox is not none",
+                "True",
+            ),
+            ("department not in ['Logistics']", "True"),
+            ("otherMailbox | trim | lower", "a@b.example"),
+            (
+                "otherMailbox if otherMailbox is not none else mail",
+                " A@B.example ",
+            ),
+            (
+                "x is string and x is startingwith('a') and x is endingwith('c')",
+                "True",
+            ),
+            ("split('a;b', ';')[0]", "a"),
+            ("first(proxyAddresses)", "SMTP:a@b.example"),
+            (
+                "normalize_diacritics(lower(givenName ~ '.' ~ sn)) ~ '@fabrikam.example'",
+                "elodie.dubois@fabrikam.example",
+            ),
+            ("iif(company == 'X', 'x', 'y')", "x"),
+            ("coalesce(mail, otherMailbox) | trim", "A@B.example"),
+            (
+                "local_part('a@fabrikam.example') ~ '|' ~ domain('a@fabrikam.example')",
+                "a|fabrikam.example",
+            ),
+            ("ToLower(Trim(otherMailbox))", "a@b.example"),
+            ("join(['a', none, 'b'], '.')", "a.b"),
+            (
+                "(sAMAccountName | lower) is not startingwith('svc-')",
+                "False",
+            ),
+        ];
+        for (src, want) in cases {
+            let v = env
+                .compile_expression(src)
+                .unwrap_or_else(|e| panic!("{src}: {e}"))
+                .eval(ctx.clone())
+                .unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(v.to_string(), want, "{src}");
+        }
     }
 }

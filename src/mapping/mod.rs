@@ -59,15 +59,49 @@ const PASSWORD_ATTRIBUTES: &[&str] = &[
     "msLAPS-EncryptedPassword",
 ];
 
-/// A load error: where (file, 1-based line and column) and what, plus how to fix it.
+/// A load error: where (file, 1-based line and column; 0 when the error concerns the whole
+/// file) and what, plus how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}:{line}:{column}: {kind}\nhelp: {help}")]
 pub struct Error {
     pub path: String,
     pub line: usize,
     pub column: usize,
     pub kind: ErrorKind,
     pub help: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}\nhelp: {}", self.path, self.kind, self.help)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}\nhelp: {}",
+                self.path, self.line, self.column, self.kind, self.help
+            )
+        }
+    }
+}
+
+/// Something in a mapping that loads but probably does not do what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadWarning {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub help: String,
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: warning: {}\nhelp: {}",
+            self.path, self.line, self.column, self.message, self.help
+        )
+    }
 }
 
 /// What is wrong, typed so callers and tests can match on it.
@@ -315,6 +349,8 @@ pub struct Mapping {
     pub per_domain: Vec<DomainOverride>,
     /// sha256 (hex) of the file and its tables, so a plan can tell its inputs changed.
     pub fingerprint: String,
+    /// Things that load but deserve a look (`b2bsync check` prints them), with positions.
+    pub warnings: Vec<LoadWarning>,
     tables: Arc<BTreeMap<String, Table>>,
     env: Environment<'static>,
 }
@@ -561,6 +597,7 @@ struct Loader<'a> {
     shown: String,
     text: &'a str,
     errors: Vec<Error>,
+    warnings: Vec<LoadWarning>,
 }
 
 impl<'a> Loader<'a> {
@@ -570,6 +607,7 @@ impl<'a> Loader<'a> {
             shown: path.display().to_string(),
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -590,6 +628,17 @@ impl<'a> Loader<'a> {
             line,
             column,
             kind,
+            help: help.into(),
+        });
+    }
+
+    fn warn(&mut self, offset: usize, message: impl Into<String>, help: impl Into<String>) {
+        let (line, column) = self.position(offset);
+        self.warnings.push(LoadWarning {
+            path: self.shown.clone(),
+            line,
+            column,
+            message: message.into(),
             help: help.into(),
         });
     }
@@ -879,6 +928,7 @@ impl<'a> Loader<'a> {
 
         // [invitation]
         let invitation = self.invitation(&raw.invitation.options(), "invitation");
+        self.invitation_warnings(&raw.invitation.options(), &raw.write);
         let mut per_domain = Vec::new();
         for o in &raw.invitation.per_domain {
             let settings = self.invitation(&o.options(), "invitation.per_domain");
@@ -935,6 +985,7 @@ impl<'a> Loader<'a> {
             invitation,
             per_domain,
             fingerprint: hex(&hasher.finalize()),
+            warnings: self.warnings,
             tables,
             env,
         })
@@ -1010,6 +1061,43 @@ impl<'a> Loader<'a> {
         };
         let at = self.inner_offset(source, offset);
         self.error_at(at, kind, help);
+    }
+
+    /// The seeds' rules that a mapping can break without being invalid.
+    fn invitation_warnings(&mut self, raw: &file::RawInvitationOptions, write: &file::RawWrite) {
+        if let (Some(lang), Some(_)) = (&raw.language, &raw.message_body) {
+            self.warn(
+                lang.span().start,
+                "`invitation.language` is ignored by Microsoft when `message_body` is set",
+                "write the body in the partner's language, or use `[[invitation.per_domain]]`",
+            );
+        }
+        if let Some(url) = &raw.redirect_url
+            && !url.get_ref().to_lowercase().contains("tenantid=")
+        {
+            self.warn(
+                url.span().start,
+                "`invitation.redirect_url` has no tenant id",
+                "converted users find your tenant in Teams only through a URL with tenant context, e.g. `https://myapps.microsoft.com/?tenantid=<your tenant id>`",
+            );
+        }
+        if raw.send_message == Some(false) {
+            self.warn(
+                0,
+                "`invitation.send_message = false`: Microsoft sends no invitation email",
+                "deliver each partner's redeem URL yourself (apply records it); the conversion completes only when the partner redeems",
+            );
+        }
+        if let Some(targets) = &write.cloud_only
+            && !targets.iter().any(|t| t.get_ref() == "mail")
+            && let Some(first) = targets.first()
+        {
+            self.warn(
+                first.span().start,
+                "cloud-only users get the address in `otherMails` only",
+                "Microsoft's current guidance invites with the address in User.Mail: add \"mail\" to `write.cloud_only`",
+            );
+        }
     }
 
     fn invitation(&mut self, raw: &file::RawInvitationOptions, key: &str) -> InvitationSettings {

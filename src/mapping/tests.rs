@@ -319,3 +319,51 @@ fn invitation_settings_resolve_per_domain_then_mapping_then_defaults() {
         Some("https://myapps.microsoft.com/")
     );
 }
+
+#[test]
+fn a_missing_directory_or_file_is_an_error_without_position() {
+    let Err(Errors(e)) = MappingSet::load_dir(Path::new("/nonexistent/mappings")) else {
+        panic!("expected an error")
+    };
+    assert!(
+        e[0].to_string()
+            .starts_with("/nonexistent/mappings: cannot read: "),
+        "{}",
+        e[0]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let Err(Errors(e)) = MappingSet::load_dir(dir.path()) else {
+        panic!("expected an error")
+    };
+    assert!(matches!(e[0].kind, ErrorKind::NoMappings(_)));
+    assert!(e[0].help.contains("example"));
+}
+
+#[test]
+fn questionable_settings_load_with_positioned_warnings() {
+    let text = format!(
+        "{MINIMAL}\n[write]\ncloud_only = [\"otherMails\"]\n\n[invitation]\nredirect_url = \"https://myapps.microsoft.com/\"\nlanguage = \"fr-FR\"\nmessage_body = \"Bonjour\"\nsend_message = false\n"
+    );
+    let m = parse(&text).unwrap();
+    let shown: Vec<String> = m.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(m.warnings.len(), 4, "{shown:#?}");
+    assert!(
+        shown
+            .iter()
+            .any(|w| w.contains(":18:12: warning: `invitation.language` is ignored")),
+        "{shown:#?}"
+    );
+    assert!(shown.iter().any(|w| w.contains("no tenant id")));
+    assert!(parse(MINIMAL).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn deeply_nested_expressions_are_refused_not_crashed() {
+    let deep = format!(
+        "{}otherMailbox{}",
+        "lower(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    let e = first_error(&MINIMAL.replace("lower(otherMailbox)", &deep));
+    assert!(matches!(e.kind, ErrorKind::Syntax { .. }), "{e}");
+}

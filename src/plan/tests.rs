@@ -1,1 +1,944 @@
+//! Table tests for every lifecycle row and every precondition, for both kinds of account,
+//! plus determinism, secret-freedom, "apply then plan again plans nothing new", and a
+//! property test that random attribute values never make map + join + plan panic.
 
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+use super::*;
+use crate::join::join;
+use crate::mapping::{Mapping, MappingSet, map_accounts};
+use crate::model::{Anchor, SourceAccount};
+
+const MAPPING: &str = r#"address = "lower(trim(otherMailbox))"
+
+[source]
+attributes = ["otherMailbox", "sAMAccountName", "userPrincipalName", "info"]
+
+[scope]
+base_dns = ["OU=Partners,DC=lab,DC=example,DC=com"]
+deny = ["p.denied"]
+protected_groups = ["CN=Protected,OU=Groups,DC=lab,DC=example,DC=com"]
+
+[join]
+anchor = "objectGUID"
+
+[join.cloud_only]
+source = "userPrincipalName"
+cloud = "userPrincipalName"
+
+[write]
+cloud_only = ["otherMails", "mail"]
+
+[invitation]
+redirect_url = "https://myapps.microsoft.com/?tenantid=t"
+"#;
+
+fn set_with(text: &str) -> MappingSet {
+    let m = Mapping::parse(Path::new("mappings/partners.toml"), text).unwrap();
+    MappingSet::from_mappings(vec![m]).unwrap()
+}
+
+fn set() -> MappingSet {
+    set_with(MAPPING)
+}
+
+fn now() -> Timestamp {
+    "2026-11-23T12:00:00Z".parse().unwrap()
+}
+
+fn days_ago(d: i64) -> String {
+    Timestamp::from_second(now().as_second() - d * 86_400)
+        .unwrap()
+        .to_string()
+}
+
+fn guid(n: u8) -> Anchor {
+    Anchor::from_bytes(&[n; 16])
+}
+
+/// A partner account with its external address in `otherMailbox`.
+fn account(n: u8, sam: &str, external: Option<&str>) -> SourceAccount {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
+    attributes.insert(
+        "info".to_string(),
+        vec!["SENTINEL-not-for-plans".to_string()],
+    );
+    if let Some(e) = external {
+        attributes.insert("otherMailbox".to_string(), vec![e.to_string()]);
+    }
+    SourceAccount {
+        dn: format!("CN={sam},OU=Partners,DC=lab,DC=example,DC=com"),
+        object_guid: Some(guid(n)),
+        consistency_guid: None,
+        account_name: Some(sam.to_string()),
+        user_principal_name: Some(format!("{sam}@lab.example.com")),
+        display_name: Some(sam.to_string()),
+        mail: None,
+        user_account_control: Some(0x200),
+        admin_count: false,
+        member_of: vec![],
+        password_changed: None,
+        attributes,
+    }
+}
+
+/// The cloud user of `account`, synced or cloud-only.
+fn user_of(a: &SourceAccount, n: u8, kind: AccountKind) -> CloudUser {
+    CloudUser {
+        id: format!("00000000-0000-0000-0000-0000000000{n:02}"),
+        user_principal_name: a.user_principal_name.clone().unwrap_or_default(),
+        display_name: a.display_name.clone(),
+        user_type: Some("Member".into()),
+        account_enabled: Some(true),
+        on_premises_sync_enabled: (kind == AccountKind::Synced).then_some(true),
+        on_premises_immutable_id: (kind == AccountKind::Synced)
+            .then(|| a.object_guid.as_ref().unwrap().as_str().to_string()),
+        ..CloudUser::default()
+    }
+}
+
+struct World {
+    accounts: Vec<SourceAccount>,
+    users: Vec<CloudUser>,
+    progress: BTreeMap<String, Progress>,
+    tenant: Tenant,
+    policy: Policy,
+    defaults: InvitationSettings,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            accounts: vec![],
+            users: vec![],
+            progress: BTreeMap::new(),
+            tenant: Tenant {
+                verified_domains: vec!["lab.example.com".into()],
+                other_addresses: vec![],
+            },
+            policy: Policy::default(),
+            defaults: InvitationSettings::default(),
+        }
+    }
+
+    fn plan_with(&self, set: &MappingSet) -> Plan {
+        let found = self
+            .accounts
+            .iter()
+            .map(|a| ("partners".to_string(), a.clone()))
+            .collect();
+        let joined = join(map_accounts(set, found), self.users.clone());
+        plan(
+            &joined,
+            set,
+            &self.progress,
+            &self.tenant,
+            &self.policy,
+            &self.defaults,
+            now(),
+        )
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan_with(&set())
+    }
+
+    /// Plays `plan` as apply would (every action succeeds) and records progress.
+    fn apply(&mut self, plan: &Plan) {
+        for o in &plan.accounts {
+            let ops: Vec<&Op> = plan
+                .actions
+                .iter()
+                .filter(|a| a.account == o.key)
+                .map(|a| &a.op)
+                .collect();
+            for op in &ops {
+                match op {
+                    Op::SetDirectoryMail { dn, to, .. } => {
+                        let a = self.accounts.iter_mut().find(|a| a.dn == *dn).unwrap();
+                        a.mail = Some(to.clone());
+                    }
+                    Op::SetCloudAddress {
+                        user_id,
+                        other_mails_to,
+                        mail_to,
+                        ..
+                    } => {
+                        let u = self.users.iter_mut().find(|u| u.id == *user_id).unwrap();
+                        if let Some(o) = other_mails_to {
+                            u.other_mails = o.clone();
+                        }
+                        if let Some(m) = mail_to {
+                            u.mail = Some(m.clone());
+                        }
+                    }
+                    Op::Invite(inv) | Op::Reinvite(inv) => {
+                        let u = self.users.iter_mut().find(|u| u.id == inv.user_id).unwrap();
+                        u.external_user_state = Some("PendingAcceptance".into());
+                    }
+                    Op::RandomizePassword { .. } => {}
+                    Op::SetUserType { user_id, to, .. } => {
+                        let u = self.users.iter_mut().find(|u| u.id == *user_id).unwrap();
+                        u.user_type = Some(to.as_str().into());
+                    }
+                }
+            }
+            let p = progress_after(self.progress.get(&o.key), o, &ops, Some("inv-1"), now());
+            self.progress.insert(o.key.clone(), p);
+        }
+    }
+
+    /// One Entra Connect cycle: AD `mail` flows to the synced cloud users.
+    fn sync(&mut self) {
+        for u in self
+            .users
+            .iter_mut()
+            .filter(|u| u.kind() == AccountKind::Synced)
+        {
+            if let Some(a) = self.accounts.iter().find(|a| {
+                a.object_guid.as_ref().map(Anchor::as_str) == u.on_premises_immutable_id.as_deref()
+            }) {
+                u.mail = a.mail.clone();
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for u in &mut self.users {
+            if u.external_user_state.is_some() {
+                u.external_user_state = Some("Accepted".into());
+            }
+        }
+    }
+}
+
+/// One account of `kind`, its user, and a tweak applied to both.
+fn one(
+    kind: AccountKind,
+    tweak: impl FnOnce(&mut SourceAccount, &mut CloudUser, &mut World),
+) -> (Plan, World) {
+    let mut w = World::new();
+    let mut a = account(1, "p.adams", Some("Ana.Adams@Fabrikam.example"));
+    let mut u = user_of(&a, 1, kind);
+    tweak(&mut a, &mut u, &mut w);
+    w.accounts.push(a);
+    w.users.push(u);
+    (w.plan(), w)
+}
+
+fn ops(p: &Plan) -> Vec<&'static str> {
+    p.actions.iter().map(|a| a.op.name()).collect()
+}
+
+fn codes(p: &Plan) -> Vec<&'static str> {
+    p.accounts[0]
+        .reasons
+        .iter()
+        .map(|r| r.reason.code())
+        .collect()
+}
+
+const BOTH: [AccountKind; 2] = [AccountKind::Synced, AccountKind::CloudOnly];
+
+#[test]
+fn lifecycle_table_synced() {
+    use Lifecycle::*;
+    type Tweak = fn(&mut SourceAccount, &mut CloudUser, &mut World);
+    let cases: Vec<(&str, Tweak, Lifecycle, Lifecycle, Vec<&str>)> = vec![
+        (
+            "needs_address",
+            |_, _, _| {},
+            NeedsAddress,
+            AwaitingSync,
+            vec!["set_directory_mail"],
+        ),
+        (
+            "awaiting_sync",
+            |a, _, _| a.mail = Some("ana.adams@fabrikam.example".into()),
+            AwaitingSync,
+            AwaitingSync,
+            vec![],
+        ),
+        (
+            "ready",
+            |a, u, _| {
+                a.mail = Some("ana.adams@fabrikam.example".into());
+                u.mail = Some("Ana.Adams@fabrikam.example".into());
+            },
+            Ready,
+            Invited,
+            vec!["invite"],
+        ),
+        (
+            "cloud shows the address, AD does not (sync would undo it)",
+            |_, u, _| u.mail = Some("ana.adams@fabrikam.example".into()),
+            NeedsAddress,
+            AwaitingSync,
+            vec!["set_directory_mail"],
+        ),
+        (
+            "invited (cloud shows it)",
+            |_, u, _| u.external_user_state = Some("PendingAcceptance".into()),
+            Invited,
+            Invited,
+            vec![],
+        ),
+        (
+            "accepted",
+            |_, u, _| u.external_user_state = Some("Accepted".into()),
+            Accepted,
+            Done,
+            vec!["randomize_password"],
+        ),
+        (
+            "done",
+            |a, u, w| {
+                u.external_user_state = Some("Accepted".into());
+                w.progress.insert(
+                    a.object_guid.as_ref().unwrap().as_str().into(),
+                    Progress {
+                        state: Accepted,
+                        password_randomized_at: Some(days_ago(1)),
+                        ..Progress::default()
+                    },
+                );
+            },
+            Done,
+            Done,
+            vec![],
+        ),
+        (
+            "already a guest (invited by invitation)",
+            |_, u, _| {
+                u.creation_type = Some("Invitation".into());
+                u.user_type = Some("Guest".into());
+            },
+            Accepted,
+            Done,
+            vec!["randomize_password"],
+        ),
+    ];
+    for (name, tweak, state, next, expected) in cases {
+        let (p, _) = one(AccountKind::Synced, tweak);
+        let o = &p.accounts[0];
+        assert_eq!((o.state, o.next), (state, next), "{name}: {o:#?}");
+        assert_eq!(ops(&p), expected, "{name}");
+        assert!(o.reasons.is_empty(), "{name}: {:?}", o.reasons);
+    }
+}
+
+#[test]
+fn synced_address_write_carries_before_and_after() {
+    let (p, _) = one(AccountKind::Synced, |a, _, _| {
+        a.mail = Some("p.adams@lab.example.com".into())
+    });
+    assert_eq!(
+        p.actions[0].op,
+        Op::SetDirectoryMail {
+            dn: "CN=p.adams,OU=Partners,DC=lab,DC=example,DC=com".into(),
+            from: Some("p.adams@lab.example.com".into()),
+            to: "ana.adams@fabrikam.example".into(),
+        }
+    );
+}
+
+#[test]
+fn cloud_only_writes_the_address_then_invites_in_one_run() {
+    let (p, _) = one(AccountKind::CloudOnly, |_, u, _| {
+        u.other_mails = vec!["old@x.example".into()]
+    });
+    let o = &p.accounts[0];
+    assert_eq!(
+        (o.state, o.next),
+        (Lifecycle::NeedsAddress, Lifecycle::Invited)
+    );
+    assert_eq!(ops(&p), vec!["set_cloud_address", "invite"]);
+    assert_eq!(
+        p.actions[0].op,
+        Op::SetCloudAddress {
+            user_id: o.cloud_id.clone().unwrap(),
+            other_mails_from: vec!["old@x.example".into()],
+            other_mails_to: Some(vec![
+                "old@x.example".into(),
+                "ana.adams@fabrikam.example".into()
+            ]),
+            mail_from: None,
+            mail_to: Some("ana.adams@fabrikam.example".into()),
+        }
+    );
+    let Op::Invite(inv) = &p.actions[1].op else {
+        panic!("not an invite")
+    };
+    assert_eq!(inv.email, "ana.adams@fabrikam.example");
+    assert_eq!(inv.redirect_url, "https://myapps.microsoft.com/?tenantid=t");
+    assert!(inv.send_message);
+    assert_eq!(inv.attempt, 1);
+    assert_eq!(p.actions[1].seq, 1);
+
+    let (p, _) = one(AccountKind::CloudOnly, |_, u, _| {
+        u.other_mails = vec!["ana.adams@fabrikam.example".into()];
+        u.mail = Some("ana.adams@fabrikam.example".into());
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::Ready);
+    assert_eq!(ops(&p), vec!["invite"]);
+    assert!(p.accounts[0].warnings.is_empty());
+
+    // Writing otherMails only: invited, with a warning that User.Mail differs.
+    let only_other = set_with(&MAPPING.replace(
+        "cloud_only = [\"otherMails\", \"mail\"]",
+        "cloud_only = [\"otherMails\"]",
+    ));
+    let (_, w) = one(AccountKind::CloudOnly, |_, _, _| {});
+    let p = w.plan_with(&only_other);
+    assert_eq!(ops(&p), vec!["set_cloud_address", "invite"]);
+    assert_eq!(
+        p.accounts[0].warnings[0].reason,
+        Warning::MailDiffers { mail: None }
+    );
+}
+
+#[test]
+fn lifecycle_after_invitation_for_both_kinds() {
+    for kind in BOTH {
+        // Invitation recorded but the cloud does not show it yet: no second invitation.
+        let (p, _) = one(kind, |a, u, w| {
+            u.mail = Some("ana.adams@fabrikam.example".into());
+            u.other_mails = vec!["ana.adams@fabrikam.example".into()];
+            w.progress.insert(
+                a.object_guid.as_ref().unwrap().as_str().into(),
+                Progress {
+                    state: Lifecycle::Invited,
+                    invitation_id: Some("inv".into()),
+                    invited_at: Some(days_ago(0)),
+                    invitations_sent: 1,
+                    ..Progress::default()
+                },
+            );
+        });
+        assert_eq!(p.accounts[0].state, Lifecycle::Invited, "{kind}");
+        assert!(p.actions.is_empty(), "{kind}: {:?}", p.actions);
+
+        // Pending for 20 days: re-invite (resetRedemption), attempt 2.
+        let (p, _) = one(kind, |a, u, w| {
+            u.mail = Some("ana.adams@fabrikam.example".into());
+            u.external_user_state = Some("PendingAcceptance".into());
+            w.progress.insert(
+                a.object_guid.as_ref().unwrap().as_str().into(),
+                Progress {
+                    state: Lifecycle::Invited,
+                    invited_at: Some(days_ago(20)),
+                    invitations_sent: 1,
+                    ..Progress::default()
+                },
+            );
+        });
+        assert_eq!(ops(&p), vec!["reinvite"], "{kind}");
+        let Op::Reinvite(inv) = &p.actions[0].op else {
+            panic!()
+        };
+        assert_eq!(inv.attempt, 2);
+
+        // Re-invited the maximum number of times and pending for long: a warning only.
+        let (p, _) = one(kind, |a, u, w| {
+            u.mail = Some("ana.adams@fabrikam.example".into());
+            u.external_user_state = Some("PendingAcceptance".into());
+            w.progress.insert(
+                a.object_guid.as_ref().unwrap().as_str().into(),
+                Progress {
+                    state: Lifecycle::Invited,
+                    invited_at: Some(days_ago(40)),
+                    invitations_sent: 3,
+                    ..Progress::default()
+                },
+            );
+        });
+        assert!(p.actions.is_empty(), "{kind}");
+        assert!(p.accounts[0].warnings.iter().any(|w| w.reason
+            == Warning::InvitationPending {
+                days: 40,
+                reinvitations_left: 0
+            }));
+
+        // Accepted: randomize, then done; Guest user type when asked.
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            u.mail = Some("ana.adams@fabrikam.example".into());
+            w.defaults.user_type = Some(UserType::Guest);
+        });
+        assert_eq!(
+            ops(&p),
+            vec!["randomize_password", "set_user_type"],
+            "{kind}"
+        );
+        assert_eq!(p.accounts[0].next, Lifecycle::Done);
+    }
+}
+
+#[test]
+fn password_policy_decides_when_to_randomize() {
+    for kind in BOTH {
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            w.policy.randomize_password = RandomizeWhen::Never;
+        });
+        assert_eq!(p.accounts[0].state, Lifecycle::Done, "{kind}");
+        assert!(p.actions.is_empty());
+
+        let (p, _) = one(kind, |a, u, w| {
+            a.mail = Some("ana.adams@fabrikam.example".into());
+            u.mail = Some("ana.adams@fabrikam.example".into());
+            u.other_mails = vec!["ana.adams@fabrikam.example".into()];
+            w.policy.randomize_password = RandomizeWhen::AfterInvitation;
+        });
+        assert_eq!(ops(&p), vec!["invite", "randomize_password"], "{kind}");
+
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("PendingAcceptance".into());
+            w.policy.randomize_password = RandomizeWhen::AfterInvitation;
+        });
+        assert_eq!(ops(&p), vec!["randomize_password"], "{kind}");
+        assert_eq!(p.accounts[0].next, Lifecycle::Invited);
+    }
+}
+
+#[test]
+fn reinvitations_never_go_to_an_address_the_cloud_does_not_show() {
+    let (p, _) = one(AccountKind::CloudOnly, |a, u, w| {
+        u.mail = Some("p.adams@lab.example.com".into());
+        u.external_user_state = Some("PendingAcceptance".into());
+        w.progress.insert(
+            a.object_guid.as_ref().unwrap().as_str().into(),
+            Progress {
+                state: Lifecycle::Invited,
+                invited_at: Some(days_ago(20)),
+                invitations_sent: 1,
+                ..Progress::default()
+            },
+        );
+    });
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(matches!(
+        p.accounts[0].warnings[0].reason,
+        Warning::ReinviteImpossible { .. }
+    ));
+}
+
+#[test]
+fn the_awaiting_sync_clock_starts_when_first_seen() {
+    let (p, mut w) = one(AccountKind::Synced, |a, _, _| {
+        a.mail = Some("ana.adams@fabrikam.example".into())
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::AwaitingSync);
+    w.apply(&p);
+    let stored = w.progress.values().next().unwrap();
+    assert_eq!(
+        stored.address_staged_at.as_deref(),
+        Some(now().to_string().as_str())
+    );
+}
+
+#[test]
+fn a_changed_directory_mail_after_invitation_is_warned_about() {
+    let (p, _) = one(AccountKind::Synced, |a, u, _| {
+        a.mail = Some("someone.else@x.example".into());
+        u.mail = Some("ana.adams@fabrikam.example".into());
+        u.external_user_state = Some("PendingAcceptance".into());
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::Invited);
+    assert_eq!(
+        p.accounts[0].warnings[0].reason,
+        Warning::DirectoryMailChanged {
+            invited: "ana.adams@fabrikam.example".into(),
+            directory: Some("someone.else@x.example".into()),
+        }
+    );
+}
+
+#[test]
+fn awaiting_sync_warns_after_the_configured_age() {
+    let (p, _) = one(AccountKind::Synced, |a, _, w| {
+        a.mail = Some("ana.adams@fabrikam.example".into());
+        w.progress.insert(
+            a.object_guid.as_ref().unwrap().as_str().into(),
+            Progress {
+                state: Lifecycle::AwaitingSync,
+                address_staged_at: Some(days_ago(1)),
+                ..Progress::default()
+            },
+        );
+    });
+    assert_eq!(p.accounts[0].state, Lifecycle::AwaitingSync);
+    assert_eq!(
+        p.accounts[0].warnings[0].reason,
+        Warning::AwaitingSyncLong { minutes: 1440 }
+    );
+}
+
+#[test]
+fn every_precondition_blocks_with_a_reason_and_help_for_both_kinds() {
+    type Tweak = fn(&mut SourceAccount, &mut CloudUser, &mut World);
+    let cases: Vec<(&str, Tweak)> = vec![
+        ("on_premises_user_principal_name", |_, u, _| {
+            u.on_premises_user_principal_name = Some("p.adams@lab.example.com".into())
+        }),
+        ("role_holder", |_, u, _| {
+            u.roles = vec!["Reports Reader".into()]
+        }),
+        ("mailbox", |_, u, _| u.has_mailbox = true),
+        ("no_address", |a, _, _| {
+            a.attributes.remove("otherMailbox");
+        }),
+        ("invalid_address", |a, _, _| {
+            a.attributes.insert(
+                "otherMailbox".into(),
+                vec!["ana(adams)@fabrikam.example".into()],
+            );
+        }),
+        ("address_in_verified_domain", |a, _, _| {
+            a.attributes.insert(
+                "otherMailbox".into(),
+                vec!["ana@sub.lab.example.com".into()],
+            );
+        }),
+        ("address_in_use", |_, _, w| {
+            w.users.push(CloudUser {
+                id: "other-guest".into(),
+                user_principal_name: "x#EXT#@lab.example.com".into(),
+                proxy_addresses: vec!["SMTP:Ana.Adams@fabrikam.example".into()],
+                ..CloudUser::default()
+            });
+        }),
+        ("address_in_use", |_, _, w| {
+            w.users.push(CloudUser {
+                id: "other".into(),
+                user_principal_name: "o@lab.example.com".into(),
+                other_mails: vec!["ana.adams@fabrikam.example".into()],
+                ..CloudUser::default()
+            });
+        }),
+        ("address_in_use", |_, _, w| {
+            w.tenant.other_addresses.push(OtherAddress {
+                object_id: "contact-1".into(),
+                attribute: "proxyAddresses".into(),
+                address: "smtp:ana.adams@fabrikam.example".into(),
+            });
+        }),
+        ("address_shared", |_, _, w| {
+            w.accounts
+                .push(account(2, "p.twin", Some("ANA.ADAMS@fabrikam.example")));
+        }),
+        ("admin_count", |a, _, _| a.admin_count = true),
+        ("protected_group", |a, _, _| {
+            a.member_of = vec!["CN=Protected,OU=Groups,DC=lab,DC=example,DC=com".into()]
+        }),
+        ("deny_list", |a, _, _| {
+            a.account_name = Some("p.denied".into());
+        }),
+        ("disabled", |a, _, _| a.user_account_control = Some(0x202)),
+        ("disabled", |_, u, _| u.account_enabled = Some(false)),
+        ("cloud_user_changed", |a, _, w| {
+            w.progress.insert(
+                a.object_guid.as_ref().unwrap().as_str().into(),
+                Progress {
+                    cloud_id: Some("another-user".into()),
+                    ..Progress::default()
+                },
+            );
+        }),
+    ];
+    for kind in BOTH {
+        for (code, tweak) in &cases {
+            let (p, _) = one(kind, tweak);
+            let o = &p.accounts[0];
+            assert_eq!(o.state, Lifecycle::Blocked, "{kind} {code}: {o:#?}");
+            assert!(codes(&p).contains(code), "{kind} {code}: {:?}", codes(&p));
+            assert!(
+                p.actions.iter().all(|a| a.account != o.key),
+                "{kind} {code}"
+            );
+            assert!(
+                o.reasons
+                    .iter()
+                    .all(|r| !r.help.is_empty() && !r.message.is_empty())
+            );
+        }
+    }
+}
+
+#[test]
+fn protection_also_stops_the_password_randomization() {
+    for kind in BOTH {
+        let (p, _) = one(kind, |a, u, _| {
+            u.external_user_state = Some("Accepted".into());
+            a.admin_count = true;
+        });
+        assert_eq!(p.accounts[0].state, Lifecycle::Blocked, "{kind}");
+        assert_eq!(p.accounts[0].stage, Lifecycle::Accepted);
+        assert!(p.actions.is_empty());
+    }
+}
+
+#[test]
+fn join_failures_leave_the_account_unmatched_with_a_reason() {
+    // No cloud user.
+    let mut w = World::new();
+    w.accounts
+        .push(account(1, "p.adams", Some("a@fabrikam.example")));
+    let p = w.plan();
+    assert_eq!(p.accounts[0].state, Lifecycle::Unmatched);
+    assert_eq!(codes(&p), vec!["no_cloud_user"]);
+    assert!(p.accounts[0].reasons[0].help.contains("Entra Connect"));
+
+    // Two cloud-only users with the same UPN.
+    let a = account(1, "p.adams", Some("a@fabrikam.example"));
+    let u1 = user_of(&a, 1, AccountKind::CloudOnly);
+    let mut u2 = user_of(&a, 2, AccountKind::CloudOnly);
+    u2.user_principal_name = u2.user_principal_name.to_uppercase();
+    w.users = vec![u1, u2];
+    let p = w.plan();
+    assert_eq!(codes(&p), vec!["several_cloud_users"]);
+
+    // Two mapping files with the account in scope.
+    let a = Mapping::parse(Path::new("mappings/a.toml"), MAPPING).unwrap();
+    let b = Mapping::parse(Path::new("mappings/b.toml"), MAPPING).unwrap();
+    let two = MappingSet::from_mappings(vec![a, b]).unwrap();
+    let found = vec![
+        (
+            "a".to_string(),
+            account(1, "p.adams", Some("a@fabrikam.example")),
+        ),
+        (
+            "b".to_string(),
+            account(1, "p.adams", Some("a@fabrikam.example")),
+        ),
+    ];
+    let joined = join(map_accounts(&two, found), vec![]);
+    let p = plan(
+        &joined,
+        &two,
+        &BTreeMap::new(),
+        &Tenant::default(),
+        &Policy::default(),
+        &InvitationSettings::default(),
+        now(),
+    );
+    assert_eq!(codes(&p), vec!["in_several_scopes"]);
+}
+
+fn population() -> World {
+    let mut w = World::new();
+    let addresses = [
+        Some("ana.adams@fabrikam.example"),
+        Some("bob.baker@contoso-partner.example"),
+        Some("wei.chen@northwind.example"),
+        None,
+        Some("verified@lab.example.com"),
+        Some("shared@dup.example"),
+        Some("shared@dup.example"),
+        Some("cloud.one@tailspin.example"),
+        Some("cloud.two@tailspin.example"),
+    ];
+    for (i, addr) in addresses.iter().enumerate() {
+        let n = u8::try_from(i + 1).unwrap();
+        let a = account(n, &format!("p.user{n}"), *addr);
+        let kind = if i >= 7 {
+            AccountKind::CloudOnly
+        } else {
+            AccountKind::Synced
+        };
+        w.users.push(user_of(&a, n, kind));
+        w.accounts.push(a);
+    }
+    let mut admin = account(20, "p.admin", Some("admin@fabrikam.example"));
+    admin.admin_count = true;
+    w.users.push(user_of(&admin, 20, AccountKind::Synced));
+    w.accounts.push(admin);
+    w.accounts
+        .push(account(21, "p.orphan", Some("orphan@fabrikam.example")));
+    w
+}
+
+#[test]
+fn the_same_inputs_give_the_same_plan_whatever_their_order() {
+    let w = population();
+    let expected = serde_json::to_string(&w.plan()).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..20 {
+        let mut shuffled = World {
+            accounts: w.accounts.clone(),
+            users: w.users.clone(),
+            progress: w.progress.clone(),
+            tenant: w.tenant.clone(),
+            policy: w.policy.clone(),
+            defaults: w.defaults.clone(),
+        };
+        let perm_a = Just(shuffled.accounts.clone()).prop_shuffle();
+        let perm_u = Just(shuffled.users.clone()).prop_shuffle();
+        shuffled.accounts = perm_a.new_tree(&mut runner).unwrap().current();
+        shuffled.users = perm_u.new_tree(&mut runner).unwrap().current();
+        assert_eq!(serde_json::to_string(&shuffled.plan()).unwrap(), expected);
+    }
+    // Sorted by account key, then seq.
+    let p = w.plan();
+    let keys: Vec<_> = p
+        .actions
+        .iter()
+        .map(|a| (a.account.clone(), a.seq))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
+#[test]
+fn plans_carry_no_secret_and_no_unused_attribute() {
+    let mut w = population();
+    let p = w.plan();
+    w.apply(&p);
+    w.sync();
+    let p = w.plan();
+    w.apply(&p);
+    w.accept_all();
+    let p = w.plan();
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a.op, Op::RandomizePassword { .. }))
+    );
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(
+        !json.contains("SENTINEL"),
+        "an unused attribute leaked into the plan"
+    );
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    fn no_password_values(v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let k = k.to_lowercase();
+                    assert!(
+                        !((k.contains("password") || k.contains("secret")) && v.is_string()),
+                        "key {k} holds a value"
+                    );
+                    no_password_values(v);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(no_password_values),
+            _ => {}
+        }
+    }
+    no_password_values(&value);
+    // And it round-trips.
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+}
+
+#[test]
+fn applying_a_plan_then_planning_again_plans_nothing_new() {
+    let mut w = population();
+    let first = w.plan();
+    assert!(!first.actions.is_empty());
+    w.apply(&first);
+    // Nothing happened in the world (no sync, no acceptance): nothing to do.
+    let second = w.plan();
+    assert!(second.actions.is_empty(), "{:#?}", second.actions);
+
+    // Entra Connect syncs: the synced accounts are ready and get invited, once.
+    w.sync();
+    let third = w.plan();
+    assert!(third.actions.iter().all(|a| a.op.name() == "invite"));
+    assert_eq!(third.actions.len(), 3);
+    w.apply(&third);
+    assert!(w.plan().actions.is_empty());
+
+    // The partners accept: passwords are randomized, once.
+    w.accept_all();
+    let fourth = w.plan();
+    assert_eq!(
+        fourth
+            .summary
+            .actions
+            .get(&Category::PasswordRandomizations),
+        Some(&5)
+    );
+    w.apply(&fourth);
+    let fifth = w.plan();
+    assert!(fifth.actions.is_empty(), "{:#?}", fifth.actions);
+    assert_eq!(fifth.summary.states.get(&Lifecycle::Done), Some(&5));
+}
+
+fn attr_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".{0,40}",
+        "[a-z.]{1,10}@[a-z]{1,8}\\.example",
+        "[()*\\\\&|!=<>~,;:\"'#]{0,30}",
+        "[\\PC]{0,200}",
+        Just("x".repeat(5000)),
+        Just("Élodie.Dübois@lafayette.example".to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_attribute_values_never_panic(
+        values in proptest::collection::vec((attr_value(), attr_value(), attr_value(), any::<bool>()), 1..8),
+    ) {
+        let set = set_with(&MAPPING.replace(
+            "address = \"lower(trim(otherMailbox))\"",
+            "address = \"normalize_diacritics(lower(trim(coalesce(otherMailbox, userPrincipalName))))\"",
+        ));
+        let mut w = World::new();
+        for (i, (mailbox, sam, upn, synced)) in values.into_iter().enumerate() {
+            let n = u8::try_from(i).unwrap();
+            let mut a = account(n, &sam, Some(&mailbox));
+            a.dn = format!("CN={},OU=Partners,DC=lab,DC=example,DC=com", sam.replace(',', "\\,"));
+            a.user_principal_name = Some(upn.clone());
+            a.attributes.insert("userPrincipalName".into(), vec![upn]);
+            let kind = if synced { AccountKind::Synced } else { AccountKind::CloudOnly };
+            let mut u = user_of(&a, n, kind);
+            u.mail = Some(mailbox);
+            w.users.push(u);
+            w.accounts.push(a);
+        }
+        let p = w.plan_with(&set);
+        prop_assert!(p.accounts.len() <= w.accounts.len());
+        let _ = crate::mapping::filter::validate(&w.accounts[0].dn);
+    }
+
+    #[test]
+    fn random_expressions_and_filters_never_panic(s in "[\\PC]{0,300}") {
+        let _ = crate::mapping::filter::validate(&s);
+        let _ = Mapping::parse(Path::new("mappings/p.toml"), &MAPPING.replace("lower(trim(otherMailbox))", &s.replace(['"', '\\'], "")));
+    }
+}
+
+#[test]
+fn a_hundred_thousand_accounts_plan_in_one_pass() {
+    // Correctness at scale (speed is for scripts/bench.sh): every account gets its write.
+    let mut w = World::new();
+    for i in 0..100_000u32 {
+        let mut a = account(
+            0,
+            &format!("p.bulk{i:06}"),
+            Some(&format!("bulk{i:06}@bulk-partner.example")),
+        );
+        let mut g = [0u8; 16];
+        g[..4].copy_from_slice(&i.to_le_bytes());
+        a.object_guid = Some(Anchor::from_bytes(&g));
+        let mut u = user_of(&a, 0, AccountKind::Synced);
+        u.id = format!("id-{i:06}");
+        w.users.push(u);
+        w.accounts.push(a);
+    }
+    let p = w.plan();
+    assert_eq!(
+        p.summary.actions.get(&Category::AddressWrites),
+        Some(&100_000)
+    );
+}

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod world;
+
 use b2bsync::source::{Flavour, LdapDirectory, LdapSettings};
 use secrecy::SecretString;
 
