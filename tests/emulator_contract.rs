@@ -2293,3 +2293,40 @@ async fn s7_replication_delay_mode() {
         .await;
     assert_eq!(later.status(), StatusCode::NO_CONTENT);
 }
+
+/// Control API `lost` fault: the request is processed, then the connection closes before the
+/// answer, so the client cannot tell whether its write happened (the invitation exists).
+#[tokio::test]
+async fn control_lost_answer_fault() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    lab.control(
+        Method::POST,
+        "/faults",
+        Some(json!({"rate": 1.0, "kinds": ["lost"], "pathPrefix": "/v1.0/invitations"})),
+    )
+    .await;
+    let sent = lab
+        .http
+        .post(lab.url("/invitations"))
+        .bearer_auth(&token)
+        .json(&conversion("carl@partner.example", CARL))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the answer is lost");
+    lab.control(Method::DELETE, "/faults", None).await;
+    let user = lab
+        .json(&format!("/users/{CARL}?$select=externalUserState"))
+        .await;
+    assert_eq!(
+        user["externalUserState"], "PendingAcceptance",
+        "the write happened"
+    );
+    let dump: Value = lab
+        .control(Method::GET, "/tenant", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dump["invitations"].as_array().unwrap().len(), 1);
+}
