@@ -22,10 +22,11 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$lab"
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import msgraph, msal, azure.identity" 2>/dev/null; then
-    echo "test-python-clients: creating $venv and installing msgraph-sdk, azure-identity, msal" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check msgraph-sdk azure-identity msal
+# msgraph-core's batch module imports `deprecated` without declaring it, hence the fourth package.
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import msgraph, msal, azure.identity, deprecated" 2>/dev/null; then
+    echo "test-python-clients: installing msgraph-sdk, azure-identity, msal into $venv" >&2
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check msgraph-sdk azure-identity msal deprecated
 fi
 
 emulator="$root/target/debug/graph-emulator"

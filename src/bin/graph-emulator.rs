@@ -61,6 +61,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Install the handlers before announcing readiness, so a SIGTERM sent right after the
+        // ready line still stops the emulator cleanly.
+        let terminate = terminate_signal()?;
         let tenant = Tenant::from_json_file(&args.tenant)?;
         let users = tenant.users.len();
         let tenant_id = tenant.tenant_id.clone();
@@ -76,19 +79,28 @@ fn run(args: Args) -> anyhow::Result<()> {
             "graph-emulator: listening on {} (tenant {tenant_id}, {users} users)",
             running.base_url
         );
-        wait_for_signal().await?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+            () = terminate => {}
+        }
         tracing::info!("Shutting down.");
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+/// Resolves on SIGTERM; installed before the ready line is printed.
+#[cfg(unix)]
+fn terminate_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+/// There is no SIGTERM off Unix; Ctrl+C still stops the emulator.
+#[cfg(not(unix))]
+fn terminate_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(std::future::pending())
 }

@@ -232,9 +232,8 @@ pub(crate) async fn token(
         );
     };
     let scope = field("scope").unwrap_or_default();
-    let expected_scope = format!("{}/.default", emu.graph_resource.trim_end_matches('/'));
     let scopes: Vec<&str> = scope.split_whitespace().collect();
-    if scopes.len() != 1 || !scopes[0].eq_ignore_ascii_case(&expected_scope) {
+    if scopes.len() != 1 || !graph_scope(&emu.graph_resource, scopes[0]) {
         return aad_error(
             &ctx,
             StatusCode::BAD_REQUEST,
@@ -315,6 +314,19 @@ pub(crate) async fn token(
             &format!("There was an error issuing a token: {err}"),
         ),
     }
+}
+
+/// Whether `scope` is the `.default` scope of the Graph resource, in the spellings Entra
+/// accepts: `{resource}/.default`, `{resource}//.default`, and for the global Graph its
+/// application id `00000003-0000-0000-c000-000000000000/.default`.
+fn graph_scope(resource: &str, scope: &str) -> bool {
+    let Some(prefix) = scope.strip_suffix("/.default") else {
+        return false;
+    };
+    let prefix = prefix.trim_end_matches('/');
+    prefix.eq_ignore_ascii_case(resource.trim_end_matches('/'))
+        || (resource.eq_ignore_ascii_case(super::DEFAULT_GRAPH_RESOURCE)
+            && prefix.eq_ignore_ascii_case("00000003-0000-0000-c000-000000000000"))
 }
 
 /// Client id and secret from `Authorization: Basic` (RFC 6749 §2.3.1: both form-urlencoded).
@@ -637,4 +649,26 @@ pub(crate) async fn jwks(State(emu): State<Arc<Emulator>>) -> Response {
         "y": URL_SAFE_NO_PAD.encode(y),
     }]});
     json_response(StatusCode::OK, "application/json; charset=utf-8", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph_scope;
+
+    #[test]
+    fn graph_scope_spellings() {
+        let graph = "https://graph.microsoft.com";
+        assert!(graph_scope(graph, "https://graph.microsoft.com/.default"));
+        assert!(graph_scope(graph, "https://graph.microsoft.com//.default"));
+        assert!(graph_scope(
+            graph,
+            "00000003-0000-0000-c000-000000000000/.default"
+        ));
+        assert!(!graph_scope(graph, "https://graph.microsoft.us/.default"));
+        assert!(!graph_scope(graph, "https://graph.microsoft.com/User.Read"));
+        assert!(!graph_scope(
+            "https://graph.microsoft.us",
+            "00000003-0000-0000-c000-000000000000/.default"
+        ));
+    }
 }

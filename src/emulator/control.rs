@@ -198,7 +198,8 @@ struct TimeScale {
     time_scale: f64,
 }
 
-/// `POST /_emulator/time-scale` `{"timeScale": 0.01}`; also forgets throttling usage.
+/// `POST /_emulator/time-scale` `{"timeScale": 0.01}`: windows and refill rates change from now
+/// on; current usage is kept.
 pub(crate) async fn set_time_scale(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
     let ctx = ctx_of(&req);
     let body: TimeScale = match json_body(req).await {
@@ -214,8 +215,29 @@ pub(crate) async fn set_time_scale(State(emu): State<Arc<Emulator>>, req: Reques
         );
     }
     *lock(&emu.time_scale) = body.time_scale;
-    lock(&emu.throttle).reset();
     ok(&json!({ "timeScale": body.time_scale }))
+}
+
+/// Body of `POST /_emulator/replication-delay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplicationDelay {
+    ms: u64,
+}
+
+/// `POST /_emulator/replication-delay` `{"ms": 500}`: users invited from now on refuse PATCH
+/// with `Directory_ObjectNotFound` for that long; `0` turns the mode off.
+pub(crate) async fn set_replication_delay(
+    State(emu): State<Arc<Emulator>>,
+    req: Request,
+) -> Response {
+    let ctx = ctx_of(&req);
+    let body: ReplicationDelay = match json_body(req).await {
+        Ok(body) => body,
+        Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    *lock(&emu.replication_delay) = std::time::Duration::from_millis(body.ms);
+    ok(&json!({ "ms": body.ms }))
 }
 
 /// `POST /_emulator/throttle/reset`: forgets all throttling usage.

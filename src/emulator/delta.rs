@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::READ_USERS;
-use super::directory::{canonical_property, default_properties, graph_view, lock};
+use super::directory::{canonical_property, default_properties, lock};
 use super::filter::{self, Expr, Op};
 use super::graph::{Call, percent_encode};
 use super::http::{graph_error, odata};
@@ -199,17 +199,17 @@ pub(crate) fn delta(call: &Call<'_>) -> Response {
         dir.entries
             .iter()
             .filter(|e| state.since.is_none_or(|since| e.changed > since))
-            .map(|e| graph_view(&e.user))
+            .map(|e| &e.view)
             .filter(|view| filter.as_ref().is_none_or(|f| filter::eval(f, view)))
+            .skip(state.o)
+            .take(page_size + 1)
+            .cloned()
             .collect()
     };
-    let items: Vec<Map<String, Value>> = views
-        .iter()
-        .skip(state.o)
-        .take(page_size)
-        .cloned()
-        .collect();
-    let next = if state.o + page_size < views.len() {
+    // One user past the page tells whether another page follows.
+    let more = views.len() > page_size;
+    let items: Vec<Map<String, Value>> = views.into_iter().take(page_size).collect();
+    let next = if more {
         state.o += page_size;
         Some(state.clone())
     } else {

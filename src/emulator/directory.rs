@@ -100,6 +100,23 @@ pub(crate) fn graph_view(user: &User) -> Map<String, Value> {
 pub(crate) struct Entry {
     pub user: User,
     pub changed: u64,
+    /// Replication-delay mode: writes are refused until then (newly invited users).
+    pub writable_after: Option<std::time::Instant>,
+    /// The user's Graph view, kept current by [`Directory::touch`] so that reads and filters
+    /// over large tenants do not serialize every user on every request.
+    pub view: Map<String, Value>,
+}
+
+impl Entry {
+    pub fn new(user: User) -> Entry {
+        let view = graph_view(&user);
+        Entry {
+            user,
+            changed: 0,
+            writable_after: None,
+            view,
+        }
+    }
 }
 
 /// One recorded invitation.
@@ -132,9 +149,17 @@ impl Directory {
             entries: tenant
                 .users
                 .iter()
-                .map(|user| Entry {
-                    user: user.clone(),
-                    changed: 0,
+                .map(|user| {
+                    let mut user = user.clone();
+                    if user.identities.is_empty() {
+                        // Every Entra user has at least its UPN sign-in identity on the tenant.
+                        user.identities.push(super::tenant::ObjectIdentity {
+                            sign_in_type: Some("userPrincipalName".to_owned()),
+                            issuer: Some(tenant.initial_domain.clone()),
+                            issuer_assigned_id: Some(user.user_principal_name.clone()),
+                        });
+                    }
+                    Entry::new(user)
                 })
                 .collect(),
             seq: 0,
@@ -151,11 +176,13 @@ impl Directory {
         })
     }
 
-    /// Marks the user at `index` as changed (it shows up in the next delta round).
+    /// Marks the user at `index` as changed (it shows up in the next delta round) and
+    /// refreshes its cached Graph view. Every change to a user ends here.
     pub fn touch(&mut self, index: usize) {
         self.seq += 1;
         if let Some(entry) = self.entries.get_mut(index) {
             entry.changed = self.seq;
+            entry.view = graph_view(&entry.user);
         }
     }
 
@@ -267,6 +294,8 @@ pub(crate) struct Emulator {
     pub faults: Mutex<Option<FaultSpec>>,
     pub throttle: Mutex<Throttle>,
     pub time_scale: Mutex<f64>,
+    /// Replication-delay mode (control API): how long a newly invited user refuses writes.
+    pub replication_delay: Mutex<std::time::Duration>,
     /// The router itself, for `$batch` to dispatch inner requests through the same handlers.
     pub router: OnceLock<Router>,
 }

@@ -19,6 +19,9 @@ use super::directory::{Emulator, LogEntry, lock};
 /// The content type Graph uses for successful JSON bodies.
 pub(crate) const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
+/// The request log keeps at most this many entries.
+const LOG_CAPACITY: usize = 100_000;
+
 /// Marks a request dispatched by `$batch` (set only by the emulator itself).
 pub(crate) const BATCH_INNER_HEADER: &str = "x-emulator-batch-inner";
 
@@ -190,7 +193,12 @@ pub(crate) async fn common(
         .cloned()
         .unwrap_or_default();
     if !path.starts_with("/_emulator") {
-        lock(&emu.log).push(LogEntry {
+        let mut log = lock(&emu.log);
+        if log.len() >= LOG_CAPACITY {
+            // Long rehearsals: keep memory bounded by forgetting the oldest tenth.
+            log.drain(..LOG_CAPACITY / 10);
+        }
+        log.push(LogEntry {
             time: ctx.date.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
             method,
             path,

@@ -188,6 +188,12 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                         .iter()
                         .any(|p| proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(&email)))
             });
+            if existing.is_none() && emu.is_verified_domain(&domain) {
+                // [A] Guests come from outside: a verified domain's address is an internal one.
+                return bad(&format!(
+                    "The invited user email address '{email}' is in a verified domain of this tenant. Guest invitations are for external addresses."
+                ));
+            }
             match existing {
                 Some(i) if dir.entries[i].user.creation_type.as_deref() == Some("Invitation") => {
                     (i, false)
@@ -219,7 +225,7 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                         }],
                         ..User::default()
                     };
-                    dir.entries.push(Entry { user, changed: 0 });
+                    dir.entries.push(Entry::new(user));
                     (dir.entries.len() - 1, false)
                 }
             }
@@ -231,6 +237,10 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
         user.external_user_state_change_date_time = Some(now.clone());
     }
     dir.touch(index);
+    let delay = *lock(&emu.replication_delay);
+    if !delay.is_zero() {
+        dir.entries[index].writable_after = Some(std::time::Instant::now() + delay);
+    }
     let user_id = dir.entries[index].user.id.clone();
     let upn = dir.entries[index].user.user_principal_name.clone();
     let invitation_id = uuid::Uuid::new_v4().to_string();

@@ -58,6 +58,16 @@ pub struct Options {
     pub token_lifetime_secs: u64,
 }
 
+impl Default for Options {
+    /// Loopback on a free port, an empty tenant (set `tenant` before spawning), real time.
+    fn default() -> Options {
+        Options::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            Tenant::default(),
+        )
+    }
+}
+
 impl Options {
     /// Options with the contract's defaults for `tenant`, listening on `listen`.
     pub fn new(listen: SocketAddr, tenant: Tenant) -> Options {

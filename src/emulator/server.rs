@@ -99,6 +99,10 @@ fn router(emu: Arc<Emulator>) -> Router {
         .route("/_emulator/tenant", get(control::tenant))
         .route("/_emulator/time-scale", post(control::set_time_scale))
         .route("/_emulator/throttle/reset", post(control::reset_throttle))
+        .route(
+            "/_emulator/replication-delay",
+            post(control::set_replication_delay),
+        )
         .route("/_emulator/delta/reset", post(control::reset_delta))
         .route_layer(middleware::from_fn(control::loopback_only));
     Router::new()
@@ -143,6 +147,33 @@ async fn fallback(req: axum::extract::Request) -> axum::response::Response {
     )
 }
 
+/// The shared state and the router for `opts`, served at `base_url`.
+fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Error> {
+    let tenant = &opts.tenant;
+    let emu = Arc::new(Emulator {
+        tenant_id: tenant.tenant_id.clone(),
+        initial_domain: tenant.initial_domain.clone(),
+        verified_domains: tenant.all_verified_domains(),
+        apps: tenant.apps.clone(),
+        graph_resource: opts.graph_resource.trim_end_matches('/').to_owned(),
+        login_base: opts.login_base.trim_end_matches('/').to_owned(),
+        base_url,
+        token_lifetime_secs: opts.token_lifetime_secs,
+        keys: token_keys()?,
+        dir: Mutex::new(Directory::new(tenant)),
+        log: Mutex::new(Vec::new()),
+        faults: Mutex::new(None),
+        throttle: Mutex::new(Throttle::default()),
+        time_scale: Mutex::new(opts.time_scale),
+        replication_delay: Mutex::new(std::time::Duration::ZERO),
+        router: OnceLock::new(),
+    });
+    let app = router(emu.clone());
+    // Set once, right after creation; `$batch` reads it to dispatch inner requests.
+    let _ = emu.router.set(app.clone());
+    Ok((emu, app))
+}
+
 /// Error returned to hyper to close a connection without a response (fault `drop`).
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by an injected fault")]
@@ -174,26 +205,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
         SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
     };
     let base_url = format!("https://{host}:{}", addr.port());
-    let tenant = &opts.tenant;
-    let emu = Arc::new(Emulator {
-        tenant_id: tenant.tenant_id.clone(),
-        initial_domain: tenant.initial_domain.clone(),
-        verified_domains: tenant.all_verified_domains(),
-        apps: tenant.apps.clone(),
-        graph_resource: opts.graph_resource.trim_end_matches('/').to_owned(),
-        login_base: opts.login_base.trim_end_matches('/').to_owned(),
-        base_url: base_url.clone(),
-        token_lifetime_secs: opts.token_lifetime_secs,
-        keys: token_keys()?,
-        dir: Mutex::new(Directory::new(tenant)),
-        log: Mutex::new(Vec::new()),
-        faults: Mutex::new(None),
-        throttle: Mutex::new(Throttle::default()),
-        time_scale: Mutex::new(opts.time_scale),
-        router: OnceLock::new(),
-    });
-    let app = router(emu.clone());
-    let _ = emu.router.set(app.clone());
+    let (_, app) = build(&opts, base_url.clone())?;
 
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
@@ -229,9 +241,13 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                         return;
                     }
                 };
+                // A `drop` fault closes the whole connection, for HTTP/1.1 and h2 alike.
+                let dropped = Arc::new(tokio::sync::Notify::new());
+                let drop_signal = dropped.clone();
                 let service = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let app = app.clone();
+                        let drop_signal = drop_signal.clone();
                         req.extensions_mut().insert(PeerAddr(peer));
                         async move {
                             let response = match app.oneshot(req.map(Body::new)).await {
@@ -239,6 +255,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                                 Err(never) => match never {},
                             };
                             if response.extensions().get::<DropConnection>().is_some() {
+                                drop_signal.notify_one();
                                 return Err(Dropped);
                             }
                             Ok(response)
@@ -246,8 +263,16 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
                     },
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
-                    tracing::debug!(error = %err, %peer, "Connection ended with an error.");
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                tokio::select! {
+                    result = connection => {
+                        if let Err(err) = result {
+                            tracing::debug!(error = %err, %peer, "Connection ended with an error.");
+                        }
+                    }
+                    () = dropped.notified() => {
+                        tracing::debug!(%peer, "Connection dropped by an injected fault.");
+                    }
                 }
             });
         }
@@ -260,4 +285,38 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::emulator::Tenant;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            tenant_id: "t".into(),
+            initial_domain: "t.onmicrosoft.com".into(),
+            ..Tenant::default()
+        }
+    }
+
+    async fn control_status(peer: &str) -> u16 {
+        let opts = Options::new("127.0.0.1:0".parse().unwrap(), tenant());
+        let (_emu, app) = build(&opts, "https://127.0.0.1:1".into()).unwrap();
+        let mut request = axum::http::Request::get("/_emulator/tenant")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr(peer.parse().unwrap()));
+        app.oneshot(request).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn control_api_serves_loopback_peers_only() {
+        assert_eq!(control_status("127.0.0.1:5000").await, 200);
+        assert_eq!(control_status("[::1]:5000").await, 200);
+        assert_eq!(control_status("192.0.2.7:5000").await, 403);
+    }
 }

@@ -180,6 +180,68 @@ mod tests {
     }
 
     #[test]
+    fn resource_units_are_summed_per_app() {
+        let mut throttle = Throttle::default();
+        let list = Charge {
+            resource_units: 2,
+            ..Charge::default()
+        };
+        // A huge time scale makes refill negligible during the test.
+        for _ in 0..1750 {
+            assert!(throttle.charge("app-a", &list, 10, 1e9).is_ok());
+        }
+        let refusal = throttle.charge("app-a", &list, 10, 1e9).unwrap_err();
+        assert_eq!(refusal.kind, Kind::ResourceUnits);
+        assert!(refusal.percentage > 1.0);
+        assert!(
+            throttle.charge("app-b", &list, 10, 1e9).is_ok(),
+            "another app has its own bucket"
+        );
+    }
+
+    #[test]
+    fn writes_hit_the_app_quota_then_the_tenant_quota() {
+        let mut throttle = Throttle::default();
+        let patch = Charge {
+            resource_units: 1,
+            writes: 1,
+            invitation: false,
+        };
+        for app in 0..6 {
+            for _ in 0..3000 {
+                assert!(
+                    throttle
+                        .charge(&format!("app-{app}"), &patch, 600, 1e9)
+                        .is_ok()
+                );
+            }
+            let refusal = throttle
+                .charge(&format!("app-{app}"), &patch, 600, 1e9)
+                .unwrap_err();
+            assert!(matches!(refusal.kind, Kind::AppWrites | Kind::TenantWrites));
+        }
+        let refusal = throttle.charge("app-7", &patch, 600, 1e9).unwrap_err();
+        assert_eq!(refusal.kind, Kind::TenantWrites);
+    }
+
+    #[test]
+    fn usage_is_reported_and_refills_over_the_scaled_window() {
+        let mut throttle = Throttle::default();
+        let invite = Charge {
+            invitation: true,
+            ..Charge::default()
+        };
+        let mut usage = 0.0;
+        for _ in 0..130 {
+            usage = throttle.charge("app", &invite, 10, 0.01).unwrap();
+        }
+        assert!(usage > 0.8, "{usage}");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        // The 0.05 s scaled window has passed: the bucket is full again.
+        assert!(throttle.charge("app", &invite, 10, 0.01).unwrap() < 0.1);
+    }
+
+    #[test]
     fn tenant_size_picks_the_limit() {
         assert_eq!(resource_unit_limit(49), 3500.0);
         assert_eq!(resource_unit_limit(50), 5000.0);

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::auth::{READ_USERS, WRITE_USERS};
-use super::directory::{default_properties, graph_view, lock};
+use super::directory::{default_properties, lock};
 use super::filter::{self, FilterError, Need};
 use super::graph::{Call, Query, eventual, parse_select};
 use super::http::{Ctx, graph_error, odata};
@@ -49,7 +49,8 @@ pub(crate) fn not_found(ctx: &Ctx, key: &str) -> Response {
     )
 }
 
-/// Keeps only the selected (or default) properties of a view.
+/// Keeps only the selected (or default) properties of a view; like Graph, `$select` without
+/// `id` returns no `id` (only delta always adds it).
 pub(crate) fn project(
     view: &Map<String, Value>,
     select: Option<&[&'static str]>,
@@ -57,13 +58,6 @@ pub(crate) fn project(
     let defaults = default_properties();
     let props = select.unwrap_or(&defaults);
     let mut out = Map::new();
-    if select.is_some() && !props.contains(&"id") {
-        // Graph always includes the key of a directory object.
-        out.insert(
-            "id".to_owned(),
-            view.get("id").cloned().unwrap_or(Value::Null),
-        );
-    }
     for prop in props {
         out.insert(
             (*prop).to_owned(),
@@ -115,8 +109,13 @@ fn filter_error(ctx: &Ctx, err: FilterError) -> Response {
     }
 }
 
-/// Users matching `$filter`/`$search`, in list order, as Graph views; or the error response.
-fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, Response> {
+/// Users matching `$filter`/`$search` (sorted by `$orderby`, else in list order): their
+/// total, and the Graph views of those in `window` (offset, count); or the error response.
+fn matching(
+    call: &Call<'_>,
+    advanced: bool,
+    window: Option<(usize, usize)>,
+) -> Result<(usize, Vec<Map<String, Value>>), Response> {
     let ctx = call.ctx;
     let filter = match call.query.get("filter") {
         Some(text) => {
@@ -148,19 +147,19 @@ fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, 
         }
         None => None,
     };
+    let orderby = call.query.get("orderby");
+    if orderby.is_some() && filter.is_some() && !advanced {
+        return Err(bad_query(ctx, "Unsupported Query."));
+    }
     let dir = lock(&call.emu.dir);
-    let mut views: Vec<Map<String, Value>> = dir
+    let mut views: Vec<&Map<String, Value>> = dir
         .entries
         .iter()
-        .map(|e| graph_view(&e.user))
+        .map(|e| &e.view)
         .filter(|view| filter.as_ref().is_none_or(|f| filter::eval(f, view)))
         .filter(|view| search.as_ref().is_none_or(|s| s.matches(view)))
         .collect();
-    drop(dir);
-    if let Some(orderby) = call.query.get("orderby") {
-        if filter.is_some() && !advanced {
-            return Err(bad_query(ctx, "Unsupported Query."));
-        }
+    if let Some(orderby) = orderby {
         let keys: Vec<(String, bool)> = orderby
             .split(',')
             .filter_map(|part| {
@@ -194,7 +193,15 @@ fn matching(call: &Call<'_>, advanced: bool) -> Result<Vec<Map<String, Value>>, 
             std::cmp::Ordering::Equal
         });
     }
-    Ok(views)
+    let page = window.map_or_else(Vec::new, |(offset, count)| {
+        views
+            .iter()
+            .skip(offset)
+            .take(count)
+            .map(|v| (*v).clone())
+            .collect()
+    });
+    Ok((views.len(), page))
 }
 
 /// `$search="prop:value" [AND|OR "prop:value"]`, matched as a case-insensitive substring.
@@ -269,6 +276,14 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
         Ok(select) => select,
         Err(message) => return graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
+    if call.query.get("skip").is_some() {
+        return graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "'$skip' is not supported by the service.",
+        );
+    }
     let top = match page_size(ctx, call.query) {
         Ok(top) => top,
         Err(response) => return response,
@@ -292,15 +307,12 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
             }
         },
     };
-    let views = match matching(call, advanced) {
-        Ok(views) => views,
+    let (total, views) = match matching(call, advanced, Some((offset, top))) {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let total = views.len();
     let page: Vec<Value> = views
         .iter()
-        .skip(offset)
-        .take(top)
         .map(|view| Value::Object(project(view, select.as_deref())))
         .collect();
     let mut body = Map::new();
@@ -341,9 +353,9 @@ pub(crate) fn count(call: &Call<'_>) -> Response {
             "$count is not currently supported.",
         );
     }
-    match matching(call, true) {
-        Ok(views) => {
-            let mut response = (StatusCode::OK, views.len().to_string()).into_response();
+    match matching(call, true, None) {
+        Ok((total, _)) => {
+            let mut response = (StatusCode::OK, total.to_string()).into_response();
             response.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("text/plain"),
@@ -374,7 +386,7 @@ pub(crate) fn get(call: &Call<'_>, key: &str) -> Response {
     };
     let view = {
         let dir = lock(&call.emu.dir);
-        dir.find(key).map(|i| graph_view(&dir.entries[i].user))
+        dir.find(key).map(|i| dir.entries[i].view.clone())
     };
     let Some(view) = view else {
         return not_found(ctx, key);
@@ -387,7 +399,7 @@ pub(crate) fn get(call: &Call<'_>, key: &str) -> Response {
     odata(StatusCode::OK, &Value::Object(body))
 }
 
-/// Properties Entra Connect masters for synced users (contract §2.3, [A] list).
+/// Properties Entra Connect masters for synced users (contract §2.3; the list is an assumption).
 const MASTERED: &[&str] = &[
     "displayName",
     "givenName",
@@ -512,6 +524,18 @@ pub(crate) fn patch(call: &Call<'_>, key: &str) -> Response {
     let Some(index) = dir.find(key) else {
         return not_found(ctx, key);
     };
+    if dir.entries[index]
+        .writable_after
+        .is_some_and(|t| std::time::Instant::now() < t)
+    {
+        // Replication-delay mode [A]: a newly invited user is not yet writable everywhere.
+        return graph_error(
+            ctx,
+            StatusCode::NOT_FOUND,
+            "Directory_ObjectNotFound",
+            "Unable to read the company information from the directory.",
+        );
+    }
     let user = dir.entries[index].user.clone();
     if user.on_premises_sync_enabled == Some(true) && names.iter().any(|p| MASTERED.contains(p)) {
         return bad(

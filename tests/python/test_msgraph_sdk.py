@@ -26,6 +26,8 @@ from msgraph.generated.models.user import User
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
+from msgraph_core.requests.batch_request_content import BatchRequestContent
+from msgraph_core.requests.batch_request_item import BatchRequestItem
 
 BASE = os.environ["EMU_BASE_URL"]
 TENANT = os.environ["EMU_TENANT"]
@@ -163,6 +165,24 @@ class GraphSdk(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(accepted.status_code, 200, accepted.text)
         user = await client.users.by_user_id(CARL).get(request_configuration=config)
         self.assertEqual(user.external_user_state, "Accepted")
+
+    async def test_batch_with_msgraph_core(self):
+        client = graph_client(secret_credential())
+        content = BatchRequestContent()
+        requests = {
+            "get": client.users.by_user_id(ANNA).to_get_request_information(),
+            "patch": client.users.by_user_id(CARL).to_patch_request_information(User(job_title="Batched by the SDK")),
+            "missing": client.users.by_user_id("nobody@contoso.example").to_get_request_information(),
+        }
+        for request_id, info in requests.items():
+            content.add_request(None, BatchRequestItem(request_information=info, id=request_id))
+        response = await client.batch.post(batch_request_content=content)
+        self.assertEqual(response.get_response_status_codes(), {"get": 200, "patch": 204, "missing": 404})
+        # BatchResponseContent.response_body() is not used: msgraph-core 1.5.2 passes a BytesIO
+        # where kiota-serialization-json expects bytes, so it fails before reading the content.
+        self.assertEqual(response.get_response_by_id("missing").status, 404)
+        user = await client.users.by_user_id(CARL).get()
+        self.assertEqual(user.job_title, "Batched by the SDK")
 
 
 if __name__ == "__main__":
