@@ -144,14 +144,14 @@ pub enum Command {
         /// A plan written by `plan --out`; applied only if a fresh plan is identical.
         #[arg(long)]
         plan: Option<PathBuf>,
-        /// Apply even if a threshold of [limits] is exceeded.
+        /// Apply even if a threshold of `[limits]` is exceeded.
         #[arg(long)]
         allow_over_threshold: bool,
     },
     /// Plan, guard and apply in one go, for schedulers. Takes the single-instance lock.
     #[command(after_help = "Examples:\n  b2bsync run\n  b2bsync --log-format json run")]
     Run {
-        /// Apply even if a threshold of [limits] is exceeded.
+        /// Apply even if a threshold of `[limits]` is exceeded.
         #[arg(long)]
         allow_over_threshold: bool,
     },

@@ -2,9 +2,9 @@
 //! Samba AD DC: anchors matched by `onPremisesImmutableId` = base64(objectGUID), attributes
 //! flowed, the `onPremisesUserPrincipalName` rule switch (contract §1.4 P1).
 //!
-//! Needs the directory test bed: `scripts/lab-up.sh`, then `. /tmp/b2bsync-lab/lab.env` and
-//! `cargo test --test emulator_connect -- --include-ignored`. Without the lab's variables the
-//! test fails rather than passing silently.
+//! Needs the directory test bed, which `scripts/test.sh` starts (by hand: `scripts/lab-up.sh`,
+//! then `. /tmp/b2bsync-lab/lab.env`). Without the lab's variables the test fails rather than
+//! passing silently or being skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -113,7 +113,6 @@ async fn read_partners() -> Vec<Account> {
 /// accountEnabled, sAMAccountName, DN and onPremisesUserPrincipalName; the rule switch clears
 /// onPremisesUserPrincipalName; a repeated cycle changes nothing.
 #[tokio::test]
-#[ignore = "needs the Samba AD of scripts/lab-up.sh (source lab.env, run with --include-ignored)"]
 async fn connect_cycle_flows_attributes_from_samba_ad() {
     let accounts = read_partners().await;
     assert!(!accounts.is_empty(), "the lab has partner accounts");

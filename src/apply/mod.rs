@@ -2,7 +2,7 @@
 //! within a limit, each account's actions in order (a failed step skips the rest of that
 //! account), every action journaled `started` before the call and `done`/`failed` after, and
 //! the account's progress saved as soon as its actions end, so a crash at any point leaves a
-//! record the next run reconciles from ([`reconcile`]).
+//! record the next run reconciles from ([`reconcile()`]).
 
 pub mod reconcile;
 pub mod rollback;

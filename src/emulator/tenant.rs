@@ -69,7 +69,7 @@ pub struct FederatedCredential {
     #[serde(default = "default_federated_audiences")]
     pub audiences: Vec<String>,
     /// The issuer's signing key (PEM public key). The real service reads it from the issuer's
-    /// OIDC discovery document; the emulator takes it from the fixture (an [A] choice).
+    /// OIDC discovery document; the emulator takes it from the fixture (an `[A]` choice).
     pub public_key_pem: String,
 }
 
