@@ -18,6 +18,10 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
+/// Only the seeded partners (`p.*`): other tests create and change their own accounts under
+/// `OU=Partners` at the same time, and must not move this test's counts.
+const SEEDS_FILTER: &str = "(&(objectClass=user)(!(objectClass=computer))(sAMAccountName=p.*))";
+
 fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set; run scripts/lab-up.sh and source lab.env"))
@@ -79,7 +83,7 @@ async fn read_partners() -> Vec<Account> {
             adapters,
             &env("AD_PARTNERS_DN"),
             Scope::Subtree,
-            "(&(objectClass=user)(!(objectClass=computer)))",
+            SEEDS_FILTER,
             attrs,
         )
         .await
@@ -146,6 +150,7 @@ async fn connect_cycle_flows_attributes_from_samba_ad() {
             let body = json!({
                 "ldapUrl": env("AD_LDAPS_URL"), "bindDn": env("AD_SVC_BIND"), "password": env("AD_SVC_PASSWORD"),
                 "caFile": env("LAB_CA"), "baseDn": env("AD_PARTNERS_DN"), "anchor": "objectGUID",
+                "filter": SEEDS_FILTER,
                 "writeOnPremisesUserPrincipalName": write_upn,
             });
             let response = http.post(url).json(&body).send().await.unwrap();
