@@ -134,8 +134,10 @@ code, .mono { font-family: "DejaVu Sans Mono", Consolas, monospace; font-size: 1
 .tile.done .big { color: var(--done); } .tile.stop .big { color: var(--stop); }
 .tile.wait .big { color: var(--wait); } .tile.work .big { color: var(--work); }
 table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); }
-th, td { text-align: left; padding: 6px 10px; overflow-wrap: anywhere; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; font-size: 13px; }
+td code { white-space: nowrap; }
+td.mono, td .mono, .summary, td.help { overflow-wrap: anywhere; }
 td.num, th.num { text-align: right; white-space: nowrap; width: 1%; }
 td.bar { width: 38%; }
 .track { background: #eef1f5; border-radius: 3px; height: 14px; }
