@@ -163,17 +163,22 @@ pub enum Command {
         /// The run id (from `status --format json` or `report`).
         run: String,
     },
-    /// The migration funnel from the state store: accounts per state, blocked reasons,
-    /// invitations pending for long. No network.
+    /// The migration funnel from the state store: accounts per state, blocked and unmatched
+    /// reasons with their fixes, invitations pending by age, and what each run changed.
+    /// No network.
     #[command(
-        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format csv > funnel.csv"
+        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format json\n  b2bsync status --format csv > funnel.csv\n  b2bsync status --html /srv/reports/b2bsync.html\n  b2bsync status --pending-days 30 --html status.html --format table"
     )]
     Status {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// Output on stdout [default: table, or nothing when --html is given].
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Invitations pending at least this many days are listed.
         #[arg(long, default_value_t = 14)]
         pending_days: i64,
+        /// Write the report to FILE as one self-contained HTML page (atomically, owner-only).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// What a run changed, from the journal (the latest run when RUN is not given).
     #[command(after_help = "Examples:\n  b2bsync report\n  b2bsync report 0193... --format json")]
@@ -600,15 +605,25 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Status {
             format,
             pending_days,
+            html,
         } => {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
-            let s = report::status(
-                &store.accounts()?,
-                store.runs()?,
-                pending_days,
-                jiff::Timestamp::now(),
-            );
+            let now = jiff::Timestamp::now();
+            let mut s = report::status(&store.accounts()?, store.runs()?, pending_days, now);
+            // One query per run keeps memory bounded by the largest run, not the whole journal.
+            for run in &mut s.runs {
+                run.changes = report::count_changes(&store.journal_entries(Some(&run.run.id))?);
+            }
+            if let Some(path) = &html {
+                write_file(path, &report::html::status_html(&s, now))?;
+                tracing::info!(path = %path.display(), "wrote the HTML status report");
+            }
+            let format = match (format, &html) {
+                (Some(f), _) => f,
+                (None, Some(_)) => return Ok(Exit::Ok),
+                (None, None) => Format::Table,
+            };
             let text = match format {
                 Format::Table => report::status_text(&s),
                 Format::Csv => report::status_csv(&s).map_err(csv_failure)?,

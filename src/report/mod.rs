@@ -1,0 +1,857 @@
+//! What b2bsync tells people: the migration funnel (`status`), what a run changed (`report`),
+//! as a terminal table, CSV, JSON or one self-contained HTML page ([`html`]). Files are written
+//! atomically (temp file + rename) and owner-only. Reports come from the state store alone,
+//! carry no secret, and never touch the network.
+
+pub mod html;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::apply::{Outcome, reconcile::Reconciled};
+use crate::model::Lifecycle;
+use crate::plan::{BlockReason, Op, Plan, Side};
+use crate::state::{AccountRecord, JournalEntry, Phase, RunRecord};
+
+/// Every lifecycle state in funnel order.
+pub const FUNNEL: [Lifecycle; 8] = [
+    Lifecycle::Unmatched,
+    Lifecycle::Blocked,
+    Lifecycle::NeedsAddress,
+    Lifecycle::AwaitingSync,
+    Lifecycle::Ready,
+    Lifecycle::Invited,
+    Lifecycle::Accepted,
+    Lifecycle::Done,
+];
+
+/// The migration funnel, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Accounts per lifecycle state, every state present (zero included), funnel order.
+    pub states: Vec<StateCount>,
+    /// Blocked accounts per reason, most frequent first, each with its fix.
+    pub blocked: Vec<ReasonCount>,
+    /// Unmatched accounts per reason (no cloud user, several, ...), most frequent first.
+    pub unmatched: Vec<ReasonCount>,
+    /// Every invitation still pending (state `invited`), by how long it has waited. Every
+    /// bucket is present, zero included; `date_unknown` only when an invitation has no date.
+    pub invitations_by_age: Vec<AgeBucket>,
+    /// Invitations pending for `pending_days` days or more, longest first.
+    pub pending_invitations: Vec<PendingInvitation>,
+    pub pending_days: i64,
+    pub total: usize,
+    /// Every run, oldest first, with what it changed (see [`count_changes`]).
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateCount {
+    pub state: Lifecycle,
+    pub accounts: usize,
+}
+
+/// How many accounts one reason holds back, and what fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// The reason's code, as `plan::BlockReason::code()` gives it (`unknown` if none was kept).
+    pub reason: String,
+    pub accounts: usize,
+    /// The fix, from [`reason_help`]; `None` for a code this build does not know.
+    pub help: Option<String>,
+}
+
+/// Pending invitations that have waited a given number of days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgeBucket {
+    /// A stable key (`under_7_days`, `7_to_13_days`, ...).
+    pub bucket: &'static str,
+    /// The same in words, for people.
+    pub label: &'static str,
+    /// Inclusive lower bound in whole days (`None` for `date_unknown`).
+    pub min_days: Option<i64>,
+    /// Exclusive upper bound in whole days (`None`: no upper bound).
+    pub max_days: Option<i64>,
+    pub invitations: usize,
+}
+
+/// The age buckets of pending invitations: key, label, from (inclusive), to (exclusive).
+const AGE_BUCKETS: [(&str, &str, i64, Option<i64>); 4] = [
+    ("under_7_days", "under 7 days", 0, Some(7)),
+    ("7_to_13_days", "7 to 13 days", 7, Some(14)),
+    ("14_to_29_days", "14 to 29 days", 14, Some(30)),
+    ("30_days_or_more", "30 days or more", 30, None),
+];
+
+/// One run and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: RunRecord,
+    /// Per action kind, from the run's journal records; empty when nothing was attempted.
+    pub changes: Vec<ActionCount>,
+}
+
+/// What one run did with one kind of action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionCount {
+    /// The action kind (`invite`, `set_directory_mail`, ...).
+    pub action: String,
+    /// Started in this run and done.
+    pub done: usize,
+    /// Started in this run and failed.
+    pub failed: usize,
+    /// Started in this run with no outcome recorded: the run stopped during the call. The
+    /// next run reconciles it.
+    pub interrupted: usize,
+    /// Actions of an earlier, interrupted run that this run settled (done or released).
+    pub reconciled: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingInvitation {
+    pub key: String,
+    pub dn: Option<String>,
+    pub invited_at: String,
+    pub days: i64,
+}
+
+/// Builds the funnel from the store's rows.
+pub fn status(
+    accounts: &[AccountRecord],
+    runs: Vec<RunRecord>,
+    pending_days: i64,
+    now: jiff::Timestamp,
+) -> Status {
+    let mut per_state: BTreeMap<Lifecycle, usize> = FUNNEL.iter().map(|s| (*s, 0)).collect();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unmatched: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_age = [0usize; AGE_BUCKETS.len()];
+    let mut undated = 0usize;
+    let mut pending = Vec::new();
+    for a in accounts {
+        *per_state.entry(a.progress.state).or_default() += 1;
+        let reason = || a.reason.clone().unwrap_or_else(|| "unknown".into());
+        match a.progress.state {
+            Lifecycle::Blocked => *reasons.entry(reason()).or_default() += 1,
+            Lifecycle::Unmatched => *unmatched.entry(reason()).or_default() += 1,
+            _ => {}
+        }
+        if a.progress.state != Lifecycle::Invited {
+            continue;
+        }
+        let invited = a
+            .progress
+            .invited_at
+            .as_ref()
+            .and_then(|at| Some((at, at.parse::<jiff::Timestamp>().ok()?)));
+        let Some((at, t)) = invited else {
+            undated += 1;
+            continue;
+        };
+        // A clock running behind the service can put the invitation in the future: 0 days.
+        let days = ((now.as_second() - t.as_second()) / 86_400).max(0);
+        let bucket = AGE_BUCKETS
+            .iter()
+            .position(|(_, _, from, to)| days >= *from && to.is_none_or(|to| days < to))
+            .unwrap_or(AGE_BUCKETS.len() - 1);
+        by_age[bucket] += 1;
+        if days >= pending_days {
+            pending.push(PendingInvitation {
+                key: a.key.clone(),
+                dn: a.dn.clone(),
+                invited_at: at.clone(),
+                days,
+            });
+        }
+    }
+    let mut invitations_by_age: Vec<AgeBucket> = AGE_BUCKETS
+        .iter()
+        .zip(by_age)
+        .map(|((bucket, label, from, to), invitations)| AgeBucket {
+            bucket,
+            label,
+            min_days: Some(*from),
+            max_days: *to,
+            invitations,
+        })
+        .collect();
+    if undated > 0 {
+        invitations_by_age.push(AgeBucket {
+            bucket: "date_unknown",
+            label: "date unknown",
+            min_days: None,
+            max_days: None,
+            invitations: undated,
+        });
+    }
+    pending.sort_by(|a, b| b.days.cmp(&a.days).then(a.key.cmp(&b.key)));
+    Status {
+        states: FUNNEL
+            .iter()
+            .map(|s| StateCount {
+                state: *s,
+                accounts: per_state.get(s).copied().unwrap_or(0),
+            })
+            .collect(),
+        blocked: reason_counts(reasons),
+        unmatched: reason_counts(unmatched),
+        invitations_by_age,
+        pending_invitations: pending,
+        pending_days,
+        total: accounts.len(),
+        runs: runs
+            .into_iter()
+            .map(|run| RunView {
+                run,
+                changes: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Reason counts, most frequent first, each with its fix.
+fn reason_counts(counts: BTreeMap<String, usize>) -> Vec<ReasonCount> {
+    let mut out: Vec<ReasonCount> = counts
+        .into_iter()
+        .map(|(reason, accounts)| ReasonCount {
+            help: reason_help(&reason),
+            reason,
+            accounts,
+        })
+        .collect();
+    out.sort_by(|a, b| b.accounts.cmp(&a.accounts).then(a.reason.cmp(&b.reason)));
+    out
+}
+
+/// The fix for a block reason, from the code the state store keeps (`BlockReason::code()`).
+/// The text is `BlockReason::help()` itself, so it never drifts from what `plan` prints;
+/// `None` for a code this build does not know (a newer b2bsync wrote the store).
+pub fn reason_help(code: &str) -> Option<String> {
+    let none = String::new;
+    let reason = match code {
+        "no_cloud_user" => BlockReason::NoCloudUser {
+            kind_hint: "`b2bsync plan` shows the values looked for".into(),
+        },
+        "several_cloud_users" => BlockReason::SeveralCloudUsers {
+            user_ids: Vec::new(),
+        },
+        "cloud_user_shared" => BlockReason::CloudUserShared {
+            user_id: none(),
+            accounts: Vec::new(),
+        },
+        "cloud_user_changed" => BlockReason::CloudUserChanged {
+            was: none(),
+            now: none(),
+        },
+        "in_several_scopes" => BlockReason::InSeveralScopes {
+            mappings: Vec::new(),
+        },
+        "mapping_failed" => BlockReason::MappingFailed { message: none() },
+        "on_premises_user_principal_name" => {
+            BlockReason::OnPremisesUserPrincipalName { value: none() }
+        }
+        "role_holder" => BlockReason::RoleHolder { roles: Vec::new() },
+        "mailbox" => BlockReason::Mailbox,
+        "no_address" => BlockReason::NoAddress,
+        "invalid_address" => BlockReason::InvalidAddress {
+            address: none(),
+            problem: none(),
+        },
+        "address_in_verified_domain" => BlockReason::AddressInVerifiedDomain {
+            address: none(),
+            domain: none(),
+        },
+        "address_in_use" => BlockReason::AddressInUse {
+            address: none(),
+            object_id: none(),
+            attribute: none(),
+        },
+        "address_shared" => BlockReason::AddressShared {
+            address: none(),
+            accounts: Vec::new(),
+        },
+        "admin_count" => BlockReason::AdminCount,
+        "protected_group" => BlockReason::ProtectedGroup { group: none() },
+        "deny_list" => BlockReason::DenyList { entry: none() },
+        "disabled" => BlockReason::Disabled {
+            side: Side::OnPremises,
+        },
+        _ => return None,
+    };
+    Some(reason.help())
+}
+
+/// What the journal records of one run say it did, per action kind (sorted by name).
+/// An action counts once, by its last record in the run: `done`, `failed`, or still
+/// `started` (interrupted). Records of actions that did not start in this run are
+/// reconciliations of an earlier run's interrupted actions.
+pub fn count_changes(entries: &[JournalEntry]) -> Vec<ActionCount> {
+    // action key -> (kind, started in this run, last phase)
+    let mut actions: BTreeMap<&str, (&str, bool, &str)> = BTreeMap::new();
+    for e in entries {
+        let slot = actions.entry(e.action_key.as_str()).or_insert((
+            e.action.as_str(),
+            false,
+            e.phase.as_str(),
+        ));
+        slot.1 |= e.phase == Phase::Started.as_str();
+        slot.2 = e.phase.as_str();
+    }
+    let mut per_kind: BTreeMap<&str, ActionCount> = BTreeMap::new();
+    for (kind, started, last) in actions.into_values() {
+        let c = per_kind.entry(kind).or_insert_with(|| ActionCount {
+            action: kind.to_string(),
+            done: 0,
+            failed: 0,
+            interrupted: 0,
+            reconciled: 0,
+        });
+        if !started {
+            c.reconciled += 1;
+        } else if last == Phase::Done.as_str() {
+            c.done += 1;
+        } else if last == Phase::Failed.as_str() {
+            c.failed += 1;
+        } else {
+            c.interrupted += 1;
+        }
+    }
+    per_kind.into_values().collect()
+}
+
+/// The funnel as a plain-text table for a terminal or a log.
+pub fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("{:<15} {:>8}\n", "state", "accounts"));
+    for c in &s.states {
+        out.push_str(&format!("{:<15} {:>8}\n", c.state.as_str(), c.accounts));
+    }
+    out.push_str(&format!("{:<15} {:>8}\n", "total", s.total));
+    if !s.blocked.is_empty() {
+        out.push_str("\nblocked because\n");
+        for b in &s.blocked {
+            out.push_str(&format!("  {:>6}  {}\n", b.accounts, b.reason));
+        }
+    }
+    if !s.unmatched.is_empty() {
+        out.push_str("\nunmatched because\n");
+        for b in &s.unmatched {
+            out.push_str(&format!("  {:>6}  {}\n", b.accounts, b.reason));
+        }
+    }
+    if s.invitations_by_age.iter().any(|b| b.invitations > 0) {
+        out.push_str("\ninvitations pending by age\n");
+        for b in &s.invitations_by_age {
+            out.push_str(&format!("  {:>6}  {}\n", b.invitations, b.label));
+        }
+    }
+    if !s.pending_invitations.is_empty() {
+        out.push_str(&format!(
+            "\ninvitations pending for {} days or more\n",
+            s.pending_days
+        ));
+        for p in &s.pending_invitations {
+            out.push_str(&format!(
+                "  {:>4} days  {}\n",
+                p.days,
+                p.dn.as_deref().unwrap_or(&p.key)
+            ));
+        }
+    }
+    out
+}
+
+/// The funnel as CSV: `state,accounts` rows.
+pub fn status_csv(s: &Status) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["state", "accounts"])?;
+    for c in &s.states {
+        w.write_record([c.state.as_str(), &c.accounts.to_string()])?;
+    }
+    csv_text(w)
+}
+
+/// Journal records as CSV, one row per record.
+pub fn journal_csv(entries: &[JournalEntry]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for e in entries {
+        w.serialize(e)?;
+    }
+    csv_text(w)
+}
+
+fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
+    let bytes = w
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One line describing an operation: what changes, from what, to what.
+fn describe_op(op: &Op) -> String {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    match op {
+        Op::SetDirectoryMail { dn, from, to } => format!("{dn}: AD mail {} -> {to}", show(from)),
+        Op::SetCloudAddress {
+            user_id,
+            other_mails_from,
+            other_mails_to,
+            mail_from,
+            mail_to,
+        } => {
+            let mut parts = Vec::new();
+            if let Some(to) = other_mails_to {
+                parts.push(format!("otherMails {:?} -> {:?}", other_mails_from, to));
+            }
+            if let Some(to) = mail_to {
+                parts.push(format!("mail {} -> {to}", show(mail_from)));
+            }
+            format!("user {user_id}: {}", parts.join(", "))
+        }
+        Op::Invite(inv) => format!(
+            "user {}: invite {} (redirect {})",
+            inv.user_id, inv.email, inv.redirect_url
+        ),
+        Op::Reinvite(inv) => format!(
+            "user {}: re-invite {} (attempt {})",
+            inv.user_id, inv.email, inv.attempt
+        ),
+        Op::RandomizePassword { dn, .. } => {
+            format!("{dn}: on-premises password -> random, unknown")
+        }
+        Op::SetUserType { user_id, from, to } => {
+            format!("user {user_id}: userType {} -> {}", show(from), to.as_str())
+        }
+    }
+}
+
+/// The plan as a change review: actions grouped by kind, then blocked accounts grouped by
+/// reason with the fix, then the funnel the plan leads to.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut by_op: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for a in &plan.actions {
+        by_op
+            .entry(a.op.name())
+            .or_default()
+            .push(describe_op(&a.op));
+    }
+    out.push_str(&format!(
+        "plan: {} accounts in scope, {} actions\n",
+        plan.accounts.len(),
+        plan.actions.len()
+    ));
+    for (op, lines) in &by_op {
+        out.push_str(&format!("\n{op} ({})\n", lines.len()));
+        for l in lines {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    let mut blocked: BTreeMap<&str, Vec<(String, String, String)>> = BTreeMap::new();
+    for acct in &plan.accounts {
+        if let Some(r) = acct.reasons.first()
+            && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
+        {
+            blocked.entry(r.reason.code()).or_default().push((
+                acct.account_name.clone().unwrap_or_else(|| acct.dn.clone()),
+                r.message.clone(),
+                r.help.clone(),
+            ));
+        }
+    }
+    for (code, accounts) in &blocked {
+        out.push_str(&format!("\nblocked: {code} ({})\n", accounts.len()));
+        for (name, message, _) in accounts {
+            out.push_str(&format!("  {name}: {message}\n"));
+        }
+        if let Some((_, _, help)) = accounts.first() {
+            out.push_str(&format!("  help: {help}\n"));
+        }
+    }
+    let mut next: BTreeMap<Lifecycle, usize> = BTreeMap::new();
+    for acct in &plan.accounts {
+        *next.entry(acct.next).or_default() += 1;
+    }
+    out.push_str("\nafter this plan:");
+    for state in FUNNEL {
+        if let Some(n) = next.get(&state) {
+            out.push_str(&format!(" {}={n}", state.as_str()));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// The plan as CSV: one row per account with its state, next state, action and reason.
+pub fn plan_csv(plan: &Plan) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "account", "dn", "kind", "state", "next", "actions", "reason", "help",
+    ])?;
+    let mut ops: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for a in &plan.actions {
+        ops.entry(a.account.as_str()).or_default().push(a.op.name());
+    }
+    for acct in &plan.accounts {
+        let reason = acct.reasons.first();
+        w.write_record([
+            acct.account_name.as_deref().unwrap_or(&acct.key),
+            &acct.dn,
+            &acct.kind.map(|k| k.to_string()).unwrap_or_default(),
+            acct.state.as_str(),
+            acct.next.as_str(),
+            &ops.get(acct.key.as_str())
+                .map(|o| o.join(" "))
+                .unwrap_or_default(),
+            reason.map(|r| r.message.as_str()).unwrap_or_default(),
+            reason.map(|r| r.help.as_str()).unwrap_or_default(),
+        ])?;
+    }
+    csv_text(w)
+}
+
+/// The one paragraph at the end of every run.
+pub fn run_summary(
+    run_id: &str,
+    plan: &Plan,
+    outcome: &Outcome,
+    reconciled: &Reconciled,
+) -> String {
+    let mut done: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &outcome.actions {
+        if matches!(a.status, crate::apply::Status::Done) {
+            *done.entry(a.op).or_default() += 1;
+        }
+    }
+    let changes = if done.is_empty() {
+        "nothing needed changing".to_string()
+    } else {
+        done.iter()
+            .map(|(op, n)| format!("{op} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let blocked = plan
+        .accounts
+        .iter()
+        .filter(|a| a.state == Lifecycle::Blocked)
+        .count();
+    let finished = plan
+        .accounts
+        .iter()
+        .filter(|a| a.next == Lifecycle::Done)
+        .count();
+    let mut text = format!(
+        "run {run_id}: {} accounts in scope; {changes}; {} failed, {} skipped; {blocked} blocked; {finished} done.",
+        plan.accounts.len(),
+        outcome.failed(),
+        outcome.skipped()
+    );
+    if reconciled.confirmed + reconciled.released > 0 {
+        text.push_str(&format!(
+            " Reconciled {} interrupted action(s) of an earlier run ({} confirmed, none repeated).",
+            reconciled.confirmed + reconciled.released,
+            reconciled.confirmed
+        ));
+    }
+    for a in &outcome.actions {
+        if let crate::apply::Status::Failed { error, help } = &a.status {
+            text.push_str(&format!("\n  failed {}: {error}\n  help: {help}", a.key));
+        }
+    }
+    text
+}
+
+/// Writes `contents` to `path` atomically (temp file in the same directory, then rename),
+/// readable by the owner only.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Progress;
+
+    fn record(
+        key: &str,
+        state: Lifecycle,
+        reason: Option<&str>,
+        invited_at: Option<&str>,
+    ) -> AccountRecord {
+        AccountRecord {
+            key: key.into(),
+            dn: Some(format!("CN={key}")),
+            kind: Some("synced".into()),
+            reason: reason.map(str::to_string),
+            updated_at: "2026-11-01T00:00:00Z".into(),
+            progress: Progress {
+                state,
+                invited_at: invited_at.map(str::to_string),
+                ..Progress::default()
+            },
+        }
+    }
+
+    #[test]
+    fn funnel_counts_every_state_and_reason() {
+        let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
+        let rows = vec![
+            record("a", Lifecycle::Done, None, None),
+            record("b", Lifecycle::Blocked, Some("mailbox"), None),
+            record("c", Lifecycle::Blocked, Some("mailbox"), None),
+            record("d", Lifecycle::Blocked, Some("admin_role"), None),
+            record("e", Lifecycle::Invited, None, Some("2026-11-01T00:00:00Z")),
+            record("f", Lifecycle::Invited, None, Some("2026-11-22T00:00:00Z")),
+        ];
+        let s = status(&rows, vec![], 14, now);
+        assert_eq!(s.total, 6);
+        assert_eq!(s.states.len(), 8);
+        let count = |st| s.states.iter().find(|c| c.state == st).map(|c| c.accounts);
+        assert_eq!(count(Lifecycle::Blocked), Some(3));
+        assert_eq!(count(Lifecycle::Ready), Some(0));
+        assert_eq!(
+            s.blocked[0],
+            ReasonCount {
+                reason: "mailbox".into(),
+                accounts: 2,
+                help: Some(BlockReason::Mailbox.help()),
+            }
+        );
+        assert_eq!(s.pending_invitations.len(), 1);
+        assert_eq!(s.pending_invitations[0].days, 22);
+        let ages: Vec<(&str, usize)> = s
+            .invitations_by_age
+            .iter()
+            .map(|b| (b.bucket, b.invitations))
+            .collect();
+        assert_eq!(
+            ages,
+            vec![
+                ("under_7_days", 1),
+                ("7_to_13_days", 0),
+                ("14_to_29_days", 1),
+                ("30_days_or_more", 0)
+            ]
+        );
+        let text = status_text(&s);
+        assert!(text.contains("blocked because"));
+        let csv = status_csv(&s).expect("csv");
+        assert!(csv.starts_with("state,accounts\nunmatched,0\n"), "{csv}");
+    }
+
+    #[test]
+    fn invitation_ages_fall_in_half_open_buckets() {
+        let now: jiff::Timestamp = "2026-11-30T12:00:00Z".parse().expect("time");
+        let at = |days: i64| {
+            let t = now.as_second() - days * 86_400;
+            jiff::Timestamp::from_second(t).expect("time").to_string()
+        };
+        let rows: Vec<AccountRecord> = [0, 6, 7, 13, 14, 29, 30, 400, -2]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| record(&format!("k{i}"), Lifecycle::Invited, None, Some(&at(*d))))
+            .chain([
+                record("undated", Lifecycle::Invited, None, None),
+                record("accepted", Lifecycle::Accepted, None, Some(&at(40))),
+            ])
+            .collect();
+        let s = status(&rows, vec![], 30, now);
+        let ages: Vec<(&str, usize)> = s
+            .invitations_by_age
+            .iter()
+            .map(|b| (b.bucket, b.invitations))
+            .collect();
+        assert_eq!(
+            ages,
+            vec![
+                ("under_7_days", 3),
+                ("7_to_13_days", 2),
+                ("14_to_29_days", 2),
+                ("30_days_or_more", 2),
+                ("date_unknown", 1)
+            ]
+        );
+        assert_eq!(s.pending_invitations.len(), 2, "30 and 400 days");
+    }
+
+    #[test]
+    fn unmatched_accounts_are_counted_by_reason() {
+        let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
+        let rows = vec![
+            record("a", Lifecycle::Unmatched, Some("no_cloud_user"), None),
+            record("b", Lifecycle::Unmatched, Some("no_cloud_user"), None),
+            record("c", Lifecycle::Unmatched, None, None),
+        ];
+        let s = status(&rows, vec![], 14, now);
+        assert!(s.blocked.is_empty());
+        assert_eq!(s.unmatched[0].reason, "no_cloud_user");
+        assert_eq!(s.unmatched[0].accounts, 2);
+        assert!(
+            s.unmatched[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.contains("Entra Connect cycle"))
+        );
+        assert_eq!(s.unmatched[1].reason, "unknown");
+        assert_eq!(s.unmatched[1].help, None);
+    }
+
+    /// Every `BlockReason` the plan can give, one of each. The `match` has no wildcard, so a new
+    /// variant fails to compile here until `reason_help` knows its code.
+    fn every_block_reason() -> Vec<BlockReason> {
+        let all = vec![
+            BlockReason::NoCloudUser {
+                kind_hint: "h".into(),
+            },
+            BlockReason::SeveralCloudUsers { user_ids: vec![] },
+            BlockReason::CloudUserShared {
+                user_id: "u".into(),
+                accounts: vec![],
+            },
+            BlockReason::CloudUserChanged {
+                was: "a".into(),
+                now: "b".into(),
+            },
+            BlockReason::InSeveralScopes { mappings: vec![] },
+            BlockReason::MappingFailed {
+                message: "m".into(),
+            },
+            BlockReason::OnPremisesUserPrincipalName { value: "v".into() },
+            BlockReason::RoleHolder { roles: vec![] },
+            BlockReason::Mailbox,
+            BlockReason::NoAddress,
+            BlockReason::InvalidAddress {
+                address: "a".into(),
+                problem: "p".into(),
+            },
+            BlockReason::AddressInVerifiedDomain {
+                address: "a".into(),
+                domain: "d".into(),
+            },
+            BlockReason::AddressInUse {
+                address: "a".into(),
+                object_id: "o".into(),
+                attribute: "mail".into(),
+            },
+            BlockReason::AddressShared {
+                address: "a".into(),
+                accounts: vec![],
+            },
+            BlockReason::AdminCount,
+            BlockReason::ProtectedGroup { group: "g".into() },
+            BlockReason::DenyList { entry: "e".into() },
+            BlockReason::Disabled { side: Side::Cloud },
+        ];
+        for r in &all {
+            match r {
+                BlockReason::NoCloudUser { .. }
+                | BlockReason::SeveralCloudUsers { .. }
+                | BlockReason::CloudUserShared { .. }
+                | BlockReason::CloudUserChanged { .. }
+                | BlockReason::InSeveralScopes { .. }
+                | BlockReason::MappingFailed { .. }
+                | BlockReason::OnPremisesUserPrincipalName { .. }
+                | BlockReason::RoleHolder { .. }
+                | BlockReason::Mailbox
+                | BlockReason::NoAddress
+                | BlockReason::InvalidAddress { .. }
+                | BlockReason::AddressInVerifiedDomain { .. }
+                | BlockReason::AddressInUse { .. }
+                | BlockReason::AddressShared { .. }
+                | BlockReason::AdminCount
+                | BlockReason::ProtectedGroup { .. }
+                | BlockReason::DenyList { .. }
+                | BlockReason::Disabled { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_block_reason_code_has_its_help() {
+        for r in every_block_reason() {
+            let help = reason_help(r.code()).unwrap_or_else(|| panic!("no help for {}", r.code()));
+            if !matches!(r, BlockReason::NoCloudUser { .. }) {
+                assert_eq!(help, r.help(), "{}", r.code());
+            }
+        }
+        assert_eq!(reason_help("from_a_newer_build"), None);
+    }
+
+    fn entry(seq: i64, key: &str, action: &str, phase: Phase) -> JournalEntry {
+        JournalEntry {
+            seq,
+            run_id: "r".into(),
+            action_key: key.into(),
+            action: action.into(),
+            account_key: "acct".into(),
+            phase: phase.as_str().into(),
+            before: None,
+            after: None,
+            request_id: None,
+            client_request_id: None,
+            error: None,
+            at: "2026-11-23T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn changes_count_each_action_once_by_its_last_record() {
+        let entries = vec![
+            entry(1, "i1", "invite", Phase::Started),
+            entry(2, "i1", "invite", Phase::Done),
+            entry(3, "i2", "invite", Phase::Started),
+            entry(4, "i2", "invite", Phase::Failed),
+            entry(5, "i3", "invite", Phase::Started),
+            entry(6, "old", "invite", Phase::Done),
+            entry(7, "m1", "set_directory_mail", Phase::Started),
+            entry(8, "m1", "set_directory_mail", Phase::Done),
+        ];
+        let c = count_changes(&entries);
+        assert_eq!(
+            c,
+            vec![
+                ActionCount {
+                    action: "invite".into(),
+                    done: 1,
+                    failed: 1,
+                    interrupted: 1,
+                    reconciled: 1
+                },
+                ActionCount {
+                    action: "set_directory_mail".into(),
+                    done: 1,
+                    failed: 0,
+                    interrupted: 0,
+                    reconciled: 0
+                },
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("report.csv");
+        write_atomic(&path, b"x").expect("write");
+        write_atomic(&path, b"y").expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"y");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+    }
+}
