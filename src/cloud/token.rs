@@ -177,7 +177,13 @@ pub struct TokenSource {
     scope: String,
     credential: Credential,
     cached: Mutex<Option<(SecretString, Instant)>>,
+    /// The `Retry-After` of the last token answer, for the retry loop.
+    last_retry_after: Mutex<Option<Duration>>,
 }
+
+/// Attempts and total time for one token request.
+const TOKEN_ATTEMPTS: u32 = 6;
+const TOKEN_BUDGET: Duration = Duration::from_secs(60);
 
 impl TokenSource {
     /// `authority` is the login base (`https://login.microsoftonline.com` or a national
@@ -202,6 +208,7 @@ impl TokenSource {
             scope: format!("{}/.default", resource.trim_end_matches('/')),
             credential,
             cached: Mutex::new(None),
+            last_retry_after: Mutex::new(None),
         }
     }
 
@@ -213,7 +220,7 @@ impl TokenSource {
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.request().await?;
+        let (token, lifetime) = self.request_with_retries().await?;
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE).max(lifetime / 2);
         *cached = Some((token.clone(), renew_at));
         Ok(token)
@@ -224,7 +231,43 @@ impl TokenSource {
         *self.cached.lock().await = None;
     }
 
+    /// Asks for a token, retrying what the endpoint says is temporary (429, 5xx, a dropped
+    /// connection) with its `Retry-After` or a short backoff: a token request is idempotent,
+    /// and a hiccup of the token endpoint should not cost a Graph request its own retries.
+    async fn request_with_retries(&self) -> Result<(SecretString, Duration), Error> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.request().await {
+                Ok(ok) => return Ok(ok),
+                Err(e) => e,
+            };
+            let (transient, retry_after) = match &err {
+                Error::Token { status, .. } => (
+                    matches!(status, 429 | 500 | 502 | 503 | 504),
+                    *self.last_retry_after.lock().await,
+                ),
+                Error::Transport { .. } => (true, None),
+                _ => (false, None),
+            };
+            let wait = retry_after
+                .unwrap_or_else(|| Duration::from_millis(250 << attempt.min(6)))
+                .min(Duration::from_secs(30));
+            if !transient || attempt >= TOKEN_ATTEMPTS || started.elapsed() + wait > TOKEN_BUDGET {
+                return Err(err);
+            }
+            tracing::warn!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "token request will be retried: {err}"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     async fn request(&self) -> Result<(SecretString, Duration), Error> {
+        *self.last_retry_after.lock().await = None;
         if let Credential::ManagedIdentity(mi) = &self.credential {
             return self.managed_identity(mi).await;
         }
@@ -271,6 +314,13 @@ impl TokenSource {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
+        *self.last_retry_after.lock().await = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
         let body = response.bytes().await.map_err(transport)?;
         if status == 200 {
             let parsed: TokenResponse =
