@@ -29,6 +29,9 @@ trap cleanup EXIT INT TERM
 step "building b2bsync and graph-emulator"
 cargo build --locked --all-targets
 
+step "headless Chromium for tests/report_html.rs (installed when missing)"
+"$here/install-chromium.sh"
+
 step "starting the directory lab (Samba AD DC + OpenLDAP with $OL_BULK_COUNT bulk accounts)"
 "$here/lab-up.sh" --bulk "$OL_BULK_COUNT"
 # shellcheck disable=SC1091

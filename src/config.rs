@@ -41,9 +41,9 @@ impl Error {
     /// One line telling the admin what to do.
     pub fn help(&self) -> String {
         match self {
-            Error::Read { .. } => "pass --config PATH, or create b2bsync.toml (see docs/operations.md)".into(),
+            Error::Read { .. } => "pass --config PATH, or create b2bsync.toml (start from docs/examples/b2bsync.toml)".into(),
             Error::Parse { .. } | Error::Invalid { .. } => {
-                "see the annotated example b2bsync.example.toml and docs/operations.md".into()
+                "see the annotated example docs/examples/b2bsync.toml and docs/operations.md".into()
             }
             Error::Env { .. } => {
                 "B2BSYNC__SECTION__KEY overrides one key of the file, e.g. B2BSYNC__LDAP__URL".into()

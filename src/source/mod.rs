@@ -149,7 +149,7 @@ impl Error {
             }
             Error::Write { .. } => "check the account and the server's logs".into(),
             Error::PasswordPolicy { .. } => {
-                "the domain policy asks for more than b2bsync generates; raise [policy] password_length".into()
+                "the domain policy asks for more than b2bsync generates; raise [apply] password_length".into()
             }
             Error::Unsupported { .. } => "set [ldap] flavour to match the server".into(),
         }
