@@ -31,6 +31,10 @@ else
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# apt's temp dir in /tmp has been seen to vanish mid-install on these machines: a private one.
+TMPDIR="$(mktemp -d /var/tmp/b2bsync-apt.XXXXXX)"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 "${as_root[@]}" apt-get update -q
 # fonts-dejavu-core: the page needs at least one font for the screenshot to show text.
 "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
