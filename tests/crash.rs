@@ -10,10 +10,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::world::{Partner, Tenancy, World, count, status_json, text, world};
+use common::world::{
+    World, assert_each_invited_once, count, eligible_partners, status_json, text, world,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -23,25 +24,6 @@ const N: usize = 60;
 /// Kills aimed at per phase; the test needs at least `MIN_KILLS` to have landed in all.
 const KILLS_PER_PHASE: usize = 9;
 const MIN_KILLS: usize = 20;
-
-fn partners() -> Vec<Partner> {
-    let mut v = Vec::new();
-    for i in 0..N {
-        v.push(Partner::new(
-            &format!("s{i:03}"),
-            &format!("Synced Partner {i}"),
-            Some(&format!("synced{i}@fabrikam.example")),
-            Tenancy::Synced,
-        ));
-        v.push(Partner::new(
-            &format!("c{i:03}"),
-            &format!("Cloud Partner {i}"),
-            Some(&format!("cloud{i}@northwind.example")),
-            Tenancy::CloudOnly,
-        ));
-    }
-    v
-}
 
 /// Runs `b2bsync run` again and again, SIGKILLing each after a random delay, until `kills`
 /// runs were killed mid-flight or one finished on its own; then lets one run finish.
@@ -81,20 +63,6 @@ fn crash_phase(w: &World, rng: &mut rand::rngs::StdRng, kills: usize, max_ms: u6
     killed
 }
 
-async fn assert_each_invited_once(w: &World, expected: usize) {
-    let invitations = w.invitations().await;
-    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-    for (user, _) in &invitations {
-        *per_user.entry(user.clone()).or_default() += 1;
-    }
-    let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "invitations sent more than once: {twice:?}"
-    );
-    assert_eq!(per_user.len(), expected, "invitations lost");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
     let seed: u64 = std::env::var("CRASH_SEED")
@@ -104,7 +72,7 @@ async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
     eprintln!("crash test seed: {seed} (CRASH_SEED={seed} reproduces the kill times)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let w = world(
-        &partners(),
+        &eligible_partners(N),
         "[limits]\nmin_count_for_percent = 100000\naddress_writes = { max_count = 1000 }\ninvitations = { max_count = 1000 }\npassword_randomizations = { max_count = 1000 }\n\n[apply]\nconcurrency = 2\n",
     )
     .await;

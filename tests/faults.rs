@@ -8,31 +8,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::world::{Partner, Tenancy, World, count, status_json, text, world_with};
+use common::world::{
+    World, assert_each_invited_once, count, eligible_partners, status_json, text, world_with,
+};
 use serde_json::json;
 
 const N: usize = 12;
-
-fn partners() -> Vec<Partner> {
-    let mut v = Vec::new();
-    for i in 0..N {
-        v.push(Partner::new(
-            &format!("s{i:02}"),
-            &format!("Synced {i}"),
-            Some(&format!("s{i}@fabrikam.example")),
-            Tenancy::Synced,
-        ));
-        v.push(Partner::new(
-            &format!("c{i:02}"),
-            &format!("Cloud {i}"),
-            Some(&format!("c{i}@northwind.example")),
-            Tenancy::CloudOnly,
-        ));
-    }
-    v
-}
 
 /// Scheduled runs until one plans nothing more for this phase (at most `max`). Each run must
 /// end with 0 (all done) or 2 (some actions failed and are left for the next run).
@@ -54,24 +35,11 @@ fn runs_until_quiet(w: &World, max: usize) -> (usize, usize) {
     panic!("{max} runs did not finish the phase under faults");
 }
 
-async fn assert_each_invited_once(w: &World, expected: usize) {
-    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-    for (user, _) in w.invitations().await {
-        *per_user.entry(user).or_default() += 1;
-    }
-    let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "invitations sent more than once: {twice:?}"
-    );
-    assert_eq!(per_user.len(), expected, "invitations lost");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fault_storm_delays_the_job_but_never_repeats_or_loses_an_action() {
     // Tokens live 3 s: a run under these latencies outlives several of them.
     let w = world_with(
-        &partners(),
+        &eligible_partners(N),
         "[limits]\nmin_count_for_percent = 100000\n\n[apply]\nconcurrency = 4\n",
         |o| {
             o.token_lifetime_secs = 3;
@@ -99,8 +67,8 @@ async fn a_fault_storm_delays_the_job_but_never_repeats_or_loses_an_action() {
     let status = status_json(&w.b2bsync(&["status", "--format", "json"]));
     assert_eq!(count(&status, "done"), 2 * N as u64, "{status:#}");
     for i in [0, N - 1] {
-        assert!(!w.old_password_binds(&format!("s{i:02}")).await);
-        assert!(!w.old_password_binds(&format!("c{i:02}")).await);
+        assert!(!w.old_password_binds(&format!("s{i:03}")).await);
+        assert!(!w.old_password_binds(&format!("c{i:03}")).await);
     }
     // Every action that started also ended (done or failed) once the job is over: nothing is
     // left half-applied without a journal record.

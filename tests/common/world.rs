@@ -69,6 +69,41 @@ pub struct World {
     pub ids: BTreeMap<String, String>,
 }
 
+/// Fails unless the emulator recorded exactly one successful invitation for each of
+/// `expected` users: none sent twice, none lost.
+pub async fn assert_each_invited_once(w: &World, expected: usize) {
+    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
+    for (user, _) in w.invitations().await {
+        *per_user.entry(user).or_default() += 1;
+    }
+    let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "invitations sent more than once: {twice:?}"
+    );
+    assert_eq!(per_user.len(), expected, "invitations lost");
+}
+
+/// `n` synced partners `s000..` and `n` cloud-only partners `c000..`, all eligible.
+pub fn eligible_partners(n: usize) -> Vec<Partner> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(Partner::new(
+            &format!("s{i:03}"),
+            &format!("Synced Partner {i}"),
+            Some(&format!("synced{i}@fabrikam.example")),
+            Tenancy::Synced,
+        ));
+        v.push(Partner::new(
+            &format!("c{i:03}"),
+            &format!("Cloud Partner {i}"),
+            Some(&format!("cloud{i}@northwind.example")),
+            Tenancy::CloudOnly,
+        ));
+    }
+    v
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
