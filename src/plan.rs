@@ -635,7 +635,8 @@ struct Context<'a> {
     /// address → (object id, attribute) of every cloud user and other object holding it.
     holders: HashMap<String, Vec<(String, &'static str)>>,
     /// address → account keys mapping to it.
-    claims: HashMap<String, Vec<String>>,
+    /// Address → the accounts mapping to it: (key, a name an admin recognizes).
+    claims: HashMap<String, Vec<(String, String)>>,
 }
 
 /// Computes the plan. Pure: no I/O, no clock (`now` is an input), no randomness.
@@ -688,13 +689,19 @@ pub fn plan(
             .or_default()
             .push((o.object_id.clone(), attr));
     }
-    let mut claims: HashMap<String, Vec<String>> = HashMap::new();
+    let mut claims: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for a in &joined.accounts {
         if let Ok(addr) = &a.mapped.address {
+            let label = a
+                .mapped
+                .account
+                .account_name
+                .clone()
+                .unwrap_or_else(|| a.mapped.account.dn.clone());
             claims
                 .entry(address_key(addr))
                 .or_default()
-                .push(a.mapped.key.clone());
+                .push((a.mapped.key.clone(), label));
         }
     }
     let ctx = Context {
@@ -1221,7 +1228,12 @@ impl Context<'_> {
             });
         }
         if let Some(others) = self.claims.get(&k) {
-            let others: Vec<String> = others.iter().filter(|o| *o != key).cloned().collect();
+            let mut others: Vec<String> = others
+                .iter()
+                .filter(|(k, _)| k != key)
+                .map(|(_, label)| label.clone())
+                .collect();
+            others.sort();
             if !others.is_empty() {
                 reasons.push(BlockReason::AddressShared {
                     address: addr.to_string(),
