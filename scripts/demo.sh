@@ -134,8 +134,9 @@ for a in accounts:
     print(f"  {a['sam']:<11} {st:<8} {reason or '':<28} old password: {old}{note}")
 PY
 
-say "Status: the migration funnel"
-b2b status
+say "Status: the migration funnel (and the same as one HTML page for the auditors)"
+b2b status --html "$demo/status.html" --format table
+echo "HTML report: $demo/status.html"
 
 say "What the last run that changed something did (from the journal)"
 b2b report "$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1").fetchone()[0])' "$demo/state/b2bsync.db")"

@@ -50,5 +50,16 @@ if [ ${#extra[@]} -eq 0 ]; then
   "$here/test-python-clients.sh" || failed=1
 fi
 
+if [ ${#extra[@]} -eq 0 ]; then
+  step "the README's first command, end to end: scripts/demo.sh"
+  if "$here/demo.sh" >"$B2BSYNC_LAB/demo.out" 2>&1 \
+     && python3 "$here/demo-check.py" "$B2BSYNC_LAB/demo.out" "$B2BSYNC_LAB/demo/status.html"; then
+    echo "demo: every eligible partner done, old passwords refused, blocked ones untouched"
+  else
+    tail -40 "$B2BSYNC_LAB/demo.out"
+    failed=1
+  fi
+fi
+
 step "done: $([ $failed = 0 ] && echo 'all suites passed' || echo 'SOME SUITES FAILED')"
 exit $failed
