@@ -411,12 +411,31 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                 format!("{}: no account under {}", search.mapping, search.base_dn),
                                 "check the mapping's base DN and filter, and that the service account may read there".into(),
                             ),
-                            Ok(a) => report_line(
-                                true,
-                                "ldap scope",
-                                format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
-                                String::new(),
-                            ),
+                            Ok(a) => {
+                                report_line(
+                                    true,
+                                    "ldap scope",
+                                    format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
+                                    String::new(),
+                                );
+                                if let Some(first) = a.first() {
+                                    match write_rights(&dir, &first.dn).await {
+                                        Rights::MayWriteMail => report_line(
+                                            true,
+                                            "ldap rights",
+                                            format!("may write mail on {} (allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", first.dn),
+                                            String::new(),
+                                        ),
+                                        Rights::MayNotWriteMail => report_line(
+                                            false,
+                                            "ldap rights",
+                                            format!("{} may not write mail on {}", config.ldap.bind_dn, first.dn),
+                                            "delegate `Write mail` and `Reset password` on user objects of the partners' OU to the service account (docs/operations.md, the AD delegation)".into(),
+                                        ),
+                                        Rights::Unknown(why) => println!("info  ldap rights: not checked: {why}"),
+                                    }
+                                }
+                            }
                             Err(e) => report_line(false, "ldap scope", e.to_string(), e.help()),
                         }
                     }
@@ -507,6 +526,60 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
         } else {
             Exit::Failed
         })
+    }
+}
+
+/// What the directory says the service account may write on an account, read-only.
+enum Rights {
+    MayWriteMail,
+    MayNotWriteMail,
+    Unknown(String),
+}
+
+/// Reads AD's `allowedAttributesEffective` (the attributes the bound account may write on
+/// the entry) without writing anything. Generic LDAP servers have no such attribute.
+async fn write_rights(dir: &LdapDirectory, dn: &str) -> Rights {
+    match dir.flavour().await {
+        Ok(crate::source::Flavour::ActiveDirectory) => {}
+        Ok(_) => {
+            return Rights::Unknown(
+                "generic LDAP servers expose no effective-rights attribute; the first write shows the ACLs".into(),
+            );
+        }
+        Err(e) => return Rights::Unknown(e.to_string()),
+    }
+    let mut ldap = match dir.connect().await {
+        Ok(l) => l,
+        Err(e) => return Rights::Unknown(e.to_string()),
+    };
+    let result = ldap
+        .search(
+            dn,
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec!["allowedAttributesEffective"],
+        )
+        .await
+        .and_then(|r| r.success());
+    let _ = ldap.unbind().await;
+    match result {
+        Ok((entries, _)) => {
+            let writable = entries
+                .into_iter()
+                .map(ldap3::SearchEntry::construct)
+                .any(|e| {
+                    e.attrs
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("allowedAttributesEffective"))
+                        .any(|(_, v)| v.iter().any(|a| a.eq_ignore_ascii_case("mail")))
+                });
+            if writable {
+                Rights::MayWriteMail
+            } else {
+                Rights::MayNotWriteMail
+            }
+        }
+        Err(e) => Rights::Unknown(e.to_string()),
     }
 }
 
