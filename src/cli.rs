@@ -1,6 +1,8 @@
 //! The command line: parses arguments (clap), sets up logging, runs one command and turns its
 //! outcome into the exit codes of DESIGN section 4.
 
+mod progress;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -207,14 +209,29 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         LogFormat::Human => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // Log lines go through the progress bar's writer, so they print above it; the bar itself
+    // is hidden unless stderr is a terminal.
+    let lines = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(progress::Writer)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.compact().try_init()
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(progress::Writer)
+            .with_filter(filter)
+            .boxed()
     };
+    let result = tracing_subscriber::registry()
+        .with(lines)
+        .with(progress::Layer)
+        .try_init();
     // Already initialised (tests call this more than once): keep the first subscriber.
     let _ = result;
 }
@@ -790,6 +807,7 @@ async fn execute(
     let result = match result {
         Ok(r) => r,
         Err(e) => {
+            progress::finish();
             let f = pipeline_failure(e);
             finish(f.exit, &f.message);
             return Err(f);
@@ -805,6 +823,7 @@ async fn execute(
         return Err(f);
     }
     let Some(outcome) = result.outcome else {
+        progress::finish();
         for e in &result.verdict.exceeded {
             eprintln!("error: over threshold: {e}");
         }
@@ -816,6 +835,7 @@ async fn execute(
         finish(Exit::OverThreshold, &summary);
         return Ok(Exit::OverThreshold);
     };
+    progress::finish();
     let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
     println!("{summary}");
     let exit = if outcome.failed() > 0 {

@@ -186,6 +186,7 @@ pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
         });
     }
     let journal = Journal { store, run_id };
+    tracing::info!(actions = plan.actions.len(), "applying the plan");
     let outcome = apply::execute(&plan, &progress, directory, cloud, &journal, options, now).await;
     // Accounts without actions still record where they stand (for `status`).
     let with_actions: std::collections::HashSet<&str> =
