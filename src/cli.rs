@@ -81,7 +81,13 @@ impl From<crate::state::Error> for Failure {
 
 /// Moves partner accounts with internal credentials onto Microsoft Entra B2B collaboration.
 #[derive(Debug, Parser)]
-#[command(name = "b2bsync", version, about, long_about = None)]
+#[command(
+    name = "b2bsync",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  b2bsync check\n  b2bsync plan --out plan.json --csv plan.csv\n  b2bsync apply --plan plan.json\n  b2bsync --log-format json run\n  b2bsync status --html status.html\n\nExit codes: 0 ok, 1 failed, 2 some actions failed or need a human, 3 invalid config or mapping, 4 over a threshold (nothing written), 5 another run holds the lock.\nDocumentation: docs/operations.md"
+)]
 pub struct Cli {
     /// The configuration file.
     #[arg(
@@ -141,7 +147,9 @@ pub enum Command {
     },
     /// Executes a reviewed plan (refused if the world changed since), or plans afresh and
     /// applies.
-    #[command(after_help = "Examples:\n  b2bsync apply --plan plan.json\n  b2bsync apply")]
+    #[command(
+        after_help = "Examples:\n  b2bsync apply --plan plan.json\n  b2bsync apply\n  b2bsync apply --plan plan.json --allow-over-threshold"
+    )]
     Apply {
         /// A plan written by `plan --out`; applied only if a fresh plan is identical.
         #[arg(long)]
@@ -151,7 +159,9 @@ pub enum Command {
         allow_over_threshold: bool,
     },
     /// Plan, guard and apply in one go, for schedulers. Takes the single-instance lock.
-    #[command(after_help = "Examples:\n  b2bsync run\n  b2bsync --log-format json run")]
+    #[command(
+        after_help = "Examples:\n  b2bsync run\n  b2bsync --log-format json run\n  b2bsync run --allow-over-threshold"
+    )]
     Run {
         /// Apply even if a threshold of `[limits]` is exceeded.
         #[arg(long)]
@@ -183,7 +193,9 @@ pub enum Command {
         html: Option<PathBuf>,
     },
     /// What a run changed, from the journal (the latest run when RUN is not given).
-    #[command(after_help = "Examples:\n  b2bsync report\n  b2bsync report 0193... --format json")]
+    #[command(
+        after_help = "Examples:\n  b2bsync report\n  b2bsync report 0193... --format json\n  b2bsync report --out last-run.csv"
+    )]
     Report {
         run: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Csv)]
