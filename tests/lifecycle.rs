@@ -393,3 +393,49 @@ async fn an_empty_source_after_a_full_one_stops_the_run() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_invitation_is_reinvited_when_due_and_at_most_as_often_as_allowed() {
+    // Due at once (0 days), at most one re-invitation.
+    let w = world(
+        &[Partner::new(
+            "chen",
+            "Wei Chen",
+            Some("wei@northwind.example"),
+            Tenancy::CloudOnly,
+        )],
+        "[policy]\nreinvite_after_days = 0\nreinvite_max = 1\n",
+    )
+    .await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        w.invitations().await,
+        vec![(w.ids[&w.sam("chen")].clone(), false)]
+    );
+
+    // Still pending at the next run: one re-invitation with resetRedemption.
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let invitations = w.invitations().await;
+    assert_eq!(invitations.len(), 2, "{invitations:?}");
+    assert!(
+        invitations[1].1,
+        "the second invitation resets the redemption"
+    );
+    assert_eq!(
+        w.cloud_user("chen").await["externalUserState"],
+        "PendingAcceptance"
+    );
+
+    // The allowance is spent: no third invitation, and the plan says why.
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.invitations().await.len(), 2);
+
+    // Acceptance after the re-invitation completes the account.
+    assert_eq!(w.accept_pending().await, 1);
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!w.old_password_binds("chen").await);
+}
