@@ -415,18 +415,24 @@ impl GraphClient {
 
 impl Cloud for GraphClient {
     async fn users(&self) -> Result<Vec<CloudUser>, Error> {
-        let first = format!("{}/users?$select={USER_SELECT}&$top=999", self.api);
-        let dtos: Vec<UserDto> = self.all_pages(first).await?;
-        self.pacer.set_tenant_size(dtos.len());
+        // Each page becomes domain users as it arrives: the wire DTOs of a 100,000-user
+        // tenant are never all held at once.
+        let mut users: Vec<CloudUser> = Vec::new();
+        let mut next = Some(format!("{}/users?$select={USER_SELECT}&$top=999", self.api));
+        while let Some(url) = next {
+            let page: Page<UserDto> = self.get_json(&url).await?;
+            users.extend(page.value.into_iter().map(CloudUser::from));
+            next = page.next_link;
+        }
+        users.shrink_to_fit();
+        self.pacer.set_tenant_size(users.len());
         let mut roles = self.role_holders().await?;
-        Ok(dtos
-            .into_iter()
-            .map(|dto| {
-                let mut user = CloudUser::from(dto);
-                user.roles = roles.remove(&user.id).unwrap_or_default();
-                user
-            })
-            .collect())
+        for user in &mut users {
+            if let Some(held) = roles.remove(&user.id) {
+                user.roles = held;
+            }
+        }
+        Ok(users)
     }
 
     async fn user(&self, id: &str) -> Result<Option<CloudUser>, Error> {
