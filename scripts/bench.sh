@@ -14,6 +14,7 @@
 #   BENCH_LATENCY_MS=50,150       injected latency per request at time scale 1
 #   BENCH_SERIAL_SAMPLE=300       accounts the serial reference converter converts (its rate
 #                                 is per account, so a sample measures it)
+#   BENCH_SERIAL_REAL_SAMPLE=30   more accounts it converts at time scale 1 with the real latency
 #   BENCH_CONCURRENCY=64          b2bsync's [apply] concurrency for the conversion run
 #   BENCH_PROFILE=release         `debug` only to smoke-test the harness (figures meaningless)
 #
@@ -31,6 +32,7 @@ BENCH_CONVERT=${BENCH_CONVERT:-10000}
 BENCH_TIME_SCALE=${BENCH_TIME_SCALE:-0.1}
 BENCH_LATENCY_MS=${BENCH_LATENCY_MS:-50,150}
 BENCH_SERIAL_SAMPLE=${BENCH_SERIAL_SAMPLE:-300}
+BENCH_SERIAL_REAL_SAMPLE=${BENCH_SERIAL_REAL_SAMPLE:-30}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-64}
 BENCH_OL_PORT=${BENCH_OL_PORT:-4389}
 BENCH_OLS_PORT=${BENCH_OLS_PORT:-4636}
@@ -200,6 +202,10 @@ timed_run "$nochange" seed run
 control -X DELETE "$base/_emulator/requests" >/dev/null
 timed_run "$nochange" full run
 control "$base/_emulator/requests" >"$nochange/full.requests.json"
+note "the emulator alone serving the same user pages (the part of the wall time that is not b2bsync's)"
+select=$(sed -n 's/^const USER_SELECT: &str = "\([^"]*\)";/\1/p' "$root/src/cloud/graph.rs")
+python3 "$here/bench/read-users.py" --base "$base" --ca "$emu_dir/graph-ca.pem" --tenant "$tenant_id" \
+    --client-id "$client_id" --select "$select" >"$nochange/emulator-read.json"
 
 say "2. The same after one account changed (incremental reads)"
 LDAPTLS_CACERT="$LAB_CA" ldapmodify -x -H "$OL_LDAPS_URL" -D "$OL_ADMIN_DN" -w "$OL_ADMIN_PASSWORD" >/dev/null <<LDIF
@@ -263,7 +269,7 @@ PY
 )
 latency_scaled=$(python3 -c "import sys; lo, hi = (float(x) for x in sys.argv[1].split(',')); s = float(sys.argv[2]); print('[%d,%d]' % (round(lo * s), round(hi * s)))" "$BENCH_LATENCY_MS" "$BENCH_TIME_SCALE")
 python3 "$here/bench/tenant.py" "$emu_dir/tenant-convert.json" "$client_id" "$BENCH_GRAPH_SECRET" \
-    --users "$BENCH_CONVERT" --width "$width" --serial "$BENCH_SERIAL_SAMPLE"
+    --users "$BENCH_CONVERT" --width "$width" --serial $((BENCH_SERIAL_SAMPLE + BENCH_SERIAL_REAL_SAMPLE))
 start_emulator "$emu_dir/tenant-convert.json"
 write_config "$convert" "$conv_filter" "$BENCH_CONCURRENCY"
 control -X POST "$base/_emulator/time-scale" -d "{\"timeScale\":$BENCH_TIME_SCALE}" >/dev/null
@@ -281,6 +287,14 @@ control -X DELETE "$base/_emulator/requests" >/dev/null
 python3 "$here/bench/serial-convert.py" --base "$base" --ca "$emu_dir/graph-ca.pem" --tenant "$tenant_id" \
     --client-id "$client_id" --count "$BENCH_SERIAL_SAMPLE" >"$convert/serial.json"
 control "$base/_emulator/requests" >"$convert/serial.requests.json"
+
+say "5b. The serial converter at time scale 1 with the real latency ($BENCH_SERIAL_REAL_SAMPLE accounts)"
+# Its per-request overhead (Python, TLS, the emulator) does not scale with the latency, which
+# flatters b2bsync's ratio in a scaled run; this measures the serial rate unscaled.
+control -X POST "$base/_emulator/time-scale" -d '{"timeScale":1}' >/dev/null
+control -X POST "$base/_emulator/faults" -d "{\"latencyMs\":[${BENCH_LATENCY_MS%,*},${BENCH_LATENCY_MS#*,}],\"rate\":0,\"kinds\":[]}" >/dev/null
+python3 "$here/bench/serial-convert.py" --base "$base" --ca "$emu_dir/graph-ca.pem" --tenant "$tenant_id" \
+    --client-id "$client_id" --count "$BENCH_SERIAL_REAL_SAMPLE" --first $((BENCH_SERIAL_SAMPLE + 1)) >"$convert/serial-real.json"
 
 # ================================================================================================
 say "Results"
