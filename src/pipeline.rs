@@ -185,9 +185,11 @@ pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
             reconciled,
         });
     }
-    let journal = Journal { store, run_id };
+    let journal = Journal::new(store, run_id);
     tracing::info!(actions = plan.actions.len(), "applying the plan");
     let outcome = apply::execute(&plan, &progress, directory, cloud, &journal, options, now).await;
+    // Ends the journal's writer thread and closes its connection.
+    drop(journal);
     // Accounts without actions still record where they stand (for `status`).
     let with_actions: std::collections::HashSet<&str> =
         plan.actions.iter().map(|a| a.account.as_str()).collect();

@@ -88,12 +88,169 @@ impl Outcome {
 }
 
 /// The journal of one run, shared by the concurrent account tasks.
+///
+/// Every record is committed (and synced) before [`Journal::record`] returns, exactly as
+/// with one transaction per record; records that concurrent accounts hand in while a commit
+/// is being synced share the next commit (group commit), on a connection of its own in a
+/// writer thread, so one fsync serves many accounts and the account tasks keep running
+/// meanwhile. Without that connection every record is written directly, one by one.
 pub struct Journal<'a> {
     pub store: &'a Mutex<Store>,
     pub run_id: &'a str,
+    writer: Option<GroupCommit>,
 }
 
-impl Journal<'_> {
+/// One write the journal makes: a record, or an account's progress.
+enum Write {
+    Record {
+        action_key: String,
+        action: &'static str,
+        account_key: String,
+        phase: Phase,
+        before: Option<String>,
+        after: Option<String>,
+        request_id: Option<String>,
+        client_request_id: Option<String>,
+        error: Option<String>,
+    },
+    Progress {
+        key: String,
+        dn: String,
+        kind: Option<String>,
+        reason: Option<&'static str>,
+        progress: Progress,
+    },
+}
+
+impl Write {
+    fn apply(&self, store: &Store, run_id: &str) -> Result<(), crate::state::Error> {
+        match self {
+            Write::Record {
+                action_key,
+                action,
+                account_key,
+                phase,
+                before,
+                after,
+                request_id,
+                client_request_id,
+                error,
+            } => store.journal(
+                run_id,
+                action_key,
+                action,
+                account_key,
+                *phase,
+                before.as_deref(),
+                after.as_deref(),
+                request_id.as_deref(),
+                client_request_id.as_deref(),
+                error.as_deref(),
+            ),
+            Write::Progress {
+                key,
+                dn,
+                kind,
+                reason,
+                progress,
+            } => store.save_account(key, Some(dn), kind.as_deref(), *reason, progress),
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), crate::state::Error>>;
+
+/// The writer thread of the group commit and the channel to it.
+struct GroupCommit {
+    sender: Option<std::sync::mpsc::Sender<(Write, Reply)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Most writes in one commit.
+const GROUP_MAX: usize = 1024;
+
+impl GroupCommit {
+    fn start(path: std::path::PathBuf, run_id: String) -> Option<GroupCommit> {
+        let (sender, receiver) = std::sync::mpsc::channel::<(Write, Reply)>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<bool>();
+        let thread = std::thread::Builder::new()
+            .name("b2bsync-journal".into())
+            .spawn(move || {
+                let mut store = match Store::open(&path) {
+                    Ok(store) => {
+                        let _ = ready_tx.send(true);
+                        store
+                    }
+                    Err(e) => {
+                        tracing::debug!("journal writes one by one: {e}");
+                        let _ = ready_tx.send(false);
+                        return;
+                    }
+                };
+                while let Ok(first) = receiver.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match receiver.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let together = store.transaction(|s| {
+                        for (write, _) in &group {
+                            write.apply(s, &run_id)?;
+                        }
+                        Ok(())
+                    });
+                    if together.is_ok() {
+                        for (_, reply) in group {
+                            let _ = reply.send(Ok(()));
+                        }
+                    } else {
+                        // One bad write must not fail the others: each on its own.
+                        for (write, reply) in group {
+                            let _ = reply.send(write.apply(&store, &run_id));
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        if ready_rx.recv().unwrap_or(false) {
+            Some(GroupCommit {
+                sender: Some(sender),
+                thread: Some(thread),
+            })
+        } else {
+            let _ = thread.join();
+            None
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has answered every write.
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<'a> Journal<'a> {
+    /// The journal of `run_id` in `store`, with group commit when a second connection to
+    /// the same file can be opened.
+    pub fn new(store: &'a Mutex<Store>, run_id: &'a str) -> Journal<'a> {
+        let path = {
+            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            guard.path().to_path_buf()
+        };
+        Journal {
+            store,
+            run_id,
+            writer: GroupCommit::start(path, run_id.to_string()),
+        }
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, crate::state::Error>,
@@ -104,8 +261,32 @@ impl Journal<'_> {
         f(&guard)
     }
 
+    /// Commits `write`: through the writer thread, or directly.
+    async fn commit(&self, write: Write) -> Result<(), crate::state::Error> {
+        if let Some(sender) = self.writer.as_ref().and_then(|w| w.sender.as_ref()) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            match sender.send((write, reply)) {
+                Ok(()) => {
+                    if let Ok(result) = answer.await {
+                        return result;
+                    }
+                    // The writer thread is gone without an answer: whether the write was
+                    // committed is unknown, so it is not repeated and counts as failed.
+                    return Err(crate::state::Error::Open {
+                        path: std::path::PathBuf::from("journal writer"),
+                        reason: "the journal writer stopped".into(),
+                    });
+                }
+                Err(std::sync::mpsc::SendError((write, _))) => {
+                    return self.with(|s| write.apply(s, self.run_id));
+                }
+            }
+        }
+        self.with(|s| write.apply(s, self.run_id))
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    async fn record(
         &self,
         action: &Action,
         phase: Phase,
@@ -114,20 +295,18 @@ impl Journal<'_> {
         ids: Option<&cloud::RequestIds>,
         error: Option<&str>,
     ) -> Result<(), crate::state::Error> {
-        self.with(|s| {
-            s.journal(
-                self.run_id,
-                &action.key(),
-                action.op.name(),
-                &action.account,
-                phase,
-                before,
-                after,
-                ids.and_then(|i| i.request_id.as_deref()),
-                ids.map(|i| i.client_request_id.as_str()),
-                error,
-            )
+        self.commit(Write::Record {
+            action_key: action.key(),
+            action: action.op.name(),
+            account_key: action.account.clone(),
+            phase,
+            before: before.map(str::to_string),
+            after: after.map(str::to_string),
+            request_id: ids.and_then(|i| i.request_id.clone()),
+            client_request_id: ids.map(|i| i.client_request_id.clone()),
+            error: error.map(str::to_string),
         })
+        .await
     }
 }
 
@@ -316,14 +495,17 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             continue;
         }
         let (before, after) = journal_values(&action.op);
-        if let Err(e) = journal.record(
-            action,
-            Phase::Started,
-            before.as_deref(),
-            after.as_deref(),
-            None,
-            None,
-        ) {
+        if let Err(e) = journal
+            .record(
+                action,
+                Phase::Started,
+                before.as_deref(),
+                after.as_deref(),
+                None,
+                None,
+            )
+            .await
+        {
             // Without the `started` record a crash could hide this call: do not make it.
             failed = true;
             results.push(ActionResult {
@@ -342,14 +524,17 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
         match result {
             Ok(effect) => {
                 let request_id = effect.ids.as_ref().and_then(|i| i.request_id.clone());
-                if let Err(e) = journal.record(
-                    action,
-                    Phase::Done,
-                    before.as_deref(),
-                    after.as_deref(),
-                    effect.ids.as_ref(),
-                    None,
-                ) {
+                if let Err(e) = journal
+                    .record(
+                        action,
+                        Phase::Done,
+                        before.as_deref(),
+                        after.as_deref(),
+                        effect.ids.as_ref(),
+                        None,
+                    )
+                    .await
+                {
                     tracing::error!(action = %key, "the journal could not record a finished action: {e}");
                 }
                 tracing::info!(action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
@@ -375,14 +560,17 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                         "{} (outcome unknown: the next run checks the cloud before repeating anything)",
                         e.message
                     );
-                } else if let Err(j) = journal.record(
-                    action,
-                    Phase::Failed,
-                    before.as_deref(),
-                    None,
-                    None,
-                    Some(&e.message),
-                ) {
+                } else if let Err(j) = journal
+                    .record(
+                        action,
+                        Phase::Failed,
+                        before.as_deref(),
+                        None,
+                        None,
+                        Some(&e.message),
+                    )
+                    .await
+                {
                     tracing::error!(action = %key, "the journal could not record a failed action: {j}");
                 }
                 tracing::warn!(action = %key, op = action.op.name(), "failed: {}", e.message);
@@ -404,15 +592,15 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             plan::progress_after(previous, outcome, &succeeded, invitation_id.as_deref(), now);
         let reason = outcome.reasons.first().map(|r| r.reason.code());
         let kind = outcome.kind.map(|k| k.to_string());
-        let saved = journal.with(|s| {
-            s.save_account(
-                &outcome.key,
-                Some(&outcome.dn),
-                kind.as_deref(),
+        let saved = journal
+            .commit(Write::Progress {
+                key: outcome.key.clone(),
+                dn: outcome.dn.clone(),
+                kind,
                 reason,
-                &progress,
-            )
-        });
+                progress,
+            })
+            .await;
         if let Err(e) = saved {
             tracing::error!(account = %outcome.key, "cannot save the account's progress: {e}");
         }
@@ -460,4 +648,48 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
         .await;
     results.sort_by(|a, b| a.key.cmp(&b.key));
     Outcome { actions: results }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> Write {
+        Write::Record {
+            action_key: format!("invite:account-{n}"),
+            action: "invite",
+            account_key: format!("account-{n}"),
+            phase: Phase::Started,
+            before: None,
+            after: Some("{}".into()),
+            request_id: None,
+            client_request_id: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_share_commits_and_all_land_before_they_return() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Mutex::new(Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}")));
+        let journal = Journal::new(&store, "run-1");
+        assert!(journal.writer.is_some(), "the group commit must be in use");
+        let writes = (0..200).map(|n| journal.commit(record(n)));
+        let results = futures_util::future::join_all(writes).await;
+        assert!(results.iter().all(Result::is_ok));
+        // Every write was committed before its commit() returned: readable at once from
+        // the run's own connection.
+        let entries = journal
+            .with(|s| s.journal_entries(Some("run-1")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entries.len(), 200);
+        drop(journal);
+        let entries = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal_entries(None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entries.len(), 200);
+    }
 }

@@ -129,10 +129,7 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
     if entries.is_empty() {
         return Err(Error::UnknownRun(run.to_string()));
     }
-    let journal = Journal {
-        store,
-        run_id: new_run,
-    };
+    let journal = Journal::new(store, new_run);
     let mut undos = Vec::new();
     let done: Vec<&JournalEntry> = entries.iter().rev().filter(|e| e.phase == "done").collect();
     for entry in done {

@@ -1,7 +1,7 @@
 //! The reqwest adapter behind [`Cloud`]: bulk user reads with `$select` and pages of 999,
 //! PATCH, the invitation body built by hand so `invitedUser.id` is never dropped, a
-//! `client-request-id` on every call, Graph's `request-id` kept, and bounded retries that
-//! honour `Retry-After`.
+//! `client-request-id` on every call, Graph's `request-id` kept, bounded retries that
+//! honour `Retry-After`, and every request paced to the published budgets ([`Pacer`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::pace::{Cost, Pacer};
 use super::token::{Credential, TokenSource};
 use super::{Cloud, Error, Invitation, InvitationSent, RequestIds, UserPatch};
 use crate::model::CloudUser;
@@ -47,7 +48,14 @@ pub struct GraphSettings {
     pub max_attempts: u32,
     /// The longest total time spent retrying one request.
     pub retry_budget: Duration,
+    /// Multiplies the published throttling windows the pacer keeps to: 1.0 for Microsoft
+    /// Graph. Only a rehearsal against the emulator running with `--time-scale` changes it
+    /// (environment `B2BSYNC_GRAPH_BUDGET_TIME_SCALE`).
+    pub budget_time_scale: f64,
 }
+
+/// The environment variable that sets [`GraphSettings::budget_time_scale`].
+pub const BUDGET_TIME_SCALE_ENV: &str = "B2BSYNC_GRAPH_BUDGET_TIME_SCALE";
 
 impl GraphSettings {
     /// Settings for the given Graph root and authority with the default limits.
@@ -62,6 +70,11 @@ impl GraphSettings {
             timeout: Duration::from_secs(60),
             max_attempts: 6,
             retry_budget: Duration::from_secs(300),
+            budget_time_scale: std::env::var(BUDGET_TIME_SCALE_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or(1.0),
         }
     }
 }
@@ -72,6 +85,7 @@ pub struct GraphClient {
     api: String,
     tokens: TokenSource,
     settings: GraphSettings,
+    pacer: Pacer,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +207,8 @@ struct ErrorBody {
 struct Answer {
     body: Vec<u8>,
     ids: RequestIds,
+    /// `x-ms-throttle-limit-percentage`, when the service sent it.
+    limit_percentage: Option<f64>,
 }
 
 impl GraphClient {
@@ -226,6 +242,7 @@ impl GraphClient {
             api: format!("{}/v1.0", settings.graph_url),
             http,
             tokens,
+            pacer: Pacer::new(settings.budget_time_scale),
             settings,
         })
     }
@@ -248,13 +265,29 @@ impl GraphClient {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut refreshed = false;
+        let cost = Cost::of(method.as_str(), url);
         loop {
             attempt += 1;
+            self.pacer.acquire(&cost).await;
             let result = self.send_once(method.clone(), url, body).await;
             let err = match result {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    if let Some(usage) = answer.limit_percentage {
+                        self.pacer.observed(&cost, usage);
+                    }
+                    return Ok(answer);
+                }
                 Err(e) => e,
             };
+            if let Error::Throttled {
+                retry_after,
+                information,
+                ..
+            } = &err
+            {
+                self.pacer
+                    .throttled(&cost, information.as_deref(), *retry_after);
+            }
             // An expired or refused token: renew it once and try again.
             if err.status() == Some(401) && !refreshed {
                 refreshed = true;
@@ -319,6 +352,8 @@ impl GraphClient {
             return Ok(Answer {
                 body: bytes.to_vec(),
                 ids,
+                limit_percentage: header_text(&headers, "x-ms-throttle-limit-percentage")
+                    .and_then(|v| v.trim().parse::<f64>().ok()),
             });
         }
         Err(graph_error(
@@ -380,17 +415,24 @@ impl GraphClient {
 
 impl Cloud for GraphClient {
     async fn users(&self) -> Result<Vec<CloudUser>, Error> {
-        let first = format!("{}/users?$select={USER_SELECT}&$top=999", self.api);
-        let dtos: Vec<UserDto> = self.all_pages(first).await?;
+        // Each page becomes domain users as it arrives: the wire DTOs of a 100,000-user
+        // tenant are never all held at once.
+        let mut users: Vec<CloudUser> = Vec::new();
+        let mut next = Some(format!("{}/users?$select={USER_SELECT}&$top=999", self.api));
+        while let Some(url) = next {
+            let page: Page<UserDto> = self.get_json(&url).await?;
+            users.extend(page.value.into_iter().map(CloudUser::from));
+            next = page.next_link;
+        }
+        users.shrink_to_fit();
+        self.pacer.set_tenant_size(users.len());
         let mut roles = self.role_holders().await?;
-        Ok(dtos
-            .into_iter()
-            .map(|dto| {
-                let mut user = CloudUser::from(dto);
-                user.roles = roles.remove(&user.id).unwrap_or_default();
-                user
-            })
-            .collect())
+        for user in &mut users {
+            if let Some(held) = roles.remove(&user.id) {
+                user.roles = held;
+            }
+        }
+        Ok(users)
     }
 
     async fn user(&self, id: &str) -> Result<Option<CloudUser>, Error> {
@@ -526,6 +568,7 @@ fn graph_error(
         return Error::Throttled {
             retry_after,
             request_id,
+            information: header_text(headers, "x-ms-throttle-information"),
         };
     }
     let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {

@@ -5,6 +5,7 @@
 //! JSON shapes stay private to [`graph`], and token acquisition to [`token`].
 
 pub mod graph;
+pub mod pace;
 pub mod token;
 
 use std::future::Future;
@@ -76,6 +77,8 @@ pub enum Error {
     Throttled {
         retry_after: Option<Duration>,
         request_id: Option<String>,
+        /// `x-ms-throttle-information`: which limit was exceeded, when the service said.
+        information: Option<String>,
     },
     #[error("Graph answered {status} {code} to {path}: {message} (request-id {})", .request_id.as_deref().unwrap_or("none"))]
     Graph {

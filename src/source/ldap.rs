@@ -193,6 +193,9 @@ impl Directory for LdapDirectory {
                 return Err(e);
             }
         }
+        // The vector grew by doubling: give the unused tail back (a large allocation is
+        // remapped in place, not copied).
+        out.shrink_to_fit();
         Ok(out)
     }
 
