@@ -750,7 +750,8 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                     }
                 },
             };
-            let entries = store.journal_entries(Some(&run))?;
+            let entries =
+                report::journal_rows(store.journal_entries(Some(&run))?, &store.accounts()?);
             let text = match format {
                 Format::Csv | Format::Table => {
                     report::journal_csv(&entries).map_err(csv_failure)?

@@ -376,12 +376,61 @@ pub fn status_csv(s: &Status) -> Result<String, csv::Error> {
 }
 
 /// Journal records as CSV, one row per record.
-pub fn journal_csv(entries: &[JournalEntry]) -> Result<String, csv::Error> {
+pub fn journal_csv(entries: &[JournalRow]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for e in entries {
         w.serialize(e)?;
     }
     csv_text(w)
+}
+
+/// A journal record with the account it concerns named as an auditor recognizes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalRow {
+    pub seq: i64,
+    pub at: String,
+    pub run_id: String,
+    /// The account's DN (empty when the state store no longer knows the account).
+    pub account: String,
+    pub action: String,
+    pub phase: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub error: Option<String>,
+    pub action_key: String,
+    pub account_key: String,
+}
+
+/// Names each record's account by its DN from the state store's accounts.
+pub fn journal_rows(entries: Vec<JournalEntry>, accounts: &[AccountRecord]) -> Vec<JournalRow> {
+    let dns: BTreeMap<&str, &str> = accounts
+        .iter()
+        .filter_map(|a| a.dn.as_deref().map(|d| (a.key.as_str(), d)))
+        .collect();
+    entries
+        .into_iter()
+        .map(|e| JournalRow {
+            account: dns
+                .get(e.account_key.as_str())
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            seq: e.seq,
+            at: e.at,
+            run_id: e.run_id,
+            action: e.action,
+            phase: e.phase,
+            before: e.before,
+            after: e.after,
+            request_id: e.request_id,
+            client_request_id: e.client_request_id,
+            error: e.error,
+            action_key: e.action_key,
+            account_key: e.account_key,
+        })
+        .collect()
 }
 
 fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
