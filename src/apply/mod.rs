@@ -206,9 +206,10 @@ impl GroupCommit {
                             let _ = reply.send(Ok(()));
                         }
                     } else {
-                        // One bad write must not fail the others: each on its own.
+                        // One bad write must not fail the others: each in a transaction of
+                        // its own, so an answer is Ok only once its own commit succeeded.
                         for (write, reply) in group {
-                            let _ = reply.send(write.apply(&store, &run_id));
+                            let _ = reply.send(store.transaction(|s| write.apply(s, &run_id)));
                         }
                     }
                 }

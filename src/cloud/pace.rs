@@ -255,28 +255,33 @@ impl Pacer {
         Duration::ZERO
     }
 
-    /// The service refused a request of `cost` with 429: the budget it names (from
-    /// `x-ms-throttle-information`, else every budget the request draws on) is empty and
-    /// paused for `retry_after`.
+    /// The service refused a request of `cost` with 429. The budget that
+    /// `x-ms-throttle-information` names is empty on the service's side: emptied here too,
+    /// and paused for `retry_after`. A 429 that names no limit (a gateway, a service under
+    /// load) says nothing about the budgets: the ones the request draws on only pause.
     pub fn throttled(&self, cost: &Cost, information: Option<&str>, retry_after: Option<Duration>) {
         let now = Instant::now();
         let named = match information {
             Some(i) if i.eq_ignore_ascii_case("ResourceUnitLimitExceeded") => {
-                Some(vec![Budget::ResourceUnits])
+                Some(Budget::ResourceUnits)
             }
             Some(i) if i.eq_ignore_ascii_case("WriteLimitExceeded") && cost.invitations > 0.0 => {
-                Some(vec![Budget::Invitations])
+                Some(Budget::Invitations)
             }
-            Some(i) if i.eq_ignore_ascii_case("WriteLimitExceeded") => Some(vec![Budget::Writes]),
+            Some(i) if i.eq_ignore_ascii_case("WriteLimitExceeded") => Some(Budget::Writes),
             _ => None,
         };
-        let budgets =
-            named.unwrap_or_else(|| BUDGETS.into_iter().filter(|b| cost.get(*b) > 0.0).collect());
+        let budgets: Vec<Budget> = match named {
+            Some(budget) => vec![budget],
+            None => BUDGETS.into_iter().filter(|b| cost.get(*b) > 0.0).collect(),
+        };
         let mut buckets = self.lock();
         for budget in budgets {
             let b = &mut buckets[budget.index()];
             b.refill(now);
-            b.tokens = 0.0;
+            if named.is_some() {
+                b.tokens = 0.0;
+            }
             if let Some(wait) = retry_after {
                 let until = now + wait;
                 b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
@@ -384,6 +389,20 @@ mod tests {
         let now = Instant::now();
         assert!(pacer.try_acquire(&patch, now) >= Duration::from_millis(2900));
         assert!(pacer.try_acquire(&invite, now).is_zero());
+    }
+
+    #[test]
+    fn a_429_that_names_no_limit_only_pauses() {
+        let pacer = Pacer::new(1.0);
+        let patch = Cost::of("PATCH", "https://g/v1.0/users/x");
+        pacer.throttled(&patch, None, Some(Duration::from_millis(200)));
+        let now = Instant::now();
+        assert!(pacer.try_acquire(&patch, now) > Duration::from_millis(150));
+        // After the pause the budget is as full as before: a burst goes through at once.
+        let later = now + Duration::from_millis(250);
+        for _ in 0..100 {
+            assert!(pacer.try_acquire(&patch, later).is_zero());
+        }
     }
 
     #[test]
