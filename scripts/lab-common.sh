@@ -39,8 +39,8 @@ OL_BASE_DN="dc=lab,dc=example,dc=com"
 OL_PARTNERS_DN="ou=Partners,$OL_BASE_DN"
 OL_ADMIN_DN="cn=admin,$OL_BASE_DN"
 OL_SVC_DN="cn=svc-b2bsync,ou=Service,$OL_BASE_DN"
-OL_LDAP_PORT=3389
-OL_LDAPS_PORT=3636
+OL_LDAP_PORT="${LAB_OL_LDAP_PORT:-3389}"
+OL_LDAPS_PORT="${LAB_OL_LDAPS_PORT:-3636}"
 OL_LDAPS_URL="ldaps://127.0.0.1:$OL_LDAPS_PORT"
 OL_LDAP_URL="ldap://127.0.0.1:$OL_LDAP_PORT"
 OL_LDAPI_URL="ldapi://${OL_DIR//\//%2F}%2Frun%2Fldapi"   # SASL EXTERNAL as root = cn=config rootdn
