@@ -89,7 +89,7 @@ impl Outcome {
 
 /// The journal of one run, shared by the concurrent account tasks.
 ///
-/// Every record is committed (and synced) before [`Journal::record`] returns, exactly as
+/// Every record is committed (and synced) before `Journal::record` returns, exactly as
 /// with one transaction per record; records that concurrent accounts hand in while a commit
 /// is being synced share the next commit (group commit), on a connection of its own in a
 /// writer thread, so one fsync serves many accounts and the account tasks keep running

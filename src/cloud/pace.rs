@@ -55,7 +55,7 @@ pub struct Cost {
 impl Cost {
     /// The published cost of `method` on `url` (a full Graph URL or a `$batch` inner URL).
     /// Every request to `/invitations` is charged to the invitation manager only, as the
-    /// emulator does (contract 5.2 [A]: which other bucket it draws from is not published).
+    /// emulator does (contract 5.2 `[A]`: which other bucket it draws from is not published).
     pub fn of(method: &str, url: &str) -> Cost {
         let (path, query) = match url.split_once('?') {
             Some((p, q)) => (p, q),
