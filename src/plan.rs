@@ -135,6 +135,9 @@ pub enum Op {
     RandomizePassword {
         dn: String,
         account_name: Option<String>,
+        /// The account's display name: AD refuses a password holding any of its tokens.
+        #[serde(default)]
+        display_name: Option<String>,
     },
     /// PATCH `userType` (Guest activates MAU billing).
     SetUserType {
@@ -1059,6 +1062,7 @@ impl Context<'_> {
                 ops.push(Op::RandomizePassword {
                     dn: m.account.dn.clone(),
                     account_name: m.account.account_name.clone(),
+                    display_name: m.account.display_name.clone(),
                 });
                 if stage >= Lifecycle::Accepted {
                     out.next = Lifecycle::Done;
@@ -1116,6 +1120,7 @@ impl Context<'_> {
                 ops.push(Op::RandomizePassword {
                     dn: m.account.dn.clone(),
                     account_name: m.account.account_name.clone(),
+                    display_name: m.account.display_name.clone(),
                 });
             }
         };

@@ -383,7 +383,6 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
     op: &Op,
     directory: &D,
     cloud: &C,
-    display_name: Option<&str>,
     options: &Options,
 ) -> Result<Effect, OpError> {
     match op {
@@ -428,12 +427,17 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 invitation_id: Some(sent.invitation_id),
             })
         }
-        Op::RandomizePassword { dn, account_name } => {
+        Op::RandomizePassword {
+            dn,
+            account_name,
+            display_name,
+        } => {
             let name = account_name.as_deref().unwrap_or_default();
             let mut last = None;
             // A policy rejection (a stricter fine-grained policy) gets one fresh try.
             for _ in 0..2 {
-                let secret = password::generate(options.password_length, name, display_name);
+                let secret =
+                    password::generate(options.password_length, name, display_name.as_deref());
                 match directory.set_password(dn, &secret).await {
                     Ok(()) => {
                         return Ok(Effect {
@@ -482,7 +486,6 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     let mut succeeded: Vec<&Op> = Vec::new();
     let mut invitation_id = None;
     let mut failed = false;
-    let display_name = None;
     for action in actions {
         let key = action.key();
         if failed {
@@ -521,7 +524,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             });
             continue;
         }
-        let result = execute_op(&action.op, directory, cloud, display_name, options).await;
+        let result = execute_op(&action.op, directory, cloud, options).await;
         match result {
             Ok(effect) => {
                 let request_id = effect.ids.as_ref().and_then(|i| i.request_id.clone());

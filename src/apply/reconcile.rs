@@ -23,9 +23,21 @@ pub async fn reconcile<C: Cloud + Sync>(
     cloud: &C,
     run_id: &str,
 ) -> Result<Reconciled, Error> {
-    let unfinished = {
+    let (unfinished, mut accounts) = {
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        guard.unfinished()?
+        let unfinished = guard.unfinished()?;
+        // Read once, and only when there is something to settle.
+        let accounts: std::collections::HashMap<String, crate::state::AccountRecord> =
+            if unfinished.is_empty() {
+                Default::default()
+            } else {
+                guard
+                    .accounts()?
+                    .into_iter()
+                    .map(|a| (a.key.clone(), a))
+                    .collect()
+            };
+        (unfinished, accounts)
     };
     let mut result = Reconciled::default();
     for entry in unfinished {
@@ -71,9 +83,8 @@ pub async fn reconcile<C: Cloud + Sync>(
                 None,
                 Some("reconciled: the cloud shows the invitation"),
             )?;
-            let accounts = guard.accounts()?;
-            if let Some(record) = accounts.iter().find(|a| a.key == entry.account_key) {
-                let mut p = record.progress.clone();
+            if let Some(record) = accounts.get_mut(&entry.account_key) {
+                let p = &mut record.progress;
                 if p.invited_at
                     .as_deref()
                     .is_none_or(|t| t < entry.at.as_str())
@@ -87,7 +98,7 @@ pub async fn reconcile<C: Cloud + Sync>(
                     record.dn.as_deref(),
                     record.kind.as_deref(),
                     record.reason.as_deref(),
-                    &p,
+                    &record.progress,
                 )?;
             }
             tracing::warn!(action = %entry.action_key, "an interrupted invitation was sent: recorded, not repeated");

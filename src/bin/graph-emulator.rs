@@ -49,7 +49,17 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("graph-emulator: error: {err:#}");
+            // The emulator's own errors already name their cause; others print their chain.
+            match err.downcast_ref::<b2bsync::emulator::Error>() {
+                Some(e) => {
+                    eprintln!("graph-emulator: error: {e}");
+                    eprintln!("help: {}", e.help());
+                }
+                None => {
+                    eprintln!("graph-emulator: error: {err:#}");
+                    eprintln!("help: see graph-emulator --help and docs/emulator.md");
+                }
+            }
             ExitCode::from(1)
         }
     }

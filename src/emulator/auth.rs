@@ -137,24 +137,13 @@ pub(crate) fn aad_error(
     json_response(status, "application/json; charset=utf-8", &body)
 }
 
-pub(crate) fn context(req: &Request) -> Ctx {
-    req.extensions()
-        .get::<Ctx>()
-        .cloned()
-        .unwrap_or_else(|| Ctx {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            client_request_id: uuid::Uuid::new_v4().to_string(),
-            date: jiff::Timestamp::now(),
-        })
-}
-
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub(crate) async fn token(
     State(emu): State<Arc<Emulator>>,
     Path(tenant): Path<String>,
     req: Request,
 ) -> Response {
-    let ctx = context(&req);
+    let ctx = Ctx::of(&req);
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
         Ok(body) => body,
@@ -329,6 +318,17 @@ fn graph_scope(resource: &str, scope: &str) -> bool {
             && prefix.eq_ignore_ascii_case("00000003-0000-0000-c000-000000000000"))
 }
 
+/// A 401 `invalid_client` with Entra's AADSTS error body: every refused client credential.
+pub(crate) fn invalid_client(ctx: &Ctx, code: u32, message: &str) -> Response {
+    aad_error(
+        ctx,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        code,
+        message,
+    )
+}
+
 /// Client id and secret from `Authorization: Basic` (RFC 6749 §2.3.1: both form-urlencoded).
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -354,15 +354,7 @@ fn check_assertion(
     certificates: &[String],
     assertion: &str,
 ) -> Result<(), Response> {
-    let invalid = |code: u32, message: &str| {
-        aad_error(
-            ctx,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            code,
-            message,
-        )
-    };
+    let invalid = |code: u32, message: &str| invalid_client(ctx, code, message);
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| invalid(50027, "JWT token is invalid or malformed."))?;
     let (thumbprint, by_sha256) = match (&header.x5t_s256, &header.x5t) {

@@ -16,17 +16,6 @@ use super::directory::{Emulator, FaultSpec, lock, now_graph};
 use super::http::{Ctx, PeerAddr, graph_error, json_response};
 use super::tenant::ObjectIdentity;
 
-fn ctx_of(req: &Request) -> Ctx {
-    req.extensions()
-        .get::<Ctx>()
-        .cloned()
-        .unwrap_or_else(|| Ctx {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            client_request_id: uuid::Uuid::new_v4().to_string(),
-            date: jiff::Timestamp::now(),
-        })
-}
-
 fn ok(body: &Value) -> Response {
     json_response(StatusCode::OK, "application/json", body)
 }
@@ -44,7 +33,7 @@ pub(crate) async fn loopback_only(req: Request, next: Next) -> Response {
         .get::<PeerAddr>()
         .is_none_or(|peer| peer.0.ip().is_loopback());
     if !loopback {
-        let ctx = ctx_of(&req);
+        let ctx = Ctx::of(&req);
         return graph_error(
             &ctx,
             StatusCode::FORBIDDEN,
@@ -79,7 +68,7 @@ pub(crate) async fn accept(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
-    let ctx = ctx_of(&req);
+    let ctx = Ctx::of(&req);
     let body: Accept = match json_body(req).await {
         Ok(body) => body,
         Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
@@ -115,7 +104,7 @@ pub(crate) async fn accept(
 
 /// `POST /_emulator/connect/cycle`: one Entra Connect import/sync/export from the AD.
 pub(crate) async fn connect_cycle(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
-    let ctx = ctx_of(&req);
+    let ctx = Ctx::of(&req);
     let body: CycleRequest = match json_body(req).await {
         Ok(body) => body,
         Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
@@ -133,7 +122,7 @@ pub(crate) async fn connect_cycle(State(emu): State<Arc<Emulator>>, req: Request
 
 /// `POST /_emulator/faults`.
 pub(crate) async fn set_faults(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
-    let ctx = ctx_of(&req);
+    let ctx = Ctx::of(&req);
     let spec: FaultSpec = match json_body(req).await {
         Ok(spec) => spec,
         Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
@@ -201,7 +190,7 @@ struct TimeScale {
 /// `POST /_emulator/time-scale` `{"timeScale": 0.01}`: windows and refill rates change from now
 /// on; current usage is kept.
 pub(crate) async fn set_time_scale(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
-    let ctx = ctx_of(&req);
+    let ctx = Ctx::of(&req);
     let body: TimeScale = match json_body(req).await {
         Ok(body) => body,
         Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
@@ -231,7 +220,7 @@ pub(crate) async fn set_replication_delay(
     State(emu): State<Arc<Emulator>>,
     req: Request,
 ) -> Response {
-    let ctx = ctx_of(&req);
+    let ctx = Ctx::of(&req);
     let body: ReplicationDelay = match json_body(req).await {
         Ok(body) => body,
         Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),

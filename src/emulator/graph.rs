@@ -249,15 +249,7 @@ pub(crate) struct Call<'a> {
 
 /// `/v1.0/{*rest}`.
 pub(crate) async fn graph(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
-    let ctx = req
-        .extensions()
-        .get::<Ctx>()
-        .cloned()
-        .unwrap_or_else(|| Ctx {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            client_request_id: uuid::Uuid::new_v4().to_string(),
-            date: jiff::Timestamp::now(),
-        });
+    let ctx = Ctx::of(&req);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let rest = path.strip_prefix("/v1.0").unwrap_or(path);

@@ -34,6 +34,19 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The identifiers [`common`] put on the request, or fresh ones for a request that did
+    /// not pass through it.
+    pub fn of(req: &axum::extract::Request) -> Ctx {
+        req.extensions()
+            .get::<Ctx>()
+            .cloned()
+            .unwrap_or_else(|| Ctx {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                client_request_id: uuid::Uuid::new_v4().to_string(),
+                date: Timestamp::now(),
+            })
+    }
+
     /// `innerError.date`: UTC, no zone, no fractional seconds.
     pub fn inner_date(&self) -> String {
         self.date.strftime("%Y-%m-%dT%H:%M:%S").to_string()

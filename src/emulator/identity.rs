@@ -11,7 +11,7 @@ use axum::response::Response;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
-use super::auth::{aad_error, context, issue};
+use super::auth::{aad_error, invalid_client, issue};
 use super::directory::Emulator;
 use super::graph::Query;
 use super::http::{Ctx, json_response};
@@ -30,15 +30,7 @@ pub(crate) fn is_federated(app: &App, assertion: &str) -> bool {
 /// Checks a federated token against the app's federated credentials: signature by the
 /// issuer's key, issuer, subject, audience, and time range.
 pub(crate) fn check_federated(ctx: &Ctx, app: &App, assertion: &str) -> Result<(), Response> {
-    let invalid = |code: u32, message: &str| {
-        aad_error(
-            ctx,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            code,
-            message,
-        )
-    };
+    let invalid = |code: u32, message: &str| invalid_client(ctx, code, message);
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| invalid(50027, "JWT token is invalid or malformed."))?;
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256) {
@@ -112,7 +104,7 @@ pub(crate) async fn managed_identity_token(
     State(emu): State<Arc<Emulator>>,
     req: Request,
 ) -> Response {
-    let ctx = context(&req);
+    let ctx = Ctx::of(&req);
     let headers = req.headers();
     let imds = headers
         .get("metadata")

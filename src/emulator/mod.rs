@@ -107,7 +107,7 @@ pub enum Error {
         message: String,
     },
     /// The fixture parses but breaks a rule (duplicate id, bad certificate, ...).
-    #[error("tenant fixture {path}: {message}\nhelp: see docs/emulator.md for the fixture format")]
+    #[error("tenant fixture {path}: {message}")]
     FixtureInvalid {
         /// The fixture file, or `<memory>`.
         path: PathBuf,
@@ -128,6 +128,27 @@ pub enum Error {
     /// An option is out of range.
     #[error("invalid option: {0}")]
     Option(String),
+}
+
+impl Error {
+    /// One line telling the user what to do.
+    pub fn help(&self) -> &'static str {
+        match self {
+            Error::FixtureRead { .. } => {
+                "pass --tenant with the path of a tenant fixture (JSON); docs/emulator.md shows one"
+            }
+            Error::FixtureSyntax { .. } | Error::FixtureInvalid { .. } => {
+                "fix the fixture at the place shown; docs/emulator.md describes every field"
+            }
+            Error::Certificate(_) => {
+                "report this as a bug: the emulator generates its certificates itself"
+            }
+            Error::Bind { .. } => {
+                "pick a free address with --listen (127.0.0.1:0 picks a free port)"
+            }
+            Error::Option(_) => "see graph-emulator --help for the allowed values",
+        }
+    }
 }
 
 /// A running emulator. Dropping it stops accepting connections.

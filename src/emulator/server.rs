@@ -130,15 +130,7 @@ fn router(emu: Arc<Emulator>) -> Router {
 }
 
 async fn fallback(req: axum::extract::Request) -> axum::response::Response {
-    let ctx = req
-        .extensions()
-        .get::<http::Ctx>()
-        .cloned()
-        .unwrap_or_else(|| http::Ctx {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            client_request_id: uuid::Uuid::new_v4().to_string(),
-            date: jiff::Timestamp::now(),
-        });
+    let ctx = http::Ctx::of(&req);
     http::graph_error(
         &ctx,
         axum::http::StatusCode::NOT_FOUND,

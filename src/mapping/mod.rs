@@ -32,18 +32,7 @@ use table::Table;
 
 /// Attributes every mapping gets from the source whether it declares them or not: the core of
 /// the lifecycle (anchor, name, state flags, protection) needs them.
-pub const CORE_ATTRIBUTES: &[&str] = &[
-    "objectGUID",
-    "ms-DS-ConsistencyGuid",
-    "sAMAccountName",
-    "userPrincipalName",
-    "displayName",
-    "mail",
-    "userAccountControl",
-    "adminCount",
-    "memberOf",
-    "pwdLastSet",
-];
+pub const CORE_ATTRIBUTES: &[&str] = crate::source::ACCOUNT_ATTRIBUTES;
 
 /// Attributes that hold password material: a mapping may never read them.
 const PASSWORD_ATTRIBUTES: &[&str] = &[

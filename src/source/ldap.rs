@@ -21,24 +21,6 @@ const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 /// RFC 3062 password modify extended operation.
 const PASSWORD_MODIFY_OID: &str = "1.3.6.1.4.1.4203.1.11.1";
 
-/// Attributes every account read asks for, whatever the mapping says. Servers ignore the
-/// ones their schema lacks.
-const BASE_ATTRIBUTES: &[&str] = &[
-    "objectGUID",
-    "mS-DS-ConsistencyGuid",
-    "entryUUID",
-    "sAMAccountName",
-    "uid",
-    "userPrincipalName",
-    "displayName",
-    "mail",
-    "userAccountControl",
-    "adminCount",
-    "memberOf",
-    "pwdLastSet",
-    "pwdChangedTime",
-];
-
 /// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks.
 pub struct LdapDirectory {
     settings: LdapSettings,
@@ -177,7 +159,10 @@ impl LdapDirectory {
 impl Directory for LdapDirectory {
     async fn accounts(&self, scope: &SearchScope) -> Result<Vec<SourceAccount>, Error> {
         let (mut ldap, flavour) = self.handle().await?;
-        let mut attributes: Vec<String> = BASE_ATTRIBUTES.iter().map(|a| a.to_string()).collect();
+        let mut attributes: Vec<String> = super::ACCOUNT_ATTRIBUTES
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         for a in &scope.attributes {
             if !attributes.iter().any(|b| b.eq_ignore_ascii_case(a)) {
                 attributes.push(a.clone());

@@ -20,6 +20,25 @@ use crate::model::SourceAccount;
 
 pub use ldap::LdapDirectory;
 
+/// Attributes every account read asks for, whatever the mapping says: the anchor, the
+/// names, the state flags, protection and password-change time that the lifecycle needs.
+/// Servers ignore the ones their schema lacks.
+pub const ACCOUNT_ATTRIBUTES: &[&str] = &[
+    "objectGUID",
+    "mS-DS-ConsistencyGuid",
+    "entryUUID",
+    "sAMAccountName",
+    "uid",
+    "userPrincipalName",
+    "displayName",
+    "mail",
+    "userAccountControl",
+    "adminCount",
+    "memberOf",
+    "pwdLastSet",
+    "pwdChangedTime",
+];
+
 /// What kind of server is on the other end; decides how passwords are reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
