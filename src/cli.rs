@@ -144,6 +144,10 @@ pub enum Command {
         /// Write the actions and blocked accounts as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Read both sides in full, whatever the stored change marks say (the scheduled
+        /// full read, on demand).
+        #[arg(long)]
+        full: bool,
     },
     /// Executes a reviewed plan (refused if the world changed since), or plans afresh and
     /// applies.
@@ -157,6 +161,10 @@ pub enum Command {
         /// Apply even if a threshold of `[limits]` is exceeded.
         #[arg(long)]
         allow_over_threshold: bool,
+        /// Read both sides in full, whatever the stored change marks say (the scheduled
+        /// full read, on demand).
+        #[arg(long)]
+        full: bool,
     },
     /// Plan, guard and apply in one go, for schedulers. Takes the single-instance lock.
     #[command(
@@ -166,6 +174,10 @@ pub enum Command {
         /// Apply even if a threshold of `[limits]` is exceeded.
         #[arg(long)]
         allow_over_threshold: bool,
+        /// Read both sides in full, whatever the stored change marks say (the scheduled
+        /// full read, on demand).
+        #[arg(long)]
+        full: bool,
     },
     /// Undoes what a run changed where that can be undone: AD `mail`, the cloud's `mail`,
     /// `otherMails` and `userType` go back to the journal's before-values. Invitations and
@@ -277,7 +289,7 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 /// The configuration, the mappings and the settings derived from them.
-fn load_inputs(config: &Config) -> Result<Inputs, Failure> {
+fn load_inputs(config: &Config, full: bool) -> Result<Inputs, Failure> {
     let mappings = MappingSet::load_dir(&config.mappings.dir).map_err(|e| {
         Failure::new(
             Exit::InvalidConfig,
@@ -291,6 +303,12 @@ fn load_inputs(config: &Config) -> Result<Inputs, Failure> {
         policy: config.policy.clone(),
         invitation: config.invitation.clone(),
         verified_domains: config.graph.verified_domains.clone(),
+        reads: config.reads.clone(),
+        force_full_read: full,
+        read_identity: format!(
+            "{}\n{}\n{}",
+            config.ldap.url, config.graph.graph_url, config.graph.tenant
+        ),
     })
 }
 
@@ -390,7 +408,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
             return Ok(Exit::InvalidConfig);
         }
     };
-    let inputs = match load_inputs(&config) {
+    let inputs = match load_inputs(&config, false) {
         Ok(i) => {
             let names: Vec<&str> = i
                 .mappings
@@ -615,13 +633,15 @@ async fn write_rights(dir: &LdapDirectory, dn: &str) -> Rights {
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
         Command::Check => check(&cli.config).await,
-        Command::Plan { out, csv } => {
+        Command::Plan { out, csv, full } => {
             let config = Config::load(&cli.config)?;
-            let inputs = load_inputs(&config)?;
+            let inputs = load_inputs(&config, full)?;
             let dir = directory(&config)?;
             let graph = cloud(&config)?;
-            let progress = Store::open(&config.state.path)?.progress()?;
-            let observed = pipeline::observe(&inputs, &dir, &graph)
+            let store = std::sync::Mutex::new(Store::open(&config.state.path)?);
+            let progress = store.lock().unwrap_or_else(|p| p.into_inner()).progress()?;
+            // Reads from the stored snapshot and marks but stores nothing: plan never writes.
+            let observed = pipeline::observe(&inputs, &dir, &graph, &store)
                 .await
                 .map_err(pipeline_failure)?;
             let plan = pipeline::compute(observed, &inputs, &progress, jiff::Timestamp::now())
@@ -643,6 +663,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Apply {
             plan,
             allow_over_threshold,
+            full,
         } => {
             let reviewed = match plan {
                 Some(path) => {
@@ -668,13 +689,15 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 &cli.config,
                 "apply",
                 allow_over_threshold,
+                full,
                 reviewed.as_ref(),
             )
             .await
         }
         Command::Run {
             allow_over_threshold,
-        } => execute(&cli.config, "run", allow_over_threshold, None).await,
+            full,
+        } => execute(&cli.config, "run", allow_over_threshold, full, None).await,
         Command::Rollback { run } => {
             let config = Config::load(&cli.config)?;
             let dir = directory(&config)?;
@@ -780,10 +803,11 @@ async fn execute(
     config_path: &std::path::Path,
     command: &str,
     allow_over_threshold: bool,
+    full: bool,
     reviewed: Option<&Plan>,
 ) -> Result<Exit, Failure> {
     let config = Config::load(config_path)?;
-    let inputs = load_inputs(&config)?;
+    let inputs = load_inputs(&config, full)?;
     let dir = directory(&config)?;
     let graph = cloud(&config)?;
     let _lock = RunLock::acquire(&config.state.path)?;

@@ -76,6 +76,14 @@ pub struct LdapConfig {
     pub page_size: i32,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// Generic LDAP incremental reads reach back this many seconds before a read's start
+    /// (writes in flight during it, clock difference between b2bsync and the server).
+    #[serde(default = "default_change_overlap_secs")]
+    pub change_overlap_secs: u64,
+}
+
+fn default_change_overlap_secs() -> u64 {
+    60
 }
 
 fn default_page_size() -> i32 {
@@ -222,6 +230,9 @@ pub struct Config {
     /// `[apply]`: how writes are executed.
     #[serde(default)]
     pub apply: ApplyConfig,
+    /// `[reads]`: incremental reads and the scheduled full read.
+    #[serde(default)]
+    pub reads: crate::pipeline::Reads,
     /// Where the file was read from: relative paths in it are relative to its directory.
     #[serde(skip)]
     pub source: PathBuf,
@@ -375,6 +386,7 @@ impl Config {
             flavour: self.ldap.flavour,
             page_size: self.ldap.page_size,
             timeout: Duration::from_secs(self.ldap.timeout_secs),
+            change_overlap: Duration::from_secs(self.ldap.change_overlap_secs),
         })
     }
 

@@ -1,6 +1,8 @@
-//! One pass of the pipeline, stage by stage: read both sides (in parallel), map, join, plan,
-//! guard, apply, save. `plan`, `apply`, `run` and `check` are built from these steps; the
-//! stages themselves live in their own modules.
+//! One pass of the pipeline, stage by stage: read both sides (in parallel, in full or by
+//! their changes), map, join, plan, guard, apply, save. `plan`, `apply`, `run` and `check`
+//! are built from these steps; the stages themselves live in their own modules.
+
+pub mod reads;
 
 use std::collections::BTreeMap;
 
@@ -11,8 +13,10 @@ use crate::join;
 use crate::mapping::{self, InvitationSettings, MappingSet};
 use crate::model::{CloudUser, Progress, SourceAccount};
 use crate::plan::{self, Plan, Policy, Tenant};
-use crate::source::{self, Directory, SearchScope};
+use crate::source::{self, Directory};
 use crate::state::Store;
+
+pub use reads::{ReadSummary, Reads, Refresh, observe, persist};
 
 /// Why a run cannot proceed. Per-account problems are never errors: they are in the plan.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,13 @@ pub struct Inputs {
     pub invitation: InvitationSettings,
     /// Verified domains from the config, instead of reading them from Graph.
     pub verified_domains: Option<Vec<String>>,
+    /// `[reads]`: incremental reads and the scheduled full read.
+    pub reads: Reads,
+    /// Read both sides in full this run, whatever the marks say (`--full`).
+    pub force_full_read: bool,
+    /// Names what is read (directory URL, Graph URL, tenant): when it changes, the stored
+    /// snapshot is of something else and the next read is full.
+    pub read_identity: String,
 }
 
 /// Both sides as read now.
@@ -65,49 +76,9 @@ pub struct Observed {
     pub found: Vec<(String, SourceAccount)>,
     pub users: Vec<CloudUser>,
     pub tenant: Tenant,
-}
-
-/// Reads the directory (every mapping's searches, one after the other) and Graph (users and
-/// verified domains) at the same time.
-pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
-    inputs: &Inputs,
-    directory: &D,
-    cloud: &C,
-) -> Result<Observed, Error> {
-    let read_source = async {
-        let mut found = Vec::new();
-        for search in inputs.mappings.searches() {
-            let scope = SearchScope {
-                base_dns: vec![search.base_dn.clone()],
-                filter: search.filter.clone(),
-                attributes: search.attributes.clone(),
-            };
-            let accounts = directory.accounts(&scope).await?;
-            tracing::info!(mapping = %search.mapping, base = %search.base_dn, accounts = accounts.len(), "read the directory");
-            found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
-        }
-        Ok::<_, Error>(found)
-    };
-    let read_cloud = async {
-        let users = cloud.users().await?;
-        let verified_domains = match &inputs.verified_domains {
-            Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
-            None => cloud.verified_domains().await?,
-        };
-        tracing::info!(users = users.len(), "read Microsoft Graph");
-        Ok::<_, Error>((users, verified_domains))
-    };
-    let (found, cloud_side) = tokio::join!(read_source, read_cloud);
-    let found = found?;
-    let (users, verified_domains) = cloud_side?;
-    Ok(Observed {
-        found,
-        users,
-        tenant: Tenant {
-            verified_domains,
-            other_addresses: Vec::new(),
-        },
-    })
+    /// What the read changes in the state store's snapshot ([`persist`] writes it).
+    pub refresh: Refresh,
+    pub summary: ReadSummary,
 }
 
 /// The pure middle: map, join, plan.
@@ -160,9 +131,21 @@ pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
 ) -> Result<RunResult, Error> {
     let reconciled = apply::reconcile(store, cloud, run_id).await?;
     let progress = lock(store).progress()?;
-    let observed = observe(inputs, directory, cloud).await?;
     let now = jiff::Timestamp::now();
-    let plan = compute(observed, inputs, &progress, now)?;
+    let observed = observe(inputs, directory, cloud, store).await?;
+    persist(store, &observed)?;
+    let source_incremental = observed.refresh.source_incremental();
+    let mut plan = compute(observed, inputs, &progress, now)?;
+    // Accounts about to be written are read again when the directory was read by its
+    // changes: some changes (AD group membership) move no mark on the account itself.
+    if source_incremental
+        && !plan.actions.is_empty()
+        && reads::confirm(inputs, directory, store, &plan).await? > 0
+    {
+        let observed = observe(inputs, directory, cloud, store).await?;
+        persist(store, &observed)?;
+        plan = compute(observed, inputs, &progress, now)?;
+    }
     if let Some(reviewed) = reviewed
         && reviewed.fingerprint != plan.fingerprint
     {

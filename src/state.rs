@@ -1,6 +1,7 @@
 //! The state store: one SQLite file (WAL, `synchronous=FULL`, schema versioned with
 //! `user_version`) holding each account's progress, the runs, the append-only journal of every
-//! write (phase `started` before the call, `done` or `failed` after), and the watermarks.
+//! write (phase `started` before the call, `done` or `failed` after), the watermarks of
+//! incremental reads and the snapshot of both sides those reads are applied to.
 //! A lock file beside it stops two runs from overlapping. Nothing secret is ever stored.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Lifecycle, Progress};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS watermarks (
     value TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshot (
+    side TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (side, key)
+) WITHOUT ROWID;
 ";
 
 /// A state-store failure.
@@ -443,6 +450,90 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Forgets a watermark (the next read of that source is a full one).
+    pub fn clear_watermark(&self, source: &str) -> Result<(), Error> {
+        self.conn
+            .execute("DELETE FROM watermarks WHERE source = ?1", params![source])?;
+        Ok(())
+    }
+
+    /// Every row of one side of the snapshot, decoded, in key order.
+    pub fn snapshot<T: serde::de::DeserializeOwned>(
+        &self,
+        side: &str,
+    ) -> Result<Vec<(String, T)>, Error> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT key, data FROM snapshot WHERE side = ?1 ORDER BY key")?;
+        let rows = statement.query_map(params![side], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, data) = row?;
+            let value = serde_json::from_str(&data).map_err(|e| {
+                Error::Value(format!("snapshot row {side}/{key} does not decode: {e}"))
+            })?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// One snapshot row, decoded, when present.
+    pub fn snapshot_row<T: serde::de::DeserializeOwned>(
+        &self,
+        side: &str,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let data: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT data FROM snapshot WHERE side = ?1 AND key = ?2",
+                params![side, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        data.map(|d| {
+            serde_json::from_str(&d).map_err(|e| {
+                Error::Value(format!("snapshot row {side}/{key} does not decode: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    /// Drops every row of one side of the snapshot (before a full read replaces it).
+    pub fn clear_snapshot(&self, side: &str) -> Result<(), Error> {
+        self.conn
+            .execute("DELETE FROM snapshot WHERE side = ?1", params![side])?;
+        Ok(())
+    }
+
+    /// Writes (inserts or replaces) one snapshot row.
+    pub fn put_snapshot<T: Serialize>(
+        &self,
+        side: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let data = serde_json::to_string(value)
+            .map_err(|e| Error::Value(format!("snapshot row {side}/{key} does not encode: {e}")))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO snapshot (side, key, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (side, key) DO UPDATE SET data = excluded.data",
+            )?
+            .execute(params![side, key, data])?;
+        Ok(())
+    }
+
+    /// Removes one snapshot row, if present.
+    pub fn delete_snapshot(&self, side: &str, key: &str) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("DELETE FROM snapshot WHERE side = ?1 AND key = ?2")?
+            .execute(params![side, key])?;
+        Ok(())
+    }
 }
 
 fn parse_state(s: &str) -> Result<Lifecycle, Error> {
@@ -594,5 +685,60 @@ mod tests {
                 .as_deref(),
             Some("t2")
         );
+    }
+
+    #[test]
+    fn snapshot_rows_are_put_replaced_deleted_and_cleared_per_side() {
+        let (_d, s) = store();
+        let ok = |r: Result<(), Error>| r.unwrap_or_else(|e| panic!("{e}"));
+        ok(s.put_snapshot("cloud", "b", &vec!["two".to_string()]));
+        ok(s.put_snapshot("cloud", "a", &vec!["one".to_string()]));
+        ok(s.put_snapshot("cloud", "a", &vec!["one again".to_string()]));
+        ok(s.put_snapshot("source:m", "a", &vec!["other side".to_string()]));
+        let rows: Vec<(String, Vec<String>)> =
+            s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows,
+            vec![
+                ("a".to_string(), vec!["one again".to_string()]),
+                ("b".to_string(), vec!["two".to_string()])
+            ]
+        );
+        ok(s.delete_snapshot("cloud", "a"));
+        let rows: Vec<(String, Vec<String>)> =
+            s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 1);
+        ok(s.clear_snapshot("cloud"));
+        let rows: Vec<(String, Vec<String>)> =
+            s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
+        assert!(rows.is_empty());
+        let other: Vec<(String, Vec<String>)> =
+            s.snapshot("source:m").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(other.len(), 1, "clearing one side leaves the other");
+        ok(s.clear_watermark("cloud"));
+    }
+
+    #[test]
+    fn a_version_1_store_gains_the_snapshot_table() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(
+                "CREATE TABLE watermarks (source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+                 INSERT INTO watermarks VALUES ('x', 'kept', 'then');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let s = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.watermark("x")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .as_deref(),
+            Some("kept")
+        );
+        s.put_snapshot("cloud", "k", &1)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

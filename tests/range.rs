@@ -13,21 +13,13 @@ mod common;
 use std::collections::HashSet;
 
 use b2bsync::source::{Directory, SearchScope};
-use common::{Server, admin, service, unique};
+use common::{Server, admin, service};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_every_value_of_an_attribute_of_more_than_1500_values() {
     let server = Server::Samba;
-    let ou_name = unique("range");
-    let ou = format!("OU={ou_name},{}", server.partners_dn());
+    let (ou_name, ou) = common::new_ou(server, "range").await;
     let mut ldap = admin(server).connect().await.expect("admin");
-    ldap.add(
-        &ou,
-        vec![("objectClass", HashSet::from(["organizationalUnit"]))],
-    )
-    .await
-    .and_then(|r| r.success())
-    .expect("ou");
     let members = 1600;
     let mut dns = Vec::with_capacity(members);
     for i in 0..members {

@@ -181,6 +181,9 @@ anchor = "objectGUID"
         policy: Default::default(),
         invitation: Default::default(),
         verified_domains: None,
+        reads: Default::default(),
+        force_full_read: false,
+        read_identity: "fake".into(),
     };
     let directory = FakeDirectory {
         accounts,

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 
 use super::pace::{Cost, Pacer};
 use super::token::{Credential, TokenSource};
-use super::{Cloud, Error, Invitation, InvitationSent, RequestIds, UserPatch};
+use super::{Cloud, Error, Invitation, InvitationSent, RequestIds, UserChanges, UserPatch};
 use crate::model::CloudUser;
 
 /// The properties b2bsync reads for every user.
-const USER_SELECT: &str = "id,userPrincipalName,displayName,mail,otherMails,proxyAddresses,userType,accountEnabled,onPremisesSyncEnabled,onPremisesImmutableId,onPremisesUserPrincipalName,onPremisesSamAccountName,employeeId,externalUserState,externalUserStateChangeDateTime,creationType,assignedPlans";
+pub const USER_SELECT: &str = "id,userPrincipalName,displayName,mail,otherMails,proxyAddresses,userType,accountEnabled,onPremisesSyncEnabled,onPremisesImmutableId,onPremisesUserPrincipalName,onPremisesSamAccountName,employeeId,externalUserState,externalUserStateChangeDateTime,creationType,assignedPlans";
 
 /// Exchange Online's service name in `assignedPlans`.
 const EXCHANGE_SERVICE: &str = "exchange";
@@ -157,6 +157,24 @@ struct Page<T> {
     value: Vec<T>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
+}
+
+/// A page of `/users/delta`: changed users (or `@removed` ones), then a deltaLink at the end.
+#[derive(Deserialize)]
+struct DeltaPage {
+    value: Vec<DeltaItem>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeltaItem {
+    #[serde(rename = "@removed")]
+    removed: Option<serde::de::IgnoredAny>,
+    #[serde(flatten)]
+    user: UserDto,
 }
 
 #[derive(Deserialize)]
@@ -433,6 +451,58 @@ impl Cloud for GraphClient {
             }
         }
         Ok(users)
+    }
+
+    async fn delta_link(&self) -> Result<Option<String>, Error> {
+        let url = format!(
+            "{}/users/delta?$select={USER_SELECT}&$deltatoken=latest",
+            self.api
+        );
+        let page: DeltaPage = self.get_json(&url).await?;
+        match page.delta_link {
+            Some(link) => Ok(Some(link)),
+            None => Err(Error::Decode {
+                url: strip_query(&url),
+                reason: "no @odata.deltaLink in the answer to $deltatoken=latest".into(),
+            }),
+        }
+    }
+
+    async fn users_since(&self, link: &str, known: usize) -> Result<UserChanges, Error> {
+        self.pacer.set_tenant_size(known);
+        let mut changes = UserChanges::default();
+        let mut next = link.to_string();
+        // Pages may come with an empty `value` and still a nextLink: follow until the
+        // deltaLink arrives (contract section 3.4).
+        let delta_link = loop {
+            let page: DeltaPage = self.get_json(&next).await?;
+            for item in page.value {
+                if item.removed.is_some() {
+                    changes.removed.push(item.user.id);
+                } else {
+                    changes.changed.push(item.user.into());
+                }
+            }
+            match (page.delta_link, page.next_link) {
+                (Some(delta), _) => break delta,
+                (None, Some(more)) => next = more,
+                (None, None) => {
+                    return Err(Error::Decode {
+                        url: strip_query(&next),
+                        reason: "a delta page with neither @odata.nextLink nor @odata.deltaLink"
+                            .into(),
+                    });
+                }
+            }
+        };
+        changes.delta_link = delta_link;
+        changes.roles = self.role_holders().await?;
+        for user in &mut changes.changed {
+            if let Some(held) = changes.roles.get(&user.id) {
+                user.roles = held.clone();
+            }
+        }
+        Ok(changes)
     }
 
     async fn user(&self, id: &str) -> Result<Option<CloudUser>, Error> {

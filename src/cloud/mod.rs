@@ -8,6 +8,7 @@ pub mod graph;
 pub mod pace;
 pub mod token;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -59,6 +60,20 @@ pub struct InvitationSent {
     pub status: String,
     pub redeem_url: Option<String>,
     pub ids: RequestIds,
+}
+
+/// What changed among the tenant's users since a delta link (`/users/delta`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    /// Users created, restored or changed, with every selected property.
+    pub changed: Vec<CloudUser>,
+    /// Ids of users deleted (soft or for good).
+    pub removed: Vec<String>,
+    /// The link that reads the changes after these.
+    pub delta_link: String,
+    /// Every directory role holder now (user id → role names): role membership is not in
+    /// the user's delta, and a role blocks conversion, so it is read whole every time.
+    pub roles: HashMap<String, Vec<String>>,
 }
 
 /// A failure talking to Graph or the token endpoint. Per-request failures carry Graph's
@@ -143,6 +158,21 @@ impl Error {
         }
     }
 
+    /// The service says a delta link can no longer be used (`410 Gone`, `syncStateNotFound`,
+    /// `resyncRequired`, an expired token): read everything again.
+    pub fn resync_required(&self) -> bool {
+        match self {
+            Error::Graph { status, code, .. } => {
+                *status == 410
+                    || code.eq_ignore_ascii_case("syncStateNotFound")
+                    || code.eq_ignore_ascii_case("resyncRequired")
+                    || code.eq_ignore_ascii_case("syncStateInvalid")
+                    || code.eq_ignore_ascii_case("expiredToken")
+            }
+            _ => false,
+        }
+    }
+
     /// One line telling the admin what to do.
     pub fn help(&self) -> String {
         match self {
@@ -184,6 +214,34 @@ impl Error {
 pub trait Cloud {
     /// Every user in the tenant with the properties b2bsync needs, in pages of 999.
     fn users(&self) -> impl Future<Output = Result<Vec<CloudUser>, Error>> + Send;
+
+    /// A delta link that reads the users' changes from now on (`$deltatoken=latest`), taken
+    /// before a full read so that what changes during it is read again. `None`: this cloud
+    /// keeps no delta, and every read is full.
+    fn delta_link(&self) -> impl Future<Output = Result<Option<String>, Error>> + Send {
+        async { Ok(None) }
+    }
+
+    /// The users' changes since `link` (a link from [`Cloud::delta_link`] or an earlier
+    /// [`UserChanges`]). `known` is the tenant's size as last read, for pacing. An error for
+    /// which [`Error::resync_required`] holds means: read everything again.
+    fn users_since(
+        &self,
+        link: &str,
+        known: usize,
+    ) -> impl Future<Output = Result<UserChanges, Error>> + Send {
+        let _ = (link, known);
+        async {
+            Err(Error::Graph {
+                path: "GET /users/delta".into(),
+                status: 410,
+                code: "resyncRequired".into(),
+                message: "this cloud keeps no delta".into(),
+                request_id: None,
+                retry_after: None,
+            })
+        }
+    }
 
     /// One user, read fresh (used to reconcile an interrupted action).
     fn user(&self, id: &str) -> impl Future<Output = Result<Option<CloudUser>, Error>> + Send;

@@ -1,5 +1,6 @@
 //! The ldap3 adapter behind [`Directory`]: TLS set-up, bind, flavour detection, paged
-//! searches with AD range retrieval, and the `mail` and password writes.
+//! searches with AD range retrieval, incremental reads (AD `uSNChanged` on the same DC,
+//! generic LDAP `entryCSN`), and the `mail` and password writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use super::{Directory, Error, Flavour, LdapSettings, SearchScope};
+use super::{Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope};
 use crate::model::{Anchor, SourceAccount};
 
 /// `LDAP_CAP_ACTIVE_DIRECTORY_OID`: advertised in the rootDSE by AD and Samba AD.
@@ -118,14 +119,19 @@ impl LdapDirectory {
         }
     }
 
+    /// One paged subtree search of `base` with `filter`, each entry mapped to an account and
+    /// its ranged attributes completed. Tracks the highest `entryCSN` seen in `max_csn`.
+    #[allow(clippy::too_many_arguments)]
     async fn search_base(
         &self,
         ldap: &mut Ldap,
         flavour: Flavour,
         base: &str,
-        scope: &SearchScope,
+        filter: &str,
+        wanted: &[String],
         attributes: &[String],
         out: &mut Vec<SourceAccount>,
+        max_csn: &mut Option<String>,
     ) -> Result<(), Error> {
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
@@ -133,13 +139,22 @@ impl LdapDirectory {
         ];
         let search_err = |e: LdapError| search_error(base, e);
         let mut stream = ldap
-            .streaming_search_with(adapters, base, Scope::Subtree, &scope.filter, attributes)
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes)
             .await
             .map_err(search_err)?;
         let mut ranged = Vec::new();
         while let Some(entry) = stream.next().await.map_err(search_err)? {
             let entry = SearchEntry::construct(entry);
-            let (account, pending) = to_account(entry, flavour, &scope.attributes);
+            if let Some(csn) = entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("entryCSN"))
+                .and_then(|(_, v)| v.iter().max())
+                && max_csn.as_ref().is_none_or(|m| csn > m)
+            {
+                *max_csn = Some(csn.clone());
+            }
+            let (account, pending) = to_account(entry, flavour, wanted);
             if !pending.is_empty() {
                 ranged.push((out.len(), pending));
             }
@@ -149,39 +164,331 @@ impl LdapDirectory {
         done.success().map_err(search_err)?;
         for (index, pending) in ranged {
             if let Some(account) = out.get_mut(index) {
-                fetch_ranges(ldap, account, pending, &scope.attributes).await?;
+                fetch_ranges(ldap, account, pending, wanted).await?;
             }
         }
         Ok(())
     }
-}
 
-impl Directory for LdapDirectory {
-    async fn accounts(&self, scope: &SearchScope) -> Result<Vec<SourceAccount>, Error> {
-        let (mut ldap, flavour) = self.handle().await?;
+    /// Every attribute a read of `scope` asks for.
+    fn attributes(flavour: Flavour, scope: &SearchScope) -> Vec<String> {
         let mut attributes: Vec<String> = super::ACCOUNT_ATTRIBUTES
             .iter()
             .map(|a| a.to_string())
             .collect();
+        if flavour == Flavour::Generic {
+            // Operational: returned only when asked for. Marks the next incremental read.
+            attributes.push("entryCSN".into());
+        }
         for a in &scope.attributes {
             if !attributes.iter().any(|b| b.eq_ignore_ascii_case(a)) {
                 attributes.push(a.clone());
             }
         }
-        let mut out = Vec::new();
-        for base in &scope.base_dns {
-            let result = self
-                .search_base(&mut ldap, flavour, base, scope, &attributes, &mut out)
-                .await;
-            if let Err(e) = result {
-                *self.connection.lock().await = None;
-                return Err(e);
-            }
+        attributes
+    }
+
+    /// Where this server's changes stand now: AD's `invocationId` and `highestCommittedUSN`
+    /// (read before the search, so that what changes during it is read again next time);
+    /// a generic server's identity (the base entry's `entryUUID`) with an empty mark.
+    async fn position_now(
+        &self,
+        ldap: &mut Ldap,
+        flavour: Flavour,
+        scope: &SearchScope,
+    ) -> Result<Option<Position>, Error> {
+        if flavour == Flavour::Generic {
+            let Some(base) = scope.base_dns.first() else {
+                return Ok(None);
+            };
+            let entry = base_entry(ldap, base, &["entryUUID"]).await?;
+            return Ok(entry
+                .and_then(|e| first_text(&e, "entryUUID"))
+                .map(|uuid| Position {
+                    server: uuid,
+                    mark: String::new(),
+                }));
         }
-        // The vector grew by doubling: give the unused tail back (a large allocation is
-        // remapped in place, not copied).
-        out.shrink_to_fit();
-        Ok(out)
+        let Some(root) = base_entry(ldap, "", &["highestCommittedUSN", "dsServiceName"]).await?
+        else {
+            return Ok(None);
+        };
+        let (Some(usn), Some(service)) = (
+            first_text(&root, "highestCommittedUSN"),
+            first_text(&root, "dsServiceName"),
+        ) else {
+            return Ok(None);
+        };
+        let Some(settings) = base_entry(ldap, &service, &["invocationId"]).await? else {
+            return Ok(None);
+        };
+        let invocation = settings
+            .bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("invocationId"))
+            .and_then(|(_, v)| v.first())
+            .map(|b| Anchor::from_bytes(b).to_string());
+        Ok(invocation.map(|server| Position { server, mark: usn }))
+    }
+
+    async fn read_with(
+        &self,
+        ldap: &mut Ldap,
+        flavour: Flavour,
+        scope: &SearchScope,
+        since: Option<&Position>,
+    ) -> Result<Read, Error> {
+        let started = jiff::Timestamp::now();
+        let attributes = Self::attributes(flavour, scope);
+        let before = self.position_now(ldap, flavour, scope).await?;
+        let usable = match (since, &before) {
+            (Some(since), Some(now)) if since.server == now.server && !since.mark.is_empty() => {
+                Some(since)
+            }
+            _ => None,
+        };
+        let filter = parenthesized(&scope.filter);
+        let mut max_csn: Option<String> = None;
+        let Some(since) = usable else {
+            let mut accounts = Vec::new();
+            for base in &scope.base_dns {
+                self.search_base(
+                    ldap,
+                    flavour,
+                    base,
+                    &filter,
+                    &scope.attributes,
+                    &attributes,
+                    &mut accounts,
+                    &mut max_csn,
+                )
+                .await?;
+            }
+            // The vector grew by doubling: give the unused tail back (a large allocation is
+            // remapped in place, not copied).
+            accounts.shrink_to_fit();
+            let fell_back = since.map(|s| match &before {
+                None => "the directory no longer tells where its changes stand".to_string(),
+                Some(now) if now.server != s.server => format!(
+                    "the last read's mark belongs to another database ({} then, {} now): another DC, a restore or a rebuilt directory",
+                    s.server, now.server
+                ),
+                Some(_) => "the last read left no mark".to_string(),
+            });
+            let overlap = self.settings.change_overlap;
+            let position =
+                before.map(|p| next_position(flavour, p, None, max_csn, started, overlap));
+            return Ok(Read::Full {
+                accounts,
+                position,
+                fell_back,
+            });
+        };
+        let Some(before) = before else {
+            // `usable` is only set when `before` is.
+            return Err(Error::Search {
+                base: scope.base_dns.join("; "),
+                rc: 80,
+                message: "the change mark vanished during the read".into(),
+            });
+        };
+        let marker = match flavour {
+            Flavour::Generic => format!("(entryCSN>={})", escape_value(&since.mark)),
+            _ => {
+                let usn: u64 = since.mark.parse().map_err(|_| Error::Search {
+                    base: scope.base_dns.join("; "),
+                    rc: 80,
+                    message: format!("stored USN `{}` is not a number", since.mark),
+                })?;
+                format!("(uSNChanged>={})", usn.saturating_add(1))
+            }
+        };
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        let departed_attributes: Vec<String> = [
+            "objectGUID",
+            "mS-DS-ConsistencyGuid",
+            "entryUUID",
+            "entryCSN",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        for base in &scope.base_dns {
+            self.search_base(
+                ldap,
+                flavour,
+                base,
+                &format!("(&{filter}{marker})"),
+                &scope.attributes,
+                &attributes,
+                &mut changed,
+                &mut max_csn,
+            )
+            .await?;
+            self.search_base(
+                ldap,
+                flavour,
+                base,
+                &format!("(&{marker}(!{filter}))"),
+                &[],
+                &departed_attributes,
+                &mut gone,
+                &mut max_csn,
+            )
+            .await?;
+        }
+        let departed = gone
+            .into_iter()
+            .map(|a| Departed {
+                anchor: a.anchor().cloned(),
+                dn: a.dn,
+            })
+            .collect();
+        Ok(Read::Changes {
+            changed,
+            departed,
+            position: next_position(
+                flavour,
+                before,
+                Some(since),
+                max_csn,
+                started,
+                self.settings.change_overlap,
+            ),
+        })
+    }
+}
+
+/// The position the next read starts from. AD: the USN read before this one. Generic: the
+/// highest `entryCSN` seen (this read's or the last one's), but never later than this
+/// read's start less `overlap`, so that writes still in flight are read again.
+fn next_position(
+    flavour: Flavour,
+    before: Position,
+    since: Option<&Position>,
+    max_csn: Option<String>,
+    started: jiff::Timestamp,
+    overlap: std::time::Duration,
+) -> Position {
+    if flavour != Flavour::Generic {
+        return before;
+    }
+    let overlap = jiff::SignedDuration::try_from(overlap).unwrap_or(jiff::SignedDuration::MAX);
+    let ceiling = csn_at(started.checked_sub(overlap).unwrap_or(jiff::Timestamp::MIN));
+    let seen = [since.map(|s| s.mark.clone()), max_csn]
+        .into_iter()
+        .flatten()
+        .filter(|m| !m.is_empty())
+        .max();
+    let mark = match seen {
+        Some(seen) if seen < ceiling => seen,
+        _ => ceiling,
+    };
+    Position {
+        server: before.server,
+        mark,
+    }
+}
+
+/// An OpenLDAP change sequence number for a moment (`YYYYmmddHHMMSS.ffffffZ#count#sid#mod`);
+/// CSNs compare as text in time order.
+fn csn_at(t: jiff::Timestamp) -> String {
+    let utc = t.to_zoned(jiff::tz::TimeZone::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}.{:06}Z#000000#000#000000",
+        utc.year(),
+        utc.month(),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.subsec_nanosecond() / 1_000
+    )
+}
+
+/// A filter in parentheses, as RFC 4515 wants it inside `(&...)`.
+fn parenthesized(filter: &str) -> String {
+    let f = filter.trim();
+    if f.starts_with('(') {
+        f.to_string()
+    } else {
+        format!("({f})")
+    }
+}
+
+/// Escapes a value for an RFC 4515 filter.
+fn escape_value(value: &str) -> String {
+    ldap3::ldap_escape(value).into_owned()
+}
+
+/// The first text value of an attribute, by case-insensitive name.
+fn first_text(entry: &SearchEntry, name: &str) -> Option<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first().cloned())
+}
+
+/// A base-scope read of one entry; `None` when it does not exist.
+async fn base_entry(
+    ldap: &mut Ldap,
+    dn: &str,
+    attributes: &[&str],
+) -> Result<Option<SearchEntry>, Error> {
+    match ldap
+        .search(dn, Scope::Base, "(objectClass=*)", attributes.to_vec())
+        .await
+        .and_then(|r| r.success())
+    {
+        Ok((entries, _)) => Ok(entries.into_iter().next().map(SearchEntry::construct)),
+        Err(LdapError::LdapResult { result }) if result.rc == 32 => Ok(None),
+        Err(e) => Err(search_error(if dn.is_empty() { "rootDSE" } else { dn }, e)),
+    }
+}
+
+impl Directory for LdapDirectory {
+    async fn accounts(&self, scope: &SearchScope) -> Result<Vec<SourceAccount>, Error> {
+        match self.read(scope, None).await? {
+            Read::Full { accounts, .. } => Ok(accounts),
+            Read::Changes { changed, .. } => Ok(changed),
+        }
+    }
+
+    async fn read(&self, scope: &SearchScope, since: Option<&Position>) -> Result<Read, Error> {
+        let (mut ldap, flavour) = self.handle().await?;
+        let result = self.read_with(&mut ldap, flavour, scope, since).await;
+        if result.is_err() {
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    async fn account(&self, scope: &SearchScope, dn: &str) -> Result<Option<SourceAccount>, Error> {
+        let (mut ldap, flavour) = self.handle().await?;
+        let attributes = Self::attributes(flavour, scope);
+        let filter = parenthesized(&scope.filter);
+        let result = ldap
+            .search(dn, Scope::Base, &filter, attributes)
+            .await
+            .and_then(|r| r.success());
+        let entry = match result {
+            Ok((entries, _)) => entries.into_iter().next().map(SearchEntry::construct),
+            Err(LdapError::LdapResult { result }) if result.rc == 32 => None,
+            Err(e) => {
+                self.forget_if_broken(&e).await;
+                return Err(search_error(dn, e));
+            }
+        };
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let (mut account, pending) = to_account(entry, flavour, &scope.attributes);
+        if !pending.is_empty() {
+            fetch_ranges(&mut ldap, &mut account, pending, &scope.attributes).await?;
+        }
+        Ok(Some(account))
     }
 
     async fn set_mail(&self, dn: &str, mail: Option<&str>) -> Result<(), Error> {
@@ -550,6 +857,82 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
+    fn csns_sort_in_time_order_as_openldap_writes_them() {
+        let t: jiff::Timestamp = "2026-11-23T19:20:51.265396Z".parse().unwrap();
+        assert_eq!(csn_at(t), "20261123192051.265396Z#000000#000#000000");
+        let later = csn_at(t + jiff::SignedDuration::from_millis(1));
+        assert!(later > csn_at(t));
+        assert!(csn_at(t).as_str() < "20261123192051.265396Z#000001#000#000000");
+    }
+
+    #[test]
+    fn the_next_generic_mark_is_the_highest_csn_seen_but_never_later_than_the_overlap() {
+        let started: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let before = Position {
+            server: "uuid".into(),
+            mark: String::new(),
+        };
+        let overlap = std::time::Duration::from_secs(60);
+        // Changes long ago: read again from the highest one.
+        let old = "20261101000000.000000Z#000000#000#000000".to_string();
+        let next = next_position(
+            Flavour::Generic,
+            before.clone(),
+            None,
+            Some(old.clone()),
+            started,
+            overlap,
+        );
+        assert_eq!(next.mark, old);
+        assert_eq!(next.server, "uuid");
+        // A change during the last minute: reach back a minute before the read began.
+        let recent = "20261123115959.000000Z#000000#000#000000".to_string();
+        let next = next_position(
+            Flavour::Generic,
+            before.clone(),
+            None,
+            Some(recent),
+            started,
+            overlap,
+        );
+        assert_eq!(next.mark, "20261123115900.000000Z#000000#000#000000");
+        // Nothing seen now: the last mark holds.
+        let since = Position {
+            server: "uuid".into(),
+            mark: old.clone(),
+        };
+        let next = next_position(
+            Flavour::Generic,
+            before.clone(),
+            Some(&since),
+            None,
+            started,
+            overlap,
+        );
+        assert_eq!(next.mark, old);
+        // Active Directory: the USN read before the search, whatever was seen.
+        let ad = Position {
+            server: "inv".into(),
+            mark: "4010".into(),
+        };
+        let next = next_position(
+            Flavour::ActiveDirectory,
+            ad.clone(),
+            Some(&since),
+            Some("x".into()),
+            started,
+            overlap,
+        );
+        assert_eq!(next, ad);
+    }
+
+    #[test]
+    fn filters_are_parenthesized_for_and() {
+        assert_eq!(parenthesized("objectClass=user"), "(objectClass=user)");
+        assert_eq!(parenthesized(" (uid=a) "), "(uid=a)");
+    }
+
+    #[test]
     fn range_options_are_split() {
         assert_eq!(split_range("member;range=0-1499"), ("member", Some(1500)));
         assert_eq!(split_range("member;range=1500-*"), ("member", None));
@@ -614,6 +997,7 @@ mod tests {
             flavour: Flavour::Auto,
             page_size: 1000,
             timeout: std::time::Duration::from_secs(5),
+            change_overlap: std::time::Duration::from_secs(60),
         };
         assert!(matches!(
             LdapDirectory::new(settings.clone()),

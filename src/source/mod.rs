@@ -16,7 +16,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::model::SourceAccount;
+use crate::model::{Anchor, SourceAccount};
 
 pub use ldap::LdapDirectory;
 
@@ -72,6 +72,11 @@ pub struct LdapSettings {
     pub page_size: i32,
     /// Connect and operation timeout.
     pub timeout: Duration,
+    /// How far before a read's start a generic server's next incremental read reaches back:
+    /// a write that took its `entryCSN` before the read began but committed after it was
+    /// not seen, and is read next time if it took less than this and the clocks of b2bsync
+    /// and the server differ by less.
+    pub change_overlap: Duration,
 }
 
 impl LdapSettings {
@@ -90,6 +95,49 @@ pub struct SearchScope {
     pub filter: String,
     /// Text attributes to read besides the ones every account needs.
     pub attributes: Vec<String>,
+}
+
+/// Where a directory's changes stood when a read began, so that the next read can ask only
+/// for what changed since. Holds no secret; stored in the state store's watermarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The database the mark belongs to. Active Directory: the DC's `invocationId` (base64);
+    /// a mark from another DC, or from a restored database, means nothing here. Generic LDAP:
+    /// the `entryUUID` of the base entry.
+    pub server: String,
+    /// Active Directory: the DC's `highestCommittedUSN` before the read (the next read asks
+    /// for `uSNChanged` above it). Generic LDAP: the `entryCSN` from which the next read asks.
+    pub mark: String,
+}
+
+/// An account that changed since a position and no longer matches the scope's filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departed {
+    pub dn: String,
+    /// Its anchor (`objectGUID` or `entryUUID`), when the server returned one.
+    pub anchor: Option<Anchor>,
+}
+
+/// One read of a scope: all of it, or only what changed since a position.
+#[derive(Debug)]
+pub enum Read {
+    /// Every account in scope.
+    Full {
+        accounts: Vec<SourceAccount>,
+        /// Where to read changes from next time; `None` when the directory cannot tell.
+        position: Option<Position>,
+        /// Why a read asked to be incremental was full (the position belongs to another
+        /// database), for the log.
+        fell_back: Option<String>,
+    },
+    /// Only the accounts that changed since the position.
+    Changes {
+        /// Changed (created, modified, renamed or moved) and matching the filter now.
+        changed: Vec<SourceAccount>,
+        /// Changed and no longer matching the filter.
+        departed: Vec<Departed>,
+        position: Position,
+    },
 }
 
 /// A failure reaching or using the directory. Each variant knows how an admin fixes it.
@@ -192,6 +240,47 @@ pub trait Directory {
         &self,
         scope: &SearchScope,
     ) -> impl Future<Output = Result<Vec<SourceAccount>, Error>> + Send;
+
+    /// A full read, or with `since` only what changed since then (Active Directory by
+    /// `uSNChanged` on the same DC, generic LDAP by `entryCSN`). Directories that keep no
+    /// change marks read in full.
+    fn read(
+        &self,
+        scope: &SearchScope,
+        since: Option<&Position>,
+    ) -> impl Future<Output = Result<Read, Error>> + Send
+    where
+        Self: Sync,
+    {
+        let _ = since;
+        async move {
+            Ok(Read::Full {
+                accounts: self.accounts(scope).await?,
+                position: None,
+                fell_back: None,
+            })
+        }
+    }
+
+    /// The account at `dn` read again now, when it still exists and matches the scope's
+    /// filter. Incremental runs read the accounts they are about to write again, since some
+    /// changes (group membership) move no change mark on the account itself.
+    fn account(
+        &self,
+        scope: &SearchScope,
+        dn: &str,
+    ) -> impl Future<Output = Result<Option<SourceAccount>, Error>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            Ok(self
+                .accounts(scope)
+                .await?
+                .into_iter()
+                .find(|a| a.dn.eq_ignore_ascii_case(dn)))
+        }
+    }
 
     /// Replaces (or with `None` clears) the account's `mail`.
     fn set_mail(

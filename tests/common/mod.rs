@@ -113,6 +113,7 @@ pub fn settings(
         flavour: Flavour::Auto,
         page_size: 1000,
         timeout: Duration::from_secs(10),
+        change_overlap: Duration::from_secs(60),
     }
 }
 
@@ -144,4 +145,36 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
+}
+
+/// A fresh OU of the test's own under the server's partners' OU, created as the
+/// administrator; returns its name and DN.
+pub async fn new_ou(server: Server, prefix: &str) -> (String, String) {
+    let name = unique(prefix);
+    let (dn, attributes) = match server {
+        Server::Samba => (
+            format!("OU={name},{}", server.partners_dn()),
+            vec![(
+                "objectClass",
+                std::collections::HashSet::from(["organizationalUnit"]),
+            )],
+        ),
+        Server::OpenLdap => (
+            format!("ou={name},{}", server.partners_dn()),
+            vec![
+                (
+                    "objectClass",
+                    std::collections::HashSet::from(["organizationalUnit"]),
+                ),
+                ("ou", std::collections::HashSet::from([name.as_str()])),
+            ],
+        ),
+    };
+    let mut ldap = admin(server).connect().await.expect("admin bind");
+    ldap.add(&dn, attributes)
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("create {dn}: {e}"));
+    let _ = ldap.unbind().await;
+    (name, dn)
 }

@@ -118,6 +118,16 @@ pub fn status_json(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("status json: {e}\n{}", text(out)))
 }
 
+/// The reasons of the blocked accounts in `status --format json`.
+pub fn blocked_reasons(status: &Value) -> Vec<String> {
+    status["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .filter_map(|b| b["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
 pub fn count(status: &Value, state: &str) -> u64 {
     status["states"]
         .as_array()

@@ -1,0 +1,539 @@
+//! Reading both sides for a run: in full, or only what changed since the last run (AD
+//! `uSNChanged` on the same DC, LDAP `entryCSN`, Graph `/users/delta`) applied to the
+//! snapshot the state store keeps of each side, with a full read on a schedule and whenever
+//! a change mark cannot be trusted.
+//!
+//! The plan always sees every account and every user: an incremental read only changes how
+//! they are obtained, so the pure core (and the address-uniqueness checks that need every
+//! address) is the same for both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Error, Inputs, Observed, lock};
+use crate::cloud::{self, Cloud};
+use crate::mapping::{self, Search};
+use crate::model::{CloudUser, SourceAccount};
+use crate::plan::Tenant;
+use crate::source::{self, Directory, Position, Read, SearchScope};
+use crate::state::Store;
+
+/// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
+const SNAPSHOT_FORMAT: &str = "1";
+
+/// The snapshot side (and watermark name) of the cloud's users.
+const CLOUD_SIDE: &str = "cloud:users";
+
+/// `[reads]`: how a run reads both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reads {
+    /// Read only what changed since the last run, applied to the snapshot in the state
+    /// store. Off: every run reads both sides in full.
+    pub incremental: bool,
+    /// Hours after the last full read of a side when the next run reads it in full again
+    /// (the scheduled full reconcile). It catches what change marks never show: accounts
+    /// deleted or moved out of the base DN, and AD group membership, whose changes move no
+    /// mark on the member (accounts about to be written are read again anyway).
+    pub full_every_hours: u32,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads {
+            incremental: true,
+            full_every_hours: 24,
+        }
+    }
+}
+
+/// The stored mark of one directory search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SourceMark {
+    fingerprint: String,
+    position: Position,
+    full_at: jiff::Timestamp,
+}
+
+/// The stored mark of the cloud's users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CloudMark {
+    fingerprint: String,
+    delta_link: String,
+    full_at: jiff::Timestamp,
+    users: usize,
+}
+
+/// How one side was read, and what the snapshot needs to match it.
+#[derive(Debug)]
+enum Update<T> {
+    /// Read in full: the snapshot is replaced by these rows of [`Observed`].
+    Full { rows: Range<usize> },
+    /// Read by changes: these rows are written and these keys deleted.
+    Changes {
+        put: Vec<(String, T)>,
+        delete: Vec<String>,
+    },
+}
+
+/// One directory search's part of a refresh.
+#[derive(Debug)]
+struct SourceUpdate {
+    side: String,
+    update: Update<SourceAccount>,
+    mark: Option<SourceMark>,
+}
+
+/// What a read changes in the state store's snapshot and watermarks; written by
+/// [`persist`] (never by `plan`, which writes nothing).
+#[derive(Debug)]
+pub struct Refresh {
+    sources: Vec<SourceUpdate>,
+    cloud: Update<CloudUser>,
+    cloud_mark: Option<CloudMark>,
+}
+
+impl Refresh {
+    /// Whether any directory search was read by its changes (then the accounts about to be
+    /// written are read again before any write).
+    pub fn source_incremental(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s.update, Update::Changes { .. }))
+    }
+}
+
+/// How a run read, for the log and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReadSummary {
+    /// Directory searches read in full / by their changes.
+    pub searches_full: usize,
+    pub searches_incremental: usize,
+    /// Directory entries the server returned.
+    pub entries_read: usize,
+    /// Whether Graph's users were read by `/users/delta`.
+    pub cloud_incremental: bool,
+    /// Users Graph returned (all of them, or the changed and removed ones).
+    pub users_read: usize,
+}
+
+/// The snapshot side of one directory search.
+fn source_side(search: &Search) -> String {
+    format!(
+        "source:{}:{}",
+        search.mapping,
+        mapping::normalize_dn(&search.base_dn)
+    )
+}
+
+/// Changes when what a search reads changes: then its snapshot is of something else.
+fn source_fingerprint(inputs: &Inputs, search: &Search) -> String {
+    let mut attributes = search.attributes.clone();
+    attributes.sort();
+    let mut h = Sha256::new();
+    for part in [
+        SNAPSHOT_FORMAT,
+        inputs.read_identity.as_str(),
+        search.base_dn.as_str(),
+        search.filter.as_str(),
+        attributes.join(",").as_str(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize())
+}
+
+fn cloud_fingerprint(inputs: &Inputs) -> String {
+    let mut h = Sha256::new();
+    h.update(SNAPSHOT_FORMAT.as_bytes());
+    h.update([0]);
+    h.update(inputs.read_identity.as_bytes());
+    h.update([0]);
+    h.update(crate::cloud::graph::USER_SELECT.as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a stored mark may be read from: incremental reads on, not forced full, the same
+/// fingerprint, and the last full read recent enough.
+fn usable(
+    inputs: &Inputs,
+    fingerprint: &str,
+    stored: &str,
+    full_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> bool {
+    let every = jiff::SignedDuration::from_hours(i64::from(inputs.reads.full_every_hours));
+    inputs.reads.incremental
+        && !inputs.force_full_read
+        && fingerprint == stored
+        && now.duration_since(full_at) < every
+        && now >= full_at
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(store: &Store, name: &str) -> Result<Option<T>, Error> {
+    // A mark that does not decode (written by another version) only costs a full read.
+    Ok(store
+        .watermark(name)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Reads the directory (every mapping's searches, one after the other) and Graph (users and
+/// verified domains) at the same time, each side in full or by its changes.
+pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+    store: &std::sync::Mutex<Store>,
+) -> Result<Observed, Error> {
+    let now = jiff::Timestamp::now();
+    let searches = inputs.mappings.searches();
+    let (source_marks, cloud_mark) = {
+        let store = lock(store);
+        let mut marks = Vec::new();
+        for search in &searches {
+            let fingerprint = source_fingerprint(inputs, search);
+            let mark: Option<SourceMark> = decode(&store, &source_side(search))?;
+            let mark =
+                mark.filter(|m| usable(inputs, &fingerprint, &m.fingerprint, m.full_at, now));
+            marks.push((fingerprint, mark));
+        }
+        let fingerprint = cloud_fingerprint(inputs);
+        let mark: Option<CloudMark> = decode(&store, CLOUD_SIDE)?;
+        let mark = mark.filter(|m| usable(inputs, &fingerprint, &m.fingerprint, m.full_at, now));
+        (marks, (fingerprint, mark))
+    };
+
+    let read_source = async {
+        let mut reads = Vec::new();
+        for (search, (_, mark)) in searches.iter().zip(&source_marks) {
+            let scope = SearchScope {
+                base_dns: vec![search.base_dn.clone()],
+                filter: search.filter.clone(),
+                attributes: search.attributes.clone(),
+            };
+            let read = directory
+                .read(&scope, mark.as_ref().map(|m| &m.position))
+                .await?;
+            reads.push(read);
+        }
+        Ok::<_, source::Error>(reads)
+    };
+    let read_cloud = async {
+        let (fingerprint, mark) = &cloud_mark;
+        let verified_domains = match &inputs.verified_domains {
+            Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            None => cloud.verified_domains().await?,
+        };
+        if let Some(mark) = mark {
+            match cloud.users_since(&mark.delta_link, mark.users).await {
+                Ok(changes) => {
+                    return Ok((CloudRead::Changes(changes, mark.clone()), verified_domains));
+                }
+                Err(e) if e.resync_required() => {
+                    tracing::warn!(error = %e, "Graph asks for a full read of the users; reading them all");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The link is taken before the read: what changes during it is read again next time.
+        let link = match cloud.delta_link().await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(error = %e, "no delta link for the users: the next run reads them in full too");
+                None
+            }
+        };
+        let users = cloud.users().await?;
+        let mark = link.map(|delta_link| CloudMark {
+            fingerprint: fingerprint.clone(),
+            delta_link,
+            full_at: now,
+            users: users.len(),
+        });
+        Ok::<_, cloud::Error>((CloudRead::Full(users, mark), verified_domains))
+    };
+    let (reads, cloud_side) = tokio::join!(read_source, read_cloud);
+    let reads = reads?;
+    let (cloud_read, verified_domains) = cloud_side?;
+
+    let mut summary = ReadSummary::default();
+    let mut found: Vec<(String, SourceAccount)> = Vec::new();
+    let mut sources = Vec::new();
+    for ((search, (fingerprint, mark)), read) in searches.iter().zip(source_marks).zip(reads) {
+        let side = source_side(search);
+        let new_mark = |position: Option<Position>, full_at| {
+            position.map(|position| SourceMark {
+                fingerprint: fingerprint.clone(),
+                position,
+                full_at,
+            })
+        };
+        match read {
+            Read::Full {
+                accounts,
+                position,
+                fell_back,
+            } => {
+                if let Some(why) = fell_back {
+                    tracing::warn!(mapping = %search.mapping, base = %search.base_dn, %why, "reading the directory in full");
+                }
+                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = accounts.len(), "read the directory");
+                summary.searches_full += 1;
+                summary.entries_read += accounts.len();
+                let start = found.len();
+                found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
+                sources.push(SourceUpdate {
+                    side,
+                    update: Update::Full {
+                        rows: start..found.len(),
+                    },
+                    mark: new_mark(position, now),
+                });
+            }
+            Read::Changes {
+                changed,
+                departed,
+                position,
+            } => {
+                summary.searches_incremental += 1;
+                summary.entries_read += changed.len() + departed.len();
+                let full_at = mark.map(|m| m.full_at).unwrap_or(now);
+                let rows: Vec<(String, SourceAccount)> = lock(store).snapshot(&side)?;
+                let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
+                let mut delete = Vec::new();
+                for gone in departed {
+                    let key = match &gone.anchor {
+                        Some(anchor) => anchor.as_str().to_string(),
+                        None => format!("dn:{}", mapping::normalize_dn(&gone.dn)),
+                    };
+                    if merged.remove(&key).is_some() {
+                        delete.push(key);
+                    }
+                }
+                let mut put = Vec::new();
+                for account in changed {
+                    let key = mapping::eval::account_key(&account);
+                    if merged.get(&key) != Some(&account) {
+                        put.push((key.clone(), account.clone()));
+                    }
+                    merged.insert(key, account);
+                }
+                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "changes", changed = put.len(), departed = delete.len(), accounts = merged.len(), "read the directory");
+                found.extend(merged.into_values().map(|a| (search.mapping.clone(), a)));
+                sources.push(SourceUpdate {
+                    side,
+                    update: Update::Changes { put, delete },
+                    mark: new_mark(Some(position), full_at),
+                });
+            }
+        }
+    }
+
+    let (users, cloud, cloud_mark) = match cloud_read {
+        CloudRead::Full(users, mark) => {
+            tracing::info!(read = "full", users = users.len(), "read Microsoft Graph");
+            summary.users_read = users.len();
+            let rows = 0..users.len();
+            (users, Update::Full { rows }, mark)
+        }
+        CloudRead::Changes(changes, mark) => {
+            summary.cloud_incremental = true;
+            summary.users_read = changes.changed.len() + changes.removed.len();
+            let rows: Vec<(String, CloudUser)> = lock(store).snapshot(CLOUD_SIDE)?;
+            let mut merged: HashMap<String, CloudUser> = rows.into_iter().collect();
+            let mut delete = Vec::new();
+            for id in changes.removed {
+                if merged.remove(&id).is_some() {
+                    delete.push(id);
+                }
+            }
+            // Rows to write: users the delta returned changed, and users whose roles changed.
+            let mut touched = std::collections::HashSet::new();
+            for user in changes.changed {
+                if merged.get(&user.id) != Some(&user) {
+                    touched.insert(user.id.clone());
+                }
+                merged.insert(user.id.clone(), user);
+            }
+            // Role membership is read whole every run: it changes users the delta does not.
+            let mut users: Vec<CloudUser> = merged.into_values().collect();
+            for user in &mut users {
+                let roles = changes.roles.get(&user.id).cloned().unwrap_or_default();
+                if user.roles != roles {
+                    user.roles = roles;
+                    touched.insert(user.id.clone());
+                }
+            }
+            users.sort_by(|a, b| a.id.cmp(&b.id));
+            let put: Vec<(String, CloudUser)> = users
+                .iter()
+                .filter(|u| touched.contains(&u.id))
+                .map(|u| (u.id.clone(), u.clone()))
+                .collect();
+            tracing::info!(
+                read = "changes",
+                changed = put.len(),
+                removed = delete.len(),
+                users = users.len(),
+                "read Microsoft Graph"
+            );
+            let mark = CloudMark {
+                delta_link: changes.delta_link,
+                users: users.len(),
+                ..mark
+            };
+            (users, Update::Changes { put, delete }, Some(mark))
+        }
+    };
+    tracing::info!(
+        searches_full = summary.searches_full,
+        searches_incremental = summary.searches_incremental,
+        entries_read = summary.entries_read,
+        cloud_incremental = summary.cloud_incremental,
+        users_read = summary.users_read,
+        "read both sides"
+    );
+    Ok(Observed {
+        found,
+        users,
+        tenant: Tenant {
+            verified_domains,
+            other_addresses: Vec::new(),
+        },
+        refresh: Refresh {
+            sources,
+            cloud,
+            cloud_mark,
+        },
+        summary,
+    })
+}
+
+/// What the cloud read returned.
+enum CloudRead {
+    Full(Vec<CloudUser>, Option<CloudMark>),
+    Changes(cloud::UserChanges, CloudMark),
+}
+
+/// Writes what a read changed into the snapshot and the watermarks, in one transaction:
+/// after a crash the snapshot and its marks agree, and the next run reads from there.
+pub fn persist(store: &std::sync::Mutex<Store>, observed: &Observed) -> Result<(), Error> {
+    let refresh = &observed.refresh;
+    let mut store = lock(store);
+    store.transaction(|s| {
+        for source in &refresh.sources {
+            match &source.update {
+                Update::Full { rows } => {
+                    s.clear_snapshot(&source.side)?;
+                    for (_, account) in observed.found.get(rows.clone()).unwrap_or_default() {
+                        s.put_snapshot(
+                            &source.side,
+                            &mapping::eval::account_key(account),
+                            account,
+                        )?;
+                    }
+                }
+                Update::Changes { put, delete } => {
+                    for key in delete {
+                        s.delete_snapshot(&source.side, key)?;
+                    }
+                    for (key, account) in put {
+                        s.put_snapshot(&source.side, key, account)?;
+                    }
+                }
+            }
+            match &source.mark {
+                Some(mark) => s.set_watermark(&source.side, &to_json(mark)?)?,
+                None => s.clear_watermark(&source.side)?,
+            }
+        }
+        match &refresh.cloud {
+            Update::Full { rows } => {
+                s.clear_snapshot(CLOUD_SIDE)?;
+                for user in observed.users.get(rows.clone()).unwrap_or_default() {
+                    s.put_snapshot(CLOUD_SIDE, &user.id, user)?;
+                }
+            }
+            Update::Changes { put, delete } => {
+                for key in delete {
+                    s.delete_snapshot(CLOUD_SIDE, key)?;
+                }
+                for (key, user) in put {
+                    s.put_snapshot(CLOUD_SIDE, key, user)?;
+                }
+            }
+        }
+        match &refresh.cloud_mark {
+            Some(mark) => s.set_watermark(CLOUD_SIDE, &to_json(mark)?)?,
+            None => s.clear_watermark(CLOUD_SIDE)?,
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, crate::state::Error> {
+    serde_json::to_string(value).map_err(|e| crate::state::Error::Value(e.to_string()))
+}
+
+/// Reads again, from the directory, every account the plan is about to write, and puts the
+/// ones that differ from the snapshot into it. Returns how many differed: then the plan must
+/// be computed again. Some changes move no change mark on the account (AD group membership
+/// is a back link), and a protected account must never be written.
+pub async fn confirm<D: Directory + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    store: &std::sync::Mutex<Store>,
+    plan: &crate::plan::Plan,
+) -> Result<usize, Error> {
+    let acting: std::collections::BTreeSet<&str> =
+        plan.actions.iter().map(|a| a.account.as_str()).collect();
+    let searches = inputs.mappings.searches();
+    let mut differing = 0;
+    for account in plan
+        .accounts
+        .iter()
+        .filter(|a| acting.contains(a.key.as_str()))
+    {
+        let dn = mapping::normalize_dn(&account.dn);
+        let Some(search) = searches.iter().find(|s| {
+            s.mapping == account.mapping && dn.ends_with(&mapping::normalize_dn(&s.base_dn))
+        }) else {
+            continue;
+        };
+        let side = source_side(search);
+        let scope = SearchScope {
+            base_dns: vec![search.base_dn.clone()],
+            filter: search.filter.clone(),
+            attributes: search.attributes.clone(),
+        };
+        let fresh = directory.account(&scope, &account.dn).await?;
+        let guard = lock(store);
+        let stored: Option<SourceAccount> = guard.snapshot_row(&side, &account.key)?;
+        if fresh == stored {
+            continue;
+        }
+        differing += 1;
+        tracing::info!(account = %account.key, dn = %account.dn, "the account changed without moving its change mark; planning again");
+        match fresh {
+            Some(fresh) => {
+                // A renamed account (its DN key changed) is written under its new key.
+                let key = mapping::eval::account_key(&fresh);
+                if key != account.key {
+                    guard.delete_snapshot(&side, &account.key)?;
+                }
+                guard.put_snapshot(&side, &key, &fresh)?;
+            }
+            None => guard.delete_snapshot(&side, &account.key)?,
+        }
+    }
+    Ok(differing)
+}
