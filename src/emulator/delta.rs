@@ -4,8 +4,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -43,12 +41,24 @@ struct State {
     t: i64,
 }
 
+/// Tokens are opaque to clients, like Graph's. Hex, not base64: base64 of a JSON object
+/// starts `eyJ`, which reads like a JWT to anyone scanning a client's files for tokens.
 fn encode(state: &State) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap_or_default())
+    serde_json::to_vec(state)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode(token: &str) -> Option<State> {
-    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if !token.len().is_multiple_of(2) || !token.is_ascii() {
+        return None;
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
     let state: State = serde_json::from_slice(&bytes).ok()?;
     (state.v == 1).then_some(state)
 }
