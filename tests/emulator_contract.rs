@@ -1402,9 +1402,25 @@ async fn s3_4_delta_rounds() {
     assert_eq!(anna["externalUserState"], "PendingAcceptance");
     lab.control(Method::POST, &format!("/users/{ANNA}/accept"), None)
         .await;
-    let (accepted, _) = delta_round(&lab, &token, delta_link).await;
+    let (accepted, delta_link) = delta_round(&lab, &token, delta_link).await;
     assert_eq!(accepted.len(), 1);
     assert_eq!(accepted[0]["externalUserState"], "Accepted");
+    // A deleted user comes back as `@removed`, with its id only, and is gone from lists.
+    assert_eq!(
+        lab.control(Method::DELETE, &format!("/users/{CARL}"), None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let (removed, _) = delta_round(&lab, &token, delta_link).await;
+    assert_eq!(
+        removed,
+        vec![json!({"id": CARL, "@removed": {"reason": "deleted"}})]
+    );
+    assert_eq!(
+        lab.get(&format!("/users/{CARL}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// §3.4: $deltatoken=latest gives only a deltaLink; bad tokens 400, invalidated tokens 410

@@ -368,6 +368,17 @@ async fn scheduled_runs_read_changes_only_and_never_write_an_account_that_became
     let reasons = common::world::blocked_reasons(&status);
     assert!(reasons.iter().any(|r| r == "protected_group"), "{status:#}");
 
+    // baker's cloud user is deleted: delta says `@removed`, and baker is unmatched again.
+    let baker_id = w.ids[&w.sam("baker")].clone();
+    w.control(reqwest::Method::DELETE, &format!("/users/{baker_id}"), None)
+        .await;
+    let out = run(&[]);
+    let read = read_line(&out);
+    assert_eq!(read["cloud_incremental"], true, "{read}");
+    assert_eq!(read["users_read"], 1, "the removal: {read}");
+    let status = common::world::status_json(&w.b2bsync(&["status", "--format", "json"]));
+    assert_eq!(common::world::count(&status, "unmatched"), 1, "{status:#}");
+
     // `--full` reads everything, whatever the marks say.
     let out = run(&["--full"]);
     let read = read_line(&out);

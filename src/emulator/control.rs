@@ -150,6 +150,23 @@ pub(crate) async fn clear_faults(State(emu): State<Arc<Emulator>>) -> Response {
     no_content()
 }
 
+/// `DELETE /_emulator/users/{id}`: deletes a user, as an admin would in the portal (Graph
+/// itself would need `User.DeleteRestore.All`, which b2bsync never has). Delta reports it
+/// as `@removed` with reason `deleted`.
+pub(crate) async fn delete_user(
+    State(emu): State<Arc<Emulator>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let ctx = Ctx::of(&req);
+    let mut dir = lock(&emu.dir);
+    let Some(index) = dir.find(&id) else {
+        return super::users::not_found(&ctx, &id);
+    };
+    dir.delete(index);
+    no_content()
+}
+
 /// `GET /_emulator/faults`.
 pub(crate) async fn faults(State(emu): State<Arc<Emulator>>) -> Response {
     ok(&serde_json::to_value(lock(&emu.faults).clone()).unwrap_or(Value::Null))

@@ -1,6 +1,7 @@
 //! `GET /v1.0/users/delta` (contract §3.4): rounds of pages linked by `$skiptoken`, a final
 //! `@odata.deltaLink` with `$deltatoken`, `$deltatoken=latest`, `$select` and the `id eq`
-//! filter encoded into the tokens, only changed users on later rounds, and 410 resync.
+//! filter encoded into the tokens, only changed users on later rounds, deleted users as
+//! `@removed`, and 410 resync.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -13,6 +14,9 @@ use super::filter::{self, Expr, Op};
 use super::graph::{Call, percent_encode};
 use super::http::{graph_error, odata};
 use super::users::{context_url, denied};
+
+/// The annotation of a deleted user in a delta round.
+const REMOVED: &str = "@removed";
 
 /// Users per delta page (overridable with `Prefer: odata.maxpagesize=N`).
 const DELTA_PAGE: usize = 100;
@@ -206,14 +210,32 @@ pub(crate) fn delta(call: &Call<'_>) -> Response {
         .unwrap_or(DELTA_PAGE);
     let views: Vec<Map<String, Value>> = {
         let dir = lock(&emu.dir);
+        // Users deleted since the round's start (a first round knows no earlier state).
+        let removed: Vec<Map<String, Value>> = match state.since {
+            Some(since) => dir
+                .removed
+                .iter()
+                .filter(|(_, at)| *at > since)
+                .map(|(id, _)| {
+                    let mut m = Map::new();
+                    m.insert("id".into(), json!(id));
+                    m.insert(REMOVED.into(), json!({ "reason": "deleted" }));
+                    m
+                })
+                .filter(|m| filter.as_ref().is_none_or(|f| filter::eval(f, m)))
+                .collect(),
+            None => Vec::new(),
+        };
         dir.entries
             .iter()
             .filter(|e| state.since.is_none_or(|since| e.changed > since))
             .map(|e| &e.view)
             .filter(|view| filter.as_ref().is_none_or(|f| filter::eval(f, view)))
+            .map(std::borrow::Cow::Borrowed)
+            .chain(removed.into_iter().map(std::borrow::Cow::Owned))
             .skip(state.o)
             .take(page_size + 1)
-            .cloned()
+            .map(std::borrow::Cow::into_owned)
             .collect()
     };
     // One user past the page tells whether another page follows.
@@ -258,6 +280,9 @@ fn page(
     let value: Vec<Value> = items
         .iter()
         .map(|view| {
+            if view.contains_key(REMOVED) {
+                return Value::Object(view.clone());
+            }
             let mut out = Map::new();
             out.insert("id".into(), view.get("id").cloned().unwrap_or(Value::Null));
             for prop in &props {

@@ -140,6 +140,9 @@ pub(crate) struct Directory {
     pub seq: u64,
     /// Bumped by the control API to invalidate every delta token (410 on next use).
     pub delta_generation: u64,
+    /// Users deleted through the control API: id and the change counter of the deletion,
+    /// for delta's `@removed` entries.
+    pub removed: Vec<(String, u64)>,
     pub invitations: Vec<InvitationRecord>,
 }
 
@@ -164,6 +167,7 @@ impl Directory {
                 .collect(),
             seq: 0,
             delta_generation: 0,
+            removed: Vec::new(),
             invitations: Vec::new(),
         }
     }
@@ -183,6 +187,16 @@ impl Directory {
         if let Some(entry) = self.entries.get_mut(index) {
             entry.changed = self.seq;
             entry.view = graph_view(&entry.user);
+        }
+    }
+
+    /// Deletes the user at `index` (as an admin would; it shows up in the next delta round
+    /// as `@removed`).
+    pub fn delete(&mut self, index: usize) {
+        if index < self.entries.len() {
+            self.seq += 1;
+            let entry = self.entries.remove(index);
+            self.removed.push((entry.user.id, self.seq));
         }
     }
 

@@ -85,6 +85,10 @@ fn token_keys() -> Result<TokenKeys, Error> {
 fn router(emu: Arc<Emulator>) -> Router {
     let control = Router::new()
         .route("/_emulator/users/{id}/accept", post(control::accept))
+        .route(
+            "/_emulator/users/{id}",
+            axum::routing::delete(control::delete_user),
+        )
         .route("/_emulator/connect/cycle", post(control::connect_cycle))
         .route(
             "/_emulator/faults",
