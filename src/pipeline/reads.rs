@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -23,6 +24,9 @@ use crate::state::Store;
 
 /// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
 const SNAPSHOT_FORMAT: &str = "1";
+
+/// Accounts read again at the same time before a run writes them.
+const CONFIRM_CONCURRENCY: usize = 16;
 
 /// The snapshot side (and watermark name) of the cloud's users.
 const CLOUD_SIDE: &str = "cloud:users";
@@ -497,25 +501,36 @@ pub async fn confirm<D: Directory + Sync>(
     let acting: std::collections::BTreeSet<&str> =
         plan.actions.iter().map(|a| a.account.as_str()).collect();
     let searches = inputs.mappings.searches();
-    let mut differing = 0;
-    for account in plan
+    let targets: Vec<(&crate::plan::AccountOutcome, &Search)> = plan
         .accounts
         .iter()
         .filter(|a| acting.contains(a.key.as_str()))
-    {
-        let dn = mapping::normalize_dn(&account.dn);
-        let Some(search) = searches.iter().find(|s| {
-            s.mapping == account.mapping && dn.ends_with(&mapping::normalize_dn(&s.base_dn))
-        }) else {
-            continue;
-        };
+        .filter_map(|account| {
+            let dn = mapping::normalize_dn(&account.dn);
+            searches
+                .iter()
+                .find(|s| {
+                    s.mapping == account.mapping && dn.ends_with(&mapping::normalize_dn(&s.base_dn))
+                })
+                .map(|search| (account, search))
+        })
+        .collect();
+    // One base search each, a few at a time over the one connection.
+    let mut reads = futures_util::stream::iter(targets)
+        .map(|(account, search)| async move {
+            let scope = SearchScope {
+                base_dns: vec![search.base_dn.clone()],
+                filter: search.filter.clone(),
+                attributes: search.attributes.clone(),
+            };
+            let fresh = directory.account(&scope, &account.dn).await;
+            (account, search, fresh)
+        })
+        .buffer_unordered(CONFIRM_CONCURRENCY);
+    let mut differing = 0;
+    while let Some((account, search, fresh)) = reads.next().await {
+        let fresh = fresh?;
         let side = source_side(search);
-        let scope = SearchScope {
-            base_dns: vec![search.base_dn.clone()],
-            filter: search.filter.clone(),
-            attributes: search.attributes.clone(),
-        };
-        let fresh = directory.account(&scope, &account.dn).await?;
         let guard = lock(store);
         let stored: Option<SourceAccount> = guard.snapshot_row(&side, &account.key)?;
         if fresh == stored {
