@@ -415,4 +415,26 @@ async fn scheduled_runs_read_changes_only_and_never_write_an_account_that_became
     assert_eq!(read["searches_incremental"], 1, "{read}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("full read of the users"), "{stderr}");
+
+    // A snapshot that no longer decodes (another version wrote it) costs a full read of that
+    // side, not a failed run.
+    let conn = rusqlite::Connection::open(&db).expect("open state");
+    conn.execute_batch(
+        "UPDATE snapshot SET data = '{\"written_by\":\"another version\"}'
+         WHERE key = (SELECT key FROM snapshot WHERE side LIKE 'source:%' LIMIT 1);
+         UPDATE snapshot SET data = '[]' WHERE side = 'cloud:users';",
+    )
+    .expect("corrupt");
+    drop(conn);
+    let out = run(&[]);
+    let read = read_line(&out);
+    assert_eq!(read["searches_full"], 1, "{read}");
+    assert_eq!(read["entries_read"], 3, "{read}");
+    assert_eq!(read["cloud_incremental"], false, "{read}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not decode"), "{stderr}");
+    // And the run after it reads changes again.
+    let read = read_line(&run(&[]));
+    assert_eq!(read["searches_incremental"], 1, "{read}");
+    assert_eq!(read["cloud_incremental"], true, "{read}");
 }

@@ -247,22 +247,8 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 Err(e) => return Err(e),
             }
         }
-        // The link is taken before the read: what changes during it is read again next time.
-        let link = match cloud.delta_link().await {
-            Ok(link) => link,
-            Err(e) => {
-                tracing::warn!(error = %e, "no delta link for the users: the next run reads them in full too");
-                None
-            }
-        };
-        let users = cloud.users().await?;
-        let mark = link.map(|delta_link| CloudMark {
-            fingerprint: fingerprint.clone(),
-            delta_link,
-            full_at: now,
-            users: users.len(),
-        });
-        Ok::<_, cloud::Error>((CloudRead::Full(users, mark), verified_domains))
+        let full = full_cloud_read(cloud, fingerprint, now).await?;
+        Ok::<_, cloud::Error>((full, verified_domains))
     };
     let (reads, cloud_side) = tokio::join!(read_source, read_cloud);
     let reads = reads?;
@@ -273,6 +259,18 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     let mut sources = Vec::new();
     for ((search, (fingerprint, mark)), read) in searches.iter().zip(source_marks).zip(reads) {
         let side = source_side(search);
+        // Changes need the snapshot they apply to; one that no longer decodes (written by
+        // another version) means this search is read again in full.
+        let (read, rows) = match read {
+            Read::Changes { .. } => {
+                let loaded = decoded(lock(store).snapshot(&side))?;
+                match loaded {
+                    Some(rows) => (read, rows),
+                    None => (directory.read(&scope_of(search), None).await?, Vec::new()),
+                }
+            }
+            full => (full, Vec::new()),
+        };
         let new_mark = |position: Option<Position>, full_at| {
             position.map(|position| SourceMark {
                 fingerprint: fingerprint.clone(),
@@ -310,7 +308,6 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 summary.searches_incremental += 1;
                 summary.entries_read += changed.len() + departed.len();
                 let full_at = mark.map(|m| m.full_at).unwrap_or(now);
-                let rows: Vec<(String, SourceAccount)> = lock(store).snapshot(&side)?;
                 let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
                 let mut delete = Vec::new();
                 for gone in departed {
@@ -341,6 +338,20 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
         }
     }
 
+    // As for the directory: changes need a snapshot that decodes, or the users are read whole.
+    let (cloud_read, cloud_rows) = match cloud_read {
+        CloudRead::Changes(..) => {
+            let loaded = decoded(lock(store).snapshot(CLOUD_SIDE))?;
+            match loaded {
+                Some(rows) => (cloud_read, rows),
+                None => (
+                    full_cloud_read(cloud, &cloud_mark.0, now).await?,
+                    Vec::new(),
+                ),
+            }
+        }
+        full => (full, Vec::new()),
+    };
     let (users, cloud, cloud_mark) = match cloud_read {
         CloudRead::Full(users, mark) => {
             tracing::info!(read = "full", users = users.len(), "read Microsoft Graph");
@@ -351,8 +362,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
         CloudRead::Changes(changes, mark) => {
             summary.cloud_incremental = true;
             summary.users_read = changes.changed.len() + changes.removed.len();
-            let rows: Vec<(String, CloudUser)> = lock(store).snapshot(CLOUD_SIDE)?;
-            let mut merged: HashMap<String, CloudUser> = rows.into_iter().collect();
+            let mut merged: HashMap<String, CloudUser> = cloud_rows.into_iter().collect();
             let mut delete = Vec::new();
             for id in changes.removed {
                 if merged.remove(&id).is_some() {
@@ -419,6 +429,53 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
         },
         summary,
     })
+}
+
+/// The scope one search reads.
+fn scope_of(search: &Search) -> SearchScope {
+    SearchScope {
+        base_dns: vec![search.base_dn.clone()],
+        filter: search.filter.clone(),
+        attributes: search.attributes.clone(),
+    }
+}
+
+/// Snapshot rows, or `None` (with a warning) when they do not decode.
+fn decoded<T>(
+    rows: Result<Vec<(String, T)>, crate::state::Error>,
+) -> Result<Option<Vec<(String, T)>>, Error> {
+    match rows {
+        Ok(rows) => Ok(Some(rows)),
+        Err(crate::state::Error::Value(why)) => {
+            tracing::warn!(%why, "the stored snapshot does not decode; reading in full");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every user, and the delta link the next run reads the changes from. The link is taken
+/// before the read: what changes during it is read again next time.
+async fn full_cloud_read<C: Cloud + Sync>(
+    cloud: &C,
+    fingerprint: &str,
+    now: jiff::Timestamp,
+) -> Result<CloudRead, cloud::Error> {
+    let link = match cloud.delta_link().await {
+        Ok(link) => link,
+        Err(e) => {
+            tracing::warn!(error = %e, "no delta link for the users: the next run reads them in full too");
+            None
+        }
+    };
+    let users = cloud.users().await?;
+    let mark = link.map(|delta_link| CloudMark {
+        fingerprint: fingerprint.to_string(),
+        delta_link,
+        full_at: now,
+        users: users.len(),
+    });
+    Ok(CloudRead::Full(users, mark))
 }
 
 /// What the cloud read returned.
