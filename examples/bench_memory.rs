@@ -266,7 +266,7 @@ fn main() -> anyhow::Result<()> {
     };
     let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse()?;
     let plan = plan::plan(
-        &joined,
+        joined,
         &set,
         &progress,
         &tenant,
@@ -275,8 +275,6 @@ fn main() -> anyhow::Result<()> {
         now,
     );
     meter.stage("plan::plan");
-    drop(joined);
-    meter.stage("joined dropped");
 
     println!(
         "accounts {}, actions {}, done {}, fingerprint {}",

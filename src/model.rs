@@ -97,7 +97,7 @@ pub const UAC_ACCOUNTDISABLE: u32 = 0x0002;
 
 /// One account read from the on-premises directory, already mapped to plain data at the
 /// boundary (the `source` adapter owns the LDAP details).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceAccount {
     /// Distinguished name, as the server returned it. Opaque: identity is the anchor.
     pub dn: String,

@@ -138,7 +138,7 @@ fn the_lab_partners_plan_as_the_fixture_says() {
     };
     let now = "2026-11-23T12:00:00Z".parse().unwrap();
     let p = plan(
-        &joined,
+        joined,
         &set,
         &BTreeMap::new(),
         &tenant,

@@ -133,7 +133,7 @@ impl World {
             .collect();
         let joined = join(map_accounts(set, found), self.users.clone());
         plan(
-            &joined,
+            joined,
             set,
             &self.progress,
             &self.tenant,
@@ -718,7 +718,7 @@ fn join_failures_leave_the_account_unmatched_with_a_reason() {
     ];
     let joined = join(map_accounts(&two, found), vec![]);
     let p = plan(
-        &joined,
+        joined,
         &two,
         &BTreeMap::new(),
         &Tenant::default(),
