@@ -84,6 +84,7 @@ fn source_account(i: usize, attribute_names: &[String], mixed: bool) -> SourceAc
     let upn = format!("{uid}@{UPN_DOMAIN}");
     let mail = format!("{uid}@{UPN_DOMAIN}");
     let external = format!("{uid}@{EXTERNAL_DOMAIN}");
+    // As the LDAP adapter does: a map per entry, packed once complete.
     let mut attributes = BTreeMap::new();
     for name in attribute_names {
         let value = match name.to_ascii_lowercase().as_str() {
@@ -111,7 +112,7 @@ fn source_account(i: usize, attribute_names: &[String], mixed: bool) -> SourceAc
         admin_count: false,
         member_of: Vec::new(),
         password_changed: None,
-        attributes,
+        attributes: attributes.into(),
     }
 }
 

@@ -109,7 +109,7 @@ pub fn attribute_values(account: &SourceAccount, name: &str) -> Vec<String> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
     {
-        return v.clone();
+        return v.map(str::to_string).collect();
     }
     let field = match name.to_ascii_lowercase().as_str() {
         "samaccountname" | "uid" => account.account_name.clone(),

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::model::{Anchor, SourceAccount};
+use crate::model::{Anchor, Attributes, SourceAccount};
 
 const MINIMAL: &str = r#"address = "lower(otherMailbox)"
 
@@ -32,7 +32,7 @@ pub(crate) fn account(sam: &str, ou: &str, other_mailbox: Option<&str>) -> Sourc
     for (i, b) in sam.bytes().enumerate() {
         guid[i % 16] ^= b.wrapping_add(i as u8);
     }
-    let mut attributes = BTreeMap::new();
+    let mut attributes = Attributes::new();
     attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
     if let Some(m) = other_mailbox {
         attributes.insert("otherMailbox".to_string(), vec![m.to_string()]);
