@@ -96,7 +96,7 @@ pub fn compute(
     let mapped = mapping::map_accounts(&inputs.mappings, observed.found);
     let joined = join::join(mapped, observed.users);
     Ok(plan::plan(
-        &joined,
+        joined,
         &inputs.mappings,
         progress,
         &observed.tenant,

@@ -15,6 +15,8 @@
 //! fails, `apply` skips the rest of that account's actions (a cloud-only account's address is
 //! written and its invitation sent in the same run, the invitation only after the write).
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -22,9 +24,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::join::{JoinOutcome, Joined, JoinedAccount};
+use crate::join::{JoinOutcome, Joined};
 use crate::mapping::{
-    AddressProblem, InvitationSettings, Mapping, MappingSet, Protection, UserType, hex,
+    AddressProblem, InvitationSettings, MappedAccount, Mapping, MappingSet, Protection, UserType,
+    hex,
 };
 use crate::model::{AccountKind, CloudUser, Lifecycle, Progress};
 
@@ -577,14 +580,15 @@ fn eq_ci(a: Option<&str>, b: &str) -> bool {
     a.is_some_and(|a| a.trim().eq_ignore_ascii_case(b))
 }
 
-/// An address as an index key: trimmed, lower case, `smtp:` prefix removed.
-fn address_key(a: &str) -> String {
+/// An address as an index key: trimmed, lower case, `smtp:` prefix removed. Borrowed when
+/// the address already is in that form.
+fn address_key(a: &str) -> Cow<'_, str> {
     let a = a.trim();
     let a = match a.get(..5) {
         Some(p) if p.eq_ignore_ascii_case("smtp:") => &a[5..],
         _ => a,
     };
-    a.to_lowercase()
+    crate::mapping::eval::lowercase(a)
 }
 
 fn parse_time(s: Option<&str>) -> Option<Timestamp> {
@@ -628,17 +632,20 @@ fn observed_stage(user: &CloudUser) -> Lifecycle {
 
 /// Shared, read-only facts for deciding every account.
 struct Context<'a> {
-    joined: &'a Joined,
+    users: &'a [CloudUser],
     mappings: &'a MappingSet,
     progress: &'a BTreeMap<String, Progress>,
     tenant: &'a Tenant,
     policy: &'a Policy,
     defaults: &'a InvitationSettings,
     now: Timestamp,
-    /// address → (object id, attribute) of every cloud user and other object holding it.
-    holders: HashMap<String, Vec<(String, &'static str)>>,
-    /// address → account keys mapping to it.
-    /// Address → the accounts mapping to it: (key, a name an admin recognizes).
+    /// Every address held by a cloud user or another object: (address key, object id,
+    /// attribute), sorted by address key, in the order read for one key. Built when an
+    /// account first needs it: only accounts not invited yet do, none in a run with nothing
+    /// to do.
+    holders: OnceCell<Vec<(Cow<'a, str>, &'a str, &'static str)>>,
+    /// Address key → the accounts mapping to it, (key, a name an admin recognizes), for the
+    /// addresses that several accounts map to.
     claims: HashMap<String, Vec<(String, String)>>,
 }
 
@@ -649,7 +656,7 @@ struct Context<'a> {
 /// * `tenant`: verified domains and non-user addresses;
 /// * `policy`, `defaults`: the config's `[policy]` and `[invitation]`.
 pub fn plan(
-    joined: &Joined,
+    joined: Joined,
     mappings: &MappingSet,
     progress: &BTreeMap<String, Progress>,
     tenant: &Tenant,
@@ -657,72 +664,28 @@ pub fn plan(
     defaults: &InvitationSettings,
     now: Timestamp,
 ) -> Plan {
-    let mut holders: HashMap<String, Vec<(String, &'static str)>> = HashMap::new();
-    for u in &joined.users {
-        let mut add = |a: &str, attr: &'static str| {
-            let k = address_key(a);
-            if !k.is_empty() {
-                holders.entry(k).or_default().push((u.id.clone(), attr));
-            }
-        };
-        if let Some(m) = &u.mail {
-            add(m, "mail");
-        }
-        for m in &u.other_mails {
-            add(m, "otherMails");
-        }
-        for p in &u.proxy_addresses {
-            let is_smtp = p.get(..5).is_some_and(|x| x.eq_ignore_ascii_case("smtp:"));
-            if is_smtp || !p.contains(':') {
-                add(p, "proxyAddresses");
-            }
-        }
-        if u.user_principal_name.contains('@') {
-            add(&u.user_principal_name, "userPrincipalName");
-        }
-    }
-    for o in &tenant.other_addresses {
-        let attr: &'static str = match o.attribute.as_str() {
-            "mail" => "mail",
-            "otherMails" => "otherMails",
-            _ => "proxyAddresses",
-        };
-        holders
-            .entry(address_key(&o.address))
-            .or_default()
-            .push((o.object_id.clone(), attr));
-    }
-    let mut claims: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for a in &joined.accounts {
-        if let Ok(addr) = &a.mapped.address {
-            let label = a
-                .mapped
-                .account
-                .account_name
-                .clone()
-                .unwrap_or_else(|| a.mapped.account.dn.clone());
-            claims
-                .entry(address_key(addr))
-                .or_default()
-                .push((a.mapped.key.clone(), label));
-        }
-    }
+    let Joined {
+        accounts: joined_accounts,
+        outcomes,
+        users,
+    } = joined;
     let ctx = Context {
-        joined,
+        users: &users,
         mappings,
         progress,
         tenant,
         policy,
         defaults,
         now,
-        holders,
-        claims,
+        holders: OnceCell::new(),
+        claims: shared_addresses(&joined_accounts),
     };
 
-    let mut accounts = Vec::with_capacity(joined.accounts.len());
+    // Each account is consumed as it is decided: the outcome takes over its strings.
+    let mut accounts = Vec::with_capacity(joined_accounts.len());
     let mut actions = Vec::new();
-    for a in &joined.accounts {
-        let (outcome, ops) = ctx.decide(a);
+    for (m, join) in joined_accounts.into_iter().zip(outcomes) {
+        let (outcome, ops) = ctx.decide(m, &join);
         for (seq, op) in ops.into_iter().enumerate() {
             actions.push(Action {
                 account: outcome.key.clone(),
@@ -732,7 +695,12 @@ pub fn plan(
         }
         accounts.push(outcome);
     }
-    accounts.sort_by(|a, b| a.key.cmp(&b.key));
+    drop(ctx);
+    drop(users);
+    // The join sorted the accounts already; a stable sort would still take a scratch copy.
+    if !accounts.is_sorted_by(|a, b| a.key <= b.key) {
+        accounts.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     actions.sort_by(|a, b| a.account.cmp(&b.account).then(a.seq.cmp(&b.seq)));
 
     let mut summary = Summary {
@@ -770,6 +738,77 @@ pub fn plan(
         accounts,
         summary,
     }
+}
+
+/// Every address held by a cloud user (`mail`, `otherMails`, SMTP `proxyAddresses`, a UPN
+/// with `@`) or by another object of the tenant, for [`Context::holders`].
+fn holders<'a>(
+    users: &'a [CloudUser],
+    tenant: &'a Tenant,
+) -> Vec<(Cow<'a, str>, &'a str, &'static str)> {
+    let mut holders = Vec::new();
+    for u in users {
+        let mut add = |a: &'a str, attr: &'static str| {
+            let k = address_key(a);
+            if !k.is_empty() {
+                holders.push((k, u.id.as_str(), attr));
+            }
+        };
+        if let Some(m) = &u.mail {
+            add(m, "mail");
+        }
+        for m in &u.other_mails {
+            add(m, "otherMails");
+        }
+        for p in &u.proxy_addresses {
+            let is_smtp = p.get(..5).is_some_and(|x| x.eq_ignore_ascii_case("smtp:"));
+            if is_smtp || !p.contains(':') {
+                add(p, "proxyAddresses");
+            }
+        }
+        if u.user_principal_name.contains('@') {
+            add(&u.user_principal_name, "userPrincipalName");
+        }
+    }
+    for o in &tenant.other_addresses {
+        let attr: &'static str = match o.attribute.as_str() {
+            "mail" => "mail",
+            "otherMails" => "otherMails",
+            _ => "proxyAddresses",
+        };
+        holders.push((address_key(&o.address), o.object_id.as_str(), attr));
+    }
+    // Stable: for one address, the holders stay in the order read.
+    holders.sort_by(|a, b| a.0.cmp(&b.0));
+    holders
+}
+
+/// The addresses that several accounts map to, each with those accounts (key and a name an
+/// admin recognizes), in account order.
+fn shared_addresses(accounts: &[MappedAccount]) -> HashMap<String, Vec<(String, String)>> {
+    let mut claims: Vec<(Cow<'_, str>, usize)> = accounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.address.as_ref().ok().map(|addr| (address_key(addr), i)))
+        .collect();
+    claims.sort_unstable();
+    let mut shared = HashMap::new();
+    for run in claims.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
+        let claimants = run
+            .iter()
+            .map(|(_, i)| {
+                let a = &accounts[*i];
+                let label = a
+                    .account
+                    .account_name
+                    .clone()
+                    .unwrap_or_else(|| a.account.dn.clone());
+                (a.key.clone(), label)
+            })
+            .collect();
+        shared.insert(run[0].0.to_string(), claimants);
+    }
+    shared
 }
 
 /// sha256 over what a plan decides: the mappings, every action, and per account its key,
@@ -889,25 +928,31 @@ impl Context<'_> {
         }
     }
 
-    /// Decides one account: its outcome and its ordered operations.
-    fn decide(&self, a: &JoinedAccount) -> (AccountOutcome, Vec<Op>) {
-        let m = &a.mapped;
+    /// Decides one account: its outcome and its ordered operations. The outcome takes over
+    /// the account's key, mapping name, DN, account name and address instead of copying them.
+    fn decide(&self, m: MappedAccount, join: &JoinOutcome) -> (AccountOutcome, Vec<Op>) {
+        let (mut out, ops) = self.decide_account(&m, join);
+        out.key = m.key;
+        out.mapping = m.mapping;
+        out.dn = m.account.dn;
+        out.account_name = m.account.account_name;
+        out.address = m.address.ok().filter(|a| check_address(a).is_ok());
+        (out, ops)
+    }
+
+    /// [`Context::decide`], leaving the fields it moves in empty.
+    fn decide_account(&self, m: &MappedAccount, join: &JoinOutcome) -> (AccountOutcome, Vec<Op>) {
         let mapping = self.mappings.get(&m.mapping);
         let prev = self.progress.get(&m.key);
         let recorded = recorded_stage(prev);
         let mut out = AccountOutcome {
-            key: m.key.clone(),
-            mapping: m.mapping.clone(),
-            dn: m.account.dn.clone(),
-            account_name: m.account.account_name.clone(),
+            key: String::new(),
+            mapping: String::new(),
+            dn: String::new(),
+            account_name: None,
             kind: None,
             cloud_id: None,
-            address: m
-                .address
-                .as_ref()
-                .ok()
-                .filter(|a| check_address(a).is_ok())
-                .cloned(),
+            address: None,
             state: Lifecycle::Blocked,
             stage: recorded,
             next: Lifecycle::Blocked,
@@ -939,10 +984,10 @@ impl Context<'_> {
                 }],
             );
         }
-        let user = match &a.outcome {
+        let user = match join {
             JoinOutcome::Joined { user, kind } => {
                 out.kind = Some(*kind);
-                self.joined.users.get(*user)
+                self.users.get(*user)
             }
             JoinOutcome::Unmatched => {
                 let hint = m
@@ -1014,7 +1059,7 @@ impl Context<'_> {
                 },
             })
             .collect();
-        if m.account.disabled() {
+        if m.account.disabled {
             guards.push(BlockReason::Disabled {
                 side: Side::OnPremises,
             });
@@ -1221,18 +1266,22 @@ impl Context<'_> {
             });
         }
         let k = address_key(addr);
-        if let Some((object_id, attribute)) = self
+        let holders = self
             .holders
-            .get(&k)
-            .and_then(|h| h.iter().find(|(id, _)| *id != user.id))
+            .get_or_init(|| holders(self.users, self.tenant));
+        let from = holders.partition_point(|(a, _, _)| *a < k);
+        if let Some((_, object_id, attribute)) = holders[from..]
+            .iter()
+            .take_while(|(a, _, _)| *a == k)
+            .find(|(_, id, _)| *id != user.id)
         {
             reasons.push(BlockReason::AddressInUse {
                 address: addr.to_string(),
-                object_id: object_id.clone(),
+                object_id: (*object_id).to_string(),
                 attribute: (*attribute).to_string(),
             });
         }
-        if let Some(others) = self.claims.get(&k) {
+        if let Some(others) = self.claims.get(k.as_ref()) {
             let mut others: Vec<String> = others
                 .iter()
                 .filter(|(k, _)| k != key)
@@ -1251,7 +1300,7 @@ impl Context<'_> {
     /// An invited account: re-invite when due, warn when pending long.
     fn pending(
         &self,
-        m: &crate::mapping::MappedAccount,
+        m: &MappedAccount,
         mapping: Option<&Mapping>,
         user: &CloudUser,
         prev: Option<&Progress>,
@@ -1318,7 +1367,7 @@ impl Context<'_> {
     /// next Entra Connect cycle will change the cloud `mail` the partner redeems with.
     fn drift(
         &self,
-        m: &crate::mapping::MappedAccount,
+        m: &MappedAccount,
         user: &CloudUser,
         prev: Option<&Progress>,
         out: &mut AccountOutcome,

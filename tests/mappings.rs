@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use b2bsync::join::join;
 use b2bsync::mapping::{Mapping, MappingSet};
-use b2bsync::model::{AccountKind, Anchor, CloudUser, Lifecycle, SourceAccount};
+use b2bsync::model::{AccountKind, Anchor, Attributes, CloudUser, Lifecycle, SourceAccount};
 use b2bsync::plan::{Policy, Tenant, plan};
 
 fn mappings_dir() -> PathBuf {
@@ -83,7 +83,7 @@ fn lab_accounts() -> Vec<SourceAccount> {
             let sam = a["sam"].as_str().unwrap();
             let container = a["container"].as_str().unwrap();
             let ad = fixture["containers"][container]["ad"].as_str().unwrap();
-            let mut attributes = BTreeMap::new();
+            let mut attributes = Attributes::new();
             attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
             let upn = format!("{sam}@{suffix}");
             attributes.insert("userPrincipalName".to_string(), vec![upn.clone()]);
@@ -138,7 +138,7 @@ fn the_lab_partners_plan_as_the_fixture_says() {
     };
     let now = "2026-11-23T12:00:00Z".parse().unwrap();
     let p = plan(
-        &joined,
+        joined,
         &set,
         &BTreeMap::new(),
         &tenant,

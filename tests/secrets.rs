@@ -148,7 +148,8 @@ fn generated_passwords_never_leave_the_directory_call() {
             attributes: BTreeMap::from([(
                 "otherMailbox".to_string(),
                 vec![format!("p{i}@fabrikam.example")],
-            )]),
+            )])
+            .into(),
         });
         users.push(CloudUser {
             id: format!("00000000-0000-4000-8000-{i:012}"),

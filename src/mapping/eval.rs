@@ -3,6 +3,7 @@
 //! protection. Nothing here fails as a whole: an expression that fails for one account is
 //! recorded on that account and reported by `plan`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use minijinja::value::{Value, ValueKind};
@@ -44,6 +45,35 @@ pub enum Protection {
     DenyList { entry: String },
 }
 
+/// What the later stages need of an on-premises account once its mapping was applied. The
+/// attribute values and the rest of the entry are dropped with the [`SourceAccount`]: at
+/// 100,000 accounts they would be most of the run's memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFacts {
+    /// Distinguished name, as the server returned it.
+    pub dn: String,
+    /// `sAMAccountName` (AD) or `uid` (generic LDAP).
+    pub account_name: Option<String>,
+    /// `displayName` (AD refuses a password holding one of its tokens).
+    pub display_name: Option<String>,
+    /// `mail` as it is now in the directory.
+    pub mail: Option<String>,
+    /// AD marks the account disabled.
+    pub disabled: bool,
+}
+
+impl From<SourceAccount> for AccountFacts {
+    fn from(account: SourceAccount) -> Self {
+        AccountFacts {
+            disabled: account.disabled(),
+            dn: account.dn,
+            account_name: account.account_name,
+            display_name: account.display_name,
+            mail: account.mail,
+        }
+    }
+}
+
 /// One in-scope account with everything its mapping says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedAccount {
@@ -53,7 +83,7 @@ pub struct MappedAccount {
     pub mapping: String,
     /// Other mappings whose scope also holds it; not empty means blocked.
     pub also_in: Vec<String>,
-    pub account: SourceAccount,
+    pub account: AccountFacts,
     /// The external address, trimmed.
     pub address: Result<String, AddressProblem>,
     /// Keys to join cloud users by.
@@ -79,7 +109,7 @@ pub fn attribute_values(account: &SourceAccount, name: &str) -> Vec<String> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
     {
-        return v.clone();
+        return v.map(str::to_string).collect();
     }
     let field = match name.to_ascii_lowercase().as_str() {
         "samaccountname" | "uid" => account.account_name.clone(),
@@ -144,161 +174,209 @@ fn matches_entry(entry: &str, account: &SourceAccount) -> bool {
     }
 }
 
+/// Whether an account is in a mapping's scope.
+enum InScope {
+    No,
+    /// In scope; `failure`: `scope.when` failed, which keeps the account in scope, blocked.
+    Yes {
+        failure: Option<String>,
+    },
+}
+
+/// The expressions of a mapping, compiled once. Load already compiled each one, so a failure
+/// here is unexpected; it is reported on every account of that mapping rather than panicking.
+struct Compiled<'m> {
+    mapping: &'m Mapping,
+    address: Result<minijinja::Expression<'m, 'static>, String>,
+    when: Option<Result<minijinja::Expression<'m, 'static>, String>>,
+    join: Option<Result<minijinja::Expression<'m, 'static>, String>>,
+}
+
+impl<'m> Compiled<'m> {
+    fn new(m: &'m Mapping) -> Self {
+        let c = |src: &str| {
+            m.env()
+                .compile_expression_owned(src.to_string())
+                .map_err(|e| e.to_string())
+        };
+        Compiled {
+            mapping: m,
+            address: c(&m.address),
+            when: m.scope.when.as_deref().map(c),
+            join: m.join.cloud_only.as_ref().map(|p| c(&p.source)),
+        }
+    }
+
+    /// Whether the account is in this mapping's scope.
+    fn scope(&self, account: &SourceAccount) -> InScope {
+        let m = self.mapping;
+        if !m.scope.base_dns.iter().any(|b| dn_under(&account.dn, b)) {
+            return InScope::No;
+        }
+        if !m.scope.allow.is_empty() && !m.scope.allow.iter().any(|e| matches_entry(e, account)) {
+            return InScope::No;
+        }
+        let Some(when) = &self.when else {
+            return InScope::Yes { failure: None };
+        };
+        let result = when
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|e| e.eval(context(m, account)).map_err(|e| e.to_string()));
+        match result {
+            Ok(v) if !v.is_true() => InScope::No,
+            Ok(_) => InScope::Yes { failure: None },
+            Err(e) => InScope::Yes {
+                failure: Some(format!("scope.when: {e}")),
+            },
+        }
+    }
+
+    /// Everything the mapping says about one in-scope account; consumes the account and keeps
+    /// only the [`AccountFacts`].
+    fn map(
+        &self,
+        key: String,
+        names: Vec<String>,
+        account: SourceAccount,
+        failure: Option<String>,
+    ) -> MappedAccount {
+        let m = self.mapping;
+        let ctx = context(m, &account);
+        let address = match &self.address {
+            Err(e) => Err(AddressProblem::Failed { message: e.clone() }),
+            Ok(e) => match e.eval(ctx.clone()) {
+                Err(e) => Err(AddressProblem::Failed {
+                    message: e.to_string(),
+                }),
+                Ok(v) if expr::is_empty(&v) => Err(AddressProblem::Missing),
+                Ok(v) => strings(&v)
+                    .into_iter()
+                    .next()
+                    .ok_or(AddressProblem::Missing),
+            },
+        };
+        let mut mapping_error = failure;
+        let mut join_keys = Vec::new();
+        let anchor = match m.join.anchor {
+            AnchorAttribute::ObjectGuid => account.object_guid.as_ref(),
+            AnchorAttribute::ConsistencyGuid => account.anchor(),
+        };
+        if let Some(a) = anchor {
+            join_keys.push(JoinKey {
+                property: CloudProperty::OnPremisesImmutableId,
+                value: a.as_str().to_string(),
+                cloud_only: false,
+            });
+        }
+        if let (Some(pair), Some(e)) = (&m.join.cloud_only, &self.join) {
+            match e
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|e| e.eval(ctx).map_err(|e| e.to_string()))
+            {
+                Ok(v) => {
+                    for s in strings(&v) {
+                        join_keys.push(JoinKey {
+                            property: pair.cloud,
+                            value: normalize_key(pair.cloud, &s),
+                            cloud_only: true,
+                        });
+                    }
+                }
+                Err(e) => {
+                    mapping_error.get_or_insert(format!("join.cloud_only.source: {e}"));
+                }
+            }
+        }
+        join_keys.sort();
+        join_keys.dedup();
+        let mut protection = Vec::new();
+        if account.admin_count {
+            protection.push(Protection::AdminCount);
+        }
+        for g in &m.scope.protected_groups {
+            let g_norm = normalize_dn(g);
+            if account.member_of.iter().any(|d| normalize_dn(d) == g_norm) {
+                protection.push(Protection::ProtectedGroup { group: g.clone() });
+            }
+        }
+        for d in &m.scope.deny {
+            if matches_entry(d, &account) {
+                protection.push(Protection::DenyList { entry: d.clone() });
+            }
+        }
+        protection.sort();
+        // `names` is sorted: the first is the primary mapping, this one.
+        let mut names = names.into_iter();
+        let mapping = names.next().unwrap_or_else(|| m.name.clone());
+        MappedAccount {
+            key,
+            mapping,
+            also_in: names.collect(),
+            account: AccountFacts::from(account),
+            address,
+            join_keys,
+            protection,
+            mapping_error,
+        }
+    }
+}
+
 /// Maps what each mapping's searches returned: `found` holds `(mapping name, account)` pairs
 /// (an account found by two mappings appears twice). Accounts out of scope (outside the base
 /// DNs, not on a non-empty allow list, `scope.when` false) are dropped. Sorted by key.
-pub fn map_accounts(set: &MappingSet, found: Vec<(String, SourceAccount)>) -> Vec<MappedAccount> {
-    // Compile once per mapping. Load already compiled each expression, so a failure here is
-    // unexpected; it is reported on every account of that mapping rather than panicking.
-    struct Compiled<'m> {
-        mapping: &'m Mapping,
-        address: Result<minijinja::Expression<'m, 'static>, String>,
-        when: Option<Result<minijinja::Expression<'m, 'static>, String>>,
-        join: Option<Result<minijinja::Expression<'m, 'static>, String>>,
-    }
+///
+/// Each account is consumed as soon as it is mapped, so the entries read (their attribute
+/// values above all) and the mapped accounts are not held twice.
+pub fn map_accounts(
+    set: &MappingSet,
+    mut found: Vec<(String, SourceAccount)>,
+) -> Vec<MappedAccount> {
     let compiled: HashMap<&str, Compiled<'_>> = set
         .mappings()
         .iter()
-        .map(|m| {
-            let c = |src: &str| {
-                m.env()
-                    .compile_expression_owned(src.to_string())
-                    .map_err(|e| e.to_string())
-            };
-            (
-                m.name.as_str(),
-                Compiled {
-                    mapping: m,
-                    address: c(&m.address),
-                    when: m.scope.when.as_deref().map(c),
-                    join: m.join.cloud_only.as_ref().map(|p| c(&p.source)),
-                },
-            )
-        })
+        .map(|m| (m.name.as_str(), Compiled::new(m)))
         .collect();
 
-    // key -> (mapping names, the account, failures)
-    let mut by_key: BTreeMap<String, (Vec<String>, SourceAccount, Option<String>)> =
-        BTreeMap::new();
-    for (name, account) in found {
-        let Some(c) = compiled.get(name.as_str()) else {
-            continue;
-        };
-        let m = c.mapping;
-        if !m.scope.base_dns.iter().any(|b| dn_under(&account.dn, b)) {
-            continue;
-        }
-        if !m.scope.allow.is_empty() && !m.scope.allow.iter().any(|e| matches_entry(e, &account)) {
-            continue;
-        }
-        let mut failure = None;
-        if let Some(when) = &c.when {
-            let result = when
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|e| e.eval(context(m, &account)).map_err(|e| e.to_string()));
-            match result {
-                Ok(v) if !v.is_true() => continue,
-                Ok(_) => {}
-                Err(e) => failure = Some(format!("scope.when: {e}")),
-            }
-        }
-        let key = account_key(&account);
-        let entry = by_key
-            .entry(key)
-            .or_insert_with(|| (Vec::new(), account, None));
-        if !entry.0.contains(&name) {
-            entry.0.push(name);
-        }
-        if entry.2.is_none() {
-            entry.2 = failure;
+    // (key, index into `found`, failure of `scope.when`) of every account in scope; the
+    // others are dropped at once.
+    let mut in_scope: Vec<(String, usize, Option<String>)> = Vec::new();
+    for (i, slot) in found.iter_mut().enumerate() {
+        let (name, account) = &*slot;
+        match compiled.get(name.as_str()).map(|c| c.scope(account)) {
+            Some(InScope::Yes { failure }) => in_scope.push((account_key(account), i, failure)),
+            Some(InScope::No) | None => *slot = Default::default(),
         }
     }
+    // By key, then in the order read: an account found by several mappings is mapped once,
+    // from its first copy, by the first mapping by name.
+    in_scope.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
 
-    by_key
-        .into_iter()
-        .filter_map(|(key, (mut names, account, failure))| {
-            names.sort();
-            let primary = names.first()?.clone();
-            let c = compiled.get(primary.as_str())?;
-            let m = c.mapping;
-            let ctx = context(m, &account);
-            let address = match &c.address {
-                Err(e) => Err(AddressProblem::Failed { message: e.clone() }),
-                Ok(e) => match e.eval(ctx.clone()) {
-                    Err(e) => Err(AddressProblem::Failed {
-                        message: e.to_string(),
-                    }),
-                    Ok(v) if expr::is_empty(&v) => Err(AddressProblem::Missing),
-                    Ok(v) => strings(&v)
-                        .into_iter()
-                        .next()
-                        .ok_or(AddressProblem::Missing),
-                },
-            };
-            let mut mapping_error = failure;
-            let mut join_keys = Vec::new();
-            let anchor = match m.join.anchor {
-                AnchorAttribute::ObjectGuid => account.object_guid.as_ref(),
-                AnchorAttribute::ConsistencyGuid => account.anchor(),
-            };
-            if let Some(a) = anchor {
-                join_keys.push(JoinKey {
-                    property: CloudProperty::OnPremisesImmutableId,
-                    value: a.as_str().to_string(),
-                    cloud_only: false,
-                });
+    // At most one per entry in scope, exactly that unless some account was found twice:
+    // growing the list by doubling would hold it one and a half times over.
+    let mut mapped = Vec::with_capacity(in_scope.len());
+    let mut entries = in_scope.into_iter().peekable();
+    while let Some((key, first, mut failure)) = entries.next() {
+        let (name, account) = std::mem::take(&mut found[first]);
+        let mut names = vec![name];
+        while let Some((_, i, f)) = entries.next_if(|e| e.0 == key) {
+            // Another search's copy of the same account: only its mapping's name is kept.
+            let (other, _) = std::mem::take(&mut found[i]);
+            if !names.contains(&other) {
+                names.push(other);
             }
-            if let (Some(pair), Some(e)) = (&m.join.cloud_only, &c.join) {
-                match e
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|e| e.eval(ctx).map_err(|e| e.to_string()))
-                {
-                    Ok(v) => {
-                        for s in strings(&v) {
-                            join_keys.push(JoinKey {
-                                property: pair.cloud,
-                                value: normalize_key(pair.cloud, &s),
-                                cloud_only: true,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        mapping_error.get_or_insert(format!("join.cloud_only.source: {e}"));
-                    }
-                }
+            if failure.is_none() {
+                failure = f;
             }
-            join_keys.sort();
-            join_keys.dedup();
-            let mut protection = Vec::new();
-            if account.admin_count {
-                protection.push(Protection::AdminCount);
-            }
-            for g in &m.scope.protected_groups {
-                let g_norm = normalize_dn(g);
-                if account.member_of.iter().any(|d| normalize_dn(d) == g_norm) {
-                    protection.push(Protection::ProtectedGroup { group: g.clone() });
-                }
-            }
-            for d in &m.scope.deny {
-                if matches_entry(d, &account) {
-                    protection.push(Protection::DenyList { entry: d.clone() });
-                }
-            }
-            protection.sort();
-            Some(MappedAccount {
-                key,
-                mapping: primary,
-                also_in: names.into_iter().skip(1).collect(),
-                account,
-                address,
-                join_keys,
-                protection,
-                mapping_error,
-            })
-        })
-        .collect()
+        }
+        names.sort();
+        let Some(c) = names.first().and_then(|n| compiled.get(n.as_str())) else {
+            continue;
+        };
+        mapped.push(c.map(key, names, account, failure));
+    }
+    mapped
 }
 
 /// Maps accounts from one combined search: each account is offered to every mapping whose
@@ -318,9 +396,33 @@ pub fn map_by_base(set: &MappingSet, accounts: Vec<SourceAccount>) -> Vec<Mapped
 
 /// The comparison form of a join value: lower case, and for the anchor the canonical base64.
 pub fn normalize_key(property: CloudProperty, value: &str) -> String {
+    normalized_key(property, value).into_owned()
+}
+
+/// [`normalize_key`], borrowing `value` when it already is in comparison form (the join
+/// indexes every cloud user's value, most of which are).
+pub(crate) fn normalized_key(property: CloudProperty, value: &str) -> Cow<'_, str> {
+    let value = value.trim();
     match property {
-        CloudProperty::OnPremisesImmutableId => crate::model::Anchor::from_base64(value.trim())
-            .map_or_else(|| value.trim().to_string(), |a| a.as_str().to_string()),
-        _ => value.trim().to_lowercase(),
+        CloudProperty::OnPremisesImmutableId => match crate::model::Anchor::from_base64(value) {
+            Some(a) if a.as_str() != value => Cow::Owned(a.as_str().to_string()),
+            _ => Cow::Borrowed(value),
+        },
+        _ => lowercase(value),
+    }
+}
+
+/// `value.to_lowercase()`, borrowing `value` when that changes nothing.
+pub(crate) fn lowercase(value: &str) -> Cow<'_, str> {
+    // `str::to_lowercase` changes nothing when no character has another lower case (its one
+    // context rule, final sigma, only concerns `Σ`, which has).
+    let unchanged = value.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() == Some(c) && lower.next().is_none()
+    });
+    if unchanged {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(value.to_lowercase())
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-pub use eval::{AddressProblem, JoinKey, MappedAccount, Protection, map_accounts};
+pub use eval::{AccountFacts, AddressProblem, JoinKey, MappedAccount, Protection, map_accounts};
 use table::Table;
 
 /// Attributes every mapping gets from the source whether it declares them or not: the core of

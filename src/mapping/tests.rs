@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::model::{Anchor, SourceAccount};
+use crate::model::{Anchor, Attributes, SourceAccount};
 
 const MINIMAL: &str = r#"address = "lower(otherMailbox)"
 
@@ -32,7 +32,7 @@ pub(crate) fn account(sam: &str, ou: &str, other_mailbox: Option<&str>) -> Sourc
     for (i, b) in sam.bytes().enumerate() {
         guid[i % 16] ^= b.wrapping_add(i as u8);
     }
-    let mut attributes = BTreeMap::new();
+    let mut attributes = Attributes::new();
     attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
     if let Some(m) = other_mailbox {
         attributes.insert("otherMailbox".to_string(), vec![m.to_string()]);
@@ -366,4 +366,35 @@ fn deeply_nested_expressions_are_refused_not_crashed() {
     );
     let e = first_error(&MINIMAL.replace("lower(otherMailbox)", &deep));
     assert!(matches!(e.kind, ErrorKind::Syntax { .. }), "{e}");
+}
+
+proptest::proptest! {
+    #[test]
+    fn lowercase_equals_to_lowercase(s in "\\PC{0,24}") {
+        let lower = eval::lowercase(&s);
+        proptest::prop_assert_eq!(lower.as_ref(), s.to_lowercase());
+    }
+}
+
+#[test]
+fn join_values_borrow_only_when_already_normalized() {
+    use std::borrow::Cow;
+    let upn = CloudProperty::UserPrincipalName;
+    assert!(matches!(
+        eval::normalized_key(upn, " ana@x.example "),
+        Cow::Borrowed("ana@x.example")
+    ));
+    assert_eq!(eval::normalized_key(upn, "Ana@X.example"), "ana@x.example");
+    assert_eq!(eval::normalized_key(upn, "ΣΑΣ"), "σας");
+    let anchor = CloudProperty::OnPremisesImmutableId;
+    let canonical = Anchor::from_bytes(&[7; 16]);
+    assert!(matches!(
+        eval::normalized_key(anchor, canonical.as_str()),
+        Cow::Borrowed(_)
+    ));
+    // Not base64: compared as written.
+    assert_eq!(
+        eval::normalized_key(anchor, " Not-An-Anchor "),
+        "Not-An-Anchor"
+    );
 }

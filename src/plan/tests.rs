@@ -10,7 +10,7 @@ use proptest::strategy::ValueTree;
 use super::*;
 use crate::join::join;
 use crate::mapping::{Mapping, MappingSet, map_accounts};
-use crate::model::{Anchor, SourceAccount};
+use crate::model::{Anchor, Attributes, SourceAccount};
 
 const MAPPING: &str = r#"address = "lower(trim(otherMailbox))"
 
@@ -61,7 +61,7 @@ fn guid(n: u8) -> Anchor {
 
 /// A partner account with its external address in `otherMailbox`.
 fn account(n: u8, sam: &str, external: Option<&str>) -> SourceAccount {
-    let mut attributes = BTreeMap::new();
+    let mut attributes = Attributes::new();
     attributes.insert("sAMAccountName".to_string(), vec![sam.to_string()]);
     attributes.insert(
         "info".to_string(),
@@ -133,7 +133,7 @@ impl World {
             .collect();
         let joined = join(map_accounts(set, found), self.users.clone());
         plan(
-            &joined,
+            joined,
             set,
             &self.progress,
             &self.tenant,
@@ -718,7 +718,7 @@ fn join_failures_leave_the_account_unmatched_with_a_reason() {
     ];
     let joined = join(map_accounts(&two, found), vec![]);
     let p = plan(
-        &joined,
+        joined,
         &two,
         &BTreeMap::new(),
         &Tenant::default(),

@@ -779,7 +779,7 @@ fn to_account(
         admin_count: first("adminCount").is_some_and(|v| v.trim() != "0"),
         member_of: all("memberOf"),
         password_changed: first("pwdLastSet").or_else(|| first("pwdChangedTime")),
-        attributes,
+        attributes: attributes.into(),
         dn,
     };
     (account, pending)
@@ -834,11 +834,7 @@ async fn fetch_ranges(
                     if key.eq_ignore_ascii_case("memberOf") {
                         account.member_of.extend(values.iter().cloned());
                     }
-                    account
-                        .attributes
-                        .entry(key.clone())
-                        .or_default()
-                        .extend(values);
+                    account.attributes.append(&key, values);
                     next = more;
                 }
             }
