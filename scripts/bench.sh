@@ -15,7 +15,7 @@
 #   BENCH_SERIAL_SAMPLE=300       accounts the serial reference converter converts (its rate
 #                                 is per account, so a sample measures it)
 #   BENCH_SERIAL_REAL_SAMPLE=30   more accounts it converts at time scale 1 with the real latency
-#   BENCH_CONCURRENCY=64          b2bsync's [apply] concurrency for the conversion run
+#   BENCH_CONCURRENCY=128         b2bsync's [apply] concurrency for the conversion run
 #   BENCH_PROFILE=release         `debug` only to smoke-test the harness (figures meaningless)
 #
 # Needs what the README's set-up installs (Rust, Debian's slapd and ldap-utils via the lab
@@ -33,7 +33,7 @@ BENCH_TIME_SCALE=${BENCH_TIME_SCALE:-0.1}
 BENCH_LATENCY_MS=${BENCH_LATENCY_MS:-50,150}
 BENCH_SERIAL_SAMPLE=${BENCH_SERIAL_SAMPLE:-300}
 BENCH_SERIAL_REAL_SAMPLE=${BENCH_SERIAL_REAL_SAMPLE:-30}
-BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-64}
+BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-128}
 BENCH_OL_PORT=${BENCH_OL_PORT:-4389}
 BENCH_OLS_PORT=${BENCH_OLS_PORT:-4636}
 [ "$BENCH_CONVERT" -le "$BENCH_USERS" ] || { echo "BENCH_CONVERT must not exceed BENCH_USERS" >&2; exit 1; }
