@@ -740,6 +740,9 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             for run in &mut s.runs {
                 run.changes = report::count_changes(&store.journal_entries(Some(&run.run.id))?);
             }
+            if config.reads.incremental {
+                s.reads = pipeline::reads::read_states(&store, &config.reads)?;
+            }
             if let Some(path) = &html {
                 write_file(path, &report::html::status_html(&s, now))?;
                 tracing::info!(path = %path.display(), "wrote the HTML status report");

@@ -451,6 +451,25 @@ impl Store {
         Ok(())
     }
 
+    /// Every watermark: source name and value, by name.
+    pub fn watermarks(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT source, value FROM watermarks ORDER BY source")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many rows one side of the snapshot holds.
+    pub fn snapshot_len(&self, side: &str) -> Result<usize, Error> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM snapshot WHERE side = ?1",
+            params![side],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Forgets a watermark (the next read of that source is a full one).
     pub fn clear_watermark(&self, source: &str) -> Result<(), Error> {
         self.conn

@@ -367,6 +367,25 @@ async fn scheduled_runs_read_changes_only_and_never_write_an_account_that_became
     let status = common::world::status_json(&w.b2bsync(&["status", "--format", "json"]));
     let reasons = common::world::blocked_reasons(&status);
     assert!(reasons.iter().any(|r| r == "protected_group"), "{status:#}");
+    // `status` says how each side is read: its snapshot, its last and next full read.
+    let reads = status["reads"].as_array().expect("reads");
+    assert_eq!(reads.len(), 2, "{status:#}");
+    let cloud = reads
+        .iter()
+        .find(|r| r["side"] == "cloud:users")
+        .expect("cloud side");
+    assert_eq!(cloud["rows"], 3);
+    let last: jiff::Timestamp = cloud["last_full_read"].as_str().unwrap().parse().unwrap();
+    let due: jiff::Timestamp = cloud["full_read_due"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        due.duration_since(last),
+        jiff::SignedDuration::from_hours(24)
+    );
+    let table = text(&w.b2bsync(&["status"]));
+    assert!(
+        table.contains("cloud:users: 3 in the snapshot, last full read"),
+        "{table}"
+    );
 
     // baker's cloud user is deleted: delta says `@removed`, and baker is unmatched again.
     let baker_id = w.ids[&w.sam("baker")].clone();

@@ -124,6 +124,40 @@ pub struct ReadSummary {
     pub users_read: usize,
 }
 
+/// Where one side's reads stand, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadState {
+    /// `cloud:users`, or `source:{mapping}:{base DN}`.
+    pub side: String,
+    /// Rows of the snapshot the next incremental read applies its changes to.
+    pub rows: usize,
+    /// When the side was last read in full.
+    pub last_full_read: Option<jiff::Timestamp>,
+    /// When the scheduled full read is due (`[reads] full_every_hours` after the last one).
+    pub full_read_due: Option<jiff::Timestamp>,
+}
+
+/// Where every side's reads stand: its snapshot and its last and next full read.
+pub fn read_states(store: &Store, reads: &Reads) -> Result<Vec<ReadState>, crate::state::Error> {
+    let every = jiff::SignedDuration::from_hours(i64::from(reads.full_every_hours));
+    let mut out = Vec::new();
+    for (side, value) in store.watermarks()? {
+        if side != CLOUD_SIDE && !side.starts_with("source:") {
+            continue;
+        }
+        let last_full_read = serde_json::from_str::<serde_json::Value>(&value)
+            .ok()
+            .and_then(|v| v.get("full_at")?.as_str()?.parse::<jiff::Timestamp>().ok());
+        out.push(ReadState {
+            rows: store.snapshot_len(&side)?,
+            full_read_due: last_full_read.and_then(|t| t.checked_add(every).ok()),
+            last_full_read,
+            side,
+        });
+    }
+    Ok(out)
+}
+
 /// The snapshot side of one directory search.
 fn source_side(search: &Search) -> String {
     format!(

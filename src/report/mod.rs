@@ -46,6 +46,9 @@ pub struct Status {
     pub total: usize,
     /// Every run, oldest first, with what it changed (see [`count_changes`]).
     pub runs: Vec<RunView>,
+    /// How each side was read: its snapshot and its last and next full read (empty until a
+    /// run has read; filled in by the caller, which knows `[reads]`).
+    pub reads: Vec<crate::pipeline::reads::ReadState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -210,6 +213,7 @@ pub fn status(
                 changes: Vec::new(),
             })
             .collect(),
+        reads: Vec::new(),
     }
 }
 
@@ -359,6 +363,26 @@ pub fn status_text(s: &Status) -> String {
                 "  {:>4} days  {}\n",
                 p.days,
                 p.dn.as_deref().unwrap_or(&p.key)
+            ));
+        }
+    }
+    if !s.reads.is_empty() {
+        out.push_str(
+            "
+reads (the next run reads changes only, until the full read is due)
+",
+        );
+        for r in &s.reads {
+            let when = |t: Option<jiff::Timestamp>| {
+                t.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            };
+            out.push_str(&format!(
+                "  {}: {} in the snapshot, last full read {}, next due {}\n",
+                r.side,
+                r.rows,
+                when(r.last_full_read),
+                when(r.full_read_due)
             ));
         }
     }
