@@ -24,9 +24,17 @@ fn runs_until_quiet(w: &World, max: usize) -> (usize, usize) {
         match out.status.code() {
             Some(0) => return (i, partial),
             Some(2) => partial += 1,
-            // A run whose reads fail past their retries stops before its first write: that
-            // is stopping cleanly, with everything left for the next run.
-            Some(1) if String::from_utf8_lossy(&out.stderr).contains("error: reading ") => {
+            // A run whose reads fail past their retries (its reads of both sides, or those
+            // that settle interrupted actions) stops before its first write: that is
+            // stopping cleanly, with everything left for the next run.
+            Some(1)
+                if [
+                    "error: reading ",
+                    "error: reconciling interrupted actions: ",
+                ]
+                .iter()
+                .any(|e| String::from_utf8_lossy(&out.stderr).contains(e)) =>
+            {
                 partial += 1
             }
             _ => panic!("run {i} failed outright under faults: {}", text(&out)),
