@@ -16,7 +16,7 @@ use crate::mapping::MappingSet;
 use crate::pipeline::{self, Inputs};
 use crate::plan::Plan;
 use crate::report;
-use crate::source::{Directory, LdapDirectory, SearchScope};
+use crate::source::{Directory, LdapDirectory};
 use crate::state::{RunLock, Store};
 
 /// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
@@ -446,11 +446,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                 );
                 if let Some(inputs) = &inputs {
                     for search in inputs.mappings.searches() {
-                        let scope = SearchScope {
-                            base_dns: vec![search.base_dn.clone()],
-                            filter: search.filter.clone(),
-                            attributes: search.attributes.clone(),
-                        };
+                        let scope = search.scope();
                         match dir.accounts(&scope).await {
                             Ok(a) if a.is_empty() => report_line(
                                 false,

@@ -175,6 +175,20 @@ async fn ad_reads_only_what_changed_on_the_same_dc_and_sees_accounts_leave_the_f
     assert_eq!(accounts.len(), 2, "the departed account is out of scope");
     assert!(why.contains("another database"), "{why}");
 
+    // A mark from this DC that is not a USN (a hand-edited state file) is a full read too.
+    let garbled = Position {
+        server: next.server.clone(),
+        mark: "not-a-usn".into(),
+    };
+    let Read::Full {
+        fell_back: Some(why),
+        ..
+    } = dir.read(&scope, Some(&garbled)).await.expect("read")
+    else {
+        panic!("an unreadable mark means a full read");
+    };
+    assert!(why.contains("cannot be read from"), "{why}");
+
     // Re-reading one account by DN sees what its mark does not show.
     let again = dir
         .account(&scope, &dns[2].1)

@@ -318,6 +318,17 @@ pub struct Search {
     pub attributes: Vec<String>,
 }
 
+impl Search {
+    /// What the directory adapter reads for this search.
+    pub fn scope(&self) -> crate::source::SearchScope {
+        crate::source::SearchScope {
+            base_dns: vec![self.base_dn.clone()],
+            filter: self.filter.clone(),
+            attributes: self.attributes.clone(),
+        }
+    }
+}
+
 /// One checked mapping file.
 pub struct Mapping {
     /// The file stem, unique in a set (`partners` for `mappings/partners.toml`).

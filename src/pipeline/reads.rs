@@ -19,7 +19,7 @@ use crate::cloud::{self, Cloud};
 use crate::mapping::{self, Search};
 use crate::model::{CloudUser, SourceAccount};
 use crate::plan::Tenant;
-use crate::source::{self, Directory, Position, Read, SearchScope};
+use crate::source::{self, Directory, Position, Read};
 use crate::state::Store;
 
 /// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
@@ -182,7 +182,7 @@ fn source_fingerprint(inputs: &Inputs, search: &Search) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    hex(&h.finalize())
+    mapping::hex(&h.finalize())
 }
 
 fn cloud_fingerprint(inputs: &Inputs) -> String {
@@ -192,11 +192,7 @@ fn cloud_fingerprint(inputs: &Inputs) -> String {
     h.update(inputs.read_identity.as_bytes());
     h.update([0]);
     h.update(crate::cloud::graph::USER_SELECT.as_bytes());
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    mapping::hex(&h.finalize())
 }
 
 /// Whether a stored mark may be read from: incremental reads on, not forced full, the same
@@ -252,11 +248,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     let read_source = async {
         let mut reads = Vec::new();
         for (search, (_, mark)) in searches.iter().zip(&source_marks) {
-            let scope = SearchScope {
-                base_dns: vec![search.base_dn.clone()],
-                filter: search.filter.clone(),
-                attributes: search.attributes.clone(),
-            };
+            let scope = search.scope();
             let read = directory
                 .read(&scope, mark.as_ref().map(|m| &m.position))
                 .await?;
@@ -300,7 +292,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 let loaded = decoded(lock(store).snapshot(&side))?;
                 match loaded {
                     Some(rows) => (read, rows),
-                    None => (directory.read(&scope_of(search), None).await?, Vec::new()),
+                    None => (directory.read(&search.scope(), None).await?, Vec::new()),
                 }
             }
             full => (full, Vec::new()),
@@ -465,15 +457,6 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     })
 }
 
-/// The scope one search reads.
-fn scope_of(search: &Search) -> SearchScope {
-    SearchScope {
-        base_dns: vec![search.base_dn.clone()],
-        filter: search.filter.clone(),
-        attributes: search.attributes.clone(),
-    }
-}
-
 /// Snapshot rows, or `None` (with a warning) when they do not decode.
 fn decoded<T>(
     rows: Result<Vec<(String, T)>, crate::state::Error>,
@@ -609,12 +592,7 @@ pub async fn confirm<D: Directory + Sync>(
     // One base search each, a few at a time over the one connection.
     let mut reads = futures_util::stream::iter(targets)
         .map(|(account, search)| async move {
-            let scope = SearchScope {
-                base_dns: vec![search.base_dn.clone()],
-                filter: search.filter.clone(),
-                attributes: search.attributes.clone(),
-            };
-            let fresh = directory.account(&scope, &account.dn).await;
+            let fresh = directory.account(&search.scope(), &account.dn).await;
             (account, search, fresh)
         })
         .buffer_unordered(CONFIRM_CONCURRENCY);

@@ -241,15 +241,25 @@ impl LdapDirectory {
         let started = jiff::Timestamp::now();
         let attributes = Self::attributes(flavour, scope);
         let before = self.position_now(ldap, flavour, scope).await?;
-        let usable = match (since, &before) {
-            (Some(since), Some(now)) if since.server == now.server && !since.mark.is_empty() => {
-                Some(since)
-            }
+        // The filter that selects what changed since the mark, when the mark can be used:
+        // from this database, and well formed (a USN for AD, a CSN otherwise).
+        let marker = match (since, &before) {
+            (Some(since), Some(now)) if since.server == now.server => match flavour {
+                Flavour::Generic if !since.mark.is_empty() => {
+                    Some(format!("(entryCSN>={})", escape_value(&since.mark)))
+                }
+                Flavour::Generic => None,
+                _ => since
+                    .mark
+                    .parse::<u64>()
+                    .ok()
+                    .map(|usn| format!("(uSNChanged>={})", usn.saturating_add(1))),
+            },
             _ => None,
         };
         let filter = parenthesized(&scope.filter);
         let mut max_csn: Option<String> = None;
-        let Some(since) = usable else {
+        let (Some(since), Some(before), Some(marker)) = (since, before.clone(), marker) else {
             let mut accounts = Vec::new();
             for base in &scope.base_dns {
                 self.search_base(
@@ -273,7 +283,7 @@ impl LdapDirectory {
                     "the last read's mark belongs to another database ({} then, {} now): another DC, a restore or a rebuilt directory",
                     s.server, now.server
                 ),
-                Some(_) => "the last read left no mark".to_string(),
+                Some(_) => format!("the last read's mark `{}` cannot be read from", s.mark),
             });
             let overlap = self.settings.change_overlap;
             let position =
@@ -283,25 +293,6 @@ impl LdapDirectory {
                 position,
                 fell_back,
             });
-        };
-        let Some(before) = before else {
-            // `usable` is only set when `before` is.
-            return Err(Error::Search {
-                base: scope.base_dns.join("; "),
-                rc: 80,
-                message: "the change mark vanished during the read".into(),
-            });
-        };
-        let marker = match flavour {
-            Flavour::Generic => format!("(entryCSN>={})", escape_value(&since.mark)),
-            _ => {
-                let usn: u64 = since.mark.parse().map_err(|_| Error::Search {
-                    base: scope.base_dns.join("; "),
-                    rc: 80,
-                    message: format!("stored USN `{}` is not a number", since.mark),
-                })?;
-                format!("(uSNChanged>={})", usn.saturating_add(1))
-            }
         };
         let mut changed = Vec::new();
         let mut gone = Vec::new();
