@@ -42,6 +42,14 @@ impl Anchor {
         Anchor(base64::engine::general_purpose::STANDARD.encode(bytes))
     }
 
+    /// The raw bytes (empty if the text is not base64, which [`Anchor::from_bytes`] never
+    /// makes).
+    pub fn bytes(&self) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.0)
+            .unwrap_or_default()
+    }
+
     /// The anchor as `onPremisesImmutableId` would hold it.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -201,6 +201,16 @@ async fn ad_reads_only_what_changed_on_the_same_dc_and_sees_accounts_leave_the_f
         None,
         "out of the filter reads as gone"
     );
+    // And by anchor, many in one search: the departed one is not returned.
+    let anchors = vec![
+        again.anchor().expect("anchor").clone(),
+        departed[0].anchor.clone().expect("anchor"),
+    ];
+    let by_anchor = dir
+        .accounts_by_anchor(&scope, &anchors)
+        .await
+        .expect("read by anchor");
+    assert_eq!(names(&by_anchor), vec![dns[2].0.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,6 +252,22 @@ async fn openldap_reads_by_entry_csn_with_the_overlap() {
     assert_eq!(departed.len(), 1, "{departed:?}");
     assert!(departed[0].dn.eq_ignore_ascii_case(&dns[1].1));
     assert!(next.mark > position.mark);
+
+    // Read again by anchor (entryUUID), many in one search.
+    let anchors: Vec<_> = accounts
+        .iter()
+        .filter_map(|a| a.anchor().cloned())
+        .collect();
+    let by_anchor = dir
+        .accounts_by_anchor(&scope, &anchors)
+        .await
+        .expect("read by anchor");
+    let got = names(&by_anchor);
+    assert_eq!(
+        got,
+        vec![dns[0].0.clone(), dns[2].0.clone()],
+        "b left the filter"
+    );
 
     // With the default overlap of a minute, the same read reaches back over these writes.
     let wide = service(server);

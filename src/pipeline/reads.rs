@@ -10,23 +10,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Error, Inputs, Observed, lock};
 use crate::cloud::{self, Cloud};
 use crate::mapping::{self, Search};
-use crate::model::{CloudUser, SourceAccount};
+use crate::model::{Anchor, CloudUser, SourceAccount};
 use crate::plan::Tenant;
 use crate::source::{self, Directory, Position, Read};
 use crate::state::Store;
 
 /// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
 const SNAPSHOT_FORMAT: &str = "1";
-
-/// Accounts read again at the same time before a run writes them.
-const CONFIRM_CONCURRENCY: usize = 16;
 
 /// The snapshot side (and watermark name) of the cloud's users.
 const CLOUD_SIDE: &str = "cloud:users";
@@ -562,7 +558,8 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, crate::state::Error> {
     serde_json::to_string(value).map_err(|e| crate::state::Error::Value(e.to_string()))
 }
 
-/// Reads again, from the directory, every account the plan is about to write, and puts the
+/// Reads again, from the directory, every account the plan is about to write (in pages, by
+/// anchor: about one search per hundred accounts), and puts the
 /// ones that differ from the snapshot into it. Returns how many differed: then the plan must
 /// be computed again. Some changes move no change mark on the account (AD group membership
 /// is a back link), and a protected account must never be written.
@@ -589,34 +586,59 @@ pub async fn confirm<D: Directory + Sync>(
                 .map(|search| (account, search))
         })
         .collect();
-    // One base search each, a few at a time over the one connection.
-    let mut reads = futures_util::stream::iter(targets)
-        .map(|(account, search)| async move {
-            let fresh = directory.account(&search.scope(), &account.dn).await;
-            (account, search, fresh)
-        })
-        .buffer_unordered(CONFIRM_CONCURRENCY);
+    // Per search: the accounts with an anchor are read again in pages, by anchor; the few
+    // without one (keyed by DN) one by one.
     let mut differing = 0;
-    while let Some((account, search, fresh)) = reads.next().await {
-        let fresh = fresh?;
-        let side = source_side(search);
-        let guard = lock(store);
-        let stored: Option<SourceAccount> = guard.snapshot_row(&side, &account.key)?;
-        if fresh == stored {
+    for search in &searches {
+        let mine: Vec<&crate::plan::AccountOutcome> = targets
+            .iter()
+            .filter(|(_, s)| std::ptr::eq(*s, search))
+            .map(|(a, _)| *a)
+            .collect();
+        if mine.is_empty() {
             continue;
         }
-        differing += 1;
-        tracing::info!(account = %account.key, dn = %account.dn, "the account changed without moving its change mark; planning again");
-        match fresh {
-            Some(fresh) => {
-                // A renamed account (its DN key changed) is written under its new key.
-                let key = mapping::eval::account_key(&fresh);
-                if key != account.key {
-                    guard.delete_snapshot(&side, &account.key)?;
-                }
-                guard.put_snapshot(&side, &key, &fresh)?;
+        let scope = search.scope();
+        let anchors: Vec<Anchor> = mine
+            .iter()
+            .filter(|a| !a.key.starts_with("dn:"))
+            .filter_map(|a| Anchor::from_base64(&a.key))
+            .collect();
+        let mut fresh: HashMap<String, SourceAccount> = if anchors.is_empty() {
+            HashMap::new()
+        } else {
+            directory
+                .accounts_by_anchor(&scope, &anchors)
+                .await?
+                .into_iter()
+                .map(|a| (mapping::eval::account_key(&a), a))
+                .collect()
+        };
+        let side = source_side(search);
+        for account in mine {
+            let now = if account.key.starts_with("dn:") {
+                directory.account(&scope, &account.dn).await?
+            } else {
+                fresh.remove(&account.key)
+            };
+            let guard = lock(store);
+            let stored: Option<SourceAccount> = guard.snapshot_row(&side, &account.key)?;
+            if now == stored {
+                continue;
             }
-            None => guard.delete_snapshot(&side, &account.key)?,
+            differing += 1;
+            tracing::info!(account = %account.key, dn = %account.dn, "the account changed without moving its change mark; planning again");
+            match now {
+                Some(now) => {
+                    // A renamed account (its DN key changed) is written under its new key.
+                    let key = mapping::eval::account_key(&now);
+                    if key != account.key {
+                        guard.delete_snapshot(&side, &account.key)?;
+                    }
+                    guard.put_snapshot(&side, &key, &now)?;
+                }
+                None => guard.delete_snapshot(&side, &account.key)?,
+            }
         }
     }
     Ok(differing)

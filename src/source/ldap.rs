@@ -382,6 +382,24 @@ fn next_position(
     }
 }
 
+/// Anchors asked for in one search when accounts are read again by anchor.
+const ANCHORS_PER_SEARCH: usize = 100;
+
+/// The filter matching an account by its anchor: AD's `objectGUID` or
+/// `mS-DS-ConsistencyGuid` (binary, escaped byte by byte), a generic server's `entryUUID`.
+fn anchor_filter(flavour: Flavour, anchor: &Anchor) -> String {
+    let bytes = anchor.bytes();
+    if flavour == Flavour::Generic {
+        return match uuid::Uuid::from_slice(&bytes) {
+            Ok(u) => format!("(entryUUID={u})"),
+            // Not a UUID: matches nothing, so the account reads as gone from scope.
+            Err(_) => "(entryUUID=00000000-0000-0000-0000-000000000000)".to_string(),
+        };
+    }
+    let escaped: String = bytes.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!("(objectGUID={escaped})(mS-DS-ConsistencyGuid={escaped})")
+}
+
 /// An OpenLDAP change sequence number for a moment (`YYYYmmddHHMMSS.ffffffZ#count#sid#mod`);
 /// CSNs compare as text in time order.
 fn csn_at(t: jiff::Timestamp) -> String {
@@ -480,6 +498,40 @@ impl Directory for LdapDirectory {
             fetch_ranges(&mut ldap, &mut account, pending, &scope.attributes).await?;
         }
         Ok(Some(account))
+    }
+
+    async fn accounts_by_anchor(
+        &self,
+        scope: &SearchScope,
+        anchors: &[Anchor],
+    ) -> Result<Vec<SourceAccount>, Error> {
+        let (mut ldap, flavour) = self.handle().await?;
+        let attributes = Self::attributes(flavour, scope);
+        let filter = parenthesized(&scope.filter);
+        let mut out = Vec::new();
+        let mut max_csn = None;
+        for chunk in anchors.chunks(ANCHORS_PER_SEARCH) {
+            let any: String = chunk.iter().map(|a| anchor_filter(flavour, a)).collect();
+            for base in &scope.base_dns {
+                let result = self
+                    .search_base(
+                        &mut ldap,
+                        flavour,
+                        base,
+                        &format!("(&{filter}(|{any}))"),
+                        &scope.attributes,
+                        &attributes,
+                        &mut out,
+                        &mut max_csn,
+                    )
+                    .await;
+                if let Err(e) = result {
+                    *self.connection.lock().await = None;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn set_mail(&self, dn: &str, mail: Option<&str>) -> Result<(), Error> {

@@ -282,6 +282,26 @@ pub trait Directory {
         }
     }
 
+    /// The accounts in scope whose anchor is one of `anchors`, read again now, in pages
+    /// (one search for many accounts). An anchor missing from the answer is gone from scope.
+    fn accounts_by_anchor(
+        &self,
+        scope: &SearchScope,
+        anchors: &[Anchor],
+    ) -> impl Future<Output = Result<Vec<SourceAccount>, Error>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            Ok(self
+                .accounts(scope)
+                .await?
+                .into_iter()
+                .filter(|a| a.anchor().is_some_and(|x| anchors.contains(x)))
+                .collect())
+        }
+    }
+
     /// Replaces (or with `None` clears) the account's `mail`.
     fn set_mail(
         &self,
