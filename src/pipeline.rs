@@ -95,7 +95,7 @@ pub fn compute(
     }
     let mapped = mapping::map_accounts(&inputs.mappings, observed.found);
     let joined = join::join(mapped, observed.users);
-    Ok(plan::plan(
+    let plan = plan::plan(
         joined,
         &inputs.mappings,
         progress,
@@ -103,7 +103,37 @@ pub fn compute(
         &inputs.policy,
         &inputs.invitation,
         now,
-    ))
+    );
+    log_decisions(&plan);
+    Ok(plan)
+}
+
+/// One debug event per account: where it stands, where its actions take it, and why it is
+/// held back. Cheap when debug is off (the level is checked once).
+fn log_decisions(plan: &Plan) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut actions: BTreeMap<&str, usize> = BTreeMap::new();
+    for action in &plan.actions {
+        *actions.entry(action.account.as_str()).or_default() += 1;
+    }
+    for account in &plan.accounts {
+        let reason = account.reasons.first().map(|r| r.reason.code());
+        let warning = account.warnings.first().map(|w| w.message.as_str());
+        let actions = actions.get(account.key.as_str()).copied().unwrap_or(0);
+        tracing::debug!(
+            account = account.account_name.as_deref().unwrap_or(&account.key),
+            dn = %account.dn,
+            mapping = %account.mapping,
+            state = %account.state,
+            next = %account.next,
+            actions,
+            reason,
+            warning,
+            "decision"
+        );
+    }
 }
 
 /// What one `run` (or `apply`) did.
