@@ -51,6 +51,11 @@ if [ ${#extra[@]} -eq 0 ]; then
 fi
 
 if [ ${#extra[@]} -eq 0 ]; then
+  step "the Debian package: build, dpkg -i, check and run as the b2bsync user, systemd-analyze, dpkg -P"
+  "$here/test-package.sh" || failed=1
+fi
+
+if [ ${#extra[@]} -eq 0 ]; then
   step "the README's first command, end to end: scripts/demo.sh"
   if "$here/demo.sh" >"$B2BSYNC_LAB/demo.out" 2>&1 \
      && python3 "$here/demo-check.py" "$B2BSYNC_LAB/demo.out" "$B2BSYNC_LAB/demo/status.html"; then
