@@ -570,3 +570,74 @@ async fn escape_sequences_in_server_errors_never_reach_the_message() {
     assert!(!err.to_string().contains("Trace ID"), "{err}");
     assert_admin_error(&err);
 }
+
+// --- 1, end to end: a stored delta link elsewhere costs a full read, never the token ----
+
+/// The run's `read both sides` log line.
+fn read_line(out: &std::process::Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "read both sides")
+        .unwrap_or_else(|| panic!("no `read both sides` line in:\n{stderr}"))
+}
+
+/// The cloud's stored delta link in the state store at `db`, replaced by `replace` first
+/// when given.
+fn stored_delta_link(db: &std::path::Path, replace: Option<&str>) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let text: String = conn
+        .query_row(
+            "SELECT value FROM watermarks WHERE source = 'cloud:users'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut mark: Value = serde_json::from_str(&text).unwrap();
+    if let Some(link) = replace {
+        mark["delta_link"] = Value::String(link.to_string());
+        conn.execute(
+            "UPDATE watermarks SET value = ?1 WHERE source = 'cloud:users'",
+            [mark.to_string()],
+        )
+        .unwrap();
+    }
+    mark["delta_link"].as_str().unwrap().to_string()
+}
+
+// Needs the directory lab (scripts/lab-up.sh; `source $LAB/lab.env`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_stored_delta_link_elsewhere_reads_in_full_and_sends_it_nothing() {
+    use common::world::{Partner, Tenancy, text, world};
+    let w = world(
+        &[Partner::new(
+            "adams",
+            "Ana Adams",
+            Some("ana@fabrikam.example"),
+            Tenancy::Synced,
+        )],
+        "",
+    )
+    .await;
+    let other = fake_graph().await;
+    let run = || {
+        let out = w.b2bsync(&["--log-format", "json", "run"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+    run();
+    let db = w.dir.path().join("state/b2bsync.db");
+    let good = stored_delta_link(&db, None);
+    let rest = good.strip_prefix(&w.emulator.base_url).unwrap();
+    stored_delta_link(&db, Some(&format!("{}{rest}", other.base_url)));
+
+    let out = run();
+    assert_eq!(read_line(&out)["cloud_incremental"], false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stored delta link is dropped"), "{stderr}");
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    // The full read stored a link of the configured Graph again: the next run reads changes.
+    assert!(stored_delta_link(&db, None).starts_with(&w.emulator.base_url));
+    assert_eq!(read_line(&run())["cloud_incremental"], true);
+}
