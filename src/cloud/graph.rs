@@ -994,6 +994,70 @@ mod tests {
         }
     }
 
+    fn client() -> GraphClient {
+        let settings = GraphSettings::new(
+            "https://graph.example:8443",
+            "https://login.example",
+            "t",
+            "c",
+        );
+        GraphClient::new(settings, Credential::Secret("s".to_string().into()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_walk_refuses_foreign_links_repeats_and_pages_past_the_bound() {
+        let graph = client();
+        let first = "https://graph.example:8443/v1.0/users?$top=999";
+        let mut walk = Walk::new(&graph, first);
+        for foreign in [
+            "http://graph.example:8443/v1.0/users?$skiptoken=a",
+            "https://graph.example/v1.0/users?$skiptoken=a",
+            "https://other.example:8443/v1.0/users?$skiptoken=a",
+            "https://graph.example:8443@other.example:8443/v1.0/users",
+            "https://user@graph.example:8443/v1.0/users",
+            "/v1.0/users?$skiptoken=a",
+        ] {
+            let err = walk.next(foreign.to_string()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UntrustedLink {
+                        kind: LinkKind::Next,
+                        ..
+                    }
+                ),
+                "{foreign}: {err:?}"
+            );
+        }
+        // Host names compare without case.
+        assert!(
+            walk.next("https://GRAPH.example:8443/v1.0/users?$skiptoken=0".into())
+                .is_ok()
+        );
+        let err = walk.next(first.to_string()).unwrap_err();
+        assert!(matches!(err, Error::LinkLoop { .. }), "{err:?}");
+        // Two pages so far; every new link is followed up to MAX_PAGES pages.
+        for page in 3..=MAX_PAGES {
+            let link = format!("https://graph.example:8443/v1.0/users?$skiptoken={page}");
+            walk.next(link)
+                .unwrap_or_else(|e| panic!("page {page}: {e}"));
+        }
+        let err = walk
+            .next("https://graph.example:8443/v1.0/users?$skiptoken=last".into())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooManyPages {
+                    limit: MAX_PAGES,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn backoff_never_overflows() {
         for attempt in [0, 1, 6, 7, 63, 64, u32::MAX] {
