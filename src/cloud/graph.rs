@@ -2,8 +2,17 @@
 //! PATCH, the invitation body built by hand so `invitedUser.id` is never dropped, a
 //! `client-request-id` on every call, Graph's `request-id` kept, bounded retries that
 //! honour `Retry-After`, and every request paced to the published budgets ([`Pacer`]).
+//!
+//! Everything a server sends is untrusted: the bearer token goes only to the configured
+//! https Graph root (a paging or delta link elsewhere is refused), no redirect is followed,
+//! an answer is read up to [`MAX_BODY_BYTES`], a walk of links is bounded by [`MAX_PAGES`]
+//! and refuses a link it saw before, a `Retry-After` past [`MAX_WAIT`] fails the request, and
+//! server text is made printable before it reaches an error.
 
-use std::collections::HashMap;
+// Server numbers reach durations and instants here: overflow must be handled, not panic.
+#![warn(clippy::arithmetic_side_effects)]
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,7 +25,11 @@ use serde_json::{Value, json};
 
 use super::pace::{Cost, Pacer};
 use super::token::{Credential, TokenSource};
-use super::{Cloud, Error, Invitation, InvitationSent, RequestIds, UserChanges, UserPatch};
+use super::{
+    Cloud, Error, Invitation, InvitationSent, LinkKind, MAX_BODY_BYTES, MAX_PAGES, MAX_WAIT,
+    RequestIds, UserChanges, UserPatch, describe, limit_percentage, printable, read_body,
+    retry_wait, shown_url, transport_error,
+};
 use crate::model::CloudUser;
 
 /// The properties b2bsync reads for every user.
@@ -77,12 +90,33 @@ impl GraphSettings {
                 .unwrap_or(1.0),
         }
     }
+
+    /// Refuses a Graph root or authority that is not `https://` with a host: the client
+    /// secret, the client assertion and the bearer token never travel in the clear.
+    pub fn validate(&self) -> Result<(), Error> {
+        https_root("graph_url", &self.graph_url)?;
+        https_root("authority", &self.authority)?;
+        Ok(())
+    }
+}
+
+/// `url` parsed, when it is an `https://` URL with a host.
+fn https_root(setting: &'static str, url: &str) -> Result<url::Url, Error> {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "https" && parsed.host().is_some() => Ok(parsed),
+        _ => Err(Error::Cleartext {
+            setting,
+            url: shown_url(url),
+        }),
+    }
 }
 
 /// A Graph client for one app in one tenant.
 pub struct GraphClient {
     http: reqwest::Client,
     api: String,
+    /// The Graph root: the only scheme, host and port the token is sent to.
+    root: url::Url,
     tokens: TokenSource,
     settings: GraphSettings,
     pacer: Pacer,
@@ -231,19 +265,19 @@ struct Answer {
 
 impl GraphClient {
     /// Builds the HTTP client (rustls; the CA file replaces the OS store when given).
+    /// Refuses settings that are not https ([`GraphSettings::validate`]) and a CA file with
+    /// no PEM certificate in it. No redirect is ever followed: a token request re-sent to
+    /// where a 307 points would carry the credential there.
     pub fn new(settings: GraphSettings, credential: Credential) -> Result<Self, Error> {
+        settings.validate()?;
+        let root = https_root("graph_url", &settings.graph_url)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("b2bsync/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(15));
         if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::Settings(format!("cannot read CA file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Settings(format!("{} is not a PEM CA bundle: {e}", path.display()))
-            })?;
-            builder = builder.tls_certs_only(certs);
+            builder = builder.tls_certs_only(ca_certificates(path)?);
         }
         let http = builder
             .build()
@@ -258,6 +292,7 @@ impl GraphClient {
         );
         Ok(GraphClient {
             api: format!("{}/v1.0", settings.graph_url),
+            root,
             http,
             tokens,
             pacer: Pacer::new(settings.budget_time_scale),
@@ -285,9 +320,23 @@ impl GraphClient {
         let mut refreshed = false;
         let cost = Cost::of(method.as_str(), url);
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             self.pacer.acquire(&cost).await;
+            let sent = Instant::now();
             let result = self.send_once(method.clone(), url, body).await;
+            let (status, request_id) = match &result {
+                Ok(answer) => (Some(200), answer.ids.request_id.as_deref()),
+                Err(e) => (e.status(), e.request_id()),
+            };
+            tracing::debug!(
+                %method,
+                path = %shown_url(url),
+                status,
+                request_id,
+                duration_ms = millis(sent.elapsed()),
+                attempt,
+                "Graph request answered."
+            );
             let err = match result {
                 Ok(answer) => {
                     if let Some(usage) = answer.limit_percentage {
@@ -320,18 +369,21 @@ impl GraphClient {
             if !retry || attempt >= self.settings.max_attempts {
                 return Err(err);
             }
+            // The server's Retry-After is at most MAX_WAIT already (a longer one is
+            // `WaitTooLong`, never retried); the min keeps that true here too.
             let wait = err
                 .retry_after()
                 .unwrap_or_else(|| backoff(attempt))
-                .min(Duration::from_secs(120));
-            if started.elapsed() + wait > self.settings.retry_budget {
+                .min(MAX_WAIT);
+            if started.elapsed().saturating_add(wait) > self.settings.retry_budget {
                 return Err(err);
             }
             tracing::warn!(
                 attempt,
-                wait_ms = wait.as_millis() as u64,
+                wait_ms = millis(wait),
                 status = err.status(),
-                "Graph request will be retried: {err}"
+                error = %err,
+                "Graph request will be retried."
             );
             tokio::time::sleep(wait).await;
         }
@@ -354,24 +406,20 @@ impl GraphClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |e: reqwest::Error| Error::Transport {
-            url: strip_query(url),
-            reason: describe(&e),
-        };
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(|e| transport_error(url, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let ids = RequestIds {
             request_id: header_text(&headers, "request-id"),
             client_request_id,
         };
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_body(response, url, MAX_BODY_BYTES).await?;
         if status.is_success() {
             return Ok(Answer {
-                body: bytes.to_vec(),
+                body: bytes,
                 ids,
                 limit_percentage: header_text(&headers, "x-ms-throttle-limit-percentage")
-                    .and_then(|v| v.trim().parse::<f64>().ok()),
+                    .and_then(|v| limit_percentage(&v)),
             });
         }
         Err(graph_error(
@@ -387,21 +435,42 @@ impl GraphClient {
         let answer = self.send(Method::GET, url, None, true).await?;
         serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
             url: strip_query(url),
-            reason: e.to_string(),
+            reason: printable(&e.to_string()),
         })
     }
 
-    /// Follows `@odata.nextLink` verbatim until the last page.
+    /// Refuses a link Graph sent (or b2bsync stored) unless it is `https` to the configured
+    /// Graph root's host and port: the token is sent wherever the link points.
+    fn check_link(&self, link: &str, kind: LinkKind) -> Result<(), Error> {
+        let trusted = url::Url::parse(link).is_ok_and(|u| {
+            u.scheme() == "https"
+                && u.host() == self.root.host()
+                && u.port_or_known_default() == self.root.port_or_known_default()
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if trusted {
+            return Ok(());
+        }
+        Err(Error::UntrustedLink {
+            kind,
+            link: shown_url(link),
+            expected: self.root.origin().ascii_serialization(),
+        })
+    }
+
+    /// Follows `@odata.nextLink` unchanged until the last page, through a [`Walk`].
     async fn all_pages<T: for<'de> Deserialize<'de>>(
         &self,
         first: String,
     ) -> Result<Vec<T>, Error> {
         let mut out = Vec::new();
+        let mut walk = Walk::new(self, &first);
         let mut next = Some(first);
         while let Some(url) = next {
             let page: Page<T> = self.get_json(&url).await?;
             out.extend(page.value);
-            next = page.next_link;
+            next = page.next_link.map(|link| walk.next(link)).transpose()?;
         }
         Ok(out)
     }
@@ -419,7 +488,8 @@ impl GraphClient {
             let members: Vec<IdDto> = self
                 .all_pages(format!(
                     "{}/directoryRoles/{}/members?$select=id",
-                    self.api, role.id
+                    self.api,
+                    urlencode(&role.id)
                 ))
                 .await?;
             let name = role.display_name.unwrap_or(role.id);
@@ -436,11 +506,13 @@ impl Cloud for GraphClient {
         // Each page becomes domain users as it arrives: the wire DTOs of a 100,000-user
         // tenant are never all held at once.
         let mut users: Vec<CloudUser> = Vec::new();
-        let mut next = Some(format!("{}/users?$select={USER_SELECT}&$top=999", self.api));
+        let first = format!("{}/users?$select={USER_SELECT}&$top=999", self.api);
+        let mut walk = Walk::new(self, &first);
+        let mut next = Some(first);
         while let Some(url) = next {
             let page: Page<UserDto> = self.get_json(&url).await?;
             users.extend(page.value.into_iter().map(CloudUser::from));
-            next = page.next_link;
+            next = page.next_link.map(|link| walk.next(link)).transpose()?;
         }
         users.shrink_to_fit();
         self.pacer.set_tenant_size(users.len());
@@ -460,7 +532,10 @@ impl Cloud for GraphClient {
         );
         let page: DeltaPage = self.get_json(&url).await?;
         match page.delta_link {
-            Some(link) => Ok(Some(link)),
+            Some(link) => {
+                self.check_link(&link, LinkKind::Delta)?;
+                Ok(Some(link))
+            }
             None => Err(Error::Decode {
                 url: strip_query(&url),
                 reason: "no @odata.deltaLink in the answer to $deltatoken=latest".into(),
@@ -469,8 +544,13 @@ impl Cloud for GraphClient {
     }
 
     async fn users_since(&self, link: &str, known: usize) -> Result<UserChanges, Error> {
+        // A stored link that does not point at this Graph root (written by a run against
+        // another graph_url, or taken from a server that sent it elsewhere) is refused
+        // before anything is sent; the caller drops it and reads every user.
+        self.check_link(link, LinkKind::StoredDelta)?;
         self.pacer.set_tenant_size(known);
         let mut changes = UserChanges::default();
+        let mut walk = Walk::new(self, link);
         let mut next = link.to_string();
         // Pages may come with an empty `value` and still a nextLink: follow until the
         // deltaLink arrives (contract section 3.4).
@@ -484,8 +564,11 @@ impl Cloud for GraphClient {
                 }
             }
             match (page.delta_link, page.next_link) {
-                (Some(delta), _) => break delta,
-                (None, Some(more)) => next = more,
+                (Some(delta), _) => {
+                    self.check_link(&delta, LinkKind::Delta)?;
+                    break delta;
+                }
+                (None, Some(more)) => next = walk.next(more)?,
                 (None, None) => {
                     return Err(Error::Decode {
                         url: strip_query(&next),
@@ -582,7 +665,7 @@ impl Cloud for GraphClient {
         let dto: InvitationDto =
             serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
                 url: url.clone(),
-                reason: e.to_string(),
+                reason: printable(&e.to_string()),
             })?;
         Ok(InvitationSent {
             invitation_id: dto.id,
@@ -597,33 +680,84 @@ impl Cloud for GraphClient {
     }
 }
 
+/// One walk of `@odata.nextLink`s from a first URL: each link must point at the Graph
+/// root, a link seen before in the walk is a loop, and a walk ends after [`MAX_PAGES`].
+struct Walk<'a> {
+    client: &'a GraphClient,
+    /// What is walked, for messages: the first URL without its query.
+    path: String,
+    seen: HashSet<String>,
+    pages: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(client: &'a GraphClient, first: &str) -> Walk<'a> {
+        Walk {
+            client,
+            path: strip_query(first),
+            seen: HashSet::from([first.to_string()]),
+            pages: 1,
+        }
+    }
+
+    /// The next page's URL, once `link` passed every check.
+    fn next(&mut self, link: String) -> Result<String, Error> {
+        self.client.check_link(&link, LinkKind::Next)?;
+        if self.pages >= MAX_PAGES {
+            return Err(Error::TooManyPages {
+                path: self.path.clone(),
+                limit: MAX_PAGES,
+            });
+        }
+        if !self.seen.insert(link.clone()) {
+            return Err(Error::LinkLoop {
+                path: self.path.clone(),
+            });
+        }
+        self.pages = self.pages.saturating_add(1);
+        Ok(link)
+    }
+}
+
+/// The certificates of a PEM CA file; a file with none (DER, or not a certificate at all)
+/// would silently be an empty trust store, so it is refused.
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Error> {
+    let ca_error = |reason: String| Error::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| ca_error(format!("it is not a PEM CA bundle: {}", describe(&e))))?;
+    if certs.is_empty() {
+        return Err(ca_error(
+            "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 /// Exponential backoff with full jitter: 1 s, 2 s, 4 s, ... capped at 60 s.
 fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
-    let millis = rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64);
+    let cap_ms: u64 = 1000u64
+        .checked_shl(attempt.min(6))
+        .unwrap_or(60_000)
+        .min(60_000);
+    let millis = rand::rng().random_range(cap_ms / 2..=cap_ms);
     Duration::from_millis(millis)
 }
 
+/// Milliseconds for a log field.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A header's value, printable (a header may carry any byte above 0x7f).
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v: &HeaderValue| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `Retry-After` in delta-seconds (fractional accepted) or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = header_text(headers, "retry-after")?;
-    if let Ok(secs) = text.trim().parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
-        return None;
-    }
-    let when = jiff::fmt::rfc2822::parse(text.trim()).ok()?.timestamp();
-    let now = jiff::Timestamp::now();
-    let secs = (when.as_second() - now.as_second()).max(0);
-    Some(Duration::from_secs(secs as u64))
+        .map(printable)
 }
 
 fn graph_error(
@@ -633,7 +767,10 @@ fn graph_error(
     request_id: Option<String>,
     path: &str,
 ) -> Error {
-    let retry_after = retry_after(headers);
+    let retry_after = match retry_wait(headers, status, path, request_id.as_deref()) {
+        Ok(wait) => wait,
+        Err(too_long) => return too_long,
+    };
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Error::Throttled {
             retry_after,
@@ -642,10 +779,10 @@ fn graph_error(
         };
     }
     let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(env) => (env.error.code, env.error.message),
+        Ok(env) => (printable(&env.error.code), printable(&env.error.message)),
         Err(_) => (
             status.canonical_reason().unwrap_or("Error").to_string(),
-            String::from_utf8_lossy(&body[..body.len().min(200)]).to_string(),
+            printable(&String::from_utf8_lossy(body.get(..200).unwrap_or(body))),
         ),
     };
     Error::Graph {
@@ -660,22 +797,11 @@ fn graph_error(
 
 /// The URL without its query, for messages (queries can be long; they hold no secret).
 fn strip_query(url: &str) -> String {
-    url.split('?').next().unwrap_or(url).to_string()
+    shown_url(url)
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Percent-encodes a path segment (a B2B UPN holds `#`).
-fn urlencode(segment: &str) -> String {
+/// Percent-encodes a path segment (a B2B UPN holds `#`; an id from Graph may hold `/`).
+pub(crate) fn urlencode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
@@ -707,17 +833,73 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_fractions_and_dates() {
         let mut h = HeaderMap::new();
+        let wait = |h: &HeaderMap| {
+            retry_wait(h, StatusCode::TOO_MANY_REQUESTS, "/v1.0/users", None)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
         h.insert("retry-after", HeaderValue::from_static("10"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(10)));
+        assert_eq!(wait(&h), Some(Duration::from_secs(10)));
         h.insert("retry-after", HeaderValue::from_static("2.128"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(2128)));
+        assert_eq!(wait(&h), Some(Duration::from_millis(2128)));
         h.insert(
             "retry-after",
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(wait(&h), Some(Duration::ZERO));
         h.insert("retry-after", HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(wait(&h), None);
+    }
+
+    // See: issue 10 (a Retry-After of 1e30 panicked in Duration::from_secs_f64).
+    #[test]
+    fn a_huge_retry_after_on_a_429_or_503_is_a_wait_too_long_and_not_retried() {
+        for value in ["1e30", "99999999999999999999", "1e19", "100000000", "301"] {
+            for status in [
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ] {
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", HeaderValue::from_static(value));
+                let err = graph_error(status, &h, b"{}", Some("r9".into()), "/v1.0/users");
+                assert!(
+                    matches!(&err, Error::WaitTooLong { asked, .. } if asked == value),
+                    "{value}: {err:?}"
+                );
+                assert!(!err.transient() && !err.not_processed(), "{value}");
+                assert!(err.retry_after().is_none());
+                assert!(err.to_string().contains("r9"));
+            }
+        }
+        // On an answer that is not retried, a Retry-After means nothing and is not the error.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("1e30"));
+        let err = graph_error(StatusCode::NOT_FOUND, &h, b"{}", None, "/v1.0/users/x");
+        assert_eq!(err.status(), Some(404));
+        assert!(matches!(
+            err,
+            Error::Graph {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn server_error_text_loses_its_control_characters() {
+        let body = "{\"error\":{\"code\":\"Bad\\u001b[2J\",\"message\":\"line\\u001b]0;owned\\u0007\\r\\nnext\\u202e\"}}";
+        let err = graph_error(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            None,
+            "/v1.0/users",
+        );
+        let Error::Graph { code, message, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(code, "Bad[2J");
+        assert_eq!(message, "line]0;owned  next");
+        assert!(!err.to_string().chars().any(char::is_control));
     }
 
     #[test]
@@ -764,6 +946,124 @@ mod tests {
             urlencode("ana_fabrikam.example#EXT#@lab.onmicrosoft.com"),
             "ana_fabrikam.example%23EXT%23%40lab.onmicrosoft.com"
         );
+        assert_eq!(
+            urlencode("../../users?x=1 y"),
+            "..%2F..%2Fusers%3Fx%3D1%20y"
+        );
+    }
+
+    #[test]
+    fn settings_refuse_cleartext_roots() {
+        let ok = GraphSettings::new(
+            "https://graph.microsoft.com",
+            "https://login.microsoftonline.com",
+            "t",
+            "c",
+        );
+        assert!(ok.validate().is_ok());
+        for (graph, authority, setting) in [
+            (
+                "http://graph.microsoft.com",
+                "https://login.microsoftonline.com",
+                "graph_url",
+            ),
+            (
+                "https://graph.microsoft.com",
+                "http://login.microsoftonline.com",
+                "authority",
+            ),
+            (
+                "graph.microsoft.com",
+                "https://login.microsoftonline.com",
+                "graph_url",
+            ),
+            (
+                "https://graph.microsoft.com",
+                "file:///etc/passwd",
+                "authority",
+            ),
+        ] {
+            let err = GraphSettings::new(graph, authority, "t", "c")
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Cleartext { setting: s, .. } if s == setting),
+                "{graph} {authority}: {err:?}"
+            );
+            assert!(err.help().contains("https://"));
+        }
+    }
+
+    fn client() -> GraphClient {
+        let settings = GraphSettings::new(
+            "https://graph.example:8443",
+            "https://login.example",
+            "t",
+            "c",
+        );
+        GraphClient::new(settings, Credential::Secret("s".to_string().into()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_walk_refuses_foreign_links_repeats_and_pages_past_the_bound() {
+        let graph = client();
+        let first = "https://graph.example:8443/v1.0/users?$top=999";
+        let mut walk = Walk::new(&graph, first);
+        for foreign in [
+            "http://graph.example:8443/v1.0/users?$skiptoken=a",
+            "https://graph.example/v1.0/users?$skiptoken=a",
+            "https://other.example:8443/v1.0/users?$skiptoken=a",
+            "https://graph.example:8443@other.example:8443/v1.0/users",
+            "https://user@graph.example:8443/v1.0/users",
+            "/v1.0/users?$skiptoken=a",
+        ] {
+            let err = walk.next(foreign.to_string()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UntrustedLink {
+                        kind: LinkKind::Next,
+                        ..
+                    }
+                ),
+                "{foreign}: {err:?}"
+            );
+        }
+        // Host names compare without case.
+        assert!(
+            walk.next("https://GRAPH.example:8443/v1.0/users?$skiptoken=0".into())
+                .is_ok()
+        );
+        let err = walk.next(first.to_string()).unwrap_err();
+        assert!(matches!(err, Error::LinkLoop { .. }), "{err:?}");
+        // Two pages so far; every new link is followed up to MAX_PAGES pages.
+        for page in 3..=MAX_PAGES {
+            let link = format!("https://graph.example:8443/v1.0/users?$skiptoken={page}");
+            walk.next(link)
+                .unwrap_or_else(|e| panic!("page {page}: {e}"));
+        }
+        let err = walk
+            .next("https://graph.example:8443/v1.0/users?$skiptoken=last".into())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooManyPages {
+                    limit: MAX_PAGES,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        for attempt in [0, 1, 6, 7, 63, 64, u32::MAX] {
+            let d = backoff(attempt);
+            assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(60));
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,237 @@ pub struct UserChanges {
     pub roles: HashMap<String, Vec<String>>,
 }
 
+/// The longest b2bsync waits because a server asked it to (`Retry-After` on a 429 or 503,
+/// from Graph or the token endpoint): five minutes. A server asking for more fails the
+/// request with [`Error::WaitTooLong`], so a run stops instead of holding its lock for
+/// hours; what it did not do is left for the next run.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The longest an access token is cached, whatever `expires_in` the token endpoint sent
+/// (Entra issues tokens for 60 to 90 minutes; 24 hours is far above any real lifetime).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest answer b2bsync reads from Graph: 64 MiB. A page of 999 users with every
+/// selected property is a few MB, so this only stops a misbehaving server or proxy from
+/// filling memory.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// The largest answer b2bsync reads from the token endpoint: 1 MiB (a token answer is a few
+/// KB).
+pub const MAX_TOKEN_BODY_BYTES: usize = 1 << 20;
+
+/// The most pages b2bsync follows in one walk of `@odata.nextLink`s: 20,000. At Graph's 999
+/// users a page that is about 20 million users, far above the largest Entra tenants (an
+/// Entra directory holds 300,000 objects unless Microsoft raises its quota), and still
+/// room for the delta query's smaller or empty pages. It bounds the work a server that keeps
+/// sending new links can cause; a link seen before in the same walk is refused at once.
+pub const MAX_PAGES: usize = 20_000;
+
+/// Server-provided text kept in an error: at most this many characters.
+const MAX_SERVER_TEXT: usize = 500;
+
+/// A wait a server asked for, measured against [`MAX_WAIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerWait {
+    /// At most [`MAX_WAIT`].
+    Within(Duration),
+    /// Longer than [`MAX_WAIT`] (or too large to represent at all).
+    TooLong,
+}
+
+/// Seconds a server sent (fractions accepted), measured against [`MAX_WAIT`]. `None` for
+/// what is no number of seconds: negative, NaN or infinite.
+pub(crate) fn server_wait(seconds: f64) -> Option<ServerWait> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return None;
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(wait) if wait <= MAX_WAIT => Some(ServerWait::Within(wait)),
+        _ => Some(ServerWait::TooLong),
+    }
+}
+
+/// A `Retry-After` value: delta-seconds (fractions accepted, as Graph has sent `2.128`) or
+/// an HTTP date, measured from `now`. `None` when it is neither.
+pub(crate) fn parse_retry_after(text: &str, now: jiff::Timestamp) -> Option<ServerWait> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return server_wait(seconds);
+    }
+    let when = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
+    let seconds = when.as_second().checked_sub(now.as_second())?.max(0);
+    match u64::try_from(seconds) {
+        Ok(s) if s <= MAX_WAIT.as_secs() => Some(ServerWait::Within(Duration::from_secs(s))),
+        _ => Some(ServerWait::TooLong),
+    }
+}
+
+/// `x-ms-throttle-limit-percentage` (documented from 0.8 to 1.8): a finite number, clamped
+/// to 0..=2.
+pub(crate) fn limit_percentage(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v.clamp(0.0, 2.0))
+}
+
+/// A token's lifetime from `expires_in` (default 3599 s, as Entra's), at most
+/// [`MAX_TOKEN_LIFETIME`].
+pub(crate) fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    Duration::from_secs(expires_in.unwrap_or(3599)).min(MAX_TOKEN_LIFETIME)
+}
+
+/// Server-provided text made safe for a terminal and a log line: control characters
+/// (ESC and the rest of C0 and C1, DEL) and bidirectional overrides are dropped, line
+/// breaks and tabs become spaces, and the text is cut at [`MAX_SERVER_TEXT`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    let mut kept = 0usize;
+    for c in text.chars() {
+        if kept >= MAX_SERVER_TEXT {
+            out.push('…');
+            break;
+        }
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => continue,
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => continue,
+            c => c,
+        };
+        out.push(c);
+        kept = kept.saturating_add(1);
+    }
+    out
+}
+
+/// A URL for a message: no query (it may carry a token), no user info, printable.
+pub(crate) fn shown_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    match url::Url::parse(without_query) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            printable(parsed.as_str())
+        }
+        Err(_) => printable(without_query),
+    }
+}
+
+/// An error and every cause under it, joined by `: ` (a TLS failure's reason is only in
+/// the chain).
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    printable(&text)
+}
+
+/// Reads an answer's body in chunks, refusing one longer than `limit` bytes (by its
+/// `Content-Length` before reading, or once the bytes read pass the limit). Refuses a
+/// redirect first: b2bsync follows none, since a token request re-sent to where a 307
+/// points would carry the credential there.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, Error> {
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| shown_url(&String::from_utf8_lossy(v.as_bytes())))
+            .unwrap_or_else(|| "nowhere (no Location)".into());
+        return Err(Error::Redirected {
+            url: shown_url(url),
+            status: status.as_u16(),
+            location,
+        });
+    }
+    let too_large = || Error::TooLarge {
+        url: shown_url(url),
+        limit,
+    };
+    let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
+    if response.content_length().is_some_and(|n| n > limit_u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(url, &e))?
+    {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A failure to reach `url` or to read its answer, with the whole cause chain.
+pub(crate) fn transport_error(url: &str, e: &reqwest::Error) -> Error {
+    Error::Transport {
+        url: shown_url(url),
+        reason: describe(e),
+    }
+}
+
+/// The `Retry-After` of an answer: at most [`MAX_WAIT`]. A longer one on an answer that
+/// b2bsync retries (429, 5xx) is [`Error::WaitTooLong`]; on any other answer it means
+/// nothing.
+pub(crate) fn retry_wait(
+    headers: &reqwest::header::HeaderMap,
+    status: reqwest::StatusCode,
+    url: &str,
+    request_id: Option<&str>,
+) -> Result<Option<Duration>, Error> {
+    let Some(text) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let retried = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    match parse_retry_after(text, jiff::Timestamp::now()) {
+        Some(ServerWait::Within(wait)) => Ok(Some(wait)),
+        Some(ServerWait::TooLong) if retried => Err(Error::WaitTooLong {
+            url: shown_url(url),
+            status: status.as_u16(),
+            asked: printable(text).chars().take(40).collect(),
+            request_id: request_id.map(str::to_string),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Which link Graph sent (or b2bsync stored) that was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// An `@odata.nextLink` in a page.
+    Next,
+    /// An `@odata.deltaLink` in a page.
+    Delta,
+    /// A delta link stored by an earlier run.
+    StoredDelta,
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkKind::Next => "an @odata.nextLink",
+            LinkKind::Delta => "an @odata.deltaLink",
+            LinkKind::StoredDelta => "the stored delta link",
+        })
+    }
+}
+
 /// A failure talking to Graph or the token endpoint. Per-request failures carry Graph's
 /// error `code` (callers branch on it, never on the message) and the `request-id`.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +341,53 @@ pub enum Error {
     Transport { url: String, reason: String },
     #[error("unexpected answer from {url}: {reason}")]
     Decode { url: String, reason: String },
+    /// `graph_url` or `authority` is not `https://`: the secret or the token would travel
+    /// in the clear.
+    #[error(
+        "[graph] {setting} is '{url}': b2bsync talks to Graph and the token endpoint over https only"
+    )]
+    Cleartext { setting: &'static str, url: String },
+    /// `ca_file` cannot be read or holds no PEM certificate.
+    #[error("[graph] ca_file {}: {reason}", .path.display())]
+    CaFile { path: PathBuf, reason: String },
+    /// A paging or delta link (or a stored delta link) that does not point at the
+    /// configured Graph root over https: following it would send the token elsewhere.
+    #[error("refusing {kind} to {link}: b2bsync sends its token only to {expected}")]
+    UntrustedLink {
+        kind: LinkKind,
+        /// The link without its query.
+        link: String,
+        /// The configured Graph root's scheme, host and port.
+        expected: String,
+    },
+    /// Graph sent an `@odata.nextLink` already followed in the same walk.
+    #[error(
+        "Graph sent the same @odata.nextLink twice while paging {path}: the paging would never end"
+    )]
+    LinkLoop { path: String },
+    /// A walk passed [`MAX_PAGES`] pages.
+    #[error("Graph kept sending @odata.nextLink past {limit} pages while paging {path}")]
+    TooManyPages { path: String, limit: usize },
+    /// An answer longer than its limit ([`MAX_BODY_BYTES`], [`MAX_TOKEN_BODY_BYTES`]).
+    #[error("the answer from {url} is longer than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    /// A redirect: b2bsync follows none (a token request carries the credential).
+    #[error("{url} answered {status} redirecting to '{location}': b2bsync follows no redirects")]
+    Redirected {
+        url: String,
+        status: u16,
+        /// The `Location`, without its query.
+        location: String,
+    },
+    /// The server asked to wait longer than [`MAX_WAIT`] before retrying.
+    #[error("{url} answered {status} asking b2bsync to wait '{asked}' before retrying, longer than the {}-minute maximum (request-id {})", MAX_WAIT.as_secs() / 60, .request_id.as_deref().unwrap_or("none"))]
+    WaitTooLong {
+        url: String,
+        status: u16,
+        /// The `Retry-After` as sent (printable, shortened).
+        asked: String,
+        request_id: Option<String>,
+    },
 }
 
 fn retry_hint(retry_after: &Option<Duration>) -> String {
@@ -121,7 +400,10 @@ impl Error {
     /// The HTTP status, when the service answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Token { status, .. } | Error::Graph { status, .. } => Some(*status),
+            Error::Token { status, .. }
+            | Error::Graph { status, .. }
+            | Error::Redirected { status, .. }
+            | Error::WaitTooLong { status, .. } => Some(*status),
             Error::Throttled { .. } => Some(429),
             _ => None,
         }
@@ -139,7 +421,8 @@ impl Error {
     /// Whether the service said it did not process the request (so even a non-idempotent
     /// call may be repeated): 429, 503, or 504.
     pub fn not_processed(&self) -> bool {
-        matches!(self.status(), Some(429 | 503 | 504))
+        // A wait past the maximum is not retried: the run stops and the next one goes on.
+        !matches!(self, Error::WaitTooLong { .. }) && matches!(self.status(), Some(429 | 503 | 504))
     }
 
     /// Whether a retry of an idempotent request may succeed: the above, 500/502, and
@@ -170,6 +453,28 @@ impl Error {
                     || code.eq_ignore_ascii_case("expiredToken")
             }
             _ => false,
+        }
+    }
+
+    /// The stored delta link cannot be used (it does not point at the configured Graph
+    /// root): drop it and read every user.
+    pub fn stored_link_unusable(&self) -> bool {
+        matches!(
+            self,
+            Error::UntrustedLink {
+                kind: LinkKind::StoredDelta,
+                ..
+            }
+        )
+    }
+
+    /// The `request-id` of the answer, when there was one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Throttled { request_id, .. }
+            | Error::Graph { request_id, .. }
+            | Error::WaitTooLong { request_id, .. } => request_id.as_deref(),
+            _ => None,
         }
     }
 
@@ -206,6 +511,31 @@ impl Error {
                 "check the network path to Graph, the proxy, and [graph] ca_file when TLS is inspected".into()
             }
             Error::Decode { .. } => "check that [graph] graph_url points at Microsoft Graph".into(),
+            Error::Cleartext { .. } => {
+                "use an https:// URL: the client secret and the bearer token never travel in the clear".into()
+            }
+            Error::CaFile { .. } => {
+                "set [graph] ca_file to a PEM file holding the CA certificates (-----BEGIN CERTIFICATE-----); convert a DER file with `openssl x509 -inform der -in ca.cer -out ca.pem`".into()
+            }
+            Error::UntrustedLink {
+                kind: LinkKind::StoredDelta,
+                ..
+            } => "the stored delta link is dropped and every user read again; nothing to do unless [graph] graph_url changed by mistake".into(),
+            Error::UntrustedLink { .. } => {
+                "b2bsync follows paging links only to [graph] graph_url (https, same host and port); if Graph is reached through a proxy that rewrites links, set graph_url to the address the links use".into()
+            }
+            Error::LinkLoop { .. } | Error::TooManyPages { .. } => {
+                "Graph or a proxy in between is misbehaving; the next run reads again from the start, and if it persists, give Microsoft support the request-ids from the debug log".into()
+            }
+            Error::TooLarge { .. } => {
+                "a page of users is a few MB; check that [graph] graph_url and authority point at Microsoft and no proxy in between answers instead".into()
+            }
+            Error::Redirected { .. } => {
+                "set [graph] authority and graph_url to the final https address: a token request carries the credential and is never sent on to another place".into()
+            }
+            Error::WaitTooLong { .. } => {
+                "the service is throttling or unavailable for longer than a run waits; the next run continues where this one stopped".into()
+            }
         }
     }
 }
@@ -262,4 +592,123 @@ pub trait Cloud {
         &self,
         invitation: &Invitation,
     ) -> impl Future<Output = Result<InvitationSent, Error>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // See: issue 10. Each of these panicked (from_secs_f64) or paused a run for years.
+    #[test]
+    fn server_seconds_past_the_maximum_wait_are_too_long_and_never_panic() {
+        for text in [
+            "1e30",
+            "99999999999999999999",
+            "1e19",
+            "100000000",
+            "300.001",
+        ] {
+            assert_eq!(
+                parse_retry_after(text, jiff::Timestamp::now()),
+                Some(ServerWait::TooLong),
+                "{text}"
+            );
+        }
+        assert_eq!(server_wait(f64::MAX), Some(ServerWait::TooLong));
+        assert_eq!(
+            server_wait(300.0),
+            Some(ServerWait::Within(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            server_wait(0.25),
+            Some(ServerWait::Within(Duration::from_millis(250)))
+        );
+        for text in ["-1", "NaN", "inf", "-inf", "soon", ""] {
+            assert_eq!(
+                parse_retry_after(text, jiff::Timestamp::now()),
+                None,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_dates_are_measured_from_now_and_capped() {
+        let now: jiff::Timestamp = "2025-01-14T12:00:00Z".parse().unwrap();
+        let at = |text| parse_retry_after(text, now);
+        assert_eq!(
+            at("Tue, 14 Jan 2025 12:00:30 GMT"),
+            Some(ServerWait::Within(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            at("Tue, 14 Jan 2025 11:00:00 GMT"),
+            Some(ServerWait::Within(Duration::ZERO))
+        );
+        assert_eq!(
+            at("Tue, 14 Jan 2025 12:05:01 GMT"),
+            Some(ServerWait::TooLong)
+        );
+        assert_eq!(
+            at("Tue, 31 Dec 2999 23:59:59 GMT"),
+            Some(ServerWait::TooLong)
+        );
+    }
+
+    #[test]
+    fn throttle_percentages_and_token_lifetimes_are_clamped() {
+        assert_eq!(limit_percentage("0.9"), Some(0.9));
+        assert_eq!(limit_percentage("1e308"), Some(2.0));
+        assert_eq!(limit_percentage("-5"), Some(0.0));
+        assert_eq!(limit_percentage("NaN"), None);
+        assert_eq!(limit_percentage("inf"), None);
+        assert_eq!(token_lifetime(Some(u64::MAX)), MAX_TOKEN_LIFETIME);
+        assert_eq!(token_lifetime(Some(3599)), Duration::from_secs(3599));
+        assert_eq!(token_lifetime(None), Duration::from_secs(3599));
+    }
+
+    #[test]
+    fn printable_drops_escapes_and_bidi_overrides_and_is_bounded() {
+        assert_eq!(
+            printable("\u{1b}[31mred\u{1b}[0m\r\nnext\u{7}\u{9b}2J\u{202e}txt"),
+            "[31mred[0m  next2Jtxt"
+        );
+        let long = "x".repeat(10_000);
+        let shown = printable(&long);
+        assert_eq!(shown.chars().count(), MAX_SERVER_TEXT + 1);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn shown_urls_lose_query_fragment_and_user_info() {
+        assert_eq!(
+            shown_url("https://user:pw@graph.example:8443/v1.0/users?$skiptoken=abc#x"),
+            "https://graph.example:8443/v1.0/users"
+        );
+        assert_eq!(shown_url("not a url\u{1b}[2J?q"), "not a url[2J");
+    }
+
+    #[test]
+    fn only_the_stored_link_is_dropped_and_no_wait_too_long_is_retried() {
+        let stored = Error::UntrustedLink {
+            kind: LinkKind::StoredDelta,
+            link: "https://other.example/v1.0/users/delta".into(),
+            expected: "https://graph.microsoft.com".into(),
+        };
+        assert!(stored.stored_link_unusable() && !stored.transient());
+        let next = Error::UntrustedLink {
+            kind: LinkKind::Next,
+            link: "http://graph.microsoft.com/v1.0/users".into(),
+            expected: "https://graph.microsoft.com".into(),
+        };
+        assert!(!next.stored_link_unusable() && !next.transient());
+        let wait = Error::WaitTooLong {
+            url: "https://graph.microsoft.com/v1.0/users".into(),
+            status: 429,
+            asked: "1e30".into(),
+            request_id: None,
+        };
+        assert_eq!(wait.status(), Some(429));
+        assert!(!wait.not_processed() && !wait.transient());
+        assert!(wait.help().contains("next run"));
+    }
 }

@@ -6,9 +6,17 @@
 //!
 //! Pure bookkeeping plus one async wait; no I/O. The service remains the judge: a pacer that
 //! guesses wrong costs a 429 and a retry, never a lost or repeated request.
+//!
+//! No wait computed here is longer than [`MAX_WAIT`]: a pause for a server's `Retry-After`
+//! is capped, and so is the wait for a budget to refill.
+
+// Server numbers reach durations and instants here: overflow must be handled, not panic.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::MAX_WAIT;
 
 /// A budget b2bsync's requests draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +185,10 @@ impl Bucket {
             .unwrap_or_default();
         // A cost above the capacity (never for one request) waits for a full bucket.
         let missing = ((cost + self.reserve).min(self.capacity) - self.tokens).max(0.0);
-        let refill = Duration::from_secs_f64(missing / self.rate);
-        paused.max(refill)
+        // The rate is positive and finite (the time scale is checked in `Pacer::new`); a
+        // quotient that is no duration still waits no longer than MAX_WAIT.
+        let refill = Duration::try_from_secs_f64(missing / self.rate).unwrap_or(MAX_WAIT);
+        paused.max(refill).min(MAX_WAIT)
     }
 }
 
@@ -299,8 +309,9 @@ impl Pacer {
             if named.is_some() {
                 b.tokens = 0.0;
             }
-            if let Some(wait) = retry_after {
-                let until = now + wait;
+            // The caller's Retry-After is at most MAX_WAIT already; the min keeps any other
+            // caller from pausing a budget for longer, and the sum from overflowing.
+            if let Some(until) = retry_after.and_then(|wait| now.checked_add(wait.min(MAX_WAIT))) {
                 b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
             }
         }
@@ -408,6 +419,19 @@ mod tests {
         let now = Instant::now();
         assert!(pacer.try_acquire(&patch, now) >= Duration::from_millis(2900));
         assert!(pacer.try_acquire(&invite, now).is_zero());
+    }
+
+    // See: issue 10 (`now + wait` panicked; a huge Retry-After paused the run for years).
+    #[test]
+    fn a_pause_is_never_longer_than_the_maximum_wait() {
+        let pacer = Pacer::new(1.0);
+        let patch = Cost::of("PATCH", "https://g/v1.0/users/x");
+        pacer.throttled(&patch, Some("WriteLimitExceeded"), Some(Duration::MAX));
+        let wait = pacer.try_acquire(&patch, Instant::now());
+        assert!(
+            wait > Duration::from_secs(290) && wait <= MAX_WAIT,
+            "{wait:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,14 @@
 //! (a federated token file, as Kubernetes projects it, sent as the client assertion). Or from
 //! a managed identity endpoint (Azure IMDS, or App Service's `IDENTITY_ENDPOINT`). Tokens are
 //! cached and renewed five minutes before they expire; they never reach a log.
+//!
+//! The token endpoint's answers are untrusted like Graph's: no redirect is followed (it would
+//! re-send the credential), the body is read up to [`MAX_TOKEN_BODY_BYTES`], `expires_in` is
+//! capped at [`MAX_TOKEN_LIFETIME`](super::MAX_TOKEN_LIFETIME), a `Retry-After` past
+//! [`MAX_WAIT`](super::MAX_WAIT) fails the request, and error text is made printable.
+
+// Server numbers reach durations and instants here: overflow must be handled, not panic.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +23,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::sync::Mutex;
 
-use super::Error;
+use super::graph::urlencode;
+use super::{
+    Error, MAX_TOKEN_BODY_BYTES, printable, read_body, retry_wait, shown_url, token_lifetime,
+    transport_error,
+};
 
 /// Renew this long before the token expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
@@ -177,7 +189,7 @@ pub struct TokenSource {
     scope: String,
     credential: Credential,
     cached: Mutex<Option<(SecretString, Instant)>>,
-    /// The `Retry-After` of the last token answer, for the retry loop.
+    /// The `Retry-After` of the last token answer (at most `MAX_WAIT`), for the retry loop.
     last_retry_after: Mutex<Option<Duration>>,
 }
 
@@ -202,7 +214,7 @@ impl TokenSource {
             token_url: format!(
                 "{}/{}/oauth2/v2.0/token",
                 authority.trim_end_matches('/'),
-                tenant
+                urlencode(tenant)
             ),
             client_id: client_id.to_string(),
             scope: format!("{}/.default", resource.trim_end_matches('/')),
@@ -220,8 +232,19 @@ impl TokenSource {
         {
             return Ok(token.clone());
         }
+        tracing::trace!(url = %shown_url(&self.token_url), "Token requested.");
         let (token, lifetime) = self.request_with_retries().await?;
-        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE).max(lifetime / 2);
+        let renew_in = lifetime
+            .saturating_sub(RENEW_BEFORE)
+            .max(lifetime.checked_div(2).unwrap_or_default());
+        // The lifetime is capped at MAX_TOKEN_LIFETIME, so the sum fits; renew at once if not.
+        let now = Instant::now();
+        let renew_at = now.checked_add(renew_in).unwrap_or(now);
+        tracing::trace!(
+            lifetime_s = lifetime.as_secs(),
+            renew_in_s = renew_in.as_secs(),
+            "Token issued."
+        );
         *cached = Some((token.clone(), renew_at));
         Ok(token)
     }
@@ -238,7 +261,7 @@ impl TokenSource {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             let err = match self.request().await {
                 Ok(ok) => return Ok(ok),
                 Err(e) => e,
@@ -251,16 +274,21 @@ impl TokenSource {
                 Error::Transport { .. } => (true, None),
                 _ => (false, None),
             };
+            let backoff_ms = 250u64.checked_shl(attempt.min(6)).unwrap_or(16_000);
             let wait = retry_after
-                .unwrap_or_else(|| Duration::from_millis(250 << attempt.min(6)))
+                .unwrap_or_else(|| Duration::from_millis(backoff_ms))
                 .min(Duration::from_secs(30));
-            if !transient || attempt >= TOKEN_ATTEMPTS || started.elapsed() + wait > TOKEN_BUDGET {
+            if !transient
+                || attempt >= TOKEN_ATTEMPTS
+                || started.elapsed().saturating_add(wait) > TOKEN_BUDGET
+            {
                 return Err(err);
             }
             tracing::warn!(
                 attempt,
-                wait_ms = wait.as_millis() as u64,
-                "token request will be retried: {err}"
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %err,
+                "Token request will be retried."
             );
             tokio::time::sleep(wait).await;
         }
@@ -302,33 +330,21 @@ impl TokenSource {
             }
             Credential::ManagedIdentity(_) => {}
         }
-        let transport = |e: reqwest::Error| Error::Transport {
-            url: self.token_url.clone(),
-            reason: e.to_string(),
-        };
         let response = self
             .http
             .post(&self.token_url)
             .form(&form)
             .send()
             .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        *self.last_retry_after.lock().await = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
-        let body = response.bytes().await.map_err(transport)?;
+            .map_err(|e| transport_error(&self.token_url, &e))?;
+        let (status, body) = self.answer(&self.token_url, response).await?;
         if status == 200 {
             let parsed: TokenResponse =
                 serde_json::from_slice(&body).map_err(|e| Error::Decode {
-                    url: self.token_url.clone(),
-                    reason: e.to_string(),
+                    url: shown_url(&self.token_url),
+                    reason: printable(&e.to_string()),
                 })?;
-            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+            let lifetime = token_lifetime(parsed.expires_in);
             return Ok((SecretString::from(parsed.access_token), lifetime));
         }
         let parsed: TokenError = serde_json::from_slice(&body).unwrap_or(TokenError {
@@ -340,18 +356,19 @@ impl TokenSource {
             &parsed.error,
             parsed.error_codes.as_ref().and_then(|c| c.first()),
         ) {
-            (Some(e), Some(n)) => format!("{e} (AADSTS{n})"),
-            (Some(e), None) => e.clone(),
+            (Some(e), Some(n)) => format!("{} (AADSTS{n})", printable(e)),
+            (Some(e), None) => printable(e),
             _ => format!("HTTP {status}"),
         };
         // The description's first line names the problem; the rest is trace ids.
-        let description = parsed
-            .error_description
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let description = printable(
+            parsed
+                .error_description
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default(),
+        );
         Err(Error::Token {
             status,
             code,
@@ -382,13 +399,11 @@ impl TokenSource {
             query.push(("client_id", id.clone()));
         }
         request = request.query(&query);
-        let transport = |e: reqwest::Error| Error::Transport {
-            url: mi.endpoint.clone(),
-            reason: e.to_string(),
-        };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&mi.endpoint, &e))?;
+        let (status, body) = self.answer(&mi.endpoint, response).await?;
         if status != 200 {
             let parsed: TokenError = serde_json::from_slice(&body).unwrap_or(TokenError {
                 error: None,
@@ -397,20 +412,38 @@ impl TokenSource {
             });
             return Err(Error::Token {
                 status,
-                code: parsed.error.unwrap_or_else(|| format!("HTTP {status}")),
+                code: parsed
+                    .error
+                    .map(|e| printable(&e))
+                    .unwrap_or_else(|| format!("HTTP {status}")),
                 description: parsed
                     .error_description
+                    .map(|d| printable(&d))
                     .unwrap_or_else(|| "the managed identity endpoint refused the request".into()),
             });
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-            url: mi.endpoint.clone(),
-            reason: e.to_string(),
+            url: shown_url(&mi.endpoint),
+            reason: printable(&e.to_string()),
         })?;
         Ok((
             SecretString::from(parsed.access_token),
-            Duration::from_secs(parsed.expires_in.unwrap_or(3599)),
+            token_lifetime(parsed.expires_in),
         ))
+    }
+
+    /// The status and body of a token answer. A redirect is refused and the body read up to
+    /// [`MAX_TOKEN_BODY_BYTES`] ([`read_body`]); a `Retry-After` is kept for the retry loop,
+    /// and one past `MAX_WAIT` on an answer that would be retried fails the request.
+    async fn answer(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let status = response.status();
+        *self.last_retry_after.lock().await = retry_wait(response.headers(), status, url, None)?;
+        let body = read_body(response, url, MAX_TOKEN_BODY_BYTES).await?;
+        Ok((status.as_u16(), body))
     }
 
     /// A client assertion: `PS256`, `x5t#S256` = base64url(SHA-256(cert DER)), valid 10 min.
@@ -428,7 +461,7 @@ impl TokenSource {
             jti: uuid::Uuid::new_v4().to_string(),
             nbf: now,
             iat: now,
-            exp: now + 600,
+            exp: now.saturating_add(600),
         };
         jsonwebtoken::encode(&header, &claims, key)
             .map_err(|e| Error::Settings(format!("cannot sign the client assertion: {e}")))

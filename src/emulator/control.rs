@@ -140,9 +140,28 @@ pub(crate) async fn set_faults(State(emu): State<Arc<Emulator>>, req: Request) -
             "rate must be within 0.0..1.0 and kinds among \"429\", \"503\", \"drop\", \"lost\".",
         );
     }
+    let header_safe = [
+        &spec.retry_after,
+        &spec.limit_percentage,
+        &spec.token_redirect,
+    ]
+    .into_iter()
+    .flatten()
+    .all(|v| axum::http::HeaderValue::from_str(v).is_ok());
+    if !header_safe || spec.body_bytes.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return graph_error(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "retryAfter, limitPercentage and tokenRedirect must be valid header values, and bodyBytes at most 1 GiB.",
+        );
+    }
     *lock(&emu.faults) = Some(spec.clone());
     ok(&serde_json::to_value(spec).unwrap_or(Value::Null))
 }
+
+/// The largest padded body the `bodyBytes` fault sends.
+const MAX_BODY_BYTES: u64 = 1 << 30;
 
 /// `DELETE /_emulator/faults`.
 pub(crate) async fn clear_faults(State(emu): State<Arc<Emulator>>) -> Response {

@@ -281,6 +281,35 @@ pub(crate) struct FaultSpec {
     pub kinds: Vec<String>,
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Hostile: the `Retry-After` value of injected 429 and 503 answers, sent as is
+    /// (`"1e30"`, `"99999999999999999999"`, an HTTP date) instead of 1 s × time scale.
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Hostile: the message of injected 503 answers (escape sequences included).
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Hostile: every `@odata.nextLink` and `@odata.deltaLink` points at this origin
+    /// (`https://other.example:8443`, `http://127.0.0.1:8080`) instead of the emulator's.
+    #[serde(default)]
+    pub link_origin: Option<String>,
+    /// Hostile: every page of a list names itself as `@odata.nextLink` (and has no
+    /// deltaLink), so paging never ends.
+    #[serde(default)]
+    pub next_link_loop: bool,
+    /// Hostile: `x-ms-throttle-limit-percentage` on every Graph answer, as is.
+    #[serde(default)]
+    pub limit_percentage: Option<String>,
+    /// Hostile: the token endpoint answers `307 Temporary Redirect` to this `Location`
+    /// without issuing a token.
+    #[serde(default)]
+    pub token_redirect: Option<String>,
+    /// Hostile: token answers carry this `expires_in` and `ext_expires_in` (any JSON value).
+    #[serde(default)]
+    pub expires_in: Option<serde_json::Value>,
+    /// Hostile: Graph answers are streamed with leading whitespace up to this many bytes,
+    /// without a `Content-Length`.
+    #[serde(default)]
+    pub body_bytes: Option<u64>,
 }
 
 /// Keys for the access tokens the emulator issues (ES256).

@@ -1,6 +1,8 @@
 //! HTTP plumbing shared by every route: the per-request context (request-id,
 //! client-request-id, date), the headers every response carries, the OData error shape of
-//! contract §7, the request log and fault injection. No Graph semantics live here.
+//! contract §7, the request log and fault injection, hostile answers included (links to
+//! another origin, paging loops, huge numbers, redirects, oversized bodies). No Graph
+//! semantics live here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use jiff::Timestamp;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::directory::{Emulator, LogEntry, lock};
+use super::directory::{Emulator, FaultSpec, LogEntry, lock};
 
 /// The content type Graph uses for successful JSON bodies.
 pub(crate) const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
@@ -169,7 +171,8 @@ pub(crate) async fn common(
     let batch_inner = req.headers().contains_key(BATCH_INNER_HEADER);
     req.extensions_mut().insert(ctx.clone());
 
-    let mut response = match fault(&emu, &ctx, &path, batch_inner).await {
+    let spec = active_faults(&emu, &path, batch_inner);
+    let mut response = match fault(&emu, &ctx, &path, spec.as_ref()).await {
         Fault::Replace(response) => response,
         Fault::None => next.run(req).await,
         Fault::LoseAnswer => {
@@ -180,6 +183,9 @@ pub(crate) async fn common(
             response
         }
     };
+    if let Some(spec) = &spec {
+        response = hostile(&emu, spec, &path, response).await;
+    }
 
     let headers = response.headers_mut();
     let pairs = [
@@ -237,18 +243,40 @@ enum Fault {
     LoseAnswer,
 }
 
-/// Applies the configured faults to a request, if it matches.
-async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Fault {
+/// The configured faults, when they apply to a request to `path`.
+fn active_faults(emu: &Emulator, path: &str, batch_inner: bool) -> Option<FaultSpec> {
     if path.starts_with("/_emulator") || batch_inner {
-        return Fault::None;
+        return None;
     }
-    let Some(spec) = lock(&emu.faults).clone() else {
-        return Fault::None;
-    };
+    let spec = lock(&emu.faults).clone()?;
     if let Some(prefix) = &spec.path_prefix
         && !path.starts_with(prefix.as_str())
     {
+        return None;
+    }
+    Some(spec)
+}
+
+/// A request for a token: the token endpoint or the managed identity endpoint.
+fn token_path(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    path.ends_with("/oauth2/v2.0/token") || path == "/metadata/identity/oauth2/token"
+}
+
+/// Applies the configured faults to a request, if they apply to it.
+async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, spec: Option<&FaultSpec>) -> Fault {
+    let Some(spec) = spec else {
         return Fault::None;
+    };
+    if let Some(location) = &spec.token_redirect
+        && token_path(path)
+    {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(value) = HeaderValue::from_str(location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return Fault::Replace(response);
     }
     let (latency, kind) = {
         let mut rng = rand::rng();
@@ -264,7 +292,10 @@ async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Faul
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let scale = emu.time_scale();
-    let retry_after = retry_after_value(1.0 * scale, scale);
+    let retry_after = spec
+        .retry_after
+        .clone()
+        .unwrap_or_else(|| retry_after_value(1.0 * scale, scale));
     match kind.as_deref() {
         Some("429") => Fault::Replace(too_many_requests(ctx, &retry_after)),
         Some("503") => {
@@ -272,7 +303,9 @@ async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Faul
                 ctx,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "serviceNotAvailable",
-                "The service is temporarily unavailable. Please retry later.",
+                spec.error_message
+                    .as_deref()
+                    .unwrap_or("The service is temporarily unavailable. Please retry later."),
             );
             if let Ok(value) = HeaderValue::from_str(&retry_after) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -287,4 +320,79 @@ async fn fault(emu: &Emulator, ctx: &Ctx, path: &str, batch_inner: bool) -> Faul
         Some("lost") => Fault::LoseAnswer,
         _ => Fault::None,
     }
+}
+
+/// Leading whitespace for the `bodyBytes` fault, sent in chunks of this size.
+static PADDING: [u8; 64 * 1024] = [b' '; 64 * 1024];
+
+/// The hostile rewrites of an answer: links pointed at another origin or at the page
+/// itself, token lifetimes replaced, a throttle percentage added, the body padded.
+async fn hostile(emu: &Emulator, spec: &FaultSpec, path: &str, response: Response) -> Response {
+    let token = token_path(path);
+    let graph = path.starts_with("/v1.0");
+    let rewrite = (token && spec.expires_in.is_some())
+        || (graph && (spec.link_origin.is_some() || spec.next_link_loop));
+    let pad = spec.body_bytes.filter(|_| graph);
+    if !rewrite && pad.is_none() && spec.limit_percentage.is_none() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    if rewrite
+        && parts.status.is_success()
+        && let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&bytes)
+    {
+        if let Some(expires_in) = spec.expires_in.as_ref().filter(|_| token) {
+            map.insert("expires_in".into(), expires_in.clone());
+            map.insert("ext_expires_in".into(), expires_in.clone());
+        }
+        if let Some(origin) = spec.link_origin.as_ref().filter(|_| graph) {
+            for key in ["@odata.nextLink", "@odata.deltaLink"] {
+                if let Some(Value::String(link)) = map.get_mut(key)
+                    && let Some(rest) = link.strip_prefix(emu.base_url.as_str())
+                {
+                    *link = format!("{}{rest}", origin.trim_end_matches('/'));
+                }
+            }
+        }
+        if spec.next_link_loop && graph && map.contains_key("value") {
+            map.remove("@odata.deltaLink");
+            map.insert(
+                "@odata.nextLink".into(),
+                Value::String(format!("{}{path}", emu.base_url)),
+            );
+        }
+        bytes = Value::Object(map).to_string().into_bytes();
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if graph
+        && let Some(value) = spec
+            .limit_percentage
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        parts.headers.insert(
+            HeaderName::from_static("x-ms-throttle-limit-percentage"),
+            value,
+        );
+    }
+    let Some(total) = pad else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    // Streamed, so no Content-Length tells the client the size before it reads.
+    let padding = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(bytes.len());
+    let full = padding / PADDING.len();
+    let rest = padding % PADDING.len();
+    let chunks = std::iter::repeat_n(axum::body::Bytes::from_static(&PADDING), full)
+        .chain(std::iter::once(axum::body::Bytes::from_static(
+            &PADDING[..rest],
+        )))
+        .chain(std::iter::once(axum::body::Bytes::from(bytes)))
+        .map(Ok::<_, std::convert::Infallible>);
+    Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)))
 }

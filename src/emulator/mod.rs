@@ -32,6 +32,7 @@ mod users;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use server::throwaway_tls;
 pub use tenant::{App, FederatedCredential, ObjectIdentity, Tenant, User};
 
 /// The Graph root that tokens are issued for when nothing else is configured.

@@ -70,6 +70,23 @@ fn certificates() -> Result<Certificates, Error> {
     })
 }
 
+/// A fresh throwaway CA (its PEM) and a TLS server configuration with a certificate it
+/// signed for `localhost`, `127.0.0.1` and `::1`, offering h2 and HTTP/1.1. The emulator
+/// serves with it; tests use it for servers of their own (a hostile one).
+pub fn throwaway_tls() -> Result<(String, Arc<rustls::ServerConfig>), Error> {
+    let certs = certificates()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Certificate(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs.server_chain, certs.server_key)
+    .map_err(|e| Error::Certificate(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((certs.ca_pem, Arc::new(config)))
+}
+
 fn token_keys() -> Result<TokenKeys, Error> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| Error::Certificate(e.to_string()))?;
@@ -183,7 +200,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
             opts.time_scale
         )));
     }
-    let certs = certificates()?;
+    let (ca_pem, config) = throwaway_tls()?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -202,17 +219,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
     };
     let base_url = format!("https://{host}:{}", addr.port());
     let (_, app) = build(&opts, base_url.clone())?;
-
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Certificate(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs.server_chain, certs.server_key)
-    .map_err(|e| Error::Certificate(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -276,7 +283,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
     Ok(Running {
         addr,
         base_url,
-        ca_pem: certs.ca_pem,
+        ca_pem,
         tenant_id: opts.tenant.tenant_id.clone(),
         shutdown: Some(tx),
         task: Some(task),

@@ -266,6 +266,10 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 Err(e) if e.resync_required() => {
                     tracing::warn!(error = %e, "Graph asks for a full read of the users; reading them all");
                 }
+                // Not for this Graph root: dropped, and replaced by the full read's link.
+                Err(e) if e.stored_link_unusable() => {
+                    tracing::warn!(error = %e, "The stored delta link is dropped; reading every user.");
+                }
                 Err(e) => return Err(e),
             }
         }

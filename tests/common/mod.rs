@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod hostile;
 pub mod world;
 
 use b2bsync::source::{Flavour, LdapDirectory, LdapSettings};
