@@ -564,6 +564,9 @@ pub struct LooseFile {
     pub path: PathBuf,
     /// The Unix permission bits.
     pub mode: u32,
+    /// Another user owns the file, and this process reads it through its group (a
+    /// Kubernetes Secret with `fsGroup`): only the bits for others are a problem then.
+    pub foreign: bool,
 }
 
 impl std::fmt::Display for LooseFile {
@@ -581,19 +584,28 @@ impl std::fmt::Display for LooseFile {
 impl LooseFile {
     /// The command that fixes it.
     pub fn help(&self) -> String {
-        format!("chmod 600 {}", self.path.display())
+        if self.foreign {
+            format!("chmod o-rwx {}", self.path.display())
+        } else {
+            format!("chmod 600 {}", self.path.display())
+        }
     }
 }
 
 /// The permission bits of `path` (following links), on Unix; `None` elsewhere or when the
 /// file cannot be read (the read itself reports that).
 fn file_mode(path: &Path) -> Option<u32> {
+    file_owner_mode(path).map(|(_, mode)| mode)
+}
+
+/// The owner's uid and the permission bits of `path` (following links), on Unix.
+fn file_owner_mode(path: &Path) -> Option<(u32, u32)> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         std::fs::metadata(path)
             .ok()
-            .map(|m| m.permissions().mode() & 0o7777)
+            .map(|m| (m.uid(), m.permissions().mode() & 0o7777))
     }
     #[cfg(not(unix))]
     {
@@ -602,10 +614,27 @@ fn file_mode(path: &Path) -> Option<u32> {
     }
 }
 
+/// This process's effective uid where the system tells it without a C call (Linux's
+/// `/proc/self` belongs to it); `None` elsewhere, and every file then counts as ours.
+fn process_uid() -> Option<u32> {
+    file_owner_mode(Path::new("/proc/self")).map(|(uid, _)| uid)
+}
+
+/// Whether a file of `owner` with `mode` is too open for this process (`me`): `None` when it
+/// is fine, else whether another user owns it. A foreign file is read through its group, so
+/// only the bits of others count for it.
+fn loose_mode(owner: u32, mode: u32, me: Option<u32>) -> Option<bool> {
+    let foreign = me.is_some_and(|me| me != owner);
+    let loose = if foreign { 0o007 } else { 0o077 };
+    (mode & loose != 0).then_some(foreign)
+}
+
 impl Config {
     /// The config file and the secret files it names that group or others may read or write
-    /// (any of the mode bits `0o077`). Always empty off Unix, where ACLs decide.
+    /// (any of the mode bits `0o077`). A file another user owns, read through its group, is
+    /// listed only for the bits of others. Always empty off Unix, where ACLs decide.
     pub fn loose_files(&self) -> Vec<LooseFile> {
+        let me = process_uid();
         let candidates = [
             ("config", Some(&self.source)),
             ("[ldap] password_file", self.ldap.password_file.as_ref()),
@@ -622,11 +651,13 @@ impl Config {
             .into_iter()
             .filter_map(|(what, path)| {
                 let path = path?;
-                let mode = file_mode(path)?;
-                (mode & 0o077 != 0).then(|| LooseFile {
+                let (owner, mode) = file_owner_mode(path)?;
+                let foreign = loose_mode(owner, mode, me)?;
+                Some(LooseFile {
                     what,
                     path: path.clone(),
                     mode,
+                    foreign,
                 })
             })
             .collect()
@@ -751,6 +782,32 @@ client_secret_env = "GRAPH_SECRET"
         assert!(err.to_string().contains("not a finite number"), "{err}");
     }
 
+    #[test]
+    fn group_access_counts_only_for_files_this_account_owns() {
+        for (owner, mode, me, loose) in [
+            (1000, 0o600, Some(1000), None),
+            (1000, 0o640, Some(1000), Some(false)),
+            (1000, 0o604, Some(1000), Some(false)),
+            (1000, 0o620, None, Some(false)),
+            // A Kubernetes Secret: root's file, read through the pod's fsGroup.
+            (0, 0o440, Some(1000), None),
+            (0, 0o444, Some(1000), Some(true)),
+        ] {
+            assert_eq!(
+                loose_mode(owner, mode, me),
+                loose,
+                "{owner} {mode:o} {me:?}"
+            );
+        }
+        let foreign = LooseFile {
+            what: "config",
+            path: PathBuf::from("/run/secrets/pw"),
+            mode: 0o444,
+            foreign: true,
+        };
+        assert_eq!(foreign.help(), "chmod o-rwx /run/secrets/pw");
+    }
+
     // See: issue 10, finding 8 (secret files readable by others got no warning).
     #[cfg(unix)]
     #[test]
@@ -780,6 +837,7 @@ client_secret_env = "GRAPH_SECRET"
         let loose = c.loose_files();
         assert_eq!(loose.len(), 2, "{loose:?}");
         assert_eq!((loose[0].what, loose[0].mode), ("config", 0o644));
+        assert!(!loose[0].foreign, "the test's own file");
         assert_eq!(
             (loose[1].what, loose[1].path.as_path(), loose[1].mode),
             ("[ldap] password_file", secret.as_path(), 0o640)
