@@ -376,9 +376,34 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
         Failure::new(
             Exit::Failed,
             format!("cannot write {}: {e}", path.display()),
-            "check that the directory exists and is writable",
+            report::write_help(path, &e),
         )
     })
+}
+
+/// How the LDAP connection of `config` is protected, in words that are true for a bind that
+/// succeeded: a cleartext bind only succeeds when `allow_cleartext` let it.
+fn ldap_transport(config: &Config) -> &'static str {
+    if config.ldap.url.to_ascii_lowercase().starts_with("ldaps://") {
+        "over TLS (LDAPS)"
+    } else if config.ldap.starttls {
+        "over TLS (StartTLS)"
+    } else {
+        "in cleartext (allowed by [ldap] allow_cleartext = true; only for a lab)"
+    }
+}
+
+/// Warns, once per file, about the config and secret files group or others may read: a
+/// `warn` event naming the file and its mode, with the `chmod` that fixes it.
+fn warn_loose_files(config: &Config) {
+    for f in config.loose_files() {
+        tracing::warn!(
+            file = %f.path.display(),
+            mode = format!("{:04o}", f.mode),
+            help = %f.help(),
+            "{f}."
+        );
+    }
 }
 
 /// `check`: one line per check, `ok` or what is wrong with a `help:` line.
@@ -401,6 +426,11 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                 config_path.display().to_string(),
                 String::new(),
             );
+            // A warning, not a failure: the set-up works, but others may read a secret.
+            for f in c.loose_files() {
+                println!("warn  permissions: {f}");
+                println!("      help: {}", f.help());
+            }
             c
         }
         Err(e) => {
@@ -439,8 +469,10 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     true,
                     "ldap bind",
                     format!(
-                        "{} as {} over TLS ({flavour})",
-                        config.ldap.url, config.ldap.bind_dn
+                        "{} as {} {} ({flavour})",
+                        config.ldap.url,
+                        config.ldap.bind_dn,
+                        ldap_transport(&config)
                     ),
                     String::new(),
                 );
@@ -466,13 +498,13 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                         Rights::MayWriteMail => report_line(
                                             true,
                                             "ldap rights",
-                                            format!("may write mail on {} (allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", first.dn),
+                                            format!("may write mail on {} (allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", report::terminal_safe(&first.dn)),
                                             String::new(),
                                         ),
                                         Rights::MayNotWriteMail => report_line(
                                             false,
                                             "ldap rights",
-                                            format!("{} may not write mail on {}", config.ldap.bind_dn, first.dn),
+                                            format!("{} may not write mail on {}", config.ldap.bind_dn, report::terminal_safe(&first.dn)),
                                             "delegate `Write mail` and `Reset password` on user objects of the partners' OU to the service account (docs/operations.md, the AD delegation)".into(),
                                         ),
                                         Rights::Unknown(why) => println!("info  ldap rights: not checked: {why}"),
@@ -631,6 +663,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Check => check(&cli.config).await,
         Command::Plan { out, csv, full } => {
             let config = Config::load(&cli.config)?;
+            warn_loose_files(&config);
             let inputs = load_inputs(&config, full)?;
             let dir = directory(&config)?;
             let graph = cloud(&config)?;
@@ -643,6 +676,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let plan = pipeline::compute(observed, &inputs, &progress, jiff::Timestamp::now())
                 .map_err(pipeline_failure)?;
             let verdict = crate::guard::check(&plan, &inputs.limits, false);
+            report::log_blocked(&plan);
             print!("{}", report::plan_text(&plan));
             for e in &verdict.exceeded {
                 println!("\nover threshold: {e}");
@@ -783,13 +817,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 }
             };
             match out {
-                Some(path) => report::write_atomic(&path, text.as_bytes()).map_err(|e| {
-                    Failure::new(
-                        Exit::Failed,
-                        format!("cannot write {}: {e}", path.display()),
-                        "check that the directory exists and is writable",
-                    )
-                })?,
+                Some(path) => write_file(&path, &text)?,
                 None => print!("{text}"),
             }
             Ok(Exit::Ok)
@@ -806,6 +834,7 @@ async fn execute(
     reviewed: Option<&Plan>,
 ) -> Result<Exit, Failure> {
     let config = Config::load(config_path)?;
+    warn_loose_files(&config);
     let inputs = load_inputs(&config, full)?;
     let dir = directory(&config)?;
     let graph = cloud(&config)?;
@@ -858,6 +887,7 @@ async fn execute(
         finish(f.exit, &f.message);
         return Err(f);
     }
+    report::log_blocked(&result.plan);
     let Some(outcome) = result.outcome else {
         progress::finish();
         for e in &result.verdict.exceeded {
@@ -897,4 +927,33 @@ fn json_failure(e: serde_json::Error) -> Failure {
         format!("cannot write JSON: {e}"),
         "report this as a bug",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(ldap: &str) -> Config {
+        let text = format!(
+            "[ldap]\n{ldap}\nbind_dn = \"svc\"\npassword_env = \"PW\"\n\n[graph]\ntenant = \"t\"\nclient_id = \"c\"\nauth = \"client_secret\"\nclient_secret_env = \"S\"\n"
+        );
+        Config::from_text(std::path::Path::new("/nowhere/b2bsync.toml"), &text, [])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    // See: issue 10, finding 8 (`check` said "over TLS" for a cleartext bind).
+    #[test]
+    fn check_names_the_transport_the_bind_really_used() {
+        assert_eq!(
+            ldap_transport(&config("url = \"LDAPS://dc1:636\"")),
+            "over TLS (LDAPS)"
+        );
+        assert_eq!(
+            ldap_transport(&config("url = \"ldap://dc1:389\"\nstarttls = true")),
+            "over TLS (StartTLS)"
+        );
+        let cleartext = ldap_transport(&config("url = \"ldap://dc1:389\"\nallow_cleartext = true"));
+        assert!(cleartext.starts_with("in cleartext (allowed by [ldap] allow_cleartext = true"));
+        assert!(!cleartext.contains("TLS"), "{cleartext}");
+    }
 }

@@ -5,6 +5,11 @@
 //! `B2BSYNC__SECTION__KEY` environment variables override single values (for schedulers and
 //! containers). Secrets are never read from this file: only the names of the environment
 //! variables or files that hold them.
+//!
+//! Every float must be finite (`nan` and `inf` would switch a threshold off without a word).
+//! On Unix, a world-writable config file is refused, and [`Config::loose_files`] lists the
+//! config and secret files that group or others may read, for `check` and the start of a run
+//! to warn about.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +40,9 @@ pub enum Error {
     Env { var: String, message: String },
     #[error("secret {what}: {message}")]
     Secret { what: String, message: String },
+    /// Anyone on the machine may change the file (Unix mode `o+w`).
+    #[error("{path} is writable by anyone on this machine (mode {mode:04o}); refusing to use it")]
+    WorldWritable { path: PathBuf, mode: u32 },
 }
 
 impl Error {
@@ -51,6 +59,10 @@ impl Error {
             Error::Secret { .. } => {
                 "set the environment variable or file named in the configuration; secrets never go in the file itself".into()
             }
+            Error::WorldWritable { path, .. } => format!(
+                "chmod 600 {} (and check nobody changed it: it says where b2bsync connects and what it may write)",
+                path.display()
+            ),
         }
     }
 }
@@ -241,6 +253,14 @@ pub struct Config {
 impl Config {
     /// Reads `path` and applies the `B2BSYNC__` overrides of the process environment.
     pub fn load(path: &Path) -> Result<Config, Error> {
+        if let Some(mode) = file_mode(path)
+            && mode & 0o002 != 0
+        {
+            return Err(Error::WorldWritable {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -268,6 +288,7 @@ impl Config {
         };
         // The file alone first, so mistakes in it carry their position.
         let mut config: Config = toml::from_str(text).map_err(parse_err)?;
+        check_finite(path, text)?;
         let overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -453,6 +474,12 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    if !value_finite(&parsed) {
+        return Err(Error::Env {
+            var: var.into(),
+            message: format!("`{value}` is not a finite number"),
+        });
+    }
     let mut current = table;
     for key in &path[..path.len() - 1] {
         let entry = current
@@ -472,6 +499,169 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
         current.insert(last.clone(), parsed);
     }
     Ok(())
+}
+
+/// Fails on the first float of `text` that is `nan` or infinite, naming its line and column:
+/// a threshold compared with NaN is never exceeded, so `max_percent = nan` would switch the
+/// guard off. Syntax errors are left to the typed parse, which reports them.
+fn check_finite(path: &Path, text: &str) -> Result<(), Error> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(
+        value: &toml::Spanned<DeValue<'_>>,
+        key: &str,
+    ) -> Option<(std::ops::Range<usize>, String)> {
+        match value.get_ref() {
+            DeValue::Float(f) if !f.as_str().parse::<f64>().is_ok_and(f64::is_finite) => Some((
+                value.span(),
+                format!("`{key}` = {f} is not a finite number"),
+            )),
+            DeValue::Array(items) => items.iter().find_map(|v| walk(v, key)),
+            DeValue::Table(table) => table.iter().find_map(|(k, v)| {
+                let key = if key.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{key}.{}", k.get_ref())
+                };
+                walk(v, &key)
+            }),
+            _ => None,
+        }
+    }
+    let Ok(table) = DeTable::parse(text) else {
+        return Ok(());
+    };
+    let root = toml::Spanned::new(table.span(), DeValue::Table(table.into_inner()));
+    match walk(&root, "") {
+        None => Ok(()),
+        Some((span, message)) => {
+            let (line, column) = line_column(text, span.start);
+            Err(Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: format!("{message}; write a number such as 10.0"),
+            })
+        }
+    }
+}
+
+/// Whether every float in `value` is finite.
+fn value_finite(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Float(f) => f.is_finite(),
+        toml::Value::Array(items) => items.iter().all(value_finite),
+        toml::Value::Table(t) => t.values().all(value_finite),
+        _ => true,
+    }
+}
+
+/// A config or secret file that group or others may read or write: `check` and the start of a
+/// run warn about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LooseFile {
+    /// What the file is (`config`, `[ldap] password_file`, ...).
+    pub what: &'static str,
+    pub path: PathBuf,
+    /// The Unix permission bits.
+    pub mode: u32,
+    /// Another user owns the file, and this process reads it through its group (a
+    /// Kubernetes Secret with `fsGroup`): only the bits for others are a problem then.
+    pub foreign: bool,
+}
+
+impl std::fmt::Display for LooseFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} is readable or writable by group or others (mode {:04o})",
+            self.what,
+            self.path.display(),
+            self.mode
+        )
+    }
+}
+
+impl LooseFile {
+    /// The command that fixes it.
+    pub fn help(&self) -> String {
+        if self.foreign {
+            format!("chmod o-rwx {}", self.path.display())
+        } else {
+            format!("chmod 600 {}", self.path.display())
+        }
+    }
+}
+
+/// The permission bits of `path` (following links), on Unix; `None` elsewhere or when the
+/// file cannot be read (the read itself reports that).
+fn file_mode(path: &Path) -> Option<u32> {
+    file_owner_mode(path).map(|(_, mode)| mode)
+}
+
+/// The owner's uid and the permission bits of `path` (following links), on Unix.
+fn file_owner_mode(path: &Path) -> Option<(u32, u32)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.uid(), m.permissions().mode() & 0o7777))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// This process's effective uid where the system tells it without a C call (Linux's
+/// `/proc/self` belongs to it); `None` elsewhere, and every file then counts as ours.
+fn process_uid() -> Option<u32> {
+    file_owner_mode(Path::new("/proc/self")).map(|(uid, _)| uid)
+}
+
+/// Whether a file of `owner` with `mode` is too open for this process (`me`): `None` when it
+/// is fine, else whether another user owns it. A foreign file is read through its group, so
+/// only the bits of others count for it.
+fn loose_mode(owner: u32, mode: u32, me: Option<u32>) -> Option<bool> {
+    let foreign = me.is_some_and(|me| me != owner);
+    let loose = if foreign { 0o007 } else { 0o077 };
+    (mode & loose != 0).then_some(foreign)
+}
+
+impl Config {
+    /// The config file and the secret files it names that group or others may read or write
+    /// (any of the mode bits `0o077`). A file another user owns, read through its group, is
+    /// listed only for the bits of others. Always empty off Unix, where ACLs decide.
+    pub fn loose_files(&self) -> Vec<LooseFile> {
+        let me = process_uid();
+        let candidates = [
+            ("config", Some(&self.source)),
+            ("[ldap] password_file", self.ldap.password_file.as_ref()),
+            (
+                "[graph] client_secret_file",
+                self.graph.client_secret_file.as_ref(),
+            ),
+            (
+                "[graph] private_key_file",
+                self.graph.private_key_file.as_ref(),
+            ),
+        ];
+        candidates
+            .into_iter()
+            .filter_map(|(what, path)| {
+                let path = path?;
+                let (owner, mode) = file_owner_mode(path)?;
+                let foreign = loose_mode(owner, mode, me)?;
+                Some(LooseFile {
+                    what,
+                    path: path.clone(),
+                    mode,
+                    foreign,
+                })
+            })
+            .collect()
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -555,6 +745,119 @@ client_secret_env = "GRAPH_SECRET"
         assert!(err.to_string().contains("password_env"), "{err}");
         let text = GOOD.replace("password_env = \"LDAP_PW\"", "password = \"hunter2\"");
         assert!(parse(&text, &[]).is_err());
+    }
+
+    // See: issue 10, finding 8 (`max_percent = nan` silently disabled the guard).
+    #[test]
+    fn non_finite_numbers_are_refused_with_their_position() {
+        for bad in ["nan", "+nan", "-nan", "inf", "+inf", "-inf"] {
+            let text = format!(
+                "{GOOD}\n[limits]\nmin_count_for_percent = 20\ninvitations = {{ max_count = 5, max_percent = {bad} }}\n"
+            );
+            let line = text.lines().count();
+            let column = "invitations = { max_count = 5, max_percent = ".len() + 1;
+            let err = parse(&text, &[]).expect_err(bad);
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("/etc/b2bsync/b2bsync.toml:{line}:{column}:")),
+                "{bad}: {msg}"
+            );
+            assert!(msg.contains("limits.invitations.max_percent"), "{msg}");
+            assert!(msg.contains("not a finite number"), "{msg}");
+        }
+        let text = format!("{GOOD}\n[limits.address_writes]\nmax_percent = 12.5\n");
+        let c = parse(&text, &[]).expect("a finite float loads");
+        assert!((c.limits.address_writes.max_percent - 12.5).abs() < f64::EPSILON);
+
+        let err = parse(
+            GOOD,
+            &[("B2BSYNC__LIMITS__INVITATIONS__MAX_PERCENT", "nan")],
+        )
+        .expect_err("nan override");
+        assert!(
+            err.to_string()
+                .contains("B2BSYNC__LIMITS__INVITATIONS__MAX_PERCENT"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a finite number"), "{err}");
+    }
+
+    #[test]
+    fn group_access_counts_only_for_files_this_account_owns() {
+        for (owner, mode, me, loose) in [
+            (1000, 0o600, Some(1000), None),
+            (1000, 0o640, Some(1000), Some(false)),
+            (1000, 0o604, Some(1000), Some(false)),
+            (1000, 0o620, None, Some(false)),
+            // A Kubernetes Secret: root's file, read through the pod's fsGroup.
+            (0, 0o440, Some(1000), None),
+            (0, 0o444, Some(1000), Some(true)),
+        ] {
+            assert_eq!(
+                loose_mode(owner, mode, me),
+                loose,
+                "{owner} {mode:o} {me:?}"
+            );
+        }
+        let foreign = LooseFile {
+            what: "config",
+            path: PathBuf::from("/run/secrets/pw"),
+            mode: 0o444,
+            foreign: true,
+        };
+        assert_eq!(foreign.help(), "chmod o-rwx /run/secrets/pw");
+    }
+
+    // See: issue 10, finding 8 (secret files readable by others got no warning).
+    #[cfg(unix)]
+    #[test]
+    fn loose_modes_are_listed_and_a_world_writable_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        let secret = dir.path().join("bind.pw");
+        std::fs::write(&secret, "pw\n").expect("secret");
+        let config = dir.path().join("b2bsync.toml");
+        std::fs::write(
+            &config,
+            GOOD.replace("password_env = \"LDAP_PW\"", "password_file = \"bind.pw\""),
+        )
+        .expect("config");
+
+        chmod(&secret, 0o600);
+        chmod(&config, 0o600);
+        let c = Config::load(&config).expect("private files load");
+        assert_eq!(c.loose_files(), vec![]);
+
+        chmod(&secret, 0o640);
+        chmod(&config, 0o644);
+        let c = Config::load(&config).expect("readable files load, with warnings");
+        let loose = c.loose_files();
+        assert_eq!(loose.len(), 2, "{loose:?}");
+        assert_eq!((loose[0].what, loose[0].mode), ("config", 0o644));
+        assert!(!loose[0].foreign, "the test's own file");
+        assert_eq!(
+            (loose[1].what, loose[1].path.as_path(), loose[1].mode),
+            ("[ldap] password_file", secret.as_path(), 0o640)
+        );
+        assert!(loose[1].to_string().contains("(mode 0640)"), "{}", loose[1]);
+        assert_eq!(loose[1].help(), format!("chmod 600 {}", secret.display()));
+
+        chmod(&config, 0o666);
+        let err = Config::load(&config).expect_err("world-writable");
+        assert!(
+            matches!(err, Error::WorldWritable { mode: 0o666, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mode 0666"), "{err}");
+        assert!(
+            err.help()
+                .starts_with(&format!("chmod 600 {}", config.display())),
+            "{}",
+            err.help()
+        );
     }
 
     #[test]

@@ -99,11 +99,21 @@ impl Error {
             Error::Locked { .. } => {
                 "wait for the other run to finish; if none runs, the lock is released when its process exits"
             }
+            Error::Sql(e) if disk_full(e) => DISK_FULL_HELP,
             Error::Sql(_) | Error::Value(_) => {
                 "restore the state file from its backup (see docs/operations.md)"
             }
         }
     }
+}
+
+/// The help of a state store whose disk is full (SQLITE_FULL). SQLite rolled the failed
+/// transaction back, so the file holds every step committed before it.
+const DISK_FULL_HELP: &str = "the disk holding the state store ([state] path) is full; free space and run again; nothing was lost: the store keeps every step saved before the failure, and the next run settles any action it left unfinished";
+
+/// Whether a SQLite error says the disk (or the file's quota) is full.
+fn disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 /// One journal record.
@@ -169,8 +179,59 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(|_| ())
 }
 
+/// The `user_version` of an existing store, read without changing it (read-only connection:
+/// no journal-mode switch, no `-wal` created for a file in rollback mode).
+fn existing_version(path: &Path) -> rusqlite::Result<i64> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Makes an existing `path` owner-only (0600) when group or others may read or write it. A
+/// file this account may not change (another owner) is left alone, with a warning.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return;
+        }
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                was = format!("{mode:04o}"),
+                "Made the state file owner-only (0600)."
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:04o}"),
+                error = %e,
+                help = format!("chmod 600 {}", path.display()),
+                "The state file is readable by group or others and its mode cannot be changed."
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+    }
+}
+
 impl Store {
     /// Opens (creating, owner-only) and migrates the store.
+    ///
+    /// A file written by a newer b2bsync (`user_version` above this build's) is refused before
+    /// anything touches it: its version is read over a read-only connection first, so the
+    /// refusal leaves its bytes and its journal mode alone. A file (or its `-wal`/`-shm`) that
+    /// group or others may read, such as one restored with `sqlite3 .backup` under a 022
+    /// umask, is made owner-only (0600) when this account may change its mode.
     pub fn open(path: &Path) -> Result<Store, Error> {
         let open_err = |reason: String| Error::Open {
             path: path.to_path_buf(),
@@ -179,13 +240,35 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
         }
+        if path.exists() {
+            let version = existing_version(path).map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                    Error::Sql(e)
+                }
+                _ => open_err(e.to_string()),
+            })?;
+            if version > SCHEMA_VERSION {
+                return Err(Error::NewerSchema {
+                    path: path.to_path_buf(),
+                    found: version,
+                });
+            }
+        }
         create_private(path).map_err(|e| open_err(e.to_string()))?;
+        // Before SQLite opens it: it creates `-wal` and `-shm` with the database's mode.
+        make_private(path);
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            make_private(Path::new(&side));
+        }
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
+            // Another process upgraded the file between the two reads.
             return Err(Error::NewerSchema {
                 path: path.to_path_buf(),
                 found: version,

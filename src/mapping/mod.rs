@@ -128,6 +128,9 @@ pub enum ErrorKind {
     Empty { key: String },
     #[error("table `{table}`: {message}")]
     Table { table: String, message: String },
+    /// A table's `file` is not a regular file inside the mapping file's directory.
+    #[error("table `{table}`: {reason}")]
+    TablePath { table: String, reason: String },
 }
 
 /// All the errors found in one load, so an admin sees every problem at once.
@@ -751,14 +754,28 @@ impl<'a> Loader<'a> {
         for (tname, t) in &raw.tables {
             let file = t.get_ref().file.get_ref();
             let csv_path = base_dir.join(file);
-            match std::fs::read_to_string(&csv_path) {
+            let csv_text = match table_file(&base_dir, file) {
+                Err(reason) => {
+                    self.error(
+                        &t.get_ref().file,
+                        ErrorKind::TablePath {
+                            table: tname.clone(),
+                            reason,
+                        },
+                        "put the CSV file in the mapping file's directory (or a folder under it) and write its path relative to that directory, without `..`",
+                    );
+                    continue;
+                }
+                Ok(inside) => std::fs::read_to_string(&inside),
+            };
+            match csv_text {
                 Err(e) => self.error(
                     &t.get_ref().file,
                     ErrorKind::Table {
                         table: tname.clone(),
                         message: format!("cannot read `{}`: {e}", csv_path.display()),
                     },
-                    "the path is relative to the mapping file's directory",
+                    "save the table as UTF-8 CSV, readable by the account b2bsync runs as",
                 ),
                 Ok(csv_text) => {
                     hasher.update(tname.as_bytes());
@@ -770,7 +787,7 @@ impl<'a> Loader<'a> {
                         Err(e) => self.errors.push(Error {
                             path: csv_path.display().to_string(),
                             line: usize::try_from(e.line).unwrap_or(0),
-                            column: 1,
+                            column: usize::try_from(e.column).unwrap_or(1),
                             kind: ErrorKind::Table {
                                 table: tname.clone(),
                                 message: e.message,
@@ -1171,6 +1188,49 @@ impl<'a> Loader<'a> {
             user_type,
         }
     }
+}
+
+/// The canonical path of a table's CSV file, when it is a regular file inside `base_dir` (the
+/// mapping file's directory): the path is relative, has no `..`, and resolving symbolic links
+/// keeps it under the canonical `base_dir`. Else why not, without reading the file.
+fn table_file(base_dir: &Path, file: &str) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let relative = Path::new(file);
+    if file.trim().is_empty() {
+        return Err("`file` is empty".to_string());
+    }
+    if relative
+        .components()
+        .any(|c| matches!(c, Component::RootDir | Component::Prefix(_)))
+    {
+        return Err(format!("`{file}` is an absolute path"));
+    }
+    if relative.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "`{file}` leaves the mapping directory through `..`"
+        ));
+    }
+    let dir = if base_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base_dir
+    };
+    let canonical_dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the mapping directory: {e}"))?;
+    let canonical = dir
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| format!("cannot read `{}`: {e}", dir.join(relative).display()))?;
+    if !canonical.starts_with(&canonical_dir) {
+        return Err(format!(
+            "`{file}` is a symbolic link (or under one) that leads outside the mapping directory"
+        ));
+    }
+    if !canonical.is_file() {
+        return Err(format!("`{file}` is not a regular file"));
+    }
+    Ok(canonical)
 }
 
 fn valid_attribute_name(name: &str) -> bool {

@@ -2,7 +2,9 @@
 //! once with the mapping and queried by `lookup('name', key)` in expressions.
 //!
 //! Keys compare case-insensitively and trimmed, as `sAMAccountName` does in AD. A duplicate key
-//! or a missing column is a load error naming the CSV line.
+//! or a missing column is a load error naming the CSV line and column. An error never quotes
+//! the file's contents (a cell, a header): only where the problem is. The file could be
+//! anything the mapping points at, and its first line may be a secret.
 
 use std::collections::HashMap;
 
@@ -12,10 +14,12 @@ pub struct Table {
     rows: HashMap<String, String>,
 }
 
-/// Why a CSV table could not be loaded; `line` is 1-based in the CSV file (0 = the file).
+/// Why a CSV table could not be loaded; `line` and `column` are 1-based in the CSV file
+/// (line 0 = the whole file). The message never holds a cell or header of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableError {
     pub line: u64,
+    pub column: u64,
     pub message: String,
     pub help: String,
 }
@@ -44,9 +48,11 @@ impl Table {
                 .position(|h| h.eq_ignore_ascii_case(name))
                 .ok_or_else(|| TableError {
                     line: 1,
+                    column: 1,
+                    // The header's own cells are not quoted: see the module doc.
                     message: format!(
-                        "no column `{name}` in the header (columns: {})",
-                        headers.iter().collect::<Vec<_>>().join(", ")
+                        "no column `{name}` in the header ({} column(s))",
+                        headers.len()
                     ),
                     help: format!(
                         "the first line must name the columns, e.g. `{key_column},{value_column}`; or set `key`/`value` in the table's section"
@@ -60,6 +66,7 @@ impl Table {
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(&e))?;
             let line = record.position().map_or(0, csv::Position::line);
+            let key_column = column_of(text, &record, key_at);
             let key = normalize(record.get(key_at).unwrap_or_default());
             let value = record.get(value_at).unwrap_or_default().to_string();
             if key.is_empty() {
@@ -68,7 +75,8 @@ impl Table {
             if let Some(first) = first_line.get(&key) {
                 return Err(TableError {
                     line,
-                    message: format!("duplicate key `{key}` (first on line {first})"),
+                    column: key_column,
+                    message: format!("duplicate key (first on line {first})"),
                     help: "each account may appear once; remove or merge one of the lines"
                         .to_string(),
                 });
@@ -102,10 +110,56 @@ fn normalize(key: &str) -> String {
     key.trim().to_lowercase()
 }
 
+/// 1-based column (in characters) where field `field` of `record` starts on its line (after
+/// the blanks the reader trims), or 1 when that cannot be told.
+fn column_of(text: &str, record: &csv::StringRecord, field: usize) -> u64 {
+    let Some(start) = record
+        .position()
+        .and_then(|p| usize::try_from(p.byte()).ok())
+    else {
+        return 1;
+    };
+    let line = text
+        .get(start..)
+        .and_then(|rest| rest.split('\n').next())
+        .unwrap_or_default();
+    // Walk the raw line to the field's first byte, honouring quotes.
+    let mut fields_seen = 0;
+    let mut quoted = false;
+    let mut at = None;
+    for (i, c) in line.char_indices() {
+        if fields_seen == field && !matches!(c, ' ' | '\t') {
+            at = Some(i);
+            break;
+        }
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields_seen += 1,
+            _ => {}
+        }
+    }
+    let at = at.unwrap_or(line.len());
+    u64::try_from(line.get(..at).unwrap_or_default().chars().count() + 1).unwrap_or(1)
+}
+
+/// A CSV reading error, described without the `csv` crate's message: that message may quote
+/// the bytes it choked on.
 fn csv_error(e: &csv::Error) -> TableError {
+    let line = e.position().map_or(0, csv::Position::line);
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            format!("not UTF-8 (field {})", err.field() + 1)
+        }
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} field(s) where the header has {expected_len}"),
+        csv::ErrorKind::Io(_) => "cannot be read".to_string(),
+        _ => "not valid CSV".to_string(),
+    };
     TableError {
-        line: e.position().map_or(0, csv::Position::line),
-        message: format!("not valid CSV: {e}"),
+        line,
+        column: 1,
+        message,
         help: "save the table as UTF-8 CSV with a header row and the same number of fields on every line"
             .to_string(),
     }
@@ -141,5 +195,28 @@ mod tests {
         assert!(e.message.contains("first on line 2"), "{}", e.message);
         let e = Table::parse("sam,mail\n", "account", "externalEmail").unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    // See: issue 10, finding 5 (a table error printed the file's first line).
+    #[test]
+    fn errors_name_line_and_column_but_never_quote_the_file() {
+        let secret = "hunter2-bind-password";
+        for (text, line, column) in [
+            // A one-line secret file: its only line is taken as the header.
+            (format!("{secret}\n"), 1, 1),
+            // /etc/passwd-like rows: unequal field counts.
+            (format!("account,externalEmail\na,b\n{secret},x,y\n"), 3, 1),
+            // A duplicate key: where the key is, not what it is.
+            (
+                format!("externalEmail,account\nx,{secret}\n y ,  {secret}\n"),
+                3,
+                7,
+            ),
+        ] {
+            let e = Table::parse(&text, "account", "externalEmail").unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{text:?}: {e:?}");
+            assert!(!e.message.contains(secret), "{}", e.message);
+            assert!(!e.help.contains(secret), "{}", e.help);
+        }
     }
 }

@@ -191,6 +191,84 @@ fn tables_load_relative_to_the_mapping_and_report_csv_lines() {
     assert_eq!(e[0].line, 3);
 }
 
+/// A mapping with one table `t` whose `file` is `file`, and where that key's value starts.
+fn with_table(file: &str) -> (String, usize, usize) {
+    let head = MINIMAL.replace("lower(otherMailbox)", "lookup('t', sAMAccountName)");
+    let text = format!("{head}\n[tables.t]\nfile = {file:?}\n");
+    let line = text.lines().count();
+    (text, line, "file = ".len() + 1)
+}
+
+// See: issue 10, finding 5 (a table could read any file and print its first line).
+#[cfg(unix)]
+#[test]
+fn table_files_stay_inside_the_mapping_directory_and_are_never_quoted() {
+    let secret = "s3cret-bind-password";
+    let outside = tempfile::tempdir().unwrap();
+    let secret_file = outside.path().join("bind.pw");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("mappings");
+    std::fs::create_dir_all(dir.join("tables")).unwrap();
+    std::fs::write(root.path().join("above.csv"), format!("{secret}\n")).unwrap();
+    std::os::unix::fs::symlink(&secret_file, dir.join("link.csv")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.join("linked-dir")).unwrap();
+    let path = dir.join("vendors.toml");
+
+    for (file, why) in [
+        (secret_file.display().to_string(), "absolute path"),
+        ("/etc/passwd".to_string(), "absolute path"),
+        ("../above.csv".to_string(), "`..`"),
+        ("tables/../../above.csv".to_string(), "`..`"),
+        ("link.csv".to_string(), "outside the mapping directory"),
+        (
+            "linked-dir/bind.pw".to_string(),
+            "outside the mapping directory",
+        ),
+    ] {
+        let (text, line, column) = with_table(&file);
+        let Err(Errors(e)) = Mapping::parse(&path, &text) else {
+            panic!("{file}: loaded")
+        };
+        assert_eq!(e.len(), 1, "{file}: {e:?}");
+        let e = &e[0];
+        assert!(matches!(e.kind, ErrorKind::TablePath { .. }), "{file}: {e}");
+        assert_eq!(e.path, path.display().to_string(), "{file}");
+        assert_eq!((e.line, e.column), (line, column), "{file}: {e}");
+        let shown = e.to_string();
+        assert!(shown.contains(why), "{file}: {shown}");
+        assert!(!shown.contains(secret), "{file} leaked the secret: {shown}");
+        assert!(shown.contains("\nhelp: "), "{shown}");
+    }
+
+    // A secret copied inside the directory loads as a table and fails on its header, still
+    // without quoting it.
+    std::fs::write(dir.join("tables/copy.csv"), format!("{secret}\n")).unwrap();
+    let (text, _, _) = with_table("tables/copy.csv");
+    let Err(Errors(e)) = Mapping::parse(&path, &text) else {
+        panic!("a header without the columns loaded")
+    };
+    let shown = e[0].to_string();
+    assert!(
+        shown.starts_with(&format!("{}:1:1:", dir.join("tables/copy.csv").display())),
+        "{shown}"
+    );
+    assert!(!shown.contains(secret), "leaked: {shown}");
+
+    // Links that stay inside the directory are fine.
+    std::fs::write(
+        dir.join("tables/real.csv"),
+        "account,externalEmail\np.adams,ana@fabrikam.example\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.join("tables/real.csv"), dir.join("alias.csv")).unwrap();
+    for file in ["tables/real.csv", "alias.csv", "./tables/real.csv"] {
+        let (text, _, _) = with_table(file);
+        let m = Mapping::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(m.tables()["t"].get("p.adams"), Some("ana@fabrikam.example"));
+    }
+}
+
 #[test]
 fn the_mapping_set_rejects_duplicate_names_and_lists_attributes() {
     let a = parse(MINIMAL).unwrap();

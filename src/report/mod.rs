@@ -2,9 +2,14 @@
 //! as a terminal table, CSV, JSON or one self-contained HTML page ([`html`]). Files are written
 //! atomically (temp file + rename) and owner-only. Reports come from the state store alone,
 //! carry no secret, and never touch the network.
+//!
+//! Values come from the directory and the tenant, so they are treated as hostile where they
+//! are shown: every CSV cell that a spreadsheet would run as a formula is prefixed with `'`
+//! ([`csv_cell`]), and control characters never reach a terminal raw ([`terminal_safe`]).
 
 pub mod html;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -338,13 +343,21 @@ pub fn status_text(s: &Status) -> String {
     if !s.blocked.is_empty() {
         out.push_str("\nblocked because\n");
         for b in &s.blocked {
-            out.push_str(&format!("  {:>6}  {}\n", b.accounts, b.reason));
+            out.push_str(&format!(
+                "  {:>6}  {}\n",
+                b.accounts,
+                terminal_safe(&b.reason)
+            ));
         }
     }
     if !s.unmatched.is_empty() {
         out.push_str("\nunmatched because\n");
         for b in &s.unmatched {
-            out.push_str(&format!("  {:>6}  {}\n", b.accounts, b.reason));
+            out.push_str(&format!(
+                "  {:>6}  {}\n",
+                b.accounts,
+                terminal_safe(&b.reason)
+            ));
         }
     }
     if s.invitations_by_age.iter().any(|b| b.invitations > 0) {
@@ -362,7 +375,7 @@ pub fn status_text(s: &Status) -> String {
             out.push_str(&format!(
                 "  {:>4} days  {}\n",
                 p.days,
-                p.dn.as_deref().unwrap_or(&p.key)
+                terminal_safe(p.dn.as_deref().unwrap_or(&p.key))
             ));
         }
     }
@@ -379,7 +392,7 @@ reads (the next run reads changes only, until the full read is due)
             };
             out.push_str(&format!(
                 "  {}: {} in the snapshot, last full read {}, next due {}\n",
-                r.side,
+                terminal_safe(&r.side),
                 r.rows,
                 when(r.last_full_read),
                 when(r.full_read_due)
@@ -394,7 +407,7 @@ pub fn status_csv(s: &Status) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["state", "accounts"])?;
     for c in &s.states {
-        w.write_record([c.state.as_str(), &c.accounts.to_string()])?;
+        write_cells(&mut w, [c.state.as_str(), &c.accounts.to_string()])?;
     }
     csv_text(w)
 }
@@ -402,8 +415,11 @@ pub fn status_csv(s: &Status) -> Result<String, csv::Error> {
 /// Journal records as CSV, one row per record.
 pub fn journal_csv(entries: &[JournalRow]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    if !entries.is_empty() {
+        w.write_record(JournalRow::COLUMNS)?;
+    }
     for e in entries {
-        w.serialize(e)?;
+        write_cells(&mut w, e.cells().iter().map(String::as_str))?;
     }
     csv_text(w)
 }
@@ -425,6 +441,45 @@ pub struct JournalRow {
     pub error: Option<String>,
     pub action_key: String,
     pub account_key: String,
+}
+
+impl JournalRow {
+    /// The CSV header: the field names, in order.
+    const COLUMNS: [&'static str; 13] = [
+        "seq",
+        "at",
+        "run_id",
+        "account",
+        "action",
+        "phase",
+        "before",
+        "after",
+        "request_id",
+        "client_request_id",
+        "error",
+        "action_key",
+        "account_key",
+    ];
+
+    /// The row's cells in [`JournalRow::COLUMNS`] order (an absent value is empty).
+    fn cells(&self) -> [String; 13] {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        [
+            self.seq.to_string(),
+            self.at.clone(),
+            self.run_id.clone(),
+            self.account.clone(),
+            self.action.clone(),
+            self.phase.clone(),
+            opt(&self.before),
+            opt(&self.after),
+            opt(&self.request_id),
+            opt(&self.client_request_id),
+            opt(&self.error),
+            self.action_key.clone(),
+            self.account_key.clone(),
+        ]
+    }
 }
 
 /// Names each record's account by its DN from the state store's accounts.
@@ -455,6 +510,95 @@ pub fn journal_rows(entries: Vec<JournalEntry>, accounts: &[AccountRecord]) -> V
             account_key: e.account_key,
         })
         .collect()
+}
+
+/// A CSV cell as spreadsheet tools should get it: a value starting with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return is prefixed with `'`, so Excel, LibreOffice and Google Sheets show
+/// it as text instead of evaluating it as a formula (OWASP, "CSV injection"). Every CSV
+/// b2bsync writes goes through this.
+pub fn csv_cell(value: &str) -> Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// Writes one record with every cell through [`csv_cell`].
+fn write_cells<'a>(
+    w: &mut csv::Writer<Vec<u8>>,
+    cells: impl IntoIterator<Item = &'a str>,
+) -> Result<(), csv::Error> {
+    w.write_record(
+        cells
+            .into_iter()
+            .map(csv_cell)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|c| c.as_bytes()),
+    )
+}
+
+/// A value from the directory or the tenant made safe for a terminal: control characters
+/// (ESC sequences, CR, LF, BEL, ...) and the invisible bidirectional overrides are shown as
+/// `\u{..}` escapes instead of acting on the terminal or reordering the line.
+pub fn terminal_safe(value: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !value.chars().any(unsafe_char) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The help line for a report file that could not be written: a full disk gets its own.
+pub fn write_help(path: &Path, error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+    ) {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        format!(
+            "the disk holding {} is full; free space and run again; nothing was lost: the file is written to a temporary file and renamed only when complete, so an earlier {} is untouched, and the state store is unchanged",
+            dir.display(),
+            path.display()
+        )
+    } else {
+        "check that the directory exists and is writable".to_string()
+    }
+}
+
+/// One `debug` event per account the plan holds back (blocked or unmatched), with its reason:
+/// what an admin troubleshooting a run needs at `-v`, without reading the CSV.
+pub fn log_blocked(plan: &Plan) {
+    for acct in &plan.accounts {
+        if let Some(r) = acct.reasons.first()
+            && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
+        {
+            tracing::debug!(
+                account = %terminal_safe(acct.account_name.as_deref().unwrap_or(&acct.key)),
+                dn = %terminal_safe(&acct.dn),
+                state = acct.state.as_str(),
+                reason = r.reason.code(),
+                detail = %terminal_safe(&r.message),
+                "Account held back by the plan."
+            );
+        }
+    }
 }
 
 fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
@@ -511,7 +655,7 @@ pub fn plan_text(plan: &Plan) -> String {
         by_op
             .entry(a.op.name())
             .or_default()
-            .push(describe_op(&a.op));
+            .push(terminal_safe(&describe_op(&a.op)).into_owned());
     }
     out.push_str(&format!(
         "plan: {} accounts in scope, {} actions\n",
@@ -530,9 +674,9 @@ pub fn plan_text(plan: &Plan) -> String {
             && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
         {
             blocked.entry(r.reason.code()).or_default().push((
-                acct.account_name.clone().unwrap_or_else(|| acct.dn.clone()),
-                r.message.clone(),
-                r.help.clone(),
+                terminal_safe(acct.account_name.as_deref().unwrap_or(&acct.dn)).into_owned(),
+                terminal_safe(&r.message).into_owned(),
+                terminal_safe(&r.help).into_owned(),
             ));
         }
     }
@@ -571,18 +715,21 @@ pub fn plan_csv(plan: &Plan) -> Result<String, csv::Error> {
     }
     for acct in &plan.accounts {
         let reason = acct.reasons.first();
-        w.write_record([
-            acct.account_name.as_deref().unwrap_or(&acct.key),
-            &acct.dn,
-            &acct.kind.map(|k| k.to_string()).unwrap_or_default(),
-            acct.state.as_str(),
-            acct.next.as_str(),
-            &ops.get(acct.key.as_str())
-                .map(|o| o.join(" "))
-                .unwrap_or_default(),
-            reason.map(|r| r.message.as_str()).unwrap_or_default(),
-            reason.map(|r| r.help.as_str()).unwrap_or_default(),
-        ])?;
+        write_cells(
+            &mut w,
+            [
+                acct.account_name.as_deref().unwrap_or(&acct.key),
+                &acct.dn,
+                &acct.kind.map(|k| k.to_string()).unwrap_or_default(),
+                acct.state.as_str(),
+                acct.next.as_str(),
+                &ops.get(acct.key.as_str())
+                    .map(|o| o.join(" "))
+                    .unwrap_or_default(),
+                reason.map(|r| r.message.as_str()).unwrap_or_default(),
+                reason.map(|r| r.help.as_str()).unwrap_or_default(),
+            ],
+        )?;
     }
     csv_text(w)
 }
@@ -926,5 +1073,175 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"y");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o077, 0);
+    }
+
+    /// A plan with one blocked account and one address write, whose directory values are
+    /// `name`, `dn` and `address`.
+    fn hostile_plan(name: &str, dn: &str, address: &str) -> Plan {
+        use crate::plan::{AccountOutcome, Action, Explained, Summary};
+        Plan {
+            schema_version: 1,
+            generated_at: "2026-11-23T00:00:00Z".into(),
+            fingerprint: "f".into(),
+            mappings: vec![],
+            actions: vec![Action {
+                account: "k2".into(),
+                seq: 0,
+                op: Op::SetDirectoryMail {
+                    dn: dn.into(),
+                    from: None,
+                    to: address.into(),
+                },
+            }],
+            accounts: vec![
+                AccountOutcome {
+                    key: "k1".into(),
+                    mapping: "partners".into(),
+                    dn: dn.into(),
+                    account_name: Some(name.into()),
+                    kind: None,
+                    cloud_id: None,
+                    address: None,
+                    state: Lifecycle::Blocked,
+                    stage: Lifecycle::Blocked,
+                    next: Lifecycle::Blocked,
+                    reasons: vec![Explained {
+                        reason: BlockReason::Mailbox,
+                        message: format!("{address} has a mailbox"),
+                        help: BlockReason::Mailbox.help(),
+                    }],
+                    warnings: vec![],
+                },
+                AccountOutcome {
+                    key: "k2".into(),
+                    mapping: "partners".into(),
+                    dn: dn.into(),
+                    account_name: Some(name.into()),
+                    kind: None,
+                    cloud_id: None,
+                    address: Some(address.into()),
+                    state: Lifecycle::NeedsAddress,
+                    stage: Lifecycle::NeedsAddress,
+                    next: Lifecycle::AwaitingSync,
+                    reasons: vec![],
+                    warnings: vec![],
+                },
+            ],
+            summary: Summary::default(),
+        }
+    }
+
+    // See: issue 10, finding 8 (the plan CSV wrote `=...` cells raw).
+    #[test]
+    fn every_csv_neutralizes_cells_a_spreadsheet_would_run() {
+        for (raw, shown) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(raw), shown, "{raw:?}");
+        }
+
+        let formula = "=cmd|' /C calc'!A0";
+        let plan = hostile_plan(formula, "@CN=x,OU=P", "-1+x@fabrikam.example");
+        let csv = plan_csv(&plan).expect("csv");
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+        assert_eq!(&rows[0][0], "'=cmd|' /C calc'!A0", "{csv}");
+        assert_eq!(&rows[0][1], "'@CN=x,OU=P", "{csv}");
+        assert_eq!(&rows[0][6], "'-1+x@fabrikam.example has a mailbox", "{csv}");
+        for row in &rows {
+            for cell in row {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "{cell:?}"
+                );
+            }
+        }
+
+        let rows = vec![JournalRow {
+            seq: 1,
+            at: "2026-11-23T00:00:00Z".into(),
+            run_id: "r".into(),
+            account: "=1+1".into(),
+            action: "set_directory_mail".into(),
+            phase: "done".into(),
+            before: None,
+            after: Some("+x@fabrikam.example".into()),
+            request_id: None,
+            client_request_id: None,
+            error: Some("@error".into()),
+            action_key: "k/0/set_directory_mail".into(),
+            account_key: "k".into(),
+        }];
+        let csv = journal_csv(&rows).expect("csv");
+        assert_eq!(
+            csv,
+            "seq,at,run_id,account,action,phase,before,after,request_id,client_request_id,error,action_key,account_key\n\
+             1,2026-11-23T00:00:00Z,r,'=1+1,set_directory_mail,done,,'+x@fabrikam.example,,,'@error,k/0/set_directory_mail,k\n"
+        );
+        assert_eq!(journal_csv(&[]).expect("csv"), "");
+    }
+
+    // See: issue 10, finding 8 (ESC sequences from the directory reached the terminal).
+    #[test]
+    fn the_plan_and_status_tables_escape_control_characters() {
+        let name = "evil\u{1b}[2J\u{1b}]0;pwned\u{7}";
+        let dn = "CN=x\rhelp: run rm -rf,OU=P";
+        let plan = hostile_plan(name, dn, "a\u{202e}moc.elpmaxe@b");
+        let text = plan_text(&plan);
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("evil\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+            "{text}"
+        );
+        assert!(text.contains("CN=x\\u{d}help: run rm -rf"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("help: run")), "{text}");
+
+        let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
+        let mut row = record("k", Lifecycle::Invited, None, Some("2026-10-01T00:00:00Z"));
+        row.dn = Some(format!("CN={name}"));
+        let mut blocked = record("b", Lifecycle::Blocked, Some("x\u{1b}[31m"), None);
+        blocked.dn = None;
+        let s = status(&[row, blocked], vec![], 14, now);
+        let text = status_text(&s);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("CN=evil\\u{1b}[2J"), "{text}");
+        assert_eq!(terminal_safe("Ana Adams"), "Ana Adams");
+        assert_eq!(terminal_safe("Zoë\tX"), "Zoë\\u{9}X");
+    }
+
+    // See: issue 10, finding 8 (a full disk got the wrong help).
+    #[test]
+    fn a_full_disk_gets_its_own_help_when_writing_a_report() {
+        let path = Path::new("/srv/reports/plan.csv");
+        for e in [
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+            std::io::Error::from_raw_os_error(28), // ENOSPC
+        ] {
+            let help = write_help(path, &e);
+            assert!(
+                help.starts_with("the disk holding /srv/reports is full; free space and run again; nothing was lost:"),
+                "{e}: {help}"
+            );
+        }
+        let help = write_help(
+            path,
+            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(help, "check that the directory exists and is writable");
     }
 }
