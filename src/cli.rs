@@ -676,7 +676,6 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let plan = pipeline::compute(observed, &inputs, &progress, jiff::Timestamp::now())
                 .map_err(pipeline_failure)?;
             let verdict = crate::guard::check(&plan, &inputs.limits, false);
-            report::log_blocked(&plan);
             print!("{}", report::plan_text(&plan));
             for e in &verdict.exceeded {
                 println!("\nover threshold: {e}");
@@ -887,7 +886,6 @@ async fn execute(
         finish(f.exit, &f.message);
         return Err(f);
     }
-    report::log_blocked(&result.plan);
     let Some(outcome) = result.outcome else {
         progress::finish();
         for e in &result.verdict.exceeded {

@@ -120,6 +120,7 @@ fn log_decisions(plan: &Plan) {
     }
     for account in &plan.accounts {
         let reason = account.reasons.first().map(|r| r.reason.code());
+        let detail = account.reasons.first().map(|r| r.message.as_str());
         let warning = account.warnings.first().map(|w| w.message.as_str());
         let actions = actions.get(account.key.as_str()).copied().unwrap_or(0);
         tracing::debug!(
@@ -130,8 +131,9 @@ fn log_decisions(plan: &Plan) {
             next = %account.next,
             actions,
             reason,
+            detail,
             warning,
-            "decision"
+            "Plan decision."
         );
     }
 }

@@ -43,14 +43,23 @@ async fn plan_escapes_control_characters_and_logs_each_blocked_account() {
     let event = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "DEBUG" && v["account"] == sam.as_str())
+        .find(|v| {
+            v["level"] == "DEBUG"
+                && v["account"] == sam.as_str()
+                && v["message"] == "Plan decision."
+        })
         .unwrap_or_else(|| panic!("no debug event for {sam}:\n{stderr}"));
     assert_eq!(event["reason"], "invalid_address", "{event}");
+    assert_eq!(event["state"], "blocked", "{event}");
     assert!(!stderr.contains('\u{1b}'), "a raw ESC in the logs");
+    let baker = w.sam("baker");
+    let event = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["account"] == baker.as_str() && v["message"] == "Plan decision.")
+        .unwrap_or_else(|| panic!("no decision event for {baker}:\n{stderr}"));
     assert!(
-        !stderr
-            .lines()
-            .any(|l| l.contains("Account held back") && l.contains(&w.sam("baker"))),
-        "an account that is not held back was logged as such"
+        event["reason"].is_null(),
+        "an account that is not held back was logged with a reason: {event}"
     );
 }

@@ -582,25 +582,6 @@ pub fn write_help(path: &Path, error: &std::io::Error) -> String {
     }
 }
 
-/// One `debug` event per account the plan holds back (blocked or unmatched), with its reason:
-/// what an admin troubleshooting a run needs at `-v`, without reading the CSV.
-pub fn log_blocked(plan: &Plan) {
-    for acct in &plan.accounts {
-        if let Some(r) = acct.reasons.first()
-            && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
-        {
-            tracing::debug!(
-                account = %terminal_safe(acct.account_name.as_deref().unwrap_or(&acct.key)),
-                dn = %terminal_safe(&acct.dn),
-                state = acct.state.as_str(),
-                reason = r.reason.code(),
-                detail = %terminal_safe(&r.message),
-                "Account held back by the plan."
-            );
-        }
-    }
-}
-
 fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
     let bytes = w
         .into_inner()
