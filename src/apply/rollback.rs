@@ -128,8 +128,17 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
     directory: &D,
     cloud: &C,
 ) -> Result<Vec<Undo>, Error> {
-    if lock(store).journal_entries(Some(run))?.is_empty() {
-        return Err(Error::UnknownRun(run.to_string()));
+    {
+        let guard = lock(store);
+        if guard.journal_entries(Some(run))?.is_empty() {
+            // A run that wrote nothing (it stopped before its first write, or had nothing
+            // to do) has nothing to undo; a run that never was is an error.
+            return if guard.runs()?.iter().any(|r| r.id == run) {
+                Ok(Vec::new())
+            } else {
+                Err(Error::UnknownRun(run.to_string()))
+            };
+        }
     }
     // Settle what a crash left unfinished, so that its writes are found below.
     super::reconcile(store, directory, cloud, new_run).await?;
@@ -370,6 +379,19 @@ mod tests {
         assert!(now.other_mails.is_empty());
         // Nothing is left unfinished: the rollback journaled its verdict and its undo.
         assert!(store.lock().unwrap().unfinished().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_run_that_wrote_nothing_has_nothing_to_undo_and_an_unknown_one_is_an_error() {
+        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let quiet = store.lock().unwrap().begin_run("run").unwrap();
+        let (directory, cloud) = (FakeDirectory::default(), FakeCloud::default());
+        let undos = rollback(&store, &quiet, "rb-1", &directory, &cloud).await;
+        assert!(undos.is_ok_and(|u| u.is_empty()));
+        let err = rollback(&store, "no-such-run", "rb-2", &directory, &cloud)
+            .await
+            .expect_err("unknown run");
+        assert!(matches!(err, Error::UnknownRun(_)) && !err.help().is_empty());
     }
 
     #[tokio::test]
