@@ -120,13 +120,12 @@ pub struct Pending<'a> {
     pub cloud_id: Option<&'a str>,
 }
 
-/// How much earlier than the `started` record a directory's password change time may be
-/// and still count as this write: directories that keep whole seconds (OpenLDAP's
-/// `pwdChangedTime`, some Samba versions' `pwdLastSet`) round down. No allowance is made
-/// for a directory clock running ahead of this host: that would count a change made just
-/// before the call as the randomization, and leave a known password in place; a clock
-/// running behind only costs a second randomization.
-const PASSWORD_TIME_GRANULARITY_SECS: i64 = 1;
+// A directory's password change time is compared with the `started` record to the whole
+// second: OpenLDAP's `pwdChangedTime` (and some Samba versions' `pwdLastSet`) keep whole
+// seconds, rounded down, so a reset that began at 12:00:07.85 reads as changed at 12:00:07.
+// No allowance is made for a directory clock running ahead of this host: that would count a
+// change made just before the call as the randomization and leave a known password in
+// place; a directory clock running behind only costs a second randomization.
 
 /// How much clock skew between this host and the service the invitation check allows: the
 /// service stamps `externalUserStateChangeDateTime` when it processes the call.
@@ -187,7 +186,7 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
             let now = entry.mail.map_or(Value::Null, Value::String);
             Ok(compare(
                 &[("mail", &now, before.get("mail"), after.get("mail"))],
-                "AD mail",
+                "the directory's mail",
             ))
         }
         "set_cloud_address" | "set_user_type" => {
@@ -332,8 +331,8 @@ fn compare(rows: &[(&str, &Value, Option<&Value>, Option<&Value>)], what: &str) 
     }
 }
 
-/// A password randomization took effect when the directory's password change time is at or
-/// after the call began (less the directory's granularity).
+/// A password randomization took effect when the directory's password change time is in
+/// the second the call began or later.
 fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
     let Some(raw) = raw else {
         return Verdict::Unknown(
@@ -347,12 +346,9 @@ fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
             Verdict::NotDone("pwdLastSet is 0 (never set, or must change at next logon)".into())
         }
         Some(PasswordChanged::At(changed)) => {
-            let floor = started
-                .as_second()
-                .saturating_sub(PASSWORD_TIME_GRANULARITY_SECS);
-            if changed.as_second() >= floor {
+            if changed.as_second() >= started.as_second() {
                 Verdict::Done(format!(
-                    "the password changed at {changed}, after the call began at {started}"
+                    "the password changed at {changed}, when or after the call began ({started})"
                 ))
             } else {
                 Verdict::NotDone(format!(
