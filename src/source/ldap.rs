@@ -691,17 +691,8 @@ impl Directory for LdapDirectory {
 
 /// Reads the rootDSE and picks the flavour.
 async fn detect_flavour(ldap: &mut Ldap) -> Result<Flavour, Error> {
-    let (entries, _) = ldap
-        .search(
-            "",
-            Scope::Base,
-            "(objectClass=*)",
-            vec!["supportedCapabilities", "supportedExtension"],
-        )
-        .await
-        .and_then(|r| r.success())
-        .map_err(|e| search_error("rootDSE", e))?;
-    let Some(root) = entries.into_iter().next().map(SearchEntry::construct) else {
+    let root = base_entry(ldap, "", &["supportedCapabilities", "supportedExtension"]).await?;
+    let Some(root) = root else {
         return Ok(Flavour::Generic);
     };
     let has = |attr: &str, oid: &str| {
