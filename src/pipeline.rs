@@ -161,7 +161,7 @@ pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
     allow_over_threshold: bool,
     reviewed: Option<&Plan>,
 ) -> Result<RunResult, Error> {
-    let reconciled = apply::reconcile(store, cloud, run_id).await?;
+    let reconciled = apply::reconcile(store, directory, cloud, run_id).await?;
     let progress = lock(store).progress()?;
     let now = jiff::Timestamp::now();
     let observed = observe(inputs, directory, cloud, store).await?;

@@ -473,12 +473,34 @@ impl Store {
 
     /// Journal records, oldest first, of one run or all.
     pub fn journal_entries(&self, run_id: Option<&str>) -> Result<Vec<JournalEntry>, Error> {
-        let mut stmt = self.conn.prepare(
+        self.select_journal("?1 IS NULL OR run_id = ?1", params![run_id])
+    }
+
+    /// The first journal record of `action_key` after `seq`. For an action a run left
+    /// `started`, that is the verdict the reconciliation of a later run recorded (nothing
+    /// else writes that action key before it is settled).
+    pub fn next_record(&self, action_key: &str, seq: i64) -> Result<Option<JournalEntry>, Error> {
+        Ok(self
+            .select_journal(
+                "seq = (SELECT min(seq) FROM journal WHERE action_key = ?1 AND seq > ?2)",
+                params![action_key, seq],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// Journal records matching `condition` (an SQL expression over `params`), oldest first.
+    fn select_journal(
+        &self,
+        condition: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<JournalEntry>, Error> {
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT seq, run_id, action_key, action, account_key, phase, before_value, after_value,
                     request_id, client_request_id, error, at
-             FROM journal WHERE (?1 IS NULL OR run_id = ?1) ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![run_id], |r| {
+             FROM journal WHERE ({condition}) ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(params, |r| {
             Ok(JournalEntry {
                 seq: r.get(0)?,
                 run_id: r.get(1)?,

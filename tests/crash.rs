@@ -5,6 +5,11 @@
 //! After each phase is finally let to finish, the emulator's records must show every
 //! invitation exactly once, and at the end every eligible account must be done with its old
 //! password refused by the AD.
+//!
+//! Then the journal is checked against the world (issue 10): every AD `mail`, cloud
+//! `otherMails` and password that changed has a `done` for its write, whichever run's
+//! reconciliation found it; and `rollback` of every run, newest first, puts every address
+//! back to its value from before, as read from the AD and the emulator's tenant.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -12,11 +17,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use b2bsync::model::SourceAccount;
+use b2bsync::source::{Directory, SearchScope};
+use b2bsync::state::{JournalEntry, Store};
 use common::world::{
     World, assert_each_invited_once, count, eligible_partners, status_json, text, world,
 };
+use common::{Server, service};
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Synced and cloud-only partners each; the plan has 2 × N address writes, 2 × N
 /// invitations and 2 × N password resets.
@@ -63,6 +74,157 @@ fn crash_phase(w: &World, rng: &mut rand::rngs::StdRng, kills: usize, max_ms: u6
     killed
 }
 
+/// Every partner account of the world as the AD holds it now, by sAMAccountName.
+async fn ad_accounts(w: &World) -> BTreeMap<String, SourceAccount> {
+    let scope = SearchScope {
+        base_dns: vec![w.ou.clone()],
+        filter: "(&(objectCategory=person)(objectClass=user))".into(),
+        attributes: vec![],
+    };
+    service(Server::Samba)
+        .accounts(&scope)
+        .await
+        .expect("read the AD")
+        .into_iter()
+        .filter_map(|a| Some((a.account_name.clone()?, a)))
+        .collect()
+}
+
+/// The whole journal and the accounts' DNs and cloud ids by account key, from the state
+/// store (no run is active when it is read).
+fn journal(w: &World) -> (Vec<JournalEntry>, BTreeMap<String, (String, String)>) {
+    let store = Store::open(&w.dir.path().join("state/b2bsync.db")).expect("state store");
+    let accounts = store
+        .accounts()
+        .expect("accounts")
+        .into_iter()
+        .map(|a| {
+            let ids = (
+                a.dn.unwrap_or_default().to_lowercase(),
+                a.progress.cloud_id.unwrap_or_default(),
+            );
+            (a.key, ids)
+        })
+        .collect();
+    (store.journal_entries(None).expect("journal"), accounts)
+}
+
+/// The accounts (DN, lower case) and cloud users that have a `done` for `action`.
+fn done_for(
+    entries: &[JournalEntry],
+    accounts: &BTreeMap<String, (String, String)>,
+    action: &str,
+) -> BTreeSet<String> {
+    entries
+        .iter()
+        .filter(|e| e.phase == "done" && e.action == action)
+        .filter_map(|e| accounts.get(&e.account_key))
+        .flat_map(|(dn, id)| [dn.clone(), id.clone()])
+        .collect()
+}
+
+/// The journal tells the truth: every address and password the world shows changed has a
+/// `done` for its write. Returns how many of those `done`s a reconciliation recorded.
+async fn assert_journal_matches_world(
+    w: &World,
+    passwords_before: &BTreeMap<String, Option<String>>,
+) -> usize {
+    let (entries, accounts) = journal(w);
+    let ad = ad_accounts(w).await;
+    let tenant = w.control(reqwest::Method::GET, "/tenant", None).await;
+    let mail_done = done_for(&entries, &accounts, "set_directory_mail");
+    let cloud_done = done_for(&entries, &accounts, "set_cloud_address");
+    let password_done = done_for(&entries, &accounts, "randomize_password");
+    let mut missing = Vec::new();
+    for i in 0..N {
+        let sam = w.sam(&format!("s{i:03}"));
+        let account = &ad[&sam];
+        let dn = account.dn.to_lowercase();
+        if account.mail.as_deref() == Some(format!("synced{i}@fabrikam.example").as_str())
+            && !mail_done.contains(&dn)
+        {
+            missing.push(format!("{sam}: AD mail holds the address, no done"));
+        }
+    }
+    for i in 0..N {
+        let sam = w.sam(&format!("c{i:03}"));
+        let id = &w.ids[&sam];
+        let user = tenant["users"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["id"] == json!(id)))
+            .expect("user");
+        let shows = user["otherMails"]
+            .as_array()
+            .is_some_and(|m| m.contains(&json!(format!("cloud{i}@northwind.example"))));
+        if shows && !cloud_done.contains(id) {
+            missing.push(format!("{sam}: otherMails holds the address, no done"));
+        }
+    }
+    for (sam, account) in &ad {
+        if passwords_before.get(sam) != Some(&account.password_changed)
+            && !password_done.contains(&account.dn.to_lowercase())
+        {
+            missing.push(format!("{sam}: pwdLastSet changed, no done"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "writes the journal does not show done: {missing:#?}"
+    );
+    entries
+        .iter()
+        .filter(|e| {
+            e.phase == "done"
+                && e.action != "invite"
+                && e.error
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("reconciled:"))
+        })
+        .count()
+}
+
+/// `rollback` of every run, newest first: each must end 0, and afterwards every address is
+/// back to its value from before (none: the world's accounts start without `mail` and
+/// `otherMails`), as the AD and the emulator's tenant show.
+async fn assert_rollback_restores_every_address(w: &World) -> usize {
+    let store = Store::open(&w.dir.path().join("state/b2bsync.db")).expect("state store");
+    let runs: Vec<String> = store
+        .runs()
+        .expect("runs")
+        .into_iter()
+        .filter(|r| r.command == "run")
+        .map(|r| r.id)
+        .collect();
+    drop(store);
+    let mut reverted = 0;
+    for run in runs.iter().rev() {
+        let out = w.b2bsync(&["rollback", run]);
+        assert_eq!(out.status.code(), Some(0), "rollback {run}: {}", text(&out));
+        reverted += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("reverted"))
+            .count();
+    }
+    for (sam, account) in ad_accounts(w).await {
+        assert_eq!(account.mail, None, "{sam}: AD mail not restored");
+    }
+    let tenant = w.control(reqwest::Method::GET, "/tenant", None).await;
+    for i in 0..N {
+        let id = &w.ids[&w.sam(&format!("c{i:03}"))];
+        let user = tenant["users"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["id"] == json!(id)))
+            .expect("user");
+        assert_eq!(
+            user["otherMails"],
+            json!([]),
+            "c{i:03}: otherMails not restored"
+        );
+        assert_eq!(user["mail"], Value::Null, "c{i:03}: mail not restored");
+    }
+    reverted
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
     let seed: u64 = std::env::var("CRASH_SEED")
@@ -101,6 +263,11 @@ async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
 
     // Phase 3: after acceptance, every on-premises password is randomized.
     assert_eq!(w.accept_pending().await, 2 * N);
+    let passwords_before: BTreeMap<String, Option<String>> = ad_accounts(&w)
+        .await
+        .into_iter()
+        .map(|(sam, a)| (sam, a.password_changed))
+        .collect();
     killed += crash_phase(&w, &mut rng, KILLS_PER_PHASE, 1200);
     assert_each_invited_once(&w, 2 * N).await;
 
@@ -117,8 +284,11 @@ async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
         "{}",
         text(&out)
     );
+    let reconciled_done = assert_journal_matches_world(&w, &passwords_before).await;
+    let reverted = assert_rollback_restores_every_address(&w).await;
+    assert_eq!(reverted, 2 * N, "one address write per partner to undo");
     eprintln!(
-        "crash trials: {killed} runs killed mid-flight; duplicates 0; lost 0; {} invitations",
+        "crash trials: {killed} runs killed mid-flight; duplicates 0; lost 0; {} invitations; {reconciled_done} writes found done by reconciliation; {reverted} addresses rolled back",
         2 * N
     );
     assert!(

@@ -4,6 +4,8 @@
 //! the account's progress saved as soon as its actions end, so a crash at any point leaves a
 //! record the next run reconciles from ([`reconcile()`]).
 
+#[cfg(test)]
+mod fakes;
 pub mod reconcile;
 pub mod rollback;
 
@@ -315,19 +317,23 @@ impl<'a> Journal<'a> {
 pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
     let json = |v: serde_json::Value| Some(v.to_string());
     match op {
-        Op::SetDirectoryMail { from, to, .. } => (
+        // The after-value names the target (`dn`, `userId`), so that reconciliation reads
+        // the right entry even when the crash came before the account's row was saved.
+        Op::SetDirectoryMail { dn, from, to } => (
             json(serde_json::json!({ "mail": from })),
-            json(serde_json::json!({ "mail": to })),
+            json(serde_json::json!({ "mail": to, "dn": dn })),
         ),
         Op::SetCloudAddress {
+            user_id,
             other_mails_from,
             other_mails_to,
             mail_from,
             mail_to,
-            ..
         } => (
             json(serde_json::json!({ "mail": mail_from, "otherMails": other_mails_from })),
-            json(serde_json::json!({ "mail": mail_to, "otherMails": other_mails_to })),
+            json(
+                serde_json::json!({ "mail": mail_to, "otherMails": other_mails_to, "userId": user_id }),
+            ),
         ),
         Op::Invite(inv) | Op::Reinvite(inv) => (
             None,
@@ -335,12 +341,13 @@ pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
                 serde_json::json!({ "userId": inv.user_id, "email": inv.email, "attempt": inv.attempt }),
             ),
         ),
-        Op::RandomizePassword { .. } => {
-            (None, json(serde_json::json!({ "password": "randomized" })))
-        }
-        Op::SetUserType { from, to, .. } => (
+        Op::RandomizePassword { dn, .. } => (
+            None,
+            json(serde_json::json!({ "password": "randomized", "dn": dn })),
+        ),
+        Op::SetUserType { user_id, from, to } => (
             json(serde_json::json!({ "userType": from })),
-            json(serde_json::json!({ "userType": to.as_str() })),
+            json(serde_json::json!({ "userType": to.as_str(), "userId": user_id })),
         ),
     }
 }
@@ -349,6 +356,57 @@ pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
 struct Effect {
     ids: Option<cloud::RequestIds>,
     invitation_id: Option<String>,
+    /// The answer was lost and the effect was read back instead: what the read showed.
+    read_back: Option<String>,
+}
+
+impl Effect {
+    fn of(ids: Option<cloud::RequestIds>, invitation_id: Option<String>) -> Effect {
+        Effect {
+            ids,
+            invitation_id,
+            read_back: None,
+        }
+    }
+}
+
+/// The waits before each read that settles, within the run, an action whose answer was
+/// lost (a connection dropped after the request may have been sent): about 7 s in all, as
+/// the service may take a moment to show what it processed.
+pub const SETTLE_WAITS: [std::time::Duration; 3] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(4),
+];
+
+/// Reads back an action whose answer was lost, after each of `waits`, until the world shows
+/// it took effect. `None`: it never showed, or could not be read; the caller then does what
+/// it would have done without the read (an invitation stays unfinished for the next run's
+/// reconciliation, which reads again before anything is sent twice).
+async fn read_back<D: Directory + Sync, C: Cloud + Sync>(
+    pending: &reconcile::Pending<'_>,
+    directory: &D,
+    cloud: &C,
+    waits: &[std::time::Duration],
+) -> Option<String> {
+    for wait in waits {
+        tokio::time::sleep(*wait).await;
+        match reconcile::settle(pending, directory, cloud).await {
+            Ok(reconcile::Verdict::Done(why)) => return Some(why),
+            Ok(verdict) => {
+                tracing::debug!(
+                    action = pending.action,
+                    verdict = verdict.as_str(),
+                    why = verdict.why(),
+                    "Read back an action whose answer was lost; not shown yet."
+                );
+            }
+            Err(e) => {
+                tracing::debug!(action = pending.action, error = %e, "Could not read back an action whose answer was lost.");
+            }
+        }
+    }
+    None
 }
 
 /// A failed operation: message and help.
@@ -388,10 +446,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
     match op {
         Op::SetDirectoryMail { dn, to, .. } => {
             directory.set_mail(dn, Some(to)).await?;
-            Ok(Effect {
-                ids: None,
-                invitation_id: None,
-            })
+            Ok(Effect::of(None, None))
         }
         Op::SetCloudAddress {
             user_id,
@@ -405,10 +460,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
-            Ok(Effect {
-                ids: Some(ids),
-                invitation_id: None,
-            })
+            Ok(Effect::of(Some(ids), None))
         }
         Op::Invite(inv) | Op::Reinvite(inv) => {
             let invitation = cloud::Invitation {
@@ -422,10 +474,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 reset_redemption: matches!(op, Op::Reinvite(_)),
             };
             let sent = cloud.invite(&invitation).await?;
-            Ok(Effect {
-                ids: Some(sent.ids),
-                invitation_id: Some(sent.invitation_id),
-            })
+            Ok(Effect::of(Some(sent.ids), Some(sent.invitation_id)))
         }
         Op::RandomizePassword {
             dn,
@@ -439,12 +488,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 let secret =
                     password::generate(options.password_length, name, display_name.as_deref());
                 match directory.set_password(dn, &secret).await {
-                    Ok(()) => {
-                        return Ok(Effect {
-                            ids: None,
-                            invitation_id: None,
-                        });
-                    }
+                    Ok(()) => return Ok(Effect::of(None, None)),
                     Err(e @ source::Error::PasswordPolicy { .. }) => last = Some(e),
                     Err(e) => return Err(e.into()),
                 }
@@ -462,10 +506,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 ..UserPatch::default()
             };
             let ids = cloud.update_user(user_id, &patch).await?;
-            Ok(Effect {
-                ids: Some(ids),
-                invitation_id: None,
-            })
+            Ok(Effect::of(Some(ids), None))
         }
     }
 }
@@ -481,6 +522,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     journal: &Journal<'_>,
     options: &Options,
     now: jiff::Timestamp,
+    settle_waits: &[std::time::Duration],
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
     let mut succeeded: Vec<&Op> = Vec::new();
@@ -499,6 +541,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             continue;
         }
         let (before, after) = journal_values(&action.op);
+        let started = jiff::Timestamp::now();
         if let Err(e) = journal
             .record(
                 action,
@@ -524,7 +567,35 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             });
             continue;
         }
-        let result = execute_op(&action.op, directory, cloud, options).await;
+        let result = match execute_op(&action.op, directory, cloud, options).await {
+            // The request may have been processed with its answer lost: read the world
+            // before giving up on it (a dropped connection fails every call in flight).
+            Err(e) if e.unknown_outcome => {
+                let pending = reconcile::Pending {
+                    action: action.op.name(),
+                    before: before.as_deref(),
+                    after: after.as_deref(),
+                    started,
+                    dn: None,
+                    cloud_id: None,
+                };
+                match read_back(&pending, directory, cloud, settle_waits).await {
+                    Some(why) => {
+                        tracing::warn!(action = %key, op = action.op.name(), error = %e.message, shown = %why, "The answer was lost, but the call took effect: recorded, not repeated.");
+                        Ok(Effect {
+                            ids: None,
+                            invitation_id: None,
+                            read_back: Some(format!(
+                                "answer lost ({}); read back: {why}",
+                                e.message
+                            )),
+                        })
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        };
         match result {
             Ok(effect) => {
                 let request_id = effect.ids.as_ref().and_then(|i| i.request_id.clone());
@@ -535,7 +606,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                         before.as_deref(),
                         after.as_deref(),
                         effect.ids.as_ref(),
-                        None,
+                        effect.read_back.as_deref(),
                     )
                     .await
                 {
@@ -561,7 +632,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     // stays open, and the next run's reconciliation reads the cloud before
                     // anything is sent again.
                     e.message = format!(
-                        "{} (outcome unknown: the next run checks the cloud before repeating anything)",
+                        "{} (outcome unknown: the cloud did not show it within this run; the next run checks again before repeating anything)",
                         e.message
                     );
                 } else if let Err(j) = journal
@@ -613,7 +684,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
 }
 
 /// Executes every action of `plan`. Per-account failures are data in the [`Outcome`]; the
-/// caller decides the exit code.
+/// caller decides the exit code. An action whose answer is lost is read back after each of
+/// [`SETTLE_WAITS`].
 pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     plan: &Plan,
     previous: &BTreeMap<String, Progress>,
@@ -643,6 +715,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
             journal,
             options,
             now,
+            &SETTLE_WAITS,
         )
     });
     let mut results: Vec<ActionResult> = futures_util::stream::iter(tasks)
@@ -670,6 +743,87 @@ mod tests {
             client_request_id: None,
             error: None,
         }
+    }
+
+    fn invite_action() -> Action {
+        Action {
+            account: "anchor-1".into(),
+            seq: 0,
+            op: Op::Invite(fakes::invitation()),
+        }
+    }
+
+    /// Runs one invitation against `cloud`, reading a lost answer back without waiting.
+    async fn invite_once(cloud: &fakes::FakeCloud) -> (Vec<ActionResult>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Mutex::new(Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}")));
+        let journal = Journal::new(&store, "run-1");
+        let action = invite_action();
+        let results = run_account(
+            vec![&action],
+            None,
+            None,
+            &fakes::FakeDirectory::default(),
+            cloud,
+            &journal,
+            &Options::default(),
+            jiff::Timestamp::now(),
+            &[std::time::Duration::ZERO; 2],
+        )
+        .await;
+        drop(journal);
+        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        let phases = guard
+            .journal_entries(Some("run-1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| format!("{} {}", e.phase, e.error.unwrap_or_default()))
+            .collect();
+        (results, phases)
+    }
+
+    #[tokio::test]
+    async fn an_invitation_whose_answer_is_lost_is_read_back_and_journaled_done_once() {
+        let mut user = crate::model::CloudUser {
+            id: "u-1".into(),
+            ..Default::default()
+        };
+        user.mail = Some("ana@fabrikam.example".into());
+        let cloud = fakes::FakeCloud::with(vec![user]);
+        // The service processes the invitation, then the connection drops.
+        *cloud.lose_answers.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let (results, phases) = invite_once(&cloud).await;
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].status, Status::Done, "{results:?}");
+        assert_eq!(cloud.invitations("u-1"), 1, "sent once, never twice");
+        assert_eq!(phases.len(), 2, "{phases:?}");
+        assert!(phases[0].starts_with("started"));
+        assert!(
+            phases[1].starts_with("done") && phases[1].contains("answer lost"),
+            "{phases:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invitation_lost_before_the_service_saw_it_stays_unfinished() {
+        let cloud = fakes::FakeCloud::with(vec![crate::model::CloudUser {
+            id: "u-1".into(),
+            ..Default::default()
+        }]);
+        *cloud
+            .drop_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        let (results, phases) = invite_once(&cloud).await;
+        assert!(
+            matches!(&results[0].status, Status::Failed { error, .. } if error.contains("outcome unknown")),
+            "{results:?}"
+        );
+        assert_eq!(cloud.invitations("u-1"), 0);
+        // Reading no change cannot prove the request was not processed in flight: the
+        // `started` record stays open for the next run's reconciliation, not sent again.
+        assert_eq!(phases, vec!["started ".to_string()]);
     }
 
     #[tokio::test]

@@ -1,25 +1,410 @@
 //! Settles actions that a crash left journaled as `started` but never `done` or `failed`,
-//! by reading the world before anything is repeated: an invitation counts as sent when the
-//! cloud user shows it, so a crash between the call and the journal never leads to a second
-//! invitation; every other write is idempotent and is simply planned again if still needed.
+//! by reading the world before recording an outcome, so that the journal tells the truth:
+//! a write that reached the directory or the cloud is journaled `done` (and `rollback` finds
+//! it), one that did not is journaled `failed` and planned again if still needed.
+//!
+//! - An invitation counts as sent when the cloud user shows it, so a crash between the call
+//!   and the journal never leads to a second invitation.
+//! - An address write (AD `mail`, the cloud's `mail`/`otherMails`, `userType`) is `done` when
+//!   the attribute holds the planned value now, `failed` when it still holds the value from
+//!   before, and `failed` as changed by someone else otherwise.
+//! - A password randomization is `done` when the directory says the password changed
+//!   (`pwdLastSet`, `pwdChangedTime`) at or after the journal's `started` time; when the
+//!   directory does not say, the outcome is unknown and the randomization is planned again
+//!   (randomizing twice has the same effect as once).
+//!
+//! A read that fails leaves the action unfinished (never guessed) and stops the run before
+//! any write. [`settle`] is also what `apply` uses to read back an invitation whose answer
+//! was lost within the same run.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
 
 use crate::cloud::Cloud;
-use crate::model::Lifecycle;
-use crate::state::{Phase, Store};
+use crate::model::{CloudUser, Lifecycle};
+use crate::source::{Directory, PasswordChanged};
+use crate::state::{AccountRecord, JournalEntry, Phase, Store};
 
-/// What reconciliation decided.
+/// What reconciliation decided, for the run summary and the logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Interrupted invitations the cloud shows as sent.
+    /// Interrupted actions that took effect (an invitation the cloud shows, a value the
+    /// directory or the cloud holds, a password changed since the call began): journaled
+    /// `done`, never repeated.
     pub confirmed: usize,
-    /// Interrupted actions that did not happen (or are idempotent): planned again if needed.
+    /// Interrupted actions that did not take effect, were changed by someone else since, or
+    /// whose outcome cannot be read: journaled `failed`, planned again if still needed.
     pub released: usize,
+    /// Of `released`, those whose outcome could not be read (a directory that does not say
+    /// when a password changed): planned again, which is harmless for these idempotent
+    /// writes.
+    pub unknown: usize,
+    /// Each verdict, in the order they were journaled.
+    pub verdicts: Vec<Settled>,
 }
 
-/// Reconciles every unfinished action of earlier runs, recording the verdict in the journal
-/// under `run_id`.
-pub async fn reconcile<C: Cloud + Sync>(
+/// The verdict on one interrupted action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub action_key: String,
+    pub action: String,
+    pub account: String,
+    pub verdict: Verdict,
+}
+
+/// What reading the world said about an action whose outcome was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It took effect: the reason, as read.
+    Done(String),
+    /// The world still shows the value from before the call.
+    NotDone(String),
+    /// The world shows neither the planned value nor the one from before.
+    ChangedElsewhere(String),
+    /// The world does not tell.
+    Unknown(String),
+}
+
+impl Verdict {
+    /// `done`, `failed`, `changed` or `unknown`, for logs and tests.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Done(_) => "done",
+            Verdict::NotDone(_) => "failed",
+            Verdict::ChangedElsewhere(_) => "changed",
+            Verdict::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Why, as read from the world.
+    pub fn why(&self) -> &str {
+        match self {
+            Verdict::Done(w)
+            | Verdict::NotDone(w)
+            | Verdict::ChangedElsewhere(w)
+            | Verdict::Unknown(w) => w,
+        }
+    }
+
+    /// The text the journal keeps with the verdict.
+    fn journal_text(&self) -> String {
+        match self {
+            Verdict::Done(why) => format!("reconciled: took effect: {why}"),
+            Verdict::NotDone(why) => {
+                format!("reconciled: did not take effect: {why}; planned again if still needed")
+            }
+            Verdict::ChangedElsewhere(why) => {
+                format!("reconciled: changed by someone else: {why}; planned again if still needed")
+            }
+            Verdict::Unknown(why) => {
+                format!("reconciled: outcome unknown: {why}; planned again if still needed")
+            }
+        }
+    }
+}
+
+/// One action whose outcome is to be read from the world.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending<'a> {
+    /// The journal's action name (`set_directory_mail`, `rollback_set_cloud_address`, ...).
+    pub action: &'a str,
+    /// The journal's before- and after-values (JSON).
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+    /// When the call began (the `started` record).
+    pub started: jiff::Timestamp,
+    /// Where to read when the journal values do not say (older records): the account's DN
+    /// and cloud user id from the state store.
+    pub dn: Option<&'a str>,
+    pub cloud_id: Option<&'a str>,
+}
+
+// A directory's password change time is compared with the `started` record to the whole
+// second: OpenLDAP's `pwdChangedTime` (and some Samba versions' `pwdLastSet`) keep whole
+// seconds, rounded down, so a reset that began at 12:00:07.85 reads as changed at 12:00:07.
+// No allowance is made for a directory clock running ahead of this host: that would count a
+// change made just before the call as the randomization and leave a known password in
+// place; a directory clock running behind only costs a second randomization.
+
+/// How much clock skew between this host and the service the invitation check allows: the
+/// service stamps `externalUserStateChangeDateTime` when it processes the call.
+const INVITATION_SKEW_SECS: i64 = 60;
+
+fn json(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn text_field(value: &Value, name: &str) -> Option<String> {
+    value.get(name).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Reads the world for one action and says whether it took effect. Errors reading are
+/// returned, never guessed.
+pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
+    pending: &Pending<'_>,
+    directory: &D,
+    cloud: &C,
+) -> Result<Verdict, Error> {
+    let before = json(pending.before);
+    let after = json(pending.after);
+    // A rollback record's values are the original's swapped: the attributes it touched
+    // are the ones the original set.
+    let (rollback, kind) = match pending.action.strip_prefix("rollback_") {
+        Some(kind) => (true, kind),
+        None => (false, pending.action),
+    };
+    // Newer records name their target; older ones rely on the state store.
+    let dn = text_field(&after, "dn")
+        .or_else(|| text_field(&before, "dn"))
+        .or_else(|| pending.dn.map(str::to_string));
+    let user_id = text_field(&after, "userId")
+        .or_else(|| text_field(&before, "userId"))
+        .or_else(|| pending.cloud_id.map(str::to_string));
+    match kind {
+        "invite" | "reinvite" if !rollback => {
+            let Some(user_id) = user_id else {
+                return Ok(Verdict::Unknown(
+                    "the journal does not name the user".into(),
+                ));
+            };
+            Ok(match cloud.user(&user_id).await? {
+                None => Verdict::NotDone("the cloud user no longer exists".into()),
+                Some(user) => invitation_verdict(kind, &user, pending.started),
+            })
+        }
+        "set_directory_mail" => {
+            let Some(dn) = dn else {
+                return Ok(Verdict::Unknown(
+                    "the journal does not name the entry".into(),
+                ));
+            };
+            let Some(entry) = directory.entry(&dn).await? else {
+                return Ok(Verdict::Unknown(format!("no entry at `{dn}` any more")));
+            };
+            let now = entry.mail.map_or(Value::Null, Value::String);
+            Ok(compare(
+                &[("mail", &now, before.get("mail"), after.get("mail"))],
+                "the directory's mail",
+            ))
+        }
+        "set_cloud_address" | "set_user_type" => {
+            let Some(user_id) = user_id else {
+                return Ok(Verdict::Unknown(
+                    "the journal does not name the cloud user".into(),
+                ));
+            };
+            let Some(user) = cloud.user(&user_id).await? else {
+                return Ok(Verdict::NotDone("the cloud user no longer exists".into()));
+            };
+            let now = cloud_values(&user);
+            // The attributes the original call set: non-null in its after-value (for a
+            // rollback record, the original's after-value is this record's before-value).
+            let touched = if rollback { &before } else { &after };
+            let rows: Vec<(&str, &Value, Option<&Value>, Option<&Value>)> =
+                ["mail", "otherMails", "userType"]
+                    .into_iter()
+                    .filter(|name| touched.get(name).is_some_and(|v| !v.is_null()))
+                    .filter_map(|name| {
+                        now.get(name)
+                            .map(|current| (name, current, before.get(name), after.get(name)))
+                    })
+                    .collect();
+            Ok(compare(&rows, "the cloud user"))
+        }
+        "randomize_password" if !rollback => {
+            let Some(dn) = dn else {
+                return Ok(Verdict::Unknown(
+                    "the journal does not name the entry".into(),
+                ));
+            };
+            let Some(entry) = directory.entry(&dn).await? else {
+                return Ok(Verdict::Unknown(format!("no entry at `{dn}` any more")));
+            };
+            Ok(password_verdict(
+                entry.password_changed.as_deref(),
+                pending.started,
+            ))
+        }
+        other => Ok(Verdict::Unknown(format!(
+            "b2bsync cannot read the effect of `{other}`"
+        ))),
+    }
+}
+
+/// An invitation took effect when the cloud shows it: for a first one, the user is pending
+/// or has accepted; for a re-invitation, pending again since the call began.
+pub(crate) fn invitation_verdict(
+    action: &str,
+    user: &CloudUser,
+    started: jiff::Timestamp,
+) -> Verdict {
+    let state = user.external_user_state.as_deref();
+    let changed_since = user
+        .external_user_state_change
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|changed| {
+            changed.as_second().saturating_add(INVITATION_SKEW_SECS) >= started.as_second()
+        });
+    let shown = match action {
+        "invite" => matches!(state, Some("PendingAcceptance" | "Accepted")),
+        _ => state == Some("PendingAcceptance") && changed_since,
+    };
+    let state = state.unwrap_or("no external state");
+    if shown {
+        Verdict::Done(format!("the cloud shows the invitation ({state})"))
+    } else {
+        Verdict::NotDone(format!("the cloud does not show the invitation ({state})"))
+    }
+}
+
+/// The cloud user's address attributes as the journal writes them.
+fn cloud_values(user: &CloudUser) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "mail".into(),
+        user.mail.clone().map_or(Value::Null, Value::String),
+    );
+    m.insert(
+        "otherMails".into(),
+        Value::Array(
+            user.other_mails
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect(),
+        ),
+    );
+    m.insert(
+        "userType".into(),
+        user.user_type.clone().map_or(Value::Null, Value::String),
+    );
+    m
+}
+
+/// A value normalized for comparison: addresses compare case-insensitively, lists as sets,
+/// and an empty list is no value.
+fn normalized(value: Option<&Value>) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) => Value::String(s.to_lowercase()),
+        Some(Value::Array(items)) if items.is_empty() => Value::Null,
+        Some(Value::Array(items)) => {
+            let mut v: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_lowercase))
+                .collect();
+            v.sort();
+            v.dedup();
+            Value::Array(v.into_iter().map(Value::String).collect())
+        }
+        Some(other) => other.clone(),
+    }
+}
+
+/// Each row: attribute, value now, before-value, planned value. `done` when every attribute
+/// holds its planned value, `failed` when every one holds its before-value, changed by
+/// someone else otherwise. Addresses are not secret, so the values are named.
+fn compare(rows: &[(&str, &Value, Option<&Value>, Option<&Value>)], what: &str) -> Verdict {
+    if rows.is_empty() {
+        return Verdict::Unknown("the journal does not say which attributes were written".into());
+    }
+    let now: Vec<String> = rows
+        .iter()
+        .map(|(name, current, _, _)| format!("{name} is {current}"))
+        .collect();
+    let now = now.join(", ");
+    if rows
+        .iter()
+        .all(|(_, current, _, planned)| normalized(Some(current)) == normalized(*planned))
+    {
+        Verdict::Done(format!("{what} holds the planned value ({now})"))
+    } else if rows
+        .iter()
+        .all(|(_, current, before, _)| normalized(Some(current)) == normalized(*before))
+    {
+        Verdict::NotDone(format!("{what} still holds the value from before ({now})"))
+    } else {
+        Verdict::ChangedElsewhere(format!("{what} holds neither value ({now})"))
+    }
+}
+
+/// A password randomization took effect when the directory's password change time is in
+/// the second the call began or later.
+fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
+    let Some(raw) = raw else {
+        return Verdict::Unknown(
+            "the directory does not say when the password changed (no pwdLastSet or pwdChangedTime)"
+                .into(),
+        );
+    };
+    match PasswordChanged::parse(raw) {
+        None => Verdict::Unknown(format!("the password change time `{raw}` cannot be read")),
+        Some(PasswordChanged::Never) => {
+            Verdict::NotDone("pwdLastSet is 0 (never set, or must change at next logon)".into())
+        }
+        Some(PasswordChanged::At(changed)) => {
+            if changed.as_second() >= started.as_second() {
+                Verdict::Done(format!(
+                    "the password changed at {changed}, when or after the call began ({started})"
+                ))
+            } else {
+                Verdict::NotDone(format!(
+                    "the password last changed at {changed}, before the call began at {started}"
+                ))
+            }
+        }
+    }
+}
+
+/// Records in an account's progress what a confirmed action did, as `apply` would have.
+fn progress_after_done(record: &mut AccountRecord, entry: &JournalEntry) {
+    let p = &mut record.progress;
+    let after = json(entry.after.as_deref());
+    match entry.action.as_str() {
+        "invite" | "reinvite" => {
+            if p.invited_at
+                .as_deref()
+                .is_none_or(|t| t < entry.at.as_str())
+            {
+                p.invitations_sent = p.invitations_sent.saturating_add(1);
+                p.invited_at = Some(entry.at.clone());
+            }
+            p.state = p.state.max(Lifecycle::Invited);
+        }
+        "set_directory_mail" | "set_cloud_address" => {
+            let address = text_field(&after, "mail").or_else(|| {
+                after
+                    .get("otherMails")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.last())
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            if address.is_some() {
+                p.address = address;
+            }
+            if p.address_staged_at.is_none() {
+                p.address_staged_at = Some(entry.at.clone());
+            }
+        }
+        "randomize_password" => {
+            p.password_randomized_at = Some(entry.at.clone());
+            if p.state >= Lifecycle::Accepted {
+                p.state = Lifecycle::Done;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reconciles every unfinished action of earlier runs, reading the world for each and
+/// recording the verdict in the journal under `run_id`.
+pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
     store: &std::sync::Mutex<Store>,
+    directory: &D,
     cloud: &C,
     run_id: &str,
 ) -> Result<Reconciled, Error> {
@@ -27,50 +412,38 @@ pub async fn reconcile<C: Cloud + Sync>(
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
         let unfinished = guard.unfinished()?;
         // Read once, and only when there is something to settle.
-        let accounts: std::collections::HashMap<String, crate::state::AccountRecord> =
-            if unfinished.is_empty() {
-                Default::default()
-            } else {
-                guard
-                    .accounts()?
-                    .into_iter()
-                    .map(|a| (a.key.clone(), a))
-                    .collect()
-            };
+        let accounts: HashMap<String, AccountRecord> = if unfinished.is_empty() {
+            HashMap::new()
+        } else {
+            guard
+                .accounts()?
+                .into_iter()
+                .map(|a| (a.key.clone(), a))
+                .collect()
+        };
         (unfinished, accounts)
     };
     let mut result = Reconciled::default();
     for entry in unfinished {
-        let invitation = entry.action == "invite" || entry.action == "reinvite";
-        let mut confirmed = false;
-        if invitation {
-            let user_id = entry
-                .after
-                .as_deref()
-                .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-                .and_then(|v| v.get("userId").and_then(|u| u.as_str()).map(str::to_string));
-            if let Some(user_id) = user_id
-                && let Some(user) = cloud.user(&user_id).await?
-            {
-                let state = user.external_user_state.as_deref();
-                let changed_since = user
-                    .external_user_state_change
-                    .as_deref()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .zip(entry.at.parse::<jiff::Timestamp>().ok())
-                    // The service stamps the change when it processes the call; allow a
-                    // minute of clock skew between this host and the service.
-                    .is_some_and(|(changed, started)| {
-                        changed.as_second() + 60 >= started.as_second()
-                    });
-                confirmed = match entry.action.as_str() {
-                    "invite" => matches!(state, Some("PendingAcceptance" | "Accepted")),
-                    _ => state == Some("PendingAcceptance") && changed_since,
-                };
-            }
-        }
+        let record = accounts.get(&entry.account_key);
+        // A `started` time that does not parse (never written by b2bsync) counts as now:
+        // nothing changed before it can pass for this call.
+        let started = entry
+            .at
+            .parse::<jiff::Timestamp>()
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let pending = Pending {
+            action: &entry.action,
+            before: entry.before.as_deref(),
+            after: entry.after.as_deref(),
+            started,
+            dn: record.and_then(|r| r.dn.as_deref()),
+            cloud_id: record.and_then(|r| r.progress.cloud_id.as_deref()),
+        };
+        let verdict = settle(&pending, directory, cloud).await?;
+        let text = verdict.journal_text();
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        if confirmed {
+        if let Verdict::Done(_) = verdict {
             guard.journal(
                 run_id,
                 &entry.action_key,
@@ -81,18 +454,10 @@ pub async fn reconcile<C: Cloud + Sync>(
                 entry.after.as_deref(),
                 None,
                 None,
-                Some("reconciled: the cloud shows the invitation"),
+                Some(&text),
             )?;
             if let Some(record) = accounts.get_mut(&entry.account_key) {
-                let p = &mut record.progress;
-                if p.invited_at
-                    .as_deref()
-                    .is_none_or(|t| t < entry.at.as_str())
-                {
-                    p.invitations_sent += 1;
-                    p.invited_at = Some(entry.at.clone());
-                }
-                p.state = p.state.max(Lifecycle::Invited);
+                progress_after_done(record, &entry);
                 guard.save_account(
                     &record.key,
                     record.dn.as_deref(),
@@ -101,8 +466,7 @@ pub async fn reconcile<C: Cloud + Sync>(
                     &record.progress,
                 )?;
             }
-            tracing::warn!(action = %entry.action_key, "an interrupted invitation was sent: recorded, not repeated");
-            result.confirmed += 1;
+            result.confirmed = result.confirmed.saturating_add(1);
         } else {
             guard.journal(
                 run_id,
@@ -114,22 +478,47 @@ pub async fn reconcile<C: Cloud + Sync>(
                 None,
                 None,
                 None,
-                Some(
-                    "reconciled: interrupted before it took effect; planned again if still needed",
-                ),
+                Some(&text),
             )?;
-            tracing::warn!(action = %entry.action_key, "an interrupted action did not take effect: released");
-            result.released += 1;
+            result.released = result.released.saturating_add(1);
+            if let Verdict::Unknown(_) = verdict {
+                result.unknown = result.unknown.saturating_add(1);
+            }
         }
+        drop(guard);
+        tracing::debug!(
+            account = %entry.account_key,
+            action = %entry.action_key,
+            verdict = verdict.as_str(),
+            why = verdict.why(),
+            "Reconciled an interrupted action."
+        );
+        result.verdicts.push(Settled {
+            action_key: entry.action_key,
+            action: entry.action,
+            account: entry.account_key,
+            verdict,
+        });
+    }
+    if !result.verdicts.is_empty() {
+        tracing::warn!(
+            confirmed = result.confirmed,
+            released = result.released,
+            unknown = result.unknown,
+            "Settled the actions an earlier run left unfinished."
+        );
     }
     Ok(result)
 }
 
-/// Reconciliation could not read the cloud or write the store; nothing was repeated.
+/// Reconciliation could not read the world or write the store; nothing was repeated, and
+/// the actions not yet settled stay unfinished for the next run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Cloud(#[from] crate::cloud::Error),
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
     #[error(transparent)]
     State(#[from] crate::state::Error),
 }
@@ -139,7 +528,168 @@ impl Error {
     pub fn help(&self) -> String {
         match self {
             Error::Cloud(e) => e.help(),
+            Error::Source(e) => e.help(),
             Error::State(e) => e.help().to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::apply::fakes::{
+        ACCOUNT, FakeCloud, FakeDirectory, account, filetime, interrupted, invitation, randomize,
+        set_cloud_address, set_mail, user,
+    };
+    use crate::plan::Op;
+
+    /// Reconciles under `run-b`; returns the one verdict and the journal's last record.
+    async fn settle_one(
+        store: &Mutex<Store>,
+        directory: &FakeDirectory,
+        cloud: &FakeCloud,
+    ) -> (Verdict, JournalEntry) {
+        let r = reconcile(store, directory, cloud, "run-b").await.unwrap();
+        assert_eq!(r.verdicts.len(), 1, "{r:?}");
+        let last = store.lock().unwrap().journal_entries(None).unwrap();
+        let last = last.last().unwrap().clone();
+        assert_eq!(last.run_id, "run-b");
+        assert!(store.lock().unwrap().unfinished().unwrap().is_empty());
+        (r.verdicts[0].verdict.clone(), last)
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_ad_mail_write_is_judged_by_the_mail_ad_holds_now() {
+        let cases = [
+            // (AD mail now, verdict, journal phase)
+            (Some("Ana@Fabrikam.example"), "done", "done"),
+            (Some("old@contoso.example"), "failed", "failed"),
+            (Some("someone@else.example"), "changed", "failed"),
+            (None, "changed", "failed"),
+        ];
+        for (now, verdict, phase) in cases {
+            let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+            let directory = FakeDirectory::with(vec![account(now, None)]);
+            let (v, last) = settle_one(&store, &directory, &FakeCloud::default()).await;
+            assert_eq!(
+                (v.as_str(), last.phase.as_str()),
+                (verdict, phase),
+                "{now:?}: {v:?}"
+            );
+            let text = last.error.unwrap_or_default();
+            match verdict {
+                "done" => assert!(last.after.is_some_and(|a| a.contains("ana@fabrikam"))),
+                "failed" => assert!(text.contains("did not take effect"), "{text}"),
+                _ => {
+                    // Addresses are not secret: the value found is named.
+                    let found = now.unwrap_or("null");
+                    assert!(text.contains("changed by someone else"), "{text}");
+                    assert!(text.contains(found), "{text}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_cloud_address_write_is_judged_by_the_user_read_now() {
+        let cases: [(Option<&str>, &[&str], &str); 4] = [
+            (
+                Some("ana@fabrikam.example"),
+                &["ANA@fabrikam.example"],
+                "done",
+            ),
+            (None, &[], "failed"),
+            // Half of it: someone else's doing (a PATCH is all or nothing).
+            (None, &["ana@fabrikam.example"], "changed"),
+            (Some("x@y.example"), &["x@y.example"], "changed"),
+        ];
+        for (mail, other, verdict) in cases {
+            let (_d, store) = interrupted(&set_cloud_address(), Lifecycle::NeedsAddress);
+            let cloud = FakeCloud::with(vec![user(mail, other)]);
+            let (v, _) = settle_one(&store, &FakeDirectory::default(), &cloud).await;
+            assert_eq!(v.as_str(), verdict, "{mail:?} {other:?}: {v:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_password_reset_is_judged_by_the_change_time() {
+        let now = jiff::Timestamp::now();
+        let minute = jiff::SignedDuration::from_mins(1);
+        let cases = [
+            // AD pwdLastSet after the call began: it took effect.
+            (Some(filetime(now + minute)), "done"),
+            // Samba/OpenLDAP whole seconds: a change in the second the call began counts.
+            (
+                Some(filetime(
+                    jiff::Timestamp::from_second(now.as_second()).unwrap(),
+                )),
+                "done",
+            ),
+            // OpenLDAP pwdChangedTime (generalized time), after.
+            (
+                Some((now + minute).strftime("%Y%m%d%H%M%SZ").to_string()),
+                "done",
+            ),
+            // Changed before the call: not this write, even within a minute.
+            (
+                Some(filetime(now - jiff::SignedDuration::from_secs(30))),
+                "failed",
+            ),
+            (Some("0".to_string()), "failed"),
+            // No change time at all (OpenLDAP without ppolicy, or never changed).
+            (None, "unknown"),
+        ];
+        for (changed, verdict) in cases {
+            let (_d, store) = interrupted(&randomize(), Lifecycle::Accepted);
+            // The started record is "now" (written just above).
+            let directory = FakeDirectory::with(vec![account(None, changed.clone())]);
+            let (v, last) = settle_one(&store, &directory, &FakeCloud::default()).await;
+            assert_eq!(v.as_str(), verdict, "{changed:?}: {v:?}");
+            let progress = store.lock().unwrap().progress().unwrap()[ACCOUNT].clone();
+            if verdict == "done" {
+                assert_eq!(last.phase, "done");
+                assert!(progress.password_randomized_at.is_some());
+                assert_eq!(progress.state, Lifecycle::Done, "not planned again");
+            } else {
+                assert_eq!(last.phase, "failed");
+                assert!(progress.password_randomized_at.is_none(), "planned again");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_leaves_the_action_unfinished() {
+        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        *directory.unreachable.lock().unwrap() = true;
+        let err = reconcile(&store, &directory, &FakeCloud::default(), "run-b")
+            .await
+            .expect_err("the directory cannot be read");
+        assert!(matches!(err, Error::Source(_)), "{err}");
+        assert!(!err.help().is_empty());
+        let open = store.lock().unwrap().unfinished().unwrap();
+        assert_eq!(open.len(), 1, "not guessed: still unfinished");
+        // Once the directory answers, the same action is settled.
+        *directory.unreachable.lock().unwrap() = false;
+        let r = reconcile(&store, &directory, &FakeCloud::default(), "run-c")
+            .await
+            .unwrap();
+        assert_eq!((r.confirmed, r.released), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_invitation_the_cloud_shows_is_confirmed_and_counted() {
+        let (_d, store) = interrupted(&Op::Invite(invitation()), Lifecycle::Ready);
+        let mut shown = user(None, &[]);
+        shown.external_user_state = Some("PendingAcceptance".into());
+        let cloud = FakeCloud::with(vec![shown]);
+        let (v, last) = settle_one(&store, &FakeDirectory::default(), &cloud).await;
+        assert_eq!(v.as_str(), "done");
+        assert_eq!(last.phase, "done");
+        let progress = store.lock().unwrap().progress().unwrap()[ACCOUNT].clone();
+        assert_eq!(progress.state, Lifecycle::Invited);
+        assert_eq!(progress.invitations_sent, 1);
     }
 }

@@ -3,6 +3,14 @@
 //! journal recorded. An invitation cannot be taken back (the conversion is one-way once
 //! accepted, and the email is sent), and a randomized password cannot be restored (nobody
 //! ever knew it): those are listed with the reason. Every undo is itself journaled.
+//!
+//! What a run wrote is what its journal shows `done`, plus the actions it left `started`
+//! (a crash) that a later reconciliation found had taken effect: that verdict is the next
+//! record of the same action key, journaled under the reconciling run. Rollback reconciles
+//! first, so it finds them even when no run came after the crash. A reconciliation's
+//! verdict on another run's action is that run's write, not the reconciling run's. Before
+//! writing a value back, the attribute is read: an attribute that no longer holds what the
+//! run wrote is left alone.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Journal;
+use super::reconcile::{Pending, Verdict, settle};
 use crate::cloud::{Cloud, UserPatch};
 use crate::source::Directory;
 use crate::state::{JournalEntry, Phase, Store};
@@ -30,6 +39,8 @@ pub struct Undo {
 pub enum Error {
     #[error("run {0} is not in the journal")]
     UnknownRun(String),
+    #[error("reconciling interrupted actions before the rollback: {0}")]
+    Reconcile(#[from] super::reconcile::Error),
     #[error(transparent)]
     State(#[from] crate::state::Error),
 }
@@ -42,6 +53,7 @@ impl Error {
                 "list the runs with `b2bsync status --format json` (field runs) and pass one id"
                     .into()
             }
+            Error::Reconcile(e) => e.help(),
             Error::State(e) => e.help().to_string(),
         }
     }
@@ -61,10 +73,13 @@ enum Inverse {
 
 fn inverse(entry: &JournalEntry, dn: Option<&str>, cloud_id: Option<&str>) -> Inverse {
     let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    // Newer records name their target; older ones rely on the state store.
+    let dn = text(field(entry.after.as_deref(), "dn")).or(dn.map(str::to_string));
+    let cloud_id = text(field(entry.after.as_deref(), "userId")).or(cloud_id.map(str::to_string));
     match entry.action.as_str() {
         "set_directory_mail" => match dn {
             Some(dn) => Inverse::DirectoryMail {
-                dn: dn.to_string(),
+                dn,
                 mail: text(field(entry.before.as_deref(), "mail")),
             },
             None => Inverse::None("the account is no longer in the state store"),
@@ -93,10 +108,7 @@ fn inverse(entry: &JournalEntry, dn: Option<&str>, cloud_id: Option<&str>) -> In
                     patch.clear_mail = patch.mail.is_none();
                 }
             }
-            Inverse::Cloud {
-                user_id: user_id.to_string(),
-                patch,
-            }
+            Inverse::Cloud { user_id, patch }
         }
         "invite" | "reinvite" => Inverse::None(
             "an invitation cannot be taken back: the email is sent and an accepted conversion is one-way (to go back, the user must be deleted and recreated)",
@@ -116,23 +128,33 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
     directory: &D,
     cloud: &C,
 ) -> Result<Vec<Undo>, Error> {
-    let (entries, accounts) = {
-        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = guard.journal_entries(Some(run))?;
+    {
+        let guard = lock(store);
+        if guard.journal_entries(Some(run))?.is_empty() {
+            // A run that wrote nothing (it stopped before its first write, or had nothing
+            // to do) has nothing to undo; a run that never was is an error.
+            return if guard.runs()?.iter().any(|r| r.id == run) {
+                Ok(Vec::new())
+            } else {
+                Err(Error::UnknownRun(run.to_string()))
+            };
+        }
+    }
+    // Settle what a crash left unfinished, so that its writes are found below.
+    super::reconcile(store, directory, cloud, new_run).await?;
+    let (done, accounts) = {
+        let guard = lock(store);
+        let done = written(&guard, run)?;
         let accounts: BTreeMap<String, (Option<String>, Option<String>)> = guard
             .accounts()?
             .into_iter()
             .map(|a| (a.key, (a.dn, a.progress.cloud_id)))
             .collect();
-        (entries, accounts)
+        (done, accounts)
     };
-    if entries.is_empty() {
-        return Err(Error::UnknownRun(run.to_string()));
-    }
     let journal = Journal::new(store, new_run);
     let mut undos = Vec::new();
-    let done: Vec<&JournalEntry> = entries.iter().rev().filter(|e| e.phase == "done").collect();
-    for entry in done {
+    for entry in done.iter().rev() {
         let (dn, cloud_id) = accounts
             .get(&entry.account_key)
             .map(|(d, c)| (d.as_deref(), c.as_deref()))
@@ -154,56 +176,254 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
                 )
             })
         };
-        let result = match inverse(entry, dn, cloud_id) {
+        let account = dn.unwrap_or(&entry.account_key).to_string();
+        let undo = |result: &'static str, detail: String| Undo {
+            action_key: entry.action_key.clone(),
+            action: entry.action.clone(),
+            account: account.clone(),
+            result,
+            detail,
+        };
+        let inverse = match inverse(entry, dn, cloud_id) {
             Inverse::None(why) => {
-                undos.push(Undo {
-                    action_key: entry.action_key.clone(),
-                    action: entry.action.clone(),
-                    account: dn.unwrap_or(&entry.account_key).to_string(),
-                    result: "irreversible",
-                    detail: why.to_string(),
-                });
+                undos.push(undo("irreversible", why.to_string()));
                 continue;
             }
-            Inverse::DirectoryMail { dn, mail } => {
-                record(Phase::Started, None)?;
-                directory
-                    .set_mail(&dn, mail.as_deref())
-                    .await
-                    .map_err(|e| (e.to_string(), e.help()))
-            }
-            Inverse::Cloud { user_id, patch } => {
-                record(Phase::Started, None)?;
-                cloud
-                    .update_user(&user_id, &patch)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| (e.to_string(), e.help()))
-            }
+            inverse => inverse,
         };
-        let account = dn.unwrap_or(&entry.account_key).to_string();
-        match result {
+        let pending = Pending {
+            action: &entry.action,
+            before: entry.before.as_deref(),
+            after: entry.after.as_deref(),
+            started: entry.at.parse().unwrap_or_else(|_| jiff::Timestamp::now()),
+            dn,
+            cloud_id,
+        };
+        if let Still::No { result, detail } = still_written(&pending, directory, cloud).await {
+            undos.push(undo(result, detail));
+            continue;
+        }
+        match revert(inverse, &record, directory, cloud).await? {
             Ok(()) => {
                 record(Phase::Done, None)?;
-                undos.push(Undo {
-                    action_key: entry.action_key.clone(),
-                    action: entry.action.clone(),
-                    account,
-                    result: "reverted",
-                    detail: format!("back to {}", entry.before.as_deref().unwrap_or("(nothing)")),
-                });
+                let before = entry.before.as_deref().unwrap_or("(nothing)");
+                undos.push(undo("reverted", format!("back to {before}")));
             }
             Err((message, help)) => {
                 record(Phase::Failed, Some(&message))?;
-                undos.push(Undo {
-                    action_key: entry.action_key.clone(),
-                    action: entry.action.clone(),
-                    account,
-                    result: "failed",
-                    detail: format!("{message}; help: {help}"),
-                });
+                undos.push(undo("failed", format!("{message}; help: {help}")));
             }
         }
     }
     Ok(undos)
+}
+
+fn lock(store: &std::sync::Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    // A panic elsewhere while holding the lock leaves SQLite consistent (transactions).
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `done` records of what `run` wrote, oldest first: its own `done` records, and for
+/// each action it left `started`, a later reconciliation's `done` verdict. A `done` that
+/// `run` recorded as the reconciliation of another run's action belongs to that run.
+fn written(store: &Store, run: &str) -> Result<Vec<JournalEntry>, Error> {
+    let entries = store.journal_entries(Some(run))?;
+    let mut last: BTreeMap<&str, &JournalEntry> = BTreeMap::new();
+    let mut own = std::collections::BTreeSet::new();
+    for e in &entries {
+        if e.phase == Phase::Started.as_str() {
+            own.insert(e.action_key.as_str());
+        }
+        last.insert(e.action_key.as_str(), e);
+    }
+    let mut done: Vec<JournalEntry> = entries
+        .iter()
+        .filter(|e| e.phase == Phase::Done.as_str() && own.contains(e.action_key.as_str()))
+        .cloned()
+        .collect();
+    for entry in last.values() {
+        if entry.phase == Phase::Started.as_str()
+            && let Some(verdict) = store.next_record(&entry.action_key, entry.seq)?
+            && verdict.phase == Phase::Done.as_str()
+        {
+            // In the run's own order: where its `started` record was.
+            done.push(JournalEntry {
+                seq: entry.seq,
+                ..verdict
+            });
+        }
+    }
+    done.sort_by_key(|e| e.seq);
+    Ok(done)
+}
+
+/// Whether an attribute still holds what the run wrote, so that writing back the value
+/// from before restores it and overwrites nobody's change.
+enum Still {
+    Yes,
+    No {
+        result: &'static str,
+        detail: String,
+    },
+}
+
+async fn still_written<D: Directory + Sync, C: Cloud + Sync>(
+    pending: &Pending<'_>,
+    directory: &D,
+    cloud: &C,
+) -> Still {
+    match settle(pending, directory, cloud).await {
+        // Holds the run's value, or the world cannot tell (the write then says).
+        Ok(Verdict::Done(_) | Verdict::Unknown(_)) => Still::Yes,
+        Ok(Verdict::NotDone(why)) => Still::No {
+            result: "reverted",
+            detail: format!("already back: {why}; nothing written"),
+        },
+        Ok(Verdict::ChangedElsewhere(why)) => Still::No {
+            result: "failed",
+            detail: format!(
+                "changed since the run: {why}; left alone; help: set the value by hand if it should go back"
+            ),
+        },
+        Err(e) => Still::No {
+            result: "failed",
+            detail: format!("cannot read the current value: {e}; help: {}", e.help()),
+        },
+    }
+}
+
+/// Writes one inverse back, journaled `started` before and `done`/`failed` after by
+/// `record`. Returns the call's error as (message, help).
+async fn revert<D: Directory + Sync, C: Cloud + Sync>(
+    inverse: Inverse,
+    record: &impl Fn(Phase, Option<&str>) -> Result<(), crate::state::Error>,
+    directory: &D,
+    cloud: &C,
+) -> Result<Result<(), (String, String)>, Error> {
+    Ok(match inverse {
+        Inverse::None(_) => Ok(()),
+        Inverse::DirectoryMail { dn, mail } => {
+            record(Phase::Started, None)?;
+            directory
+                .set_mail(&dn, mail.as_deref())
+                .await
+                .map_err(|e| (e.to_string(), e.help()))
+        }
+        Inverse::Cloud { user_id, patch } => {
+            record(Phase::Started, None)?;
+            cloud
+                .update_user(&user_id, &patch)
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.to_string(), e.help()))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::fakes::{
+        DN, FakeCloud, FakeDirectory, USER, account, interrupted, set_cloud_address, set_mail, user,
+    };
+    use crate::model::Lifecycle;
+
+    #[tokio::test]
+    async fn rollback_of_a_crashed_run_restores_the_write_a_later_run_confirmed() {
+        // Run A wrote AD mail and was killed before journaling `done`.
+        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        let cloud = FakeCloud::default();
+        // Run B reconciles it: `done`, under run B's id.
+        let r = super::super::reconcile(&store, &directory, &cloud, "run-b")
+            .await
+            .unwrap();
+        assert_eq!(r.confirmed, 1);
+        // Rolling back B does not touch what A wrote.
+        let undos = rollback(&store, "run-b", "rb-1", &directory, &cloud)
+            .await
+            .unwrap();
+        assert!(undos.is_empty(), "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("ana@fabrikam.example")
+        );
+        // Rolling back A restores the address A wrote.
+        let undos = rollback(&store, "run-a", "rb-2", &directory, &cloud)
+            .await
+            .unwrap();
+        assert_eq!(undos.len(), 1, "{undos:?}");
+        assert_eq!(undos[0].result, "reverted", "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("old@contoso.example")
+        );
+    }
+
+    #[tokio::test]
+    async fn rollback_right_after_a_crash_settles_first_and_restores() {
+        let (_d, store) = interrupted(&set_cloud_address(), Lifecycle::NeedsAddress);
+        let cloud = FakeCloud::with(vec![user(
+            Some("ana@fabrikam.example"),
+            &["ana@fabrikam.example"],
+        )]);
+        let undos = rollback(&store, "run-a", "rb-1", &FakeDirectory::default(), &cloud)
+            .await
+            .unwrap();
+        assert_eq!(
+            undos.iter().map(|u| u.result).collect::<Vec<_>>(),
+            vec!["reverted"]
+        );
+        let now = cloud.get(USER);
+        assert_eq!(now.mail, None);
+        assert!(now.other_mails.is_empty());
+        // Nothing is left unfinished: the rollback journaled its verdict and its undo.
+        assert!(store.lock().unwrap().unfinished().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_run_that_wrote_nothing_has_nothing_to_undo_and_an_unknown_one_is_an_error() {
+        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let quiet = store.lock().unwrap().begin_run("run").unwrap();
+        let (directory, cloud) = (FakeDirectory::default(), FakeCloud::default());
+        let undos = rollback(&store, &quiet, "rb-1", &directory, &cloud).await;
+        assert!(undos.is_ok_and(|u| u.is_empty()));
+        let err = rollback(&store, "no-such-run", "rb-2", &directory, &cloud)
+            .await
+            .expect_err("unknown run");
+        assert!(matches!(err, Error::UnknownRun(_)) && !err.help().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rollback_leaves_an_address_changed_since_the_run_alone() {
+        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        store
+            .lock()
+            .unwrap()
+            .journal(
+                "run-a",
+                &format!("{}/0/set_directory_mail", crate::apply::fakes::ACCOUNT),
+                "set_directory_mail",
+                crate::apply::fakes::ACCOUNT,
+                Phase::Done,
+                Some(r#"{"mail":"old@contoso.example"}"#),
+                Some(r#"{"mail":"ana@fabrikam.example"}"#),
+                None,
+                None,
+                None,
+            )
+            .unwrap();
+        // An admin set another address since.
+        let directory = FakeDirectory::with(vec![account(Some("new@fabrikam.example"), None)]);
+        let undos = rollback(&store, "run-a", "rb-1", &directory, &FakeCloud::default())
+            .await
+            .unwrap();
+        assert_eq!(undos.len(), 1);
+        assert_eq!(undos[0].result, "failed");
+        assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("new@fabrikam.example")
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! searches with AD range retrieval, incremental reads (AD `uSNChanged` on the same DC,
 //! generic LDAP `entryCSN`), and the `mail` and password writes.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -133,6 +135,8 @@ impl LdapDirectory {
         out: &mut Vec<SourceAccount>,
         max_csn: &mut Option<String>,
     ) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let found_before = out.len();
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.settings.page_size)),
@@ -162,6 +166,21 @@ impl LdapDirectory {
         }
         let done = stream.finish().await;
         done.success().map_err(search_err)?;
+        let entries = out.len().saturating_sub(found_before);
+        // Servers fill every page but the last, so this is the number of pages read.
+        let pages = entries
+            .div_ceil(usize::try_from(self.settings.page_size).unwrap_or(1).max(1))
+            .max(1);
+        tracing::debug!(
+            base,
+            filter,
+            scope = "subtree",
+            pages,
+            entries,
+            ranged = ranged.len(),
+            duration_ms = started.elapsed().as_millis(),
+            "LDAP search done."
+        );
         for (index, pending) in ranged {
             if let Some(account) = out.get_mut(index) {
                 fetch_ranges(ldap, account, pending, wanted).await?;
@@ -446,11 +465,21 @@ async fn base_entry(
     dn: &str,
     attributes: &[&str],
 ) -> Result<Option<SearchEntry>, Error> {
-    match ldap
+    let started = std::time::Instant::now();
+    let result = ldap
         .search(dn, Scope::Base, "(objectClass=*)", attributes.to_vec())
         .await
-        .and_then(|r| r.success())
-    {
+        .and_then(|r| r.success());
+    tracing::debug!(
+        base = dn,
+        filter = "(objectClass=*)",
+        scope = "base",
+        pages = 1,
+        entries = result.as_ref().map_or(0, |(e, _)| e.len()),
+        duration_ms = started.elapsed().as_millis(),
+        "LDAP search done."
+    );
+    match result {
         Ok((entries, _)) => Ok(entries.into_iter().next().map(SearchEntry::construct)),
         Err(LdapError::LdapResult { result }) if result.rc == 32 => Ok(None),
         Err(e) => Err(search_error(if dn.is_empty() { "rootDSE" } else { dn }, e)),
@@ -478,10 +507,20 @@ impl Directory for LdapDirectory {
         let (mut ldap, flavour) = self.handle().await?;
         let attributes = Self::attributes(flavour, scope);
         let filter = parenthesized(&scope.filter);
+        let started = std::time::Instant::now();
         let result = ldap
             .search(dn, Scope::Base, &filter, attributes)
             .await
             .and_then(|r| r.success());
+        tracing::debug!(
+            base = dn,
+            filter,
+            scope = "base",
+            pages = 1,
+            entries = result.as_ref().map_or(0, |(e, _)| e.len()),
+            duration_ms = started.elapsed().as_millis(),
+            "LDAP search done."
+        );
         let entry = match result {
             Ok((entries, _)) => entries.into_iter().next().map(SearchEntry::construct),
             Err(LdapError::LdapResult { result }) if result.rc == 32 => None,
@@ -534,11 +573,33 @@ impl Directory for LdapDirectory {
         Ok(out)
     }
 
+    async fn entry(&self, dn: &str) -> Result<Option<SourceAccount>, Error> {
+        let (mut ldap, flavour) = self.handle().await?;
+        match base_entry(&mut ldap, dn, super::ACCOUNT_ATTRIBUTES).await {
+            // Nothing ranged is asked for: what settling needs is single-valued.
+            Ok(entry) => Ok(entry.map(|e| to_account(e, flavour, &[]).0)),
+            Err(e) => {
+                *self.connection.lock().await = None;
+                Err(e)
+            }
+        }
+    }
+
     async fn set_mail(&self, dn: &str, mail: Option<&str>) -> Result<(), Error> {
         let (mut ldap, _) = self.handle().await?;
         let values: HashSet<&str> = mail.into_iter().collect();
         let change = vec![Mod::Replace("mail", values)];
-        match ldap.modify(dn, change).await.and_then(|r| r.success()) {
+        let started = std::time::Instant::now();
+        let result = ldap.modify(dn, change).await.and_then(|r| r.success());
+        tracing::debug!(
+            dn,
+            attribute = "mail",
+            operation = if mail.is_some() { "replace" } else { "clear" },
+            ok = result.is_ok(),
+            duration_ms = started.elapsed().as_millis(),
+            "LDAP write done."
+        );
+        match result {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.forget_if_broken(&e).await;
@@ -555,6 +616,7 @@ impl Directory for LdapDirectory {
             });
         }
         let (mut ldap, flavour) = self.handle().await?;
+        let started = std::time::Instant::now();
         let result = match flavour {
             Flavour::ActiveDirectory | Flavour::Auto => {
                 // AD wants the password in double quotes, UTF-16LE, as a binary replace.
@@ -583,6 +645,23 @@ impl Directory for LdapDirectory {
                     .map(|(_, result)| result)
             }
         };
+        // Never the value: only where, which attribute and whether it worked.
+        tracing::debug!(
+            dn,
+            attribute = if flavour == Flavour::Generic {
+                "userPassword"
+            } else {
+                "unicodePwd"
+            },
+            operation = if flavour == Flavour::Generic {
+                "password modify"
+            } else {
+                "replace"
+            },
+            ok = result.is_ok(),
+            duration_ms = started.elapsed().as_millis(),
+            "LDAP write done."
+        );
         match result {
             Ok(_) => Ok(()),
             Err(LdapError::LdapResult { result })
@@ -612,17 +691,8 @@ impl Directory for LdapDirectory {
 
 /// Reads the rootDSE and picks the flavour.
 async fn detect_flavour(ldap: &mut Ldap) -> Result<Flavour, Error> {
-    let (entries, _) = ldap
-        .search(
-            "",
-            Scope::Base,
-            "(objectClass=*)",
-            vec!["supportedCapabilities", "supportedExtension"],
-        )
-        .await
-        .and_then(|r| r.success())
-        .map_err(|e| search_error("rootDSE", e))?;
-    let Some(root) = entries.into_iter().next().map(SearchEntry::construct) else {
+    let root = base_entry(ldap, "", &["supportedCapabilities", "supportedExtension"]).await?;
+    let Some(root) = root else {
         return Ok(Flavour::Generic);
     };
     let has = |attr: &str, oid: &str| {
@@ -745,8 +815,8 @@ fn write_error(operation: &'static str, dn: &str, e: LdapError) -> Error {
     }
 }
 
-/// A ranged attribute still to fetch: its base name and the next start index.
-type PendingRange = (String, usize);
+/// A ranged attribute still to fetch: its base name and what its first part said.
+type PendingRange = (String, Ranged);
 
 /// Maps one entry to an account at the boundary. Returns the ranged attributes that need
 /// more reads (AD sends at most 1,500 values per attribute per read).
@@ -764,7 +834,7 @@ fn to_account(
     let mut pending = Vec::new();
     for (name, values) in attrs {
         let (base, next) = split_range(&name);
-        if let Some(next) = next {
+        if matches!(next, Ranged::Next(_) | Ranged::Unusable(_)) {
             pending.push((base.to_string(), next));
         }
         text.entry(base.to_string()).or_default().extend(values);
@@ -828,52 +898,107 @@ fn to_account(
     (account, pending)
 }
 
-/// `member;range=0-1499` → (`member`, Some(1500)); `member;range=1500-*` → (`member`, None).
-fn split_range(name: &str) -> (&str, Option<usize>) {
-    let Some((base, options)) = name.split_once(';') else {
-        return (name, None);
-    };
-    let Some(range) = options.split(';').find_map(|o| {
-        o.strip_prefix("range=")
-            .or_else(|| o.strip_prefix("Range="))
-    }) else {
-        return (base, None);
-    };
-    match range.split_once('-') {
-        Some((_, "*")) | None => (base, None),
-        Some((_, end)) => (base, end.parse::<usize>().ok().map(|e| e + 1)),
-    }
+/// Most base-scope reads that complete one ranged attribute: AD sends 1,500 values per
+/// read (its `MaxValRange`), so this allows 1.5 million values, far beyond any real group
+/// membership; a server that keeps sending ranges past it is answering in a loop.
+const MAX_RANGE_ROUNDS: usize = 1_000;
+
+/// What a `;range=` option on an attribute name says about the values still to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ranged {
+    /// No range option: every value is here.
+    Whole,
+    /// `;range=<start>-*`: the last part.
+    Last,
+    /// `;range=<start>-<end>`: more from `end + 1`.
+    Next(usize),
+    /// A range option this adapter cannot follow (not numbers, or an end at the edge of
+    /// the integers): the server's text, for the error.
+    Unusable(String),
 }
 
-/// Reads the rest of each ranged attribute with base-scope searches.
+/// `member;range=0-1499` → (`member`, `Next(1500)`); `member;range=1500-*` → (`member`,
+/// `Last`); a hostile `member;range=0-18446744073709551615` → `Unusable`, never an overflow.
+fn split_range(name: &str) -> (&str, Ranged) {
+    let Some((base, options)) = name.split_once(';') else {
+        return (name, Ranged::Whole);
+    };
+    let Some(range) = options.split(';').find_map(|o| {
+        o.get(..6)
+            .filter(|p| p.eq_ignore_ascii_case("range="))
+            .and_then(|_| o.get(6..))
+    }) else {
+        return (base, Ranged::Whole);
+    };
+    let next = match range.split_once('-') {
+        Some((start, "*")) if start.parse::<usize>().is_ok() => Ranged::Last,
+        Some((start, end)) => match (start.parse::<usize>(), end.parse::<usize>()) {
+            (Ok(start), Ok(end)) if start <= end => end
+                .checked_add(1)
+                .map_or_else(|| Ranged::Unusable(range.to_string()), Ranged::Next),
+            _ => Ranged::Unusable(range.to_string()),
+        },
+        None => Ranged::Unusable(range.to_string()),
+    };
+    (base, next)
+}
+
+/// Reads the rest of each ranged attribute with base-scope searches. Each read must move
+/// forward, and at most [`MAX_RANGE_ROUNDS`] reads complete one attribute; otherwise the
+/// server is answering in a loop and the read fails rather than spinning.
 async fn fetch_ranges(
     ldap: &mut Ldap,
     account: &mut SourceAccount,
     pending: Vec<PendingRange>,
     wanted: &[String],
 ) -> Result<(), Error> {
-    for (attr, mut start) in pending {
+    for (attr, first) in pending {
+        let mut start = match first {
+            Ranged::Next(start) => start,
+            Ranged::Unusable(text) => {
+                return Err(range_error(
+                    &account.dn,
+                    &attr,
+                    format!("unusable range `{text}`"),
+                ));
+            }
+            Ranged::Whole | Ranged::Last => continue,
+        };
         let key = wanted
             .iter()
             .find(|w| w.eq_ignore_ascii_case(&attr))
             .cloned()
             .unwrap_or_else(|| attr.clone());
+        let mut round = 0usize;
         loop {
+            round = round.saturating_add(1);
             let request = format!("{attr};range={start}-*");
+            let searched = std::time::Instant::now();
             let (entries, _) = ldap
                 .search(&account.dn, Scope::Base, "(objectClass=*)", vec![request])
                 .await
                 .and_then(|r| r.success())
                 .map_err(|e| search_error(&account.dn, e))?;
-            let mut next = None;
-            let mut got = 0;
+            tracing::debug!(
+                base = %account.dn,
+                filter = "(objectClass=*)",
+                scope = "base",
+                pages = 1,
+                entries = entries.len(),
+                attribute = %attr,
+                range_start = start,
+                duration_ms = searched.elapsed().as_millis(),
+                "LDAP search done."
+            );
+            let mut next = Ranged::Last;
+            let mut got = 0usize;
             for entry in entries.into_iter().map(SearchEntry::construct) {
                 for (name, values) in entry.attrs {
                     let (base, more) = split_range(&name);
                     if !base.eq_ignore_ascii_case(&attr) {
                         continue;
                     }
-                    got += values.len();
+                    got = got.saturating_add(values.len());
                     if key.eq_ignore_ascii_case("memberOf") {
                         account.member_of.extend(values.iter().cloned());
                     }
@@ -881,13 +1006,42 @@ async fn fetch_ranges(
                     next = more;
                 }
             }
-            match next {
-                Some(n) if got > 0 => start = n,
-                _ => break,
+            match advance(start, got, next, round) {
+                Ok(Some(n)) => start = n,
+                Ok(None) => break,
+                Err(reason) => return Err(range_error(&account.dn, &attr, reason)),
             }
         }
     }
     Ok(())
+}
+
+/// After the `round`-th read of a ranged attribute from `start`, which returned `got` values
+/// and said `next`: where the next read starts (`None`: complete), or why the server's
+/// answers cannot be followed (a range that does not move forward, too many rounds).
+fn advance(start: usize, got: usize, next: Ranged, round: usize) -> Result<Option<usize>, String> {
+    match next {
+        Ranged::Whole | Ranged::Last => Ok(None),
+        // No values and "more to come": nothing further to read (the old behaviour).
+        Ranged::Next(_) if got == 0 => Ok(None),
+        Ranged::Next(n) if n <= start => Err(format!(
+            "the range did not advance (asked from {start}, told to go on from {n})"
+        )),
+        Ranged::Next(_) if round >= MAX_RANGE_ROUNDS => Err(format!(
+            "still more values after {MAX_RANGE_ROUNDS} range reads"
+        )),
+        Ranged::Next(n) => Ok(Some(n)),
+        Ranged::Unusable(text) => Err(format!("unusable range `{text}`")),
+    }
+}
+
+/// A ranged attribute the server did not let us complete.
+fn range_error(dn: &str, attribute: &str, reason: String) -> Error {
+    Error::Range {
+        dn: dn.to_string(),
+        attribute: attribute.to_string(),
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -973,10 +1127,81 @@ mod tests {
 
     #[test]
     fn range_options_are_split() {
-        assert_eq!(split_range("member;range=0-1499"), ("member", Some(1500)));
-        assert_eq!(split_range("member;range=1500-*"), ("member", None));
-        assert_eq!(split_range("mail"), ("mail", None));
-        assert_eq!(split_range("cn;lang-fr"), ("cn", None));
+        assert_eq!(
+            split_range("member;range=0-1499"),
+            ("member", Ranged::Next(1500))
+        );
+        assert_eq!(split_range("member;Range=1500-*"), ("member", Ranged::Last));
+        assert_eq!(split_range("mail"), ("mail", Ranged::Whole));
+        assert_eq!(split_range("cn;lang-fr"), ("cn", Ranged::Whole));
+    }
+
+    #[test]
+    fn hostile_range_options_are_unusable_not_an_overflow() {
+        for hostile in [
+            "member;range=0-18446744073709551615",
+            "member;range=0-99999999999999999999999",
+            "member;range=1500-1499",
+            "member;range=x-1499",
+            "member;range=0-",
+            "member;range=-*",
+            "member;range=1500",
+            "member;range=",
+        ] {
+            let (base, ranged) = split_range(hostile);
+            assert_eq!(base, "member", "{hostile}");
+            assert!(
+                matches!(ranged, Ranged::Unusable(_)),
+                "{hostile}: {ranged:?}"
+            );
+        }
+        // Multi-byte text after the semicolon never splits inside a character.
+        assert_eq!(split_range("cn;é"), ("cn", Ranged::Whole));
+    }
+
+    #[test]
+    fn the_range_loop_moves_forward_and_ends() {
+        // The normal sequence: on from the end + 1, then the last part.
+        assert_eq!(advance(1500, 1500, Ranged::Next(3000), 1), Ok(Some(3000)));
+        assert_eq!(advance(3000, 10, Ranged::Last, 2), Ok(None));
+        assert_eq!(advance(3000, 10, Ranged::Whole, 2), Ok(None));
+        // No values with "more to come" ends the read, as before.
+        assert_eq!(advance(3000, 0, Ranged::Next(4500), 2), Ok(None));
+    }
+
+    #[test]
+    fn a_range_loop_that_does_not_advance_or_never_ends_is_an_error() {
+        // The same part again: would loop forever.
+        let again = advance(1500, 1500, Ranged::Next(1500), 1);
+        assert!(
+            again.as_ref().is_err_and(|e| e.contains("did not advance")),
+            "{again:?}"
+        );
+        // Backwards.
+        assert!(advance(3000, 1500, Ranged::Next(1500), 2).is_err());
+        // A hostile end in a later part.
+        assert!(
+            advance(
+                1500,
+                1,
+                Ranged::Unusable("0-18446744073709551615".into()),
+                1
+            )
+            .is_err_and(|e| e.contains("18446744073709551615"))
+        );
+        // Forward by one value each time, forever: stopped after the documented rounds.
+        let mut start = 1;
+        let mut rounds = 0;
+        let stopped = loop {
+            rounds += 1;
+            match advance(start, 1, Ranged::Next(start + 1), rounds) {
+                Ok(Some(n)) => start = n,
+                Ok(None) => panic!("a server sending more forever was taken as complete"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(rounds, MAX_RANGE_ROUNDS);
+        assert!(stopped.contains("range reads"), "{stopped}");
     }
 
     #[test]
@@ -1000,7 +1225,7 @@ mod tests {
         assert!(account.disabled());
         assert!(account.admin_count);
         assert_eq!(account.first("otherMailbox"), Some("Ana@Fabrikam.example"));
-        assert_eq!(pending, vec![("member".to_string(), 1500)]);
+        assert_eq!(pending, vec![("member".to_string(), Ranged::Next(1500))]);
     }
 
     #[test]

@@ -178,6 +178,12 @@ pub enum Error {
     },
     #[error("the directory rejected the new password for `{dn}` as too weak: {message}")]
     PasswordPolicy { dn: String, message: String },
+    #[error("reading `{attribute}` of `{dn}` in ranges failed: {reason}")]
+    Range {
+        dn: String,
+        attribute: String,
+        reason: String,
+    },
     #[error("`{dn}` is not a password this directory flavour can reset: {reason}")]
     Unsupported { dn: String, reason: String },
 }
@@ -218,6 +224,9 @@ impl Error {
             Error::PasswordPolicy { .. } => {
                 "the domain policy asks for more than b2bsync generates; raise [apply] password_length".into()
             }
+            Error::Range { .. } => {
+                "the server (or a proxy in front of it) answered a ranged read with ranges that do not move forward; check the server's logs and `ldapsearch` the attribute with `;range=0-*`".into()
+            }
             Error::Unsupported { .. } => "set [ldap] flavour to match the server".into(),
         }
     }
@@ -231,6 +240,98 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// When a directory says an account's password last changed, from the raw
+/// [`SourceAccount::password_changed`] text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChanged {
+    /// AD `pwdLastSet` of 0: never set, or "must change at next logon" set by an admin.
+    Never,
+    /// The moment of the last change.
+    At(jiff::Timestamp),
+}
+
+/// Seconds between 1601-01-01 (the FILETIME epoch) and 1970-01-01.
+const FILETIME_UNIX_OFFSET_SECS: i64 = 11_644_473_600;
+
+impl PasswordChanged {
+    /// Reads AD's `pwdLastSet` (a FILETIME: 100-ns intervals since 1601, as decimal text)
+    /// or `pwdChangedTime` (RFC 4517 generalized time, as OpenLDAP's ppolicy writes it).
+    /// `None` for anything else: the caller cannot tell when the password changed.
+    pub fn parse(raw: &str) -> Option<PasswordChanged> {
+        let raw = raw.trim();
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            let ticks: i64 = raw.parse().ok()?;
+            if ticks == 0 {
+                return Some(PasswordChanged::Never);
+            }
+            let secs = (ticks / 10_000_000).checked_sub(FILETIME_UNIX_OFFSET_SECS)?;
+            let nanos = i32::try_from((ticks % 10_000_000).checked_mul(100)?).ok()?;
+            return jiff::Timestamp::new(secs, nanos)
+                .ok()
+                .map(PasswordChanged::At);
+        }
+        generalized_time(raw).map(PasswordChanged::At)
+    }
+}
+
+/// RFC 4517 generalized time in UTC: `YYYYMMDDHHMMSS[.fraction]Z` (or with a `+HHMM` /
+/// `-HHMM` offset). Minutes and seconds may not be left out here: directories write both.
+fn generalized_time(raw: &str) -> Option<jiff::Timestamp> {
+    let digits = raw.get(..14)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| digits.get(range)?.parse::<i16>().ok();
+    let rest = raw.get(14..)?;
+    let (fraction, zone) = match rest.strip_prefix(['.', ',']) {
+        Some(r) => {
+            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            (r.get(..end)?, r.get(end..)?)
+        }
+        None => ("", rest),
+    };
+    let nanos: i32 = if fraction.is_empty() {
+        0
+    } else {
+        // Up to nanoseconds; further digits are below what any directory stores.
+        let padded: String = fraction
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        padded.parse().ok()?
+    };
+    let offset_secs: i32 = match zone {
+        "Z" => 0,
+        z if z.len() == 5 => {
+            let sign = match z.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let h: i32 = z.get(1..3)?.parse().ok()?;
+            let m: i32 = z.get(3..5)?.parse().ok()?;
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    let civil = jiff::civil::DateTime::new(
+        num(0..4)?,
+        i8::try_from(num(4..6)?).ok()?,
+        i8::try_from(num(6..8)?).ok()?,
+        i8::try_from(num(8..10)?).ok()?,
+        i8::try_from(num(10..12)?).ok()?,
+        i8::try_from(num(12..14)?).ok()?,
+        nanos,
+    )
+    .ok()?;
+    let offset = jiff::tz::Offset::from_seconds(offset_secs).ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::fixed(offset))
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// The on-premises boundary: everything b2bsync reads from or writes to the directory.
@@ -302,6 +403,19 @@ pub trait Directory {
         }
     }
 
+    /// The entry at `dn` read now with a base search, whatever the scope's filter says:
+    /// what settling an interrupted write needs (its `mail`, when its password last
+    /// changed). `None` when no entry is there. The default knows no entry, so a directory
+    /// that cannot read one has its interrupted writes released and planned again, never
+    /// guessed done.
+    fn entry(&self, dn: &str) -> impl Future<Output = Result<Option<SourceAccount>, Error>> + Send
+    where
+        Self: Sync,
+    {
+        let _ = dn;
+        async { Ok(None) }
+    }
+
     /// Replaces (or with `None` clears) the account's `mail`.
     fn set_mail(
         &self,
@@ -315,4 +429,43 @@ pub trait Directory {
         dn: &str,
         password: &SecretString,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_change_times_are_read_from_both_flavours() {
+        let at = |t: &str| {
+            Some(PasswordChanged::At(
+                t.parse().unwrap_or_else(|e| panic!("{t}: {e}")),
+            ))
+        };
+        let cases = [
+            // AD `pwdLastSet`: a FILETIME; 0 is "never" or "must change at next logon".
+            ("0", Some(PasswordChanged::Never)),
+            ("116444736000000000", at("1970-01-01T00:00:00Z")),
+            ("133000000000000000", at("2022-06-18T04:26:40Z")),
+            // 100-ns precision is kept (Samba may write whole seconds; AD does not).
+            ("134090000001234567", at("2025-11-30T18:13:20.1234567Z")),
+            // Too large for a timestamp: cannot tell.
+            ("9223372036854775807", None),
+            ("99999999999999999999", None),
+            // OpenLDAP `pwdChangedTime`: generalized time.
+            ("20261201195300Z", at("2026-12-01T19:53:00Z")),
+            ("20261201195300.123456Z", at("2026-12-01T19:53:00.123456Z")),
+            ("20261201215300+0200", at("2026-12-01T19:53:00Z")),
+            ("", None),
+            ("abc", None),
+            ("2026120119530Z", None),
+            ("20261301000000Z", None),
+            ("20261201195300.Z1", None),
+            ("20261201195300+02", None),
+            ("2026-12-01T19:53:00Z", None),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(PasswordChanged::parse(raw), expected, "{raw:?}");
+        }
+    }
 }
