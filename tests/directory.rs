@@ -161,7 +161,7 @@ async fn password_operations_refuse_a_connection_without_tls() {
     s.url = server.ldap_url();
     s.allow_cleartext = true;
     let dir = LdapDirectory::new(s).unwrap_or_else(|e| panic!("{e}"));
-    let pw = password::generate(24, "x", None);
+    let pw = password::generate(24, "x", None).unwrap();
     let err = dir
         .set_password(&format!("uid=p.adams,{}", server.partners_dn()), &pw)
         .await
@@ -299,7 +299,7 @@ async fn samba_unicodepwd_reset_makes_the_old_password_fail() {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     );
-    let new = password::generate(password::DEFAULT_LENGTH, "t.", None);
+    let new = password::generate(password::DEFAULT_LENGTH, "t.", None).unwrap();
     svc.set_password(&dn, &new)
         .await
         .unwrap_or_else(|e| panic!("{e}\nhelp: {}", e.help()));
@@ -344,7 +344,7 @@ async fn openldap_password_modify_makes_the_old_password_fail() {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     );
-    let new = password::generate(password::DEFAULT_LENGTH, "t.", None);
+    let new = password::generate(password::DEFAULT_LENGTH, "t.", None).unwrap();
     svc.set_password(&dn, &new)
         .await
         .unwrap_or_else(|e| panic!("{e}\nhelp: {}", e.help()));
@@ -408,7 +408,7 @@ async fn samba_refuses_a_reset_outside_the_partners_ou() {
     let server = Server::Samba;
     let staff = format!("CN=Sam Internal,OU=Staff,{}", server.base_dn());
     let err = service(server)
-        .set_password(&staff, &password::generate(24, "s.internal", None))
+        .set_password(&staff, &password::generate(24, "s.internal", None).unwrap())
         .await
         .expect_err("reset outside the OU must be refused");
     assert_eq!(err.rc(), Some(50), "{err}");

@@ -124,7 +124,7 @@ async fn writes_that_reached_either_server_are_read_back_as_done() {
         let started = jiff::Timestamp::now();
         svc.set_password(
             &dn,
-            &password::generate(password::DEFAULT_LENGTH, "settle", None),
+            &password::generate(password::DEFAULT_LENGTH, "settle", None).unwrap(),
         )
         .await
         .unwrap();

@@ -89,6 +89,8 @@ pub struct FakeCloud {
     pub lose_answers: Mutex<bool>,
     /// Invitations are lost before the service sees them.
     pub drop_requests: Mutex<bool>,
+    /// Invitations are refused with a `Retry-After` past the maximum wait.
+    pub wait_too_long: Mutex<bool>,
 }
 
 impl FakeCloud {
@@ -154,6 +156,14 @@ impl Cloud for FakeCloud {
     async fn invite(&self, invitation: &Invitation) -> Result<InvitationSent, cloud::Error> {
         if *self.drop_requests.lock().unwrap() {
             return Err(dropped());
+        }
+        if *self.wait_too_long.lock().unwrap() {
+            return Err(cloud::Error::WaitTooLong {
+                url: "https://graph.fake/v1.0/invitations".into(),
+                status: 429,
+                asked: "100000000".into(),
+                request_id: None,
+            });
         }
         {
             let mut users = self.users.lock().unwrap();

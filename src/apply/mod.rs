@@ -11,6 +11,7 @@ pub mod rollback;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -50,7 +51,8 @@ pub enum Status {
         error: String,
         help: String,
     },
-    /// Not tried because an earlier action of the same account failed.
+    /// Not tried: an earlier action of the same account failed, or a server asked for a
+    /// wait past the maximum and the run started no further action.
     Skipped,
 }
 
@@ -415,6 +417,9 @@ struct OpError {
     help: String,
     /// The call may have taken effect (the connection broke after the request was sent).
     unknown_outcome: bool,
+    /// The service asked for a wait past [`cloud::MAX_WAIT`]: no further action of this run
+    /// is started, and the next run continues.
+    halts_run: bool,
 }
 
 impl From<source::Error> for OpError {
@@ -423,6 +428,7 @@ impl From<source::Error> for OpError {
             help: e.help(),
             message: e.to_string(),
             unknown_outcome: false,
+            halts_run: false,
         }
     }
 }
@@ -433,6 +439,18 @@ impl From<cloud::Error> for OpError {
             help: e.help(),
             message: e.to_string(),
             unknown_outcome: matches!(e, cloud::Error::Transport { .. }),
+            halts_run: matches!(e, cloud::Error::WaitTooLong { .. }),
+        }
+    }
+}
+
+impl From<password::Error> for OpError {
+    fn from(e: password::Error) -> Self {
+        OpError {
+            help: e.help(),
+            message: e.to_string(),
+            unknown_outcome: false,
+            halts_run: false,
         }
     }
 }
@@ -486,7 +504,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
             // A policy rejection (a stricter fine-grained policy) gets one fresh try.
             for _ in 0..2 {
                 let secret =
-                    password::generate(options.password_length, name, display_name.as_deref());
+                    password::generate(options.password_length, name, display_name.as_deref())?;
                 match directory.set_password(dn, &secret).await {
                     Ok(()) => return Ok(Effect::of(None, None)),
                     Err(e @ source::Error::PasswordPolicy { .. }) => last = Some(e),
@@ -498,6 +516,7 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 message: "password reset failed".into(),
                 help: "check the directory's password policy".into(),
                 unknown_outcome: false,
+                halts_run: false,
             }))
         }
         Op::SetUserType { user_id, to, .. } => {
@@ -523,6 +542,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     options: &Options,
     now: jiff::Timestamp,
     settle_waits: &[std::time::Duration],
+    halted: &AtomicBool,
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
     let mut succeeded: Vec<&Op> = Vec::new();
@@ -530,7 +550,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     let mut failed = false;
     for action in actions {
         let key = action.key();
-        if failed {
+        if failed || halted.load(Ordering::Relaxed) {
             results.push(ActionResult {
                 key,
                 account: action.account.clone(),
@@ -627,6 +647,9 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             }
             Err(mut e) => {
                 failed = true;
+                if e.halts_run && !halted.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(action = %key, error = %e.message, "A server asked for a wait past the maximum: no further action is started in this run; the next run continues where it stopped.");
+                }
                 if e.unknown_outcome && action.op.non_idempotent() {
                     // Whether the service processed it is unknown: the `started` record
                     // stays open, and the next run's reconciliation reads the cloud before
@@ -704,6 +727,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     }
     let outcomes: BTreeMap<&str, &AccountOutcome> =
         plan.accounts.iter().map(|a| (a.key.as_str(), a)).collect();
+    let halted = AtomicBool::new(false);
     let tasks = by_account.into_iter().map(|(account, mut actions)| {
         actions.sort_by_key(|a| a.seq);
         run_account(
@@ -716,6 +740,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
             options,
             now,
             &SETTLE_WAITS,
+            &halted,
         )
     });
     let mut results: Vec<ActionResult> = futures_util::stream::iter(tasks)
@@ -770,6 +795,7 @@ mod tests {
             &Options::default(),
             jiff::Timestamp::now(),
             &[std::time::Duration::ZERO; 2],
+            &AtomicBool::new(false),
         )
         .await;
         drop(journal);
@@ -824,6 +850,64 @@ mod tests {
         // Reading no change cannot prove the request was not processed in flight: the
         // `started` record stays open for the next run's reconciliation, not sent again.
         assert_eq!(phases, vec!["started ".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_maximum_stops_the_run_from_starting_further_actions() {
+        let users = ["u-1", "u-2"].map(|id| crate::model::CloudUser {
+            id: id.into(),
+            ..Default::default()
+        });
+        let cloud = fakes::FakeCloud::with(users.to_vec());
+        *cloud
+            .wait_too_long
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Mutex::new(Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}")));
+        let journal = Journal::new(&store, "run-1");
+        let first = invite_action();
+        let mut second = invite_action();
+        second.account = "anchor-2".into();
+        if let Op::Invite(inv) = &mut second.op {
+            inv.user_id = "u-2".into();
+        }
+        let halted = AtomicBool::new(false);
+        let mut results = Vec::new();
+        for action in [&first, &second] {
+            results.extend(
+                run_account(
+                    vec![action],
+                    None,
+                    None,
+                    &fakes::FakeDirectory::default(),
+                    &cloud,
+                    &journal,
+                    &Options::default(),
+                    jiff::Timestamp::now(),
+                    &[],
+                    &halted,
+                )
+                .await,
+            );
+        }
+        drop(journal);
+        assert!(halted.load(Ordering::Relaxed));
+        assert!(
+            matches!(&results[0].status, Status::Failed { error, .. } if error.contains("5-minute maximum")),
+            "{results:?}"
+        );
+        assert_eq!(results[1].status, Status::Skipped, "{results:?}");
+        // The second account was never journaled as started, so nothing is left to settle.
+        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = guard
+            .journal_entries(Some("run-1"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            entries.iter().all(|e| e.account_key != "anchor-2"),
+            "{entries:?}"
+        );
     }
 
     #[tokio::test]

@@ -753,10 +753,16 @@ pub fn run_summary(
         outcome.skipped()
     );
     if reconciled.confirmed + reconciled.released > 0 {
+        let unreadable = if reconciled.unknown > 0 {
+            format!(", {} of them unreadable", reconciled.unknown)
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            " Reconciled {} interrupted action(s) of an earlier run ({} confirmed, none repeated).",
+            " Reconciled {} interrupted action(s) of an earlier run after reading the world: {} took effect (journaled done, never repeated), {} did not and are planned again if still needed{unreadable}.",
             reconciled.confirmed + reconciled.released,
-            reconciled.confirmed
+            reconciled.confirmed,
+            reconciled.released,
         ));
     }
     for a in &outcome.actions {

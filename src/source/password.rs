@@ -5,7 +5,7 @@
 //! The work is bounded whatever the directory holds: only the first [`MAX_DISPLAY_NAME_CHARS`]
 //! characters of `displayName` are split into tokens (AD caps the attribute there; a generic
 //! LDAP server may hold far more), and at most [`MAX_ATTEMPTS`] candidates are drawn. Past
-//! that, [`try_generate`] returns [`Error::NoCompliantPassword`] for that one account.
+//! that, [`generate`] returns [`Error::NoCompliantPassword`] for that one account.
 
 use std::collections::BTreeSet;
 
@@ -64,32 +64,16 @@ impl Error {
 
 /// A fresh random password of `length` (at least 16) characters with upper, lower, digit and
 /// symbol characters, which contains neither `account_name` nor any token of `display_name`
-/// of three or more characters (AD's rule), compared case-insensitively.
-///
-/// Kept for callers that cannot yet handle [`Error`]; prefer [`try_generate`]. Past
-/// [`MAX_ATTEMPTS`] it returns the last candidate, which the directory then judges: AD, the
-/// only flavour that enforces the name rule, rejects it as too weak (a failure of that one
-/// account); a generic LDAP server has no such rule.
-pub fn generate(length: usize, account_name: &str, display_name: Option<&str>) -> SecretString {
-    let forbidden = forbidden_tokens(account_name, display_name);
-    match draw(length, &forbidden, MAX_ATTEMPTS) {
-        Ok(secret) => secret,
-        Err((error, last)) => {
-            tracing::warn!(error = %error, "No compliant random password; the directory will judge the last candidate.");
-            last
-        }
-    }
-}
-
-/// Like [`generate`], but past [`MAX_ATTEMPTS`] candidates it gives up with
-/// [`Error::NoCompliantPassword`] instead of returning one that breaks the name rule.
-pub fn try_generate(
+/// of three or more characters (AD's rule), compared case-insensitively. Past
+/// [`MAX_ATTEMPTS`] candidates it gives up with [`Error::NoCompliantPassword`]: that account
+/// fails alone, and the run goes on.
+pub fn generate(
     length: usize,
     account_name: &str,
     display_name: Option<&str>,
 ) -> Result<SecretString, Error> {
     let forbidden = forbidden_tokens(account_name, display_name);
-    draw(length, &forbidden, MAX_ATTEMPTS).map_err(|(error, _)| error)
+    draw(length, &forbidden, MAX_ATTEMPTS)
 }
 
 /// The lower-case strings a password must not contain: the account name when it has three
@@ -122,7 +106,7 @@ fn draw(
     length: usize,
     forbidden: &BTreeSet<String>,
     attempts: usize,
-) -> Result<SecretString, (Error, SecretString)> {
+) -> Result<SecretString, Error> {
     let length = length.max(16);
     // A token longer than the password, or with characters the alphabet lacks, can never
     // occur in it.
@@ -135,7 +119,6 @@ fn draw(
     // provide randomness at all, in which case no safe password can exist.
     let mut rng = OsRng.unwrap_err();
     let all: Vec<u8> = [UPPER, LOWER, DIGITS, SYMBOLS].concat();
-    let mut last = SecretString::from("");
     for _ in 0..attempts {
         let mut bytes: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(length));
         for class in [UPPER, LOWER, DIGITS, SYMBOLS] {
@@ -150,16 +133,12 @@ fn draw(
         if relevant.iter().all(|f| !lower.contains(f)) {
             return Ok(SecretString::from(text.as_str()));
         }
-        last = SecretString::from(text.as_str());
     }
-    Err((
-        Error::NoCompliantPassword {
-            length,
-            tokens: forbidden.len(),
-            attempts,
-        },
-        last,
-    ))
+    Err(Error::NoCompliantPassword {
+        length,
+        tokens: forbidden.len(),
+        attempts,
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +149,7 @@ mod tests {
     #[test]
     fn meets_complexity_and_length() {
         for _ in 0..200 {
-            let pw = try_generate(DEFAULT_LENGTH, "p.adams", Some("Ana Adams")).unwrap();
+            let pw = generate(DEFAULT_LENGTH, "p.adams", Some("Ana Adams")).unwrap();
             let s = pw.expose_secret();
             assert_eq!(s.chars().count(), DEFAULT_LENGTH);
             assert!(s.bytes().any(|b| b.is_ascii_uppercase()));
@@ -185,7 +164,7 @@ mod tests {
     fn never_contains_the_name() {
         // A two-letter alphabet of names makes collisions likely without the rule.
         for _ in 0..500 {
-            let pw = try_generate(16, "abc", Some("Xy Zzz")).unwrap();
+            let pw = generate(16, "abc", Some("Xy Zzz")).unwrap();
             let lower = pw.expose_secret().to_lowercase();
             assert!(!lower.contains("abc"));
             assert!(!lower.contains("zzz"));
@@ -194,8 +173,8 @@ mod tests {
 
     #[test]
     fn two_passwords_differ_and_debug_hides_them() {
-        let a = generate(24, "x", None);
-        let b = generate(24, "x", None);
+        let a = generate(24, "x", None).unwrap();
+        let b = generate(24, "x", None).unwrap();
         assert_ne!(a.expose_secret(), b.expose_secret());
         assert!(!format!("{a:?}").contains(a.expose_secret()));
     }
@@ -231,7 +210,7 @@ mod tests {
         assert_eq!(forbidden.len(), 1 + MAX_DISPLAY_NAME_CHARS / 4);
         assert!(forbidden.iter().all(|t| t.len() >= MIN_TOKEN_CHARS));
         let started = std::time::Instant::now();
-        let pw = try_generate(16, "p.adams", Some(&hostile)).expect("bounded tokens leave room");
+        let pw = generate(16, "p.adams", Some(&hostile)).expect("bounded tokens leave room");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let lower = pw.expose_secret().to_lowercase();
         assert!(forbidden.iter().all(|t| !lower.contains(t.as_str())));
@@ -252,7 +231,7 @@ mod tests {
             .iter()
             .map(|&b| (b as char).to_string())
             .collect();
-        let Err((error, last)) = draw(20, &forbidden, MAX_ATTEMPTS) else {
+        let Err(error) = draw(20, &forbidden, MAX_ATTEMPTS) else {
             panic!("a candidate without letters or digits")
         };
         assert_eq!(
@@ -263,9 +242,16 @@ mod tests {
                 attempts: MAX_ATTEMPTS
             }
         );
-        assert_eq!(last.expose_secret().len(), 20);
+        // Nothing that could be a candidate (20 characters of the alphabet) is in the text.
         let shown = format!("{error} {error:?} {}", error.help());
-        assert!(!shown.contains(last.expose_secret()), "{shown}");
+        assert!(
+            !shown
+                .split(|c: char| c.is_whitespace())
+                .any(|w| w.len() >= 20
+                    && w.bytes()
+                        .all(|b| SYMBOLS.contains(&b) || b.is_ascii_alphanumeric())),
+            "{shown}"
+        );
         assert!(shown.contains("1000 attempts"), "{shown}");
     }
 }
