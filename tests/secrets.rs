@@ -313,6 +313,20 @@ async fn no_secret_in_any_output_of_a_whole_lifecycle_at_trace_level() {
         contains(&outputs, "trace") || contains(&outputs, "TRACE"),
         "trace logging was not on"
     );
+    // The scan covers the troubleshooting events: each Graph request, the token requests,
+    // each LDAP search and write, each plan decision.
+    for event in [
+        "Graph request answered.",
+        "Token requested.",
+        "LDAP search done.",
+        "LDAP write done.",
+        "Plan decision.",
+    ] {
+        assert!(
+            contains(&outputs, event),
+            "no '{event}' event at trace level"
+        );
+    }
     let files = read_all(w.dir.path());
     for (name, secret) in [
         ("the Graph client secret", SECRET),
