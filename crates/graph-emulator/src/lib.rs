@@ -7,7 +7,8 @@
 //! A separate control API under `/_emulator/...` lets tests and rehearsals accept invitations,
 //! run an Entra Connect cycle against a real AD, inject faults and read the request log.
 //!
-//! This module must never be used by the connector itself; it is a test and rehearsal tool.
+//! It is a test and rehearsal tool: the connector never links it (b2bsync's tests use it as a
+//! dev-dependency), and it imports nothing from the connector.
 
 // Handlers return a finished `Response` as their error value; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
