@@ -15,6 +15,7 @@
 
 mod auth;
 mod batch;
+mod certificate;
 mod connect;
 mod control;
 mod delta;
@@ -25,6 +26,7 @@ mod http;
 mod identity;
 mod invitations;
 mod organization;
+mod request;
 mod server;
 mod tenant;
 mod throttle;
