@@ -52,11 +52,11 @@ fi
 BENCH_PROFILE=${BENCH_PROFILE:-release}
 say "Building b2bsync, the emulator and the LDAP read helper ($BENCH_PROFILE)"
 if [ "$BENCH_PROFILE" = release ]; then
-    cargo build --release --locked --bins --example bench_ldap_read >&2
+    cargo build --release --locked --workspace --bins --example bench_ldap_read >&2
     bin="$root/target/release"
 else
     # a quick smoke run of the harness itself; the figures mean nothing in a debug build
-    cargo build --locked --bins --example bench_ldap_read >&2
+    cargo build --locked --workspace --bins --example bench_ldap_read >&2
     bin="$root/target/debug"
 fi
 

@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say "Building b2bsync and the Graph emulator"
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 
 say "Starting a throwaway Active Directory (Samba AD DC on 127.0.0.1) with partner accounts"
 "$here/lab-up.sh"

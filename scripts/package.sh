@@ -18,14 +18,14 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 echo "package: building the release binary" >&2
-cargo build --locked --release --bin b2bsync >&2
+cargo build --locked --release -p b2bsync --bin b2bsync >&2
 
 echo "package: man pages and shell completions from the CLI definition" >&2
 assets=target/package-assets
 rm -rf "$assets"
-cargo run --locked --release --quiet --example package_assets -- "$assets" >&2
+cargo run --locked --release --quiet -p b2bsync --example package_assets -- "$assets" >&2
 gzip -9n "$assets"/man/*.1
 
 echo "package: cargo deb" >&2
-cargo deb --locked --no-build --quiet --output target/debian/ >&2
+cargo deb -p b2bsync --locked --no-build --quiet --output target/debian/ >&2
 ls -t target/debian/b2bsync_*.deb | head -1

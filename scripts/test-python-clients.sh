@@ -30,8 +30,8 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import msgraph, msa
 fi
 
 emulator="$root/target/debug/graph-emulator"
-if [[ ! -x "$emulator" || -n "$(find "$root/src" -newer "$emulator" -name '*.rs' -print -quit)" ]]; then
-    (cd "$root" && cargo build --quiet --bin graph-emulator)
+if [[ ! -x "$emulator" || -n "$(find "$root/crates/graph-emulator" -newer "$emulator" \( -name '*.rs' -o -name Cargo.toml \) -print -quit)" ]]; then
+    (cd "$root" && cargo build --quiet -p graph-emulator --bin graph-emulator)
 fi
 
 # App certificate for the certificate-credential tests, made now and thrown away afterwards.

@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 step "building b2bsync and graph-emulator"
-cargo build --locked --all-targets
+cargo build --locked --workspace --all-targets
 
 step "headless Chromium for tests/report_html.rs (installed when missing)"
 "$here/install-chromium.sh"
@@ -40,9 +40,9 @@ source "$B2BSYNC_LAB/lab.env"
 failed=0
 step "Rust tests: unit, emulator contract, directory, lifecycle"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast "${extra[@]}" || failed=1
+  cargo nextest run --locked --workspace --no-fail-fast "${extra[@]}" || failed=1
 else
-  cargo test --locked --no-fail-fast "${extra[@]}" || failed=1
+  cargo test --locked --workspace --no-fail-fast "${extra[@]}" || failed=1
 fi
 
 if [ ${#extra[@]} -eq 0 ]; then

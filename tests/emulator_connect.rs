@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use b2bsync::emulator::{self, Options, Tenant, User};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use graph_emulator::{self as emulator, Options, Tenant, User};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use rustls::pki_types::CertificateDer;

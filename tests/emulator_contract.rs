@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use b2bsync::emulator::{self, Options, Running, Tenant, User};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use graph_emulator::{self as emulator, Options, Running, Tenant, User};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use b2bsync::cloud::token::Credential;
 use b2bsync::cloud::{self, Cloud, Error, GraphClient, GraphSettings, LinkKind};
-use b2bsync::emulator::{self, App, Options, Running, Tenant, User};
 use common::hostile::{Answer, Hostile, Plain};
+use graph_emulator::{self as emulator, App, Options, Running, Tenant, User};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};

@@ -6,8 +6,8 @@
 
 mod common;
 
-use b2bsync::emulator::FederatedCredential;
 use common::world::{Partner, Tenancy, World, text, world_with};
+use graph_emulator::FederatedCredential;
 
 fn partners() -> Vec<Partner> {
     vec![Partner::new(

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use b2bsync::emulator::{self, App, Tenant, User};
 use b2bsync::source::{Flavour, LdapDirectory, LdapSettings};
 use common::world::text;
+use graph_emulator::{self as emulator, App, Tenant, User};
 use secrecy::SecretString;
 use serde_json::Value;
 

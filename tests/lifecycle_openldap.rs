@@ -9,9 +9,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use b2bsync::emulator::{self, App, Tenant, User};
 use common::world::text;
 use common::{Server, admin, lab_ca, lab_var, service, unique};
+use graph_emulator::{self as emulator, App, Tenant, User};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use b2bsync::cloud::token::Credential;
 use b2bsync::cloud::{Cloud, GraphClient, GraphSettings, Invitation};
-use b2bsync::emulator::{self, App, Options, Running, Tenant, User};
 use futures_util::StreamExt as _;
+use graph_emulator::{self as emulator, App, Options, Running, Tenant, User};
 use secrecy::SecretString;
 use serde_json::Value;
 

@@ -70,7 +70,7 @@ impl Drop for Hostile {
 impl Hostile {
     /// Starts a server answering every request with `answer(request)`.
     pub async fn start(answer: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Hostile {
-        let (ca_pem, config) = b2bsync::emulator::throwaway_tls().unwrap();
+        let (ca_pem, config) = graph_emulator::throwaway_tls().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

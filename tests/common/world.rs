@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::Output;
 
-use b2bsync::emulator::{self, App, Tenant, User};
 use b2bsync::source::{Directory, SearchScope};
+use graph_emulator::{self as emulator, App, Tenant, User};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -7,13 +7,15 @@
 //! A separate control API under `/_emulator/...` lets tests and rehearsals accept invitations,
 //! run an Entra Connect cycle against a real AD, inject faults and read the request log.
 //!
-//! This module must never be used by the connector itself; it is a test and rehearsal tool.
+//! It is a test and rehearsal tool: the connector never links it (b2bsync's tests use it as a
+//! dev-dependency), and it imports nothing from the connector.
 
 // Handlers return a finished `Response` as their error value; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
 mod auth;
 mod batch;
+mod certificate;
 mod connect;
 mod control;
 mod delta;
@@ -24,6 +26,7 @@ mod http;
 mod identity;
 mod invitations;
 mod organization;
+mod request;
 mod server;
 mod tenant;
 mod throttle;

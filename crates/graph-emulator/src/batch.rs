@@ -11,8 +11,8 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use super::graph::Call;
 use super::http::{BATCH_INNER_HEADER, error_body, graph_error, odata};
+use super::request::Call;
 
 /// The most requests one batch may hold.
 const MAX_REQUESTS: usize = 20;

@@ -1,7 +1,9 @@
 //! The token endpoint and Graph-side authentication (contract §6): client credentials with a
-//! secret (form or HTTP Basic) or a client assertion signed with a registered certificate,
-//! the Entra error bodies, OpenID discovery for MSAL, issuing and checking the emulator's
-//! own access tokens, and the permission table of §6.3.
+//! secret (form or HTTP Basic), a client assertion signed with a registered certificate, or a
+//! federated token from an external issuer (workload identity, such as a Kubernetes service
+//! account token, presented as the client assertion); the Entra error bodies, OpenID
+//! discovery for MSAL, issuing and checking the emulator's own access tokens, and the
+//! permission table of §6.3.
 
 use std::sync::Arc;
 
@@ -15,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha1::Digest;
 
+use super::certificate::certificate_key;
 use super::directory::Emulator;
 use super::http::{Ctx, graph_error, json_response};
+use super::tenant::App;
 
 /// The assertion type of the certificate flow.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -76,13 +80,6 @@ struct AccessClaims {
     ver: String,
 }
 
-/// A registered certificate's thumbprints (raw digests) and public key.
-pub(crate) struct CertificateKey {
-    sha1: Vec<u8>,
-    sha256: Vec<u8>,
-    key: DecodingKey,
-}
-
 /// Decodes a thumbprint header as clients send it: base64url or base64, padded or not
 /// (MSAL Python pads, jsonwebtoken does not).
 fn thumbprint_bytes(text: &str) -> Option<Vec<u8>> {
@@ -96,21 +93,6 @@ fn thumbprint_bytes(text: &str) -> Option<Vec<u8>> {
         })
         .collect();
     URL_SAFE_NO_PAD.decode(normalized).ok()
-}
-
-/// Parses a PEM certificate into its thumbprints (base64url, as `x5t` / `x5t#S256`) and key.
-pub(crate) fn certificate_key(pem: &str) -> Result<CertificateKey, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|err| format!("not a PEM certificate: {err}"))?;
-    let certificate = pem
-        .parse_x509()
-        .map_err(|err| format!("not an X.509 certificate: {err}"))?;
-    let key = DecodingKey::from_rsa_der(&certificate.public_key().subject_public_key.data);
-    Ok(CertificateKey {
-        sha1: sha1::Sha1::digest(&pem.contents).to_vec(),
-        sha256: sha2::Sha256::digest(&pem.contents).to_vec(),
-        key,
-    })
 }
 
 /// An Entra (AADSTS) error response.
@@ -260,8 +242,8 @@ pub(crate) async fn token(
                 "Client assertion type is invalid. Expected 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.",
             );
         }
-        let checked = if super::identity::is_federated(app, assertion) {
-            super::identity::check_federated(&ctx, app, assertion)
+        let checked = if is_federated(app, assertion) {
+            check_federated(&ctx, app, assertion)
         } else {
             check_assertion(&emu, &ctx, &app.app_id, &app.certificates, assertion)
         };
@@ -403,13 +385,7 @@ fn check_assertion(
     let claims: Value = jsonwebtoken::decode::<Value>(assertion, &key.key, &validation)
         .map_err(|_| invalid(700027, &format!("Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{thumbprint}']")))?
         .claims;
-    let text = |name: &str| {
-        claims
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |name: &str| claim_text(&claims, name);
     if !text("iss").eq_ignore_ascii_case(client_id) || !text("sub").eq_ignore_ascii_case(client_id)
     {
         return Err(invalid(
@@ -465,6 +441,91 @@ fn check_assertion(
         ));
     }
     Ok(())
+}
+
+/// A federated token carries no certificate thumbprint, and its issuer is not the app.
+pub(crate) fn is_federated(app: &App, assertion: &str) -> bool {
+    if app.federated_credentials.is_empty() {
+        return false;
+    }
+    jsonwebtoken::decode_header(assertion)
+        .map(|h| h.x5t.is_none() && h.x5t_s256.is_none())
+        .unwrap_or(false)
+}
+
+/// Checks a federated token against the app's federated credentials: signature by the
+/// issuer's key, issuer, subject, audience, and time range.
+pub(crate) fn check_federated(ctx: &Ctx, app: &App, assertion: &str) -> Result<(), Response> {
+    let invalid = |code: u32, message: &str| invalid_client(ctx, code, message);
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| invalid(50027, "JWT token is invalid or malformed."))?;
+    if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256) {
+        return Err(invalid(
+            5002738,
+            "Invalid JWT token. Supported signing algorithms are: 'RS256,PS256'",
+        ));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    let mut last_claims: Option<Value> = None;
+    for credential in &app.federated_credentials {
+        let Ok(key) = DecodingKey::from_rsa_pem(credential.public_key_pem.as_bytes()) else {
+            continue;
+        };
+        let claims = match jsonwebtoken::decode::<Value>(assertion, &key, &validation) {
+            Ok(data) => data.claims,
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                return Err(invalid(
+                    700024,
+                    "Client assertion is not within its valid time range.",
+                ));
+            }
+            Err(_) => continue,
+        };
+        let text = |name: &str| claim_text(&claims, name);
+        let audiences: Vec<String> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if text("iss") == credential.issuer
+            && text("sub") == credential.subject
+            && audiences.iter().any(|a| credential.audiences.contains(a))
+        {
+            return Ok(());
+        }
+        last_claims = Some(claims);
+    }
+    let show = |name: &str| {
+        last_claims
+            .as_ref()
+            .and_then(|c| c.get(name))
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    Err(invalid(
+        70021,
+        &format!(
+            "No matching federated identity record found for presented assertion. Assertion Issuer: '{}'. Assertion Subject: '{}'. Assertion Audience: '{}'.",
+            show("iss"),
+            show("sub"),
+            show("aud")
+        ),
+    ))
+}
+
+/// A string claim of an assertion, or `""` when it is missing or not a string.
+fn claim_text(claims: &Value, name: &str) -> String {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Issues an access token for the app.

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::auth::{INVITE, WRITE_USERS};
 use super::directory::{Entry, InvitationRecord, lock, now_graph, proxy_address};
-use super::graph::{Call, percent_encode};
 use super::http::{LogExtra, graph_error, odata};
+use super::request::{Call, percent_encode};
 use super::tenant::{ObjectIdentity, User};
 use super::users::{denied, not_found};
 

@@ -294,7 +294,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::emulator::Tenant;
+    use crate::Tenant;
 
     fn tenant() -> Tenant {
         Tenant {

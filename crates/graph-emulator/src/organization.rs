@@ -10,8 +10,8 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::directory::lock;
-use super::graph::Call;
 use super::http::{graph_error, odata};
+use super::request::Call;
 use super::users::denied;
 
 /// `GET /organization`: Organization.Read.All is the least privileged application permission.

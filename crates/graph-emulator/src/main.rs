@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use b2bsync::emulator::{self, Options, Tenant};
 use clap::Parser;
+use graph_emulator::{Options, Tenant};
 
 /// Serve the Microsoft Graph emulator (token endpoint, /v1.0 users, invitations, delta,
 /// $batch, throttling) with a generated certificate.
@@ -28,10 +28,10 @@ struct Args {
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
     /// The Graph resource tokens are issued for.
-    #[arg(long, default_value = emulator::DEFAULT_GRAPH_RESOURCE)]
+    #[arg(long, default_value = graph_emulator::DEFAULT_GRAPH_RESOURCE)]
     graph_resource: String,
     /// The login base accepted in client-assertion audiences (besides the emulator's own URL).
-    #[arg(long, default_value = emulator::DEFAULT_LOGIN_BASE)]
+    #[arg(long, default_value = graph_emulator::DEFAULT_LOGIN_BASE)]
     login_base: String,
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, default_value_t = 3599)]
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // The emulator's own errors already name their cause; others print their chain.
-            match err.downcast_ref::<b2bsync::emulator::Error>() {
+            match err.downcast_ref::<graph_emulator::Error>() {
                 Some(e) => {
                     eprintln!("graph-emulator: error: {e}");
                     eprintln!("help: {}", e.help());
@@ -82,7 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         opts.graph_resource = args.graph_resource;
         opts.login_base = args.login_base;
         opts.token_lifetime_secs = args.token_lifetime;
-        let running = emulator::spawn(opts).await?;
+        let running = graph_emulator::spawn(opts).await?;
         std::fs::write(&args.ca_out, &running.ca_pem)
             .with_context(|| format!("writing the CA to {}", args.ca_out.display()))?;
         println!(

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::auth::{READ_USERS, WRITE_USERS};
 use super::directory::{default_properties, lock};
 use super::filter::{self, FilterError, Need};
-use super::graph::{Call, Query, eventual, parse_select};
 use super::http::{Ctx, graph_error, odata};
+use super::request::{Call, Query, eventual, parse_select};
 use super::tenant::User;
 
 /// Default page size of `/users`.

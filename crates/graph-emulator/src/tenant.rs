@@ -237,7 +237,7 @@ impl Tenant {
                 )));
             }
             for (cert_index, pem) in app.certificates.iter().enumerate() {
-                if let Err(err) = super::auth::certificate_key(pem) {
+                if let Err(err) = super::certificate::certificate_key(pem) {
                     return Err(invalid(format!(
                         "apps[{index}] ('{}') certificates[{cert_index}]: {err}",
                         app.app_id

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::auth::READ_USERS;
 use super::directory::{canonical_property, default_properties, lock};
 use super::filter::{self, Expr, Op};
-use super::graph::{Call, percent_encode};
 use super::http::{graph_error, odata};
+use super::request::{Call, percent_encode};
 use super::users::{context_url, denied};
 
 /// The annotation of a deleted user in a delta round.
