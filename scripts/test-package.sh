@@ -17,7 +17,7 @@ export B2BSYNC_LAB=${B2BSYNC_LAB:-/tmp/b2bsync-lab}
 source "$B2BSYNC_LAB/lab.env"
 work="$B2BSYNC_LAB/package"
 port=${PACKAGE_TEST_PORT:-8643}
-unit=/lib/systemd/system/b2bsync.service
+unit=/usr/lib/systemd/system/b2bsync.service
 creds=/run/credentials/b2bsync.service
 
 fails=0
@@ -62,7 +62,7 @@ expect_mode /etc/b2bsync/mappings/partners.toml "640 root:b2bsync"
 expect_mode /etc/b2bsync/credentials "700 root:root"
 expect_mode /var/lib/b2bsync "700 b2bsync:b2bsync"
 expect_mode "$unit" "644 root:root"
-expect_mode /lib/systemd/system/b2bsync.timer "644 root:root"
+expect_mode /usr/lib/systemd/system/b2bsync.timer "644 root:root"
 expect "the timer is not enabled" bash -c "! ls /etc/systemd/system/timers.target.wants/b2bsync.timer 2>/dev/null"
 expect "the man page names the commands" bash -c "zcat /usr/share/man/man1/b2bsync.1.gz | grep -q 'b2bsync\\\\-run'"
 expect "a man page per command" test -s /usr/share/man/man1/b2bsync-run.1.gz
@@ -72,7 +72,7 @@ expect "fish completion installed" test -s /usr/share/fish/vendor_completions.d/
 expect "the installed binary answers --version" /usr/bin/b2bsync --version
 
 echo "== systemd-analyze"
-if systemd-analyze verify "$unit" /lib/systemd/system/b2bsync.timer > "$work/verify.out" 2>&1; then
+if systemd-analyze verify "$unit" /usr/lib/systemd/system/b2bsync.timer > "$work/verify.out" 2>&1; then
   ok "systemd-analyze verify: both units"
 else
   cat "$work/verify.out"; bad "systemd-analyze verify"
