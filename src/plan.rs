@@ -27,9 +27,8 @@ use sha2::{Digest, Sha256};
 use crate::join::{JoinOutcome, Joined};
 use crate::mapping::{
     AddressProblem, InvitationSettings, MappedAccount, Mapping, MappingSet, Protection, UserType,
-    hex,
 };
-use crate::model::{AccountKind, CloudUser, Lifecycle, Progress};
+use crate::model::{AccountKey, AccountKind, CloudUser, Email, Lifecycle, Progress, lowercase};
 
 /// Version of the plan's JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -509,73 +508,6 @@ pub struct Plan {
     pub summary: Summary,
 }
 
-/// Why an address is not acceptable as `invitedUserEmailAddress`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
-    #[error("it is empty")]
-    Empty,
-    #[error("it is longer than 254 characters")]
-    TooLong,
-    #[error("it contains non-ASCII characters (use normalize_diacritics())")]
-    NonAscii,
-    #[error("it contains whitespace or control characters")]
-    Whitespace,
-    #[error("it must contain exactly one `@`")]
-    At,
-    #[error("the part before `@` is empty or longer than 64 characters")]
-    LocalLength,
-    #[error("the character `{0}` is not allowed")]
-    Forbidden(char),
-    #[error("`.` and `-` may not start or end the user name, nor `.` repeat")]
-    Dots,
-    #[error("`{0}` is not a valid domain")]
-    Domain(String),
-}
-
-/// Checks an address against the `invitedUserEmailAddress` rules (Graph invitation resource):
-/// none of `~ ! # $ % ^ & * ( ) + = [ ] { } \ / | ; : " < > ? ,`; `.` and `-` anywhere in the
-/// user name except first or last; `_` anywhere; plus a well-formed DNS domain.
-pub fn check_address(address: &str) -> Result<(), AddressError> {
-    const FORBIDDEN: &str = "~!#$%^&*()+=[]{}\\/|;:\"<>?,";
-    if address.is_empty() {
-        return Err(AddressError::Empty);
-    }
-    if address.len() > 254 {
-        return Err(AddressError::TooLong);
-    }
-    if !address.is_ascii() {
-        return Err(AddressError::NonAscii);
-    }
-    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(AddressError::Whitespace);
-    }
-    if let Some(c) = address.chars().find(|c| FORBIDDEN.contains(*c)) {
-        return Err(AddressError::Forbidden(c));
-    }
-    let (local, domain) = match address.split_once('@') {
-        Some((l, d)) if !d.contains('@') => (l, d),
-        _ => return Err(AddressError::At),
-    };
-    if local.is_empty() || local.len() > 64 {
-        return Err(AddressError::LocalLength);
-    }
-    if local.starts_with(['.', '-']) || local.ends_with(['.', '-']) || local.contains("..") {
-        return Err(AddressError::Dots);
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if labels.len() < 2 || !labels.iter().all(label_ok) {
-        return Err(AddressError::Domain(domain.to_string()));
-    }
-    Ok(())
-}
-
 fn eq_ci(a: Option<&str>, b: &str) -> bool {
     a.is_some_and(|a| a.trim().eq_ignore_ascii_case(b))
 }
@@ -588,7 +520,7 @@ fn address_key(a: &str) -> Cow<'_, str> {
         Some(p) if p.eq_ignore_ascii_case("smtp:") => &a[5..],
         _ => a,
     };
-    crate::mapping::eval::lowercase(a)
+    lowercase(a)
 }
 
 fn parse_time(s: Option<&str>) -> Option<Timestamp> {
@@ -646,7 +578,7 @@ struct Context<'a> {
     holders: OnceCell<Vec<(Cow<'a, str>, &'a str, &'static str)>>,
     /// Address key → the accounts mapping to it, (key, a name an admin recognizes), for the
     /// addresses that several accounts map to.
-    claims: HashMap<String, Vec<(String, String)>>,
+    claims: HashMap<String, Vec<(AccountKey, String)>>,
 }
 
 /// Computes the plan. Pure: no I/O, no clock (`now` is an input), no randomness.
@@ -785,7 +717,7 @@ fn holders<'a>(
 
 /// The addresses that several accounts map to, each with those accounts (key and a name an
 /// admin recognizes), in account order.
-fn shared_addresses(accounts: &[MappedAccount]) -> HashMap<String, Vec<(String, String)>> {
+fn shared_addresses(accounts: &[MappedAccount]) -> HashMap<String, Vec<(AccountKey, String)>> {
     let mut claims: Vec<(Cow<'_, str>, usize)> = accounts
         .iter()
         .enumerate()
@@ -837,7 +769,7 @@ fn fingerprint(mappings: &[MappingRef], actions: &[Action], accounts: &[AccountO
             &(&o.key, o.state, o.next, &o.cloud_id, &o.address, codes),
         );
     }
-    hex(&h.0.finalize())
+    format!("{:x}", h.0.finalize())
 }
 
 impl Context<'_> {
@@ -932,18 +864,18 @@ impl Context<'_> {
     /// the account's key, mapping name, DN, account name and address instead of copying them.
     fn decide(&self, m: MappedAccount, join: &JoinOutcome) -> (AccountOutcome, Vec<Op>) {
         let (mut out, ops) = self.decide_account(&m, join);
-        out.key = m.key;
+        out.key = m.key.to_string();
         out.mapping = m.mapping;
         out.dn = m.account.dn;
         out.account_name = m.account.account_name;
-        out.address = m.address.ok().filter(|a| check_address(a).is_ok());
+        out.address = m.address.ok().filter(|a| Email::parse(a).is_ok());
         (out, ops)
     }
 
     /// [`Context::decide`], leaving the fields it moves in empty.
     fn decide_account(&self, m: &MappedAccount, join: &JoinOutcome) -> (AccountOutcome, Vec<Op>) {
         let mapping = self.mappings.get(&m.mapping);
-        let prev = self.progress.get(&m.key);
+        let prev = self.progress.get(&m.key.to_string());
         let recorded = recorded_stage(prev);
         let mut out = AccountOutcome {
             key: String::new(),
@@ -1145,8 +1077,8 @@ impl Context<'_> {
             }
             Ok(addr) => {
                 let before = reasons.len();
-                self.address_reasons(&m.key, user, addr, &mut reasons);
-                (reasons.len() == before).then_some(addr.clone())
+                let email = self.address_reasons(&m.key, user, addr, &mut reasons);
+                email.filter(|_| reasons.len() == before)
             }
         };
         let Some(address) = address.filter(|_| reasons.is_empty()) else {
@@ -1155,7 +1087,7 @@ impl Context<'_> {
 
         let mut ops = Vec::new();
         let invite = |ops: &mut Vec<Op>, out: &mut AccountOutcome| {
-            let inv = self.invitation(mapping, &user.id, &address, 1);
+            let inv = self.invitation(mapping, &user.id, address.as_str(), 1);
             if !inv.send_message {
                 out.warnings.push(Context::warn(Warning::NoInvitationEmail));
             }
@@ -1173,15 +1105,15 @@ impl Context<'_> {
             AccountKind::Synced => {
                 // AD is the source of authority: the address must be in AD `mail` too, or
                 // the next Entra Connect cycle would overwrite the cloud `mail` again.
-                if !eq_ci(m.account.mail.as_deref(), &address) {
+                if !address.is_in(m.account.mail.as_deref()) {
                     out.state = Lifecycle::NeedsAddress;
                     out.next = Lifecycle::AwaitingSync;
                     ops.push(Op::SetDirectoryMail {
                         dn: m.account.dn.clone(),
                         from: m.account.mail.clone(),
-                        to: address.clone(),
+                        to: address.to_string(),
                     });
-                } else if eq_ci(user.mail.as_deref(), &address) {
+                } else if address.is_in(user.mail.as_deref()) {
                     out.state = Lifecycle::Ready;
                     invite(&mut ops, &mut out);
                 } else {
@@ -1204,22 +1136,22 @@ impl Context<'_> {
                     },
                     |m| m.write,
                 );
-                let has_other = user.other_mails.iter().any(|x| eq_ci(Some(x), &address));
-                let has_mail = eq_ci(user.mail.as_deref(), &address);
+                let has_other = user.other_mails.iter().any(|x| address.is(x));
+                let has_mail = address.is_in(user.mail.as_deref());
                 let need_other = w.cloud_only_other_mails && !has_other;
                 let need_mail = w.cloud_only_mail && !has_mail;
                 if need_other || need_mail {
                     out.state = Lifecycle::NeedsAddress;
                     let mut to = user.other_mails.clone();
                     if need_other {
-                        to.push(address.clone());
+                        to.push(address.to_string());
                     }
                     ops.push(Op::SetCloudAddress {
                         user_id: user.id.clone(),
                         other_mails_from: user.other_mails.clone(),
                         other_mails_to: need_other.then_some(to),
                         mail_from: user.mail.clone(),
-                        mail_to: need_mail.then(|| address.clone()),
+                        mail_to: need_mail.then(|| address.to_string()),
                     });
                 } else {
                     out.state = Lifecycle::Ready;
@@ -1237,29 +1169,30 @@ impl Context<'_> {
     }
 
     /// The address preconditions: valid, not in a verified domain, not held by another
-    /// object, not mapped for another account.
+    /// object, not mapped for another account. The address, when it is valid.
     fn address_reasons(
         &self,
-        key: &str,
+        key: &AccountKey,
         user: &CloudUser,
         addr: &str,
         reasons: &mut Vec<BlockReason>,
-    ) {
-        if let Err(e) = check_address(addr) {
-            reasons.push(BlockReason::InvalidAddress {
-                address: addr.to_string(),
-                problem: e.to_string(),
-            });
-            return;
-        }
-        let domain = addr
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_lowercase())
-            .unwrap_or_default();
-        if let Some(v) = self.tenant.verified_domains.iter().find(|v| {
-            let v = v.to_lowercase();
-            domain == v || domain.ends_with(&format!(".{v}"))
-        }) {
+    ) -> Option<Email> {
+        let email = match Email::parse(addr) {
+            Ok(email) => email,
+            Err(e) => {
+                reasons.push(BlockReason::InvalidAddress {
+                    address: addr.to_string(),
+                    problem: e.to_string(),
+                });
+                return None;
+            }
+        };
+        if let Some(v) = self
+            .tenant
+            .verified_domains
+            .iter()
+            .find(|v| email.is_in_domain(v))
+        {
             reasons.push(BlockReason::AddressInVerifiedDomain {
                 address: addr.to_string(),
                 domain: v.clone(),
@@ -1295,6 +1228,7 @@ impl Context<'_> {
                 });
             }
         }
+        Some(email)
     }
 
     /// An invited account: re-invite when due, warn when pending long.
@@ -1348,7 +1282,7 @@ impl Context<'_> {
                 }));
             return;
         }
-        let Some(email) = email.filter(|e| check_address(e).is_ok()) else {
+        let Some(email) = email.and_then(|e| Email::parse(&e).ok()) else {
             out.warnings
                 .push(Context::warn(Warning::ReinviteImpossible {
                     why: "the cloud user shows no valid external address".to_string(),
@@ -1358,7 +1292,7 @@ impl Context<'_> {
         ops.push(Op::Reinvite(self.invitation(
             mapping,
             &user.id,
-            &email,
+            email.as_str(),
             sent + 1,
         )));
     }

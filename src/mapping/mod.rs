@@ -556,34 +556,8 @@ impl MappingSet {
             h.update([0]);
             h.update(m.fingerprint.as_bytes());
         }
-        hex(&h.finalize())
+        format!("{:x}", h.finalize())
     }
-}
-
-/// Lower-case hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Normalizes a DN for comparison: lower case, no spaces around `,` and `=`.
-pub fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("=")
-                .to_lowercase()
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Whether `dn` is `base` or under it (normalized, case-insensitive).
-pub fn dn_under(dn: &str, base: &str) -> bool {
-    let dn = normalize_dn(dn);
-    let base = normalize_dn(base);
-    dn == base || dn.ends_with(&format!(",{base}"))
 }
 
 fn looks_like_dn(s: &str) -> bool {
@@ -1001,7 +975,7 @@ impl<'a> Loader<'a> {
             write,
             invitation,
             per_domain,
-            fingerprint: hex(&hasher.finalize()),
+            fingerprint: format!("{:x}", hasher.finalize()),
             warnings: self.warnings,
             tables,
             env,
@@ -1133,7 +1107,7 @@ impl<'a> Loader<'a> {
             }
         }
         if let Some(cc) = &raw.cc
-            && let Err(problem) = crate::plan::check_address(cc.get_ref())
+            && let Err(problem) = crate::model::Email::parse(cc.get_ref())
         {
             self.error(
                 cc,
