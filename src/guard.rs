@@ -187,20 +187,7 @@ mod tests {
     use crate::plan::{AccountOutcome, Summary};
 
     fn plan_with(scope: usize, actions: &[(Category, usize)]) -> Plan {
-        let outcome = AccountOutcome {
-            key: String::new(),
-            mapping: String::new(),
-            dn: String::new(),
-            account_name: None,
-            kind: None,
-            cloud_id: None,
-            address: None,
-            state: Lifecycle::Ready,
-            stage: Lifecycle::Ready,
-            next: Lifecycle::Ready,
-            reasons: vec![],
-            warnings: vec![],
-        };
+        let outcome = AccountOutcome::undecided(Lifecycle::Ready, Lifecycle::Ready);
         Plan {
             schema_version: 1,
             generated_at: String::new(),

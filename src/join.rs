@@ -195,7 +195,7 @@ fn outcomes(accounts: &[MappedAccount], users: &[CloudUser]) -> Vec<JoinOutcome>
                     accounts: claimants
                         .iter()
                         .filter(|x| **x != a)
-                        .map(|x| accounts[*x].key.clone())
+                        .map(|x| accounts[*x].key.to_string())
                         .collect(),
                 },
                 None => JoinOutcome::Joined {
@@ -216,10 +216,11 @@ mod tests {
     use super::*;
     use crate::mapping::eval::normalize_key;
     use crate::mapping::{AccountFacts, AddressProblem, JoinKey};
+    use crate::model::{AccountKey, Dn};
 
     fn account(key: &str, keys: &[(CloudProperty, &str, bool)]) -> MappedAccount {
         MappedAccount {
-            key: key.to_string(),
+            key: AccountKey::Dn(Dn::new(key)),
             mapping: "m".to_string(),
             also_in: vec![],
             account: AccountFacts {
@@ -313,14 +314,14 @@ mod tests {
             j.outcomes[1],
             JoinOutcome::SharedUser {
                 user_id: "u3".into(),
-                accounts: vec!["c".into()]
+                accounts: vec!["dn:c".into()]
             }
         );
         assert_eq!(
             j.outcomes[2],
             JoinOutcome::SharedUser {
                 user_id: "u3".into(),
-                accounts: vec!["b".into()]
+                accounts: vec!["dn:b".into()]
             }
         );
     }

@@ -1,11 +1,17 @@
-//! The plain data every pipeline stage shares: on-premises accounts, cloud users, anchors,
-//! lifecycle states and the per-account progress that the state store remembers.
+//! The plain data every pipeline stage shares: on-premises accounts, cloud users, lifecycle
+//! states and the per-account progress that the state store remembers, and the identity
+//! values they are compared by: [`Anchor`], [`Dn`] (normalized, [`Dn::is_under`]),
+//! [`AccountKey`] (an anchor or a DN; as text exactly the key the state store and the plan
+//! hold) and [`Email`] (parsed once against Graph's address rules, case-insensitive), as
+//! lldap's case-insensitive newtypes are.
 //!
 //! Nothing here does I/O. `source` builds [`SourceAccount`]s, `cloud` builds [`CloudUser`]s,
 //! `state` loads and saves [`Progress`]; `join`, `mapping` and `plan` only read them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -97,6 +103,321 @@ impl Anchor {
 impl fmt::Display for Anchor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The comparison form of text that compares case-insensitively (addresses, join values,
+/// DNs): `value.to_lowercase()`, borrowing `value` when that changes nothing.
+pub(crate) fn lowercase(value: &str) -> Cow<'_, str> {
+    // `str::to_lowercase` changes nothing when no character has another lower case (its one
+    // context rule, final sigma, only concerns `Σ`, which has).
+    let unchanged = value.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() == Some(c) && lower.next().is_none()
+    });
+    if unchanged {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(value.to_lowercase())
+    }
+}
+
+/// A distinguished name in comparison form: lower case, no spaces around `,` and `=`. Two
+/// spellings of one DN are equal; [`Dn::is_under`] respects RDN boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dn(String);
+
+impl Dn {
+    /// The comparison form of a DN as written or read.
+    pub fn new(text: &str) -> Self {
+        Dn(text
+            .split(',')
+            .map(|rdn| {
+                rdn.split('=')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("=")
+                    .to_lowercase()
+            })
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
+    /// The normalized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this DN is `base` or an entry below it: `base` must match whole RDNs, so
+    /// `OU=XPartners,DC=x` is not under `OU=Partners,DC=x`.
+    pub fn is_under(&self, base: &Dn) -> bool {
+        match self.0.strip_suffix(base.0.as_str()) {
+            Some("") => true,
+            Some(rest) => rest.ends_with(','),
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for Dn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The key an account has in the state store, the plan and the journal: its anchor, or for a
+/// directory without anchors its normalized DN. As text: the anchor's base64, or `dn:` and
+/// the DN; it sorts (and compares) as that text does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccountKey {
+    Anchor(Anchor),
+    Dn(Dn),
+}
+
+impl AccountKey {
+    /// The key of an account read from the directory.
+    pub fn of(account: &SourceAccount) -> Self {
+        AccountKey::from_parts(account.anchor(), &account.dn)
+    }
+
+    /// The key of an account known by its anchor (if any) and its DN.
+    pub fn from_parts(anchor: Option<&Anchor>, dn: &str) -> Self {
+        match anchor {
+            Some(a) => AccountKey::Anchor(a.clone()),
+            None => AccountKey::Dn(Dn::new(dn)),
+        }
+    }
+
+    /// The anchor, for an account that has one.
+    pub fn anchor(&self) -> Option<&Anchor> {
+        match self {
+            AccountKey::Anchor(a) => Some(a),
+            AccountKey::Dn(_) => None,
+        }
+    }
+
+    /// The key's text, byte by byte, without building it.
+    fn text(&self) -> impl Iterator<Item = u8> + '_ {
+        let (prefix, rest) = match self {
+            AccountKey::Anchor(a) => ("", a.as_str()),
+            AccountKey::Dn(d) => (DN_KEY_PREFIX, d.as_str()),
+        };
+        prefix.bytes().chain(rest.bytes())
+    }
+}
+
+/// What starts the key of an account without an anchor.
+const DN_KEY_PREFIX: &str = "dn:";
+
+impl Ord for AccountKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (AccountKey::Anchor(a), AccountKey::Anchor(b)) => a.as_str().cmp(b.as_str()),
+            (AccountKey::Dn(a), AccountKey::Dn(b)) => a.cmp(b),
+            _ => self.text().cmp(other.text()),
+        }
+    }
+}
+
+impl PartialOrd for AccountKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountKey::Anchor(a) => f.write_str(a.as_str()),
+            AccountKey::Dn(d) => write!(f, "{DN_KEY_PREFIX}{d}"),
+        }
+    }
+}
+
+/// Why a text is not an [`AccountKey`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is neither an anchor (base64) nor `dn:` and a DN")]
+pub struct BadAccountKey(String);
+
+impl FromStr for AccountKey {
+    type Err = BadAccountKey;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.strip_prefix(DN_KEY_PREFIX) {
+            Some(dn) => Ok(AccountKey::Dn(Dn::new(dn))),
+            None => Anchor::from_base64(text)
+                .map(AccountKey::Anchor)
+                .ok_or_else(|| BadAccountKey(text.to_string())),
+        }
+    }
+}
+
+impl Serialize for AccountKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why an address is not acceptable as `invitedUserEmailAddress`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than 254 characters")]
+    TooLong,
+    #[error("it contains non-ASCII characters (use normalize_diacritics())")]
+    NonAscii,
+    #[error("it contains whitespace or control characters")]
+    Whitespace,
+    #[error("it must contain exactly one `@`")]
+    At,
+    #[error("the part before `@` is empty or longer than 64 characters")]
+    LocalLength,
+    #[error("the character `{0}` is not allowed")]
+    Forbidden(char),
+    #[error("`.` and `-` may not start or end the user name, nor `.` repeat")]
+    Dots,
+    #[error("`{0}` is not a valid domain")]
+    Domain(String),
+}
+
+/// An external address that Graph accepts as `invitedUserEmailAddress`, kept as written and
+/// compared case-insensitively (it is ASCII, so ASCII case is all the case it has).
+#[derive(Debug, Clone)]
+pub struct Email(String);
+
+impl Email {
+    /// Checks an address against the `invitedUserEmailAddress` rules (Graph invitation
+    /// resource): none of `~ ! # $ % ^ & * ( ) + = [ ] { } \ / | ; : " < > ? ,`; `.` and `-`
+    /// anywhere in the user name except first or last; `_` anywhere; plus a well-formed DNS
+    /// domain.
+    pub fn parse(address: &str) -> Result<Email, AddressError> {
+        const FORBIDDEN: &str = "~!#$%^&*()+=[]{}\\/|;:\"<>?,";
+        if address.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        if address.len() > 254 {
+            return Err(AddressError::TooLong);
+        }
+        if !address.is_ascii() {
+            return Err(AddressError::NonAscii);
+        }
+        if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(AddressError::Whitespace);
+        }
+        if let Some(c) = address.chars().find(|c| FORBIDDEN.contains(*c)) {
+            return Err(AddressError::Forbidden(c));
+        }
+        let (local, domain) = match address.split_once('@') {
+            Some((l, d)) if !d.contains('@') => (l, d),
+            _ => return Err(AddressError::At),
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(AddressError::LocalLength);
+        }
+        if local.starts_with(['.', '-']) || local.ends_with(['.', '-']) || local.contains("..") {
+            return Err(AddressError::Dots);
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        let label_ok = |l: &&str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if labels.len() < 2 || !labels.iter().all(label_ok) {
+            return Err(AddressError::Domain(domain.to_string()));
+        }
+        Ok(Email(address.to_string()))
+    }
+
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `text` (a directory or cloud value, trimmed) is this address.
+    pub fn is(&self, text: &str) -> bool {
+        text.trim().eq_ignore_ascii_case(&self.0)
+    }
+
+    /// Whether `text` is present and is this address.
+    pub fn is_in(&self, text: Option<&str>) -> bool {
+        text.is_some_and(|t| self.is(t))
+    }
+
+    /// Whether the address is in `domain` or one of its subdomains.
+    pub fn is_in_domain(&self, domain: &str) -> bool {
+        let (_, own) = self.0.rsplit_once('@').unwrap_or_default();
+        let own = own.to_ascii_lowercase();
+        let domain = domain.to_lowercase();
+        own == domain || own.ends_with(&format!(".{domain}"))
+    }
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for Email {}
+
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_ascii_lowercase().hash(state);
+    }
+}
+
+impl Ord for Email {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let lower = |e: &Email| {
+            e.0.bytes()
+                .map(|b| b.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        lower(self).cmp(&lower(other))
+    }
+}
+
+impl PartialOrd for Email {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Email {
+    type Err = AddressError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Email::parse(text)
+    }
+}
+
+impl Serialize for Email {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Email::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -496,6 +817,68 @@ mod tests {
             Some("a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90")
         );
         assert_eq!(Anchor::from_base64(anchor.as_str()), Some(anchor));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lowercase_equals_to_lowercase(s in "\\PC{0,24}") {
+            let lower = lowercase(&s);
+            proptest::prop_assert_eq!(lower.as_ref(), s.to_lowercase());
+        }
+    }
+
+    #[test]
+    fn dn_is_under_whole_rdns_only() {
+        let base = Dn::new("OU=Partners,DC=corp,DC=example");
+        assert!(Dn::new("ou=partners, dc=corp, dc=example").is_under(&base));
+        assert!(Dn::new("CN=Ana,OU=Partners,DC=corp,DC=example").is_under(&base));
+        assert!(!Dn::new("CN=Ana,OU=XPartners,DC=corp,DC=example").is_under(&base));
+        // An RDN value may hold `=` unescaped (RFC 4514); comparing the text's end alone
+        // (what `pipeline::reads::confirm` did) took this one for an entry under the base.
+        let odd = Dn::new("CN=Ana,OU=Old OU=Partners,DC=corp,DC=example");
+        assert!(odd.as_str().ends_with(base.as_str()));
+        assert!(!odd.is_under(&base));
+        assert!(!base.is_under(&Dn::new("CN=Ana,OU=Partners,DC=corp,DC=example")));
+    }
+
+    #[test]
+    fn account_key_reads_back_its_text_and_sorts_as_it() {
+        let anchor = AccountKey::Anchor(Anchor::from_bytes(&[0x75; 16]));
+        let low = AccountKey::Anchor(Anchor::from_bytes(&[0x10; 16]));
+        let dn = AccountKey::from_parts(None, "CN=Bob , OU=P,DC=x");
+        assert_eq!(dn.to_string(), "dn:cn=bob,ou=p,dc=x");
+        for key in [&anchor, &low, &dn] {
+            assert_eq!(&key.to_string().parse::<AccountKey>().unwrap(), key);
+            let json = serde_json::to_string(key).unwrap();
+            assert_eq!(json, format!("\"{key}\""));
+            assert_eq!(&serde_json::from_str::<AccountKey>(&json).unwrap(), key);
+        }
+        let mut keys = [anchor.clone(), dn.clone(), low.clone()];
+        keys.sort();
+        let mut texts: Vec<String> = [&anchor, &dn, &low].iter().map(|k| k.to_string()).collect();
+        texts.sort();
+        assert_eq!(
+            keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            texts
+        );
+        assert!("not base64!".parse::<AccountKey>().is_err());
+    }
+
+    #[test]
+    fn email_is_parsed_once_and_compares_without_case() {
+        let e = Email::parse("Ana.Lopez@Fabrikam.example").unwrap();
+        assert_eq!(e, Email::parse("ana.lopez@fabrikam.example").unwrap());
+        assert_eq!(e.to_string(), "Ana.Lopez@Fabrikam.example");
+        assert!(e.is(" ana.lopez@FABRIKAM.example "));
+        assert!(e.is_in_domain("fabrikam.EXAMPLE"));
+        assert!(!e.is_in_domain("brikam.example"));
+        assert_eq!(Email::parse("a b@x.example"), Err(AddressError::Whitespace));
+        assert_eq!(Email::parse("a@b@x.example"), Err(AddressError::At));
+        assert_eq!(Email::parse(".a@x.example"), Err(AddressError::Dots));
+        assert_eq!(
+            Email::parse("a@localhost"),
+            Err(AddressError::Domain("localhost".into()))
+        );
     }
 
     #[test]

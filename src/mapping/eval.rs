@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use minijinja::value::{Value, ValueKind};
 use serde::{Deserialize, Serialize};
 
-use super::{AnchorAttribute, CloudProperty, Mapping, MappingSet, dn_under, expr, normalize_dn};
-use crate::model::SourceAccount;
+use super::{AnchorAttribute, CloudProperty, Mapping, MappingSet, expr};
+use crate::model::{AccountKey, Anchor, Dn, SourceAccount, lowercase};
 
 /// A value an account is joined by: cloud users whose `property` equals `value`
 /// (case-insensitive; `value` is lower case) are candidates.
@@ -77,8 +77,8 @@ impl From<SourceAccount> for AccountFacts {
 /// One in-scope account with everything its mapping says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedAccount {
-    /// The state-store key: the anchor (base64), or `dn:` and the normalized DN.
-    pub key: String,
+    /// The state-store key: the anchor, or the normalized DN.
+    pub key: AccountKey,
     /// The mapping whose scope holds the account (the first by name if several do).
     pub mapping: String,
     /// Other mappings whose scope also holds it; not empty means blocked.
@@ -91,14 +91,6 @@ pub struct MappedAccount {
     pub protection: Vec<Protection>,
     /// An expression (`scope.when`, `join.cloud_only.source`) failed for this account.
     pub mapping_error: Option<String>,
-}
-
-/// The state-store key of an account: its anchor, else its normalized DN.
-pub fn account_key(account: &SourceAccount) -> String {
-    match account.anchor() {
-        Some(a) => a.as_str().to_string(),
-        None => format!("dn:{}", normalize_dn(&account.dn)),
-    }
 }
 
 /// The values of an attribute by the mapping's name: from `attributes` (case-insensitive),
@@ -165,7 +157,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 fn matches_entry(entry: &str, account: &SourceAccount) -> bool {
     if entry.contains('=') {
-        normalize_dn(entry) == normalize_dn(&account.dn)
+        Dn::new(entry) == Dn::new(&account.dn)
     } else {
         account
             .account_name
@@ -210,7 +202,8 @@ impl<'m> Compiled<'m> {
     /// Whether the account is in this mapping's scope.
     fn scope(&self, account: &SourceAccount) -> InScope {
         let m = self.mapping;
-        if !m.scope.base_dns.iter().any(|b| dn_under(&account.dn, b)) {
+        let dn = Dn::new(&account.dn);
+        if !m.scope.base_dns.iter().any(|b| dn.is_under(&Dn::new(b))) {
             return InScope::No;
         }
         if !m.scope.allow.is_empty() && !m.scope.allow.iter().any(|e| matches_entry(e, account)) {
@@ -236,7 +229,7 @@ impl<'m> Compiled<'m> {
     /// only the [`AccountFacts`].
     fn map(
         &self,
-        key: String,
+        key: AccountKey,
         names: Vec<String>,
         account: SourceAccount,
         failure: Option<String>,
@@ -296,8 +289,8 @@ impl<'m> Compiled<'m> {
             protection.push(Protection::AdminCount);
         }
         for g in &m.scope.protected_groups {
-            let g_norm = normalize_dn(g);
-            if account.member_of.iter().any(|d| normalize_dn(d) == g_norm) {
+            let group = Dn::new(g);
+            if account.member_of.iter().any(|d| Dn::new(d) == group) {
                 protection.push(Protection::ProtectedGroup { group: g.clone() });
             }
         }
@@ -341,11 +334,11 @@ pub fn map_accounts(
 
     // (key, index into `found`, failure of `scope.when`) of every account in scope; the
     // others are dropped at once.
-    let mut in_scope: Vec<(String, usize, Option<String>)> = Vec::new();
+    let mut in_scope: Vec<(AccountKey, usize, Option<String>)> = Vec::new();
     for (i, slot) in found.iter_mut().enumerate() {
         let (name, account) = &*slot;
         match compiled.get(name.as_str()).map(|c| c.scope(account)) {
-            Some(InScope::Yes { failure }) => in_scope.push((account_key(account), i, failure)),
+            Some(InScope::Yes { failure }) => in_scope.push((AccountKey::of(account), i, failure)),
             Some(InScope::No) | None => *slot = Default::default(),
         }
     }
@@ -385,8 +378,9 @@ pub fn map_accounts(
 pub fn map_by_base(set: &MappingSet, accounts: Vec<SourceAccount>) -> Vec<MappedAccount> {
     let mut found = Vec::new();
     for a in accounts {
+        let dn = Dn::new(&a.dn);
         for m in set.mappings() {
-            if m.scope.base_dns.iter().any(|b| dn_under(&a.dn, b)) {
+            if m.scope.base_dns.iter().any(|b| dn.is_under(&Dn::new(b))) {
                 found.push((m.name.clone(), a.clone()));
             }
         }
@@ -404,25 +398,10 @@ pub fn normalize_key(property: CloudProperty, value: &str) -> String {
 pub(crate) fn normalized_key(property: CloudProperty, value: &str) -> Cow<'_, str> {
     let value = value.trim();
     match property {
-        CloudProperty::OnPremisesImmutableId => match crate::model::Anchor::from_base64(value) {
+        CloudProperty::OnPremisesImmutableId => match Anchor::from_base64(value) {
             Some(a) if a.as_str() != value => Cow::Owned(a.as_str().to_string()),
             _ => Cow::Borrowed(value),
         },
         _ => lowercase(value),
-    }
-}
-
-/// `value.to_lowercase()`, borrowing `value` when that changes nothing.
-pub(crate) fn lowercase(value: &str) -> Cow<'_, str> {
-    // `str::to_lowercase` changes nothing when no character has another lower case (its one
-    // context rule, final sigma, only concerns `Σ`, which has).
-    let unchanged = value.chars().all(|c| {
-        let mut lower = c.to_lowercase();
-        lower.next() == Some(c) && lower.next().is_none()
-    });
-    if unchanged {
-        Cow::Borrowed(value)
-    } else {
-        Cow::Owned(value.to_lowercase())
     }
 }

@@ -556,34 +556,8 @@ impl MappingSet {
             h.update([0]);
             h.update(m.fingerprint.as_bytes());
         }
-        hex(&h.finalize())
+        format!("{:x}", h.finalize())
     }
-}
-
-/// Lower-case hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Normalizes a DN for comparison: lower case, no spaces around `,` and `=`.
-pub fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("=")
-                .to_lowercase()
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Whether `dn` is `base` or under it (normalized, case-insensitive).
-pub fn dn_under(dn: &str, base: &str) -> bool {
-    let dn = normalize_dn(dn);
-    let base = normalize_dn(base);
-    dn == base || dn.ends_with(&format!(",{base}"))
 }
 
 fn looks_like_dn(s: &str) -> bool {
@@ -693,10 +667,62 @@ impl<'a> Loader<'a> {
             .map(Path::to_path_buf)
             .unwrap_or_default();
 
-        // [source]
+        let (attributes, multi_valued) = self.source(&raw.source);
+        let declared: BTreeSet<String> = attributes
+            .iter()
+            .map(|a| Mapping::variable_name(a))
+            .collect();
+        let (tables, fingerprint) = self.tables(&raw.tables, &base_dir);
+        let table_names: BTreeSet<String> = raw.tables.keys().cloned().collect();
+        let tables = Arc::new(tables);
+        let env = expr::environment(Arc::clone(&tables));
+        self.expression(&env, &raw.address, "address", &declared, &table_names);
+        if let Some(w) = &raw.scope.when {
+            self.expression(&env, w, "scope.when", &declared, &table_names);
+        }
+        self.scope(&raw.scope);
+        let join = self.join(&raw.join, &env, &declared, &table_names);
+        let write = self.write(&raw.write);
+        let (invitation, per_domain) = self.invitations(&raw.invitation, &raw.write);
+
+        if !self.errors.is_empty() {
+            return Err(Errors(self.errors));
+        }
+        let trim_all = |v: &[Spanned<String>]| -> Vec<String> {
+            v.iter().map(|s| s.get_ref().trim().to_string()).collect()
+        };
+        Ok(Mapping {
+            name,
+            path: self.shown,
+            description: raw.description,
+            attributes,
+            multi_valued,
+            scope: Scope {
+                base_dns: trim_all(raw.scope.base_dns.get_ref()),
+                filter: raw.scope.filter.map(Spanned::into_inner),
+                when: raw.scope.when.map(Spanned::into_inner),
+                allow: trim_all(&raw.scope.allow),
+                deny: trim_all(&raw.scope.deny),
+                protected_groups: trim_all(&raw.scope.protected_groups),
+            },
+            join,
+            address: raw.address.into_inner(),
+            write,
+            invitation,
+            per_domain,
+            fingerprint,
+            warnings: self.warnings,
+            tables,
+            env,
+        })
+    }
+
+    /// `[source]`: the attributes (valid, not password material, each once) and which of
+    /// them are multi-valued.
+    fn source(&mut self, source: &file::RawSource) -> (Vec<String>, BTreeSet<String>) {
         let mut attributes = Vec::new();
         let mut seen = BTreeSet::new();
-        for a in &raw.source.attributes {
+        for a in &source.attributes {
             let n = a.get_ref();
             if !valid_attribute_name(n) {
                 self.error(
@@ -724,7 +750,7 @@ impl<'a> Loader<'a> {
             }
         }
         let mut multi_valued = BTreeSet::new();
-        for a in &raw.source.multi_valued {
+        for a in &source.multi_valued {
             match attributes
                 .iter()
                 .find(|x| x.eq_ignore_ascii_case(a.get_ref()))
@@ -742,19 +768,23 @@ impl<'a> Loader<'a> {
                 ),
             }
         }
-        let declared: BTreeSet<String> = attributes
-            .iter()
-            .map(|a| Mapping::variable_name(a))
-            .collect();
+        (attributes, multi_valued)
+    }
 
-        // [tables.*]
+    /// `[tables.*]`: every table's CSV, read from inside the mapping's directory, and the
+    /// mapping's fingerprint (sha256 over the file and its tables' text).
+    fn tables(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<file::RawTable>>,
+        base_dir: &Path,
+    ) -> (BTreeMap<String, Table>, String) {
         let mut tables = BTreeMap::new();
         let mut hasher = Sha256::new();
         hasher.update(self.text.as_bytes());
-        for (tname, t) in &raw.tables {
+        for (tname, t) in raw {
             let file = t.get_ref().file.get_ref();
             let csv_path = base_dir.join(file);
-            let csv_text = match table_file(&base_dir, file) {
+            let csv_text = match table_file(base_dir, file) {
                 Err(reason) => {
                     self.error(
                         &t.get_ref().file,
@@ -798,33 +828,27 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        let table_names: BTreeSet<String> = raw.tables.keys().cloned().collect();
-        let tables = Arc::new(tables);
-        let env = expr::environment(Arc::clone(&tables));
+        (tables, format!("{:x}", hasher.finalize()))
+    }
 
-        // Expressions.
-        self.expression(&env, &raw.address, "address", &declared, &table_names);
-        if let Some(w) = &raw.scope.when {
-            self.expression(&env, w, "scope.when", &declared, &table_names);
-        }
-
-        // [scope]
-        if raw.scope.base_dns.get_ref().is_empty() {
+    /// `[scope]`: base DNs, protected groups and the LDAP filter.
+    fn scope(&mut self, scope: &file::RawScope) {
+        if scope.base_dns.get_ref().is_empty() {
             self.error(
-                &raw.scope.base_dns,
+                &scope.base_dns,
                 ErrorKind::Empty {
                     key: "scope.base_dns".to_string(),
                 },
                 "name at least one OU, e.g. `OU=Partners,DC=example,DC=com`",
             );
         }
-        for b in raw.scope.base_dns.get_ref() {
+        for b in scope.base_dns.get_ref() {
             self.dn(b, "scope.base_dns");
         }
-        for g in &raw.scope.protected_groups {
+        for g in &scope.protected_groups {
             self.dn(g, "scope.protected_groups");
         }
-        if let Some(f) = &raw.scope.filter
+        if let Some(f) = &scope.filter
             && let Err(e) = filter::validate(f.get_ref())
         {
             let (message, offset) = match e {
@@ -851,9 +875,17 @@ impl<'a> Loader<'a> {
                 "write it as ldapsearch takes it, e.g. `(&(objectClass=user)(company=Fabrikam))`; escape `(`, `)`, `*` and `\\` in values as `\\28`, `\\29`, `\\2a`, `\\5c`",
             );
         }
+    }
 
-        // [join]
-        let anchor = match raw.join.anchor.as_ref() {
+    /// `[join]`: the anchor attribute and the cloud-only pair.
+    fn join(
+        &mut self,
+        join: &file::RawJoin,
+        env: &Environment<'static>,
+        declared: &BTreeSet<String>,
+        table_names: &BTreeSet<String>,
+    ) -> JoinRule {
+        let anchor = match join.anchor.as_ref() {
             None => AnchorAttribute::ConsistencyGuid,
             Some(a) => match a.get_ref().to_lowercase().as_str() {
                 "objectguid" => AnchorAttribute::ObjectGuid,
@@ -871,13 +903,13 @@ impl<'a> Loader<'a> {
                 }
             },
         };
-        let cloud_only = raw.join.cloud_only.as_ref().map(|p| {
+        let cloud_only = join.cloud_only.as_ref().map(|p| {
             self.expression(
-                &env,
+                env,
                 &p.source,
                 "join.cloud_only.source",
-                &declared,
-                &table_names,
+                declared,
+                table_names,
             );
             let cloud = CloudProperty::parse(p.cloud.get_ref()).unwrap_or_else(|| {
                 let names: Vec<&str> = CloudProperty::ALL.iter().map(|(n, _)| *n).collect();
@@ -896,9 +928,12 @@ impl<'a> Loader<'a> {
                 cloud,
             }
         });
+        JoinRule { anchor, cloud_only }
+    }
 
-        // [write]
-        if let Some(synced) = &raw.write.synced {
+    /// `[write]`: where the address of each kind of user goes.
+    fn write(&mut self, raw: &file::RawWrite) -> WriteTargets {
+        if let Some(synced) = &raw.synced {
             for s in synced {
                 if s.get_ref() != "mail" {
                     self.error(
@@ -916,7 +951,7 @@ impl<'a> Loader<'a> {
             cloud_only_other_mails: true,
             cloud_only_mail: false,
         };
-        if let Some(targets) = &raw.write.cloud_only {
+        if let Some(targets) = &raw.cloud_only {
             write.cloud_only_other_mails = false;
             for t in targets {
                 match t.get_ref().as_str() {
@@ -942,12 +977,19 @@ impl<'a> Loader<'a> {
                 );
             }
         }
+        write
+    }
 
-        // [invitation]
-        let invitation = self.invitation(&raw.invitation.options(), "invitation");
-        self.invitation_warnings(&raw.invitation.options(), &raw.write);
+    /// `[invitation]` and its `[[invitation.per_domain]]` overrides.
+    fn invitations(
+        &mut self,
+        invitation: &file::RawInvitation,
+        write: &file::RawWrite,
+    ) -> (InvitationSettings, Vec<DomainOverride>) {
+        let settings = self.invitation(&invitation.options(), "invitation");
+        self.invitation_warnings(&invitation.options(), write);
         let mut per_domain = Vec::new();
-        for o in &raw.invitation.per_domain {
+        for o in &invitation.per_domain {
             let settings = self.invitation(&o.options(), "invitation.per_domain");
             if o.domains.get_ref().is_empty() {
                 self.error(
@@ -975,37 +1017,7 @@ impl<'a> Loader<'a> {
             }
             per_domain.push(DomainOverride { domains, settings });
         }
-
-        if !self.errors.is_empty() {
-            return Err(Errors(self.errors));
-        }
-        let trim_all = |v: &[Spanned<String>]| -> Vec<String> {
-            v.iter().map(|s| s.get_ref().trim().to_string()).collect()
-        };
-        Ok(Mapping {
-            name,
-            path: self.shown,
-            description: raw.description,
-            attributes,
-            multi_valued,
-            scope: Scope {
-                base_dns: trim_all(raw.scope.base_dns.get_ref()),
-                filter: raw.scope.filter.map(Spanned::into_inner),
-                when: raw.scope.when.map(Spanned::into_inner),
-                allow: trim_all(&raw.scope.allow),
-                deny: trim_all(&raw.scope.deny),
-                protected_groups: trim_all(&raw.scope.protected_groups),
-            },
-            join: JoinRule { anchor, cloud_only },
-            address: raw.address.into_inner(),
-            write,
-            invitation,
-            per_domain,
-            fingerprint: hex(&hasher.finalize()),
-            warnings: self.warnings,
-            tables,
-            env,
-        })
+        (settings, per_domain)
     }
 
     fn dn(&mut self, value: &Spanned<String>, key: &str) {
@@ -1133,7 +1145,7 @@ impl<'a> Loader<'a> {
             }
         }
         if let Some(cc) = &raw.cc
-            && let Err(problem) = crate::plan::check_address(cc.get_ref())
+            && let Err(problem) = crate::model::Email::parse(cc.get_ref())
         {
             self.error(
                 cc,

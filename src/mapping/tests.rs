@@ -446,14 +446,6 @@ fn deeply_nested_expressions_are_refused_not_crashed() {
     assert!(matches!(e.kind, ErrorKind::Syntax { .. }), "{e}");
 }
 
-proptest::proptest! {
-    #[test]
-    fn lowercase_equals_to_lowercase(s in "\\PC{0,24}") {
-        let lower = eval::lowercase(&s);
-        proptest::prop_assert_eq!(lower.as_ref(), s.to_lowercase());
-    }
-}
-
 #[test]
 fn join_values_borrow_only_when_already_normalized() {
     use std::borrow::Cow;

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Inputs, Observed, lock};
 use crate::cloud::{self, Cloud};
-use crate::mapping::{self, Search};
-use crate::model::{Anchor, CloudUser, SourceAccount};
+use crate::mapping::Search;
+use crate::model::{AccountKey, Anchor, CloudUser, Dn, SourceAccount};
 use crate::plan::Tenant;
 use crate::source::{self, Directory, Position, Read};
 use crate::state::Store;
@@ -156,11 +156,7 @@ pub fn read_states(store: &Store, reads: &Reads) -> Result<Vec<ReadState>, crate
 
 /// The snapshot side of one directory search.
 fn source_side(search: &Search) -> String {
-    format!(
-        "source:{}:{}",
-        search.mapping,
-        mapping::normalize_dn(&search.base_dn)
-    )
+    format!("source:{}:{}", search.mapping, Dn::new(&search.base_dn))
 }
 
 /// Changes when what a search reads changes: then its snapshot is of something else.
@@ -178,7 +174,7 @@ fn source_fingerprint(inputs: &Inputs, search: &Search) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    mapping::hex(&h.finalize())
+    format!("{:x}", h.finalize())
 }
 
 fn cloud_fingerprint(inputs: &Inputs) -> String {
@@ -188,7 +184,7 @@ fn cloud_fingerprint(inputs: &Inputs) -> String {
     h.update(inputs.read_identity.as_bytes());
     h.update([0]);
     h.update(crate::cloud::graph::USER_SELECT.as_bytes());
-    mapping::hex(&h.finalize())
+    format!("{:x}", h.finalize())
 }
 
 /// Whether a stored mark may be read from: incremental reads on, not forced full, the same
@@ -337,17 +333,14 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
                 let mut delete = Vec::new();
                 for gone in departed {
-                    let key = match &gone.anchor {
-                        Some(anchor) => anchor.as_str().to_string(),
-                        None => format!("dn:{}", mapping::normalize_dn(&gone.dn)),
-                    };
+                    let key = AccountKey::from_parts(gone.anchor.as_ref(), &gone.dn).to_string();
                     if merged.remove(&key).is_some() {
                         delete.push(key);
                     }
                 }
                 let mut put = Vec::new();
                 for account in changed {
-                    let key = mapping::eval::account_key(&account);
+                    let key = AccountKey::of(&account).to_string();
                     if merged.get(&key) != Some(&account) {
                         put.push((key.clone(), account.clone()));
                     }
@@ -514,7 +507,7 @@ pub fn persist(store: &std::sync::Mutex<Store>, observed: &Observed) -> Result<(
                     for (_, account) in observed.found.get(rows.clone()).unwrap_or_default() {
                         s.put_snapshot(
                             &source.side,
-                            &mapping::eval::account_key(account),
+                            &AccountKey::of(account).to_string(),
                             account,
                         )?;
                     }
@@ -581,12 +574,10 @@ pub async fn confirm<D: Directory + Sync>(
         .iter()
         .filter(|a| acting.contains(a.key.as_str()))
         .filter_map(|account| {
-            let dn = mapping::normalize_dn(&account.dn);
+            let dn = Dn::new(&account.dn);
             searches
                 .iter()
-                .find(|s| {
-                    s.mapping == account.mapping && dn.ends_with(&mapping::normalize_dn(&s.base_dn))
-                })
+                .find(|s| s.mapping == account.mapping && dn.is_under(&Dn::new(&s.base_dn)))
                 .map(|search| (account, search))
         })
         .collect();
@@ -603,10 +594,11 @@ pub async fn confirm<D: Directory + Sync>(
             continue;
         }
         let scope = search.scope();
-        let anchors: Vec<Anchor> = mine
+        // The plan's keys were made from accounts read: an unreadable one has no anchor.
+        let keys: Vec<Option<AccountKey>> = mine.iter().map(|a| a.key.parse().ok()).collect();
+        let anchors: Vec<Anchor> = keys
             .iter()
-            .filter(|a| !a.key.starts_with("dn:"))
-            .filter_map(|a| Anchor::from_base64(&a.key))
+            .filter_map(|k| k.as_ref()?.anchor().cloned())
             .collect();
         let mut fresh: HashMap<String, SourceAccount> = if anchors.is_empty() {
             HashMap::new()
@@ -615,15 +607,14 @@ pub async fn confirm<D: Directory + Sync>(
                 .accounts_by_anchor(&scope, &anchors)
                 .await?
                 .into_iter()
-                .map(|a| (mapping::eval::account_key(&a), a))
+                .map(|a| (AccountKey::of(&a).to_string(), a))
                 .collect()
         };
         let side = source_side(search);
-        for account in mine {
-            let now = if account.key.starts_with("dn:") {
-                directory.account(&scope, &account.dn).await?
-            } else {
-                fresh.remove(&account.key)
+        for (account, key) in mine.into_iter().zip(&keys) {
+            let now = match key.as_ref().and_then(AccountKey::anchor) {
+                Some(_) => fresh.remove(&account.key),
+                None => directory.account(&scope, &account.dn).await?,
             };
             let guard = lock(store);
             let stored: Option<SourceAccount> = guard.snapshot_row(&side, &account.key)?;
@@ -635,7 +626,7 @@ pub async fn confirm<D: Directory + Sync>(
             match now {
                 Some(now) => {
                     // A renamed account (its DN key changed) is written under its new key.
-                    let key = mapping::eval::account_key(&now);
+                    let key = AccountKey::of(&now).to_string();
                     if key != account.key {
                         guard.delete_snapshot(&side, &account.key)?;
                     }

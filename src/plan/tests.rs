@@ -10,7 +10,7 @@ use proptest::strategy::ValueTree;
 use super::*;
 use crate::join::join;
 use crate::mapping::{Mapping, MappingSet, map_accounts};
-use crate::model::{Anchor, Attributes, SourceAccount};
+use crate::model::{Anchor, Attributes, CloudUser, SourceAccount};
 
 const MAPPING: &str = r#"address = "lower(trim(otherMailbox))"
 

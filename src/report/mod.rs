@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::apply::{Outcome, reconcile::Reconciled};
 use crate::model::Lifecycle;
-use crate::plan::{BlockReason, Op, Plan, Side};
+use crate::plan::{Op, Plan, ReasonCode};
 use crate::state::{AccountRecord, JournalEntry, Phase, RunRecord};
 
 /// Every lifecycle state in funnel order.
@@ -237,61 +237,11 @@ fn reason_counts(counts: BTreeMap<String, usize>) -> Vec<ReasonCount> {
 }
 
 /// The fix for a block reason, from the code the state store keeps (`BlockReason::code()`).
-/// The text is `BlockReason::help()` itself, so it never drifts from what `plan` prints;
-/// `None` for a code this build does not know (a newer b2bsync wrote the store).
+/// The text is `ReasonCode::help()`, which `BlockReason::help()` gives too, so it never drifts
+/// from what `plan` prints; `None` for a code this build does not know (a newer b2bsync wrote
+/// the store).
 pub fn reason_help(code: &str) -> Option<String> {
-    let none = String::new;
-    let reason = match code {
-        "no_cloud_user" => BlockReason::NoCloudUser {
-            kind_hint: "`b2bsync plan` shows the values looked for".into(),
-        },
-        "several_cloud_users" => BlockReason::SeveralCloudUsers {
-            user_ids: Vec::new(),
-        },
-        "cloud_user_shared" => BlockReason::CloudUserShared {
-            user_id: none(),
-            accounts: Vec::new(),
-        },
-        "cloud_user_changed" => BlockReason::CloudUserChanged {
-            was: none(),
-            now: none(),
-        },
-        "in_several_scopes" => BlockReason::InSeveralScopes {
-            mappings: Vec::new(),
-        },
-        "mapping_failed" => BlockReason::MappingFailed { message: none() },
-        "on_premises_user_principal_name" => {
-            BlockReason::OnPremisesUserPrincipalName { value: none() }
-        }
-        "role_holder" => BlockReason::RoleHolder { roles: Vec::new() },
-        "mailbox" => BlockReason::Mailbox,
-        "no_address" => BlockReason::NoAddress,
-        "invalid_address" => BlockReason::InvalidAddress {
-            address: none(),
-            problem: none(),
-        },
-        "address_in_verified_domain" => BlockReason::AddressInVerifiedDomain {
-            address: none(),
-            domain: none(),
-        },
-        "address_in_use" => BlockReason::AddressInUse {
-            address: none(),
-            object_id: none(),
-            attribute: none(),
-        },
-        "address_shared" => BlockReason::AddressShared {
-            address: none(),
-            accounts: Vec::new(),
-        },
-        "admin_count" => BlockReason::AdminCount,
-        "protected_group" => BlockReason::ProtectedGroup { group: none() },
-        "deny_list" => BlockReason::DenyList { entry: none() },
-        "disabled" => BlockReason::Disabled {
-            side: Side::OnPremises,
-        },
-        _ => return None,
-    };
-    Some(reason.help())
+    code.parse::<ReasonCode>().ok().map(ReasonCode::help)
 }
 
 /// What the journal records of one run say it did, per action kind (sorted by name).
@@ -791,6 +741,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::model::Progress;
+    use crate::plan::{BlockReason, Side};
 
     fn record(
         key: &str,

@@ -1,0 +1,66 @@
+//! What the state store records of an account once `apply` ran its actions.
+
+use jiff::Timestamp;
+
+use super::{AccountOutcome, Op};
+use crate::model::{Lifecycle, Progress};
+
+/// The progress to store for an account after `apply` ran its actions: `succeeded` are the
+/// operations that succeeded (in order), `invitation_id` the id Graph returned for an
+/// invitation among them.
+pub fn progress_after(
+    prev: Option<&Progress>,
+    outcome: &AccountOutcome,
+    succeeded: &[&Op],
+    invitation_id: Option<&str>,
+    now: Timestamp,
+) -> Progress {
+    let mut p = prev.cloned().unwrap_or_default();
+    let now = now.to_string();
+    let mut state = outcome.state;
+    for op in succeeded {
+        match op {
+            Op::SetDirectoryMail { to, .. } => {
+                state = state.max(Lifecycle::AwaitingSync);
+                p.address = Some(to.clone());
+                p.address_staged_at = Some(now.clone());
+            }
+            Op::SetCloudAddress { .. } => {
+                state = state.max(Lifecycle::Ready);
+                p.address = outcome.address.clone();
+                p.address_staged_at = Some(now.clone());
+            }
+            Op::Invite(inv) | Op::Reinvite(inv) => {
+                state = state.max(Lifecycle::Invited);
+                p.address = Some(inv.email.clone());
+                p.invited_at = Some(now.clone());
+                p.invitations_sent += 1;
+                if let Some(id) = invitation_id {
+                    p.invitation_id = Some(id.to_string());
+                }
+            }
+            Op::RandomizePassword { .. } => {
+                p.password_randomized_at = Some(now.clone());
+                if state >= Lifecycle::Accepted {
+                    state = Lifecycle::Done;
+                }
+            }
+            Op::SetUserType { .. } => {}
+        }
+    }
+    if state == Lifecycle::Accepted && p.password_randomized_at.is_some() {
+        state = Lifecycle::Done;
+    }
+    // Start the awaiting-sync clock when the address was already in AD (set by hand).
+    if state == Lifecycle::AwaitingSync && p.address_staged_at.is_none() {
+        p.address_staged_at = Some(now.clone());
+    }
+    p.state = state;
+    if outcome.cloud_id.is_some() {
+        p.cloud_id = outcome.cloud_id.clone();
+    }
+    if p.address.is_none() {
+        p.address = outcome.address.clone();
+    }
+    p
+}
