@@ -28,7 +28,7 @@ use super::token::{Credential, TokenSource};
 use super::{
     Cloud, Error, Invitation, InvitationSent, LinkKind, MAX_BODY_BYTES, MAX_PAGES, MAX_WAIT,
     RequestIds, UserChanges, UserPatch, describe, limit_percentage, printable, read_body,
-    retry_wait, shown_url, transport_error,
+    retry_wait, shown_url, transport_error, urlencode,
 };
 use crate::model::CloudUser;
 
@@ -798,13 +798,6 @@ fn graph_error(
 /// The URL without its query, for messages (queries can be long; they hold no secret).
 fn strip_query(url: &str) -> String {
     shown_url(url)
-}
-
-/// Percent-encodes a path segment (a B2B UPN holds `#`; an id from Graph may hold `/`).
-pub(crate) fn urlencode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 /// The `roles` claim of an access token, read without verifying it (b2bsync is the token's

@@ -594,6 +594,13 @@ pub trait Cloud {
     ) -> impl Future<Output = Result<InvitationSent, Error>> + Send;
 }
 
+/// Percent-encodes a path segment (a B2B UPN holds `#`; an id from Graph may hold `/`).
+pub(crate) fn urlencode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::sync::Mutex;
 
-use super::graph::urlencode;
+use super::urlencode;
 use super::{
     Error, MAX_TOKEN_BODY_BYTES, printable, read_body, retry_wait, shown_url, token_lifetime,
     transport_error,
