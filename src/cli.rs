@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::apply;
+use crate::apply::rollback::UndoResult;
 use crate::cloud::token::Credential;
 use crate::cloud::{Cloud, GraphClient, GraphSettings};
 use crate::config::{AuthMethod, Config};
@@ -744,9 +745,10 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                     u.result, u.action, u.account, u.detail
                 );
             }
-            let failed = undos.iter().filter(|u| u.result == "failed").count();
-            let reverted = undos.iter().filter(|u| u.result == "reverted").count();
-            let irreversible = undos.iter().filter(|u| u.result == "irreversible").count();
+            let count = |result| undos.iter().filter(|u| u.result == result).count();
+            let failed = count(UndoResult::Failed);
+            let reverted = count(UndoResult::Reverted);
+            let irreversible = count(UndoResult::Irreversible);
             let summary = format!(
                 "rollback of run {run}: {reverted} reverted, {irreversible} cannot be undone, {failed} failed"
             );

@@ -20,7 +20,7 @@ use crate::cloud::{self, Cloud, UserPatch};
 use crate::model::Progress;
 use crate::plan::{self, AccountOutcome, Action, Op, Plan};
 use crate::source::{self, Directory, password};
-use crate::state::{Phase, Store};
+use crate::state::{self, Phase, Store, Values};
 
 pub use reconcile::reconcile;
 
@@ -108,11 +108,12 @@ pub struct Journal<'a> {
 enum Write {
     Record {
         action_key: String,
-        action: &'static str,
+        action: state::Action,
         account_key: String,
         phase: Phase,
-        before: Option<String>,
-        after: Option<String>,
+        // Boxed: the values are large next to the other variant, and often absent.
+        before: Option<Box<Values>>,
+        after: Option<Box<Values>>,
         request_id: Option<String>,
         client_request_id: Option<String>,
         error: Option<String>,
@@ -142,7 +143,7 @@ impl Write {
             } => store.journal(
                 run_id,
                 action_key,
-                action,
+                *action,
                 account_key,
                 *phase,
                 before.as_deref(),
@@ -295,18 +296,18 @@ impl<'a> Journal<'a> {
         &self,
         action: &Action,
         phase: Phase,
-        before: Option<&str>,
-        after: Option<&str>,
+        before: Option<&Values>,
+        after: Option<&Values>,
         ids: Option<&cloud::RequestIds>,
         error: Option<&str>,
     ) -> Result<(), crate::state::Error> {
         self.commit(Write::Record {
             action_key: action.key(),
-            action: action.op.name(),
+            action: kind(&action.op),
             account_key: action.account.clone(),
             phase,
-            before: before.map(str::to_string),
-            after: after.map(str::to_string),
+            before: before.cloned().map(Box::new),
+            after: after.cloned().map(Box::new),
             request_id: ids.and_then(|i| i.request_id.clone()),
             client_request_id: ids.map(|i| i.client_request_id.clone()),
             error: error.map(str::to_string),
@@ -315,15 +316,33 @@ impl<'a> Journal<'a> {
     }
 }
 
+/// The journal's name for an operation: the kind whose text is `op.name()`.
+pub fn kind(op: &Op) -> state::Action {
+    match op {
+        Op::SetDirectoryMail { .. } => state::Action::SetDirectoryMail,
+        Op::SetCloudAddress { .. } => state::Action::SetCloudAddress,
+        Op::Invite(_) => state::Action::Invite,
+        Op::Reinvite(_) => state::Action::Reinvite,
+        Op::RandomizePassword { .. } => state::Action::RandomizePassword,
+        Op::SetUserType { .. } => state::Action::SetUserType,
+    }
+}
+
 /// The before and after values the journal keeps for an operation (never a password).
-pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
-    let json = |v: serde_json::Value| Some(v.to_string());
+pub fn journal_values(op: &Op) -> (Option<Values>, Option<Values>) {
     match op {
         // The after-value names the target (`dn`, `userId`), so that reconciliation reads
         // the right entry even when the crash came before the account's row was saved.
         Op::SetDirectoryMail { dn, from, to } => (
-            json(serde_json::json!({ "mail": from })),
-            json(serde_json::json!({ "mail": to, "dn": dn })),
+            Some(Values {
+                mail: Some(from.clone()),
+                ..Values::default()
+            }),
+            Some(Values {
+                mail: Some(Some(to.clone())),
+                dn: Some(dn.clone()),
+                ..Values::default()
+            }),
         ),
         Op::SetCloudAddress {
             user_id,
@@ -332,24 +351,45 @@ pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
             mail_from,
             mail_to,
         } => (
-            json(serde_json::json!({ "mail": mail_from, "otherMails": other_mails_from })),
-            json(
-                serde_json::json!({ "mail": mail_to, "otherMails": other_mails_to, "userId": user_id }),
-            ),
+            Some(Values {
+                mail: Some(mail_from.clone()),
+                other_mails: Some(Some(other_mails_from.clone())),
+                ..Values::default()
+            }),
+            Some(Values {
+                mail: Some(mail_to.clone()),
+                other_mails: Some(other_mails_to.clone()),
+                user_id: Some(user_id.clone()),
+                ..Values::default()
+            }),
         ),
         Op::Invite(inv) | Op::Reinvite(inv) => (
             None,
-            json(
-                serde_json::json!({ "userId": inv.user_id, "email": inv.email, "attempt": inv.attempt }),
-            ),
+            Some(Values {
+                user_id: Some(inv.user_id.clone()),
+                email: Some(inv.email.clone()),
+                attempt: Some(inv.attempt),
+                ..Values::default()
+            }),
         ),
         Op::RandomizePassword { dn, .. } => (
             None,
-            json(serde_json::json!({ "password": "randomized", "dn": dn })),
+            Some(Values {
+                password: Some("randomized".into()),
+                dn: Some(dn.clone()),
+                ..Values::default()
+            }),
         ),
         Op::SetUserType { user_id, from, to } => (
-            json(serde_json::json!({ "userType": from })),
-            json(serde_json::json!({ "userType": to.as_str(), "userId": user_id })),
+            Some(Values {
+                user_type: Some(from.clone()),
+                ..Values::default()
+            }),
+            Some(Values {
+                user_type: Some(Some(to.as_str().to_string())),
+                user_id: Some(user_id.clone()),
+                ..Values::default()
+            }),
         ),
     }
 }
@@ -397,14 +437,14 @@ async fn read_back<D: Directory + Sync, C: Cloud + Sync>(
             Ok(reconcile::Verdict::Done(why)) => return Some(why),
             Ok(verdict) => {
                 tracing::debug!(
-                    action = pending.action,
+                    action = %pending.action,
                     verdict = verdict.as_str(),
                     why = verdict.why(),
                     "Read back an action whose answer was lost; not shown yet."
                 );
             }
             Err(e) => {
-                tracing::debug!(action = pending.action, error = %e, "Could not read back an action whose answer was lost.");
+                tracing::debug!(action = %pending.action, error = %e, "Could not read back an action whose answer was lost.");
             }
         }
     }
@@ -566,8 +606,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             .record(
                 action,
                 Phase::Started,
-                before.as_deref(),
-                after.as_deref(),
+                before.as_ref(),
+                after.as_ref(),
                 None,
                 None,
             )
@@ -592,9 +632,9 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             // before giving up on it (a dropped connection fails every call in flight).
             Err(e) if e.unknown_outcome => {
                 let pending = reconcile::Pending {
-                    action: action.op.name(),
-                    before: before.as_deref(),
-                    after: after.as_deref(),
+                    action: kind(&action.op),
+                    before: before.as_ref(),
+                    after: after.as_ref(),
                     started,
                     dn: None,
                     cloud_id: None,
@@ -623,8 +663,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     .record(
                         action,
                         Phase::Done,
-                        before.as_deref(),
-                        after.as_deref(),
+                        before.as_ref(),
+                        after.as_ref(),
                         effect.ids.as_ref(),
                         effect.read_back.as_deref(),
                     )
@@ -662,7 +702,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     .record(
                         action,
                         Phase::Failed,
-                        before.as_deref(),
+                        before.as_ref(),
                         None,
                         None,
                         Some(&e.message),
@@ -759,11 +799,11 @@ mod tests {
     fn record(n: usize) -> Write {
         Write::Record {
             action_key: format!("invite:account-{n}"),
-            action: "invite",
+            action: state::Action::Invite,
             account_key: format!("account-{n}"),
             phase: Phase::Started,
             before: None,
-            after: Some("{}".into()),
+            after: Some(Box::default()),
             request_id: None,
             client_request_id: None,
             error: None,
@@ -908,6 +948,86 @@ mod tests {
             entries.iter().all(|e| e.account_key != "anchor-2"),
             "{entries:?}"
         );
+    }
+
+    #[test]
+    fn journal_values_store_the_same_text_and_kind_as_before() {
+        let mut half_address = fakes::set_cloud_address();
+        if let Op::SetCloudAddress {
+            other_mails_to,
+            mail_from,
+            ..
+        } = &mut half_address
+        {
+            *other_mails_to = None;
+            *mail_from = Some("Old \"quoted\" <x@y>".into());
+        }
+        // Each operation with the text earlier builds stored (`serde_json::json!`, keys in
+        // byte order), before and after.
+        let cases: [(Op, Option<&str>, &str); 8] = [
+            (
+                fakes::set_mail(),
+                Some(r#"{"mail":"old@contoso.example"}"#),
+                r#"{"dn":"CN=p.adams,OU=Partners,DC=lab","mail":"ana@fabrikam.example"}"#,
+            ),
+            (
+                Op::SetDirectoryMail {
+                    dn: "CN=x".into(),
+                    from: None,
+                    to: "a@b".into(),
+                },
+                Some(r#"{"mail":null}"#),
+                r#"{"dn":"CN=x","mail":"a@b"}"#,
+            ),
+            (
+                fakes::set_cloud_address(),
+                Some(r#"{"mail":null,"otherMails":[]}"#),
+                r#"{"mail":"ana@fabrikam.example","otherMails":["ana@fabrikam.example"],"userId":"u-1"}"#,
+            ),
+            (
+                half_address,
+                Some(r#"{"mail":"Old \"quoted\" <x@y>","otherMails":[]}"#),
+                r#"{"mail":"ana@fabrikam.example","otherMails":null,"userId":"u-1"}"#,
+            ),
+            (
+                Op::Invite(fakes::invitation()),
+                None,
+                r#"{"attempt":1,"email":"ana@fabrikam.example","userId":"u-1"}"#,
+            ),
+            (
+                Op::Reinvite(fakes::invitation()),
+                None,
+                r#"{"attempt":1,"email":"ana@fabrikam.example","userId":"u-1"}"#,
+            ),
+            (
+                fakes::randomize(),
+                None,
+                r#"{"dn":"CN=p.adams,OU=Partners,DC=lab","password":"randomized"}"#,
+            ),
+            (
+                Op::SetUserType {
+                    user_id: fakes::USER.into(),
+                    from: None,
+                    to: crate::mapping::UserType::Guest,
+                },
+                Some(r#"{"userType":null}"#),
+                r#"{"userId":"u-1","userType":"Guest"}"#,
+            ),
+        ];
+        for (op, before_text, after_text) in cases {
+            let (before, after) = journal_values(&op);
+            assert_eq!(before.as_ref().map(Values::to_json).as_deref(), before_text);
+            assert_eq!(
+                after.as_ref().map(Values::to_json).as_deref(),
+                Some(after_text)
+            );
+            assert_eq!(kind(&op).as_str(), op.name());
+            // Read back, the text gives the same values.
+            let read =
+                |t: &str| serde_json::from_str::<Values>(t).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(before_text.map(read), before, "{op:?}");
+            assert_eq!(Some(read(after_text)), after, "{op:?}");
+        }
     }
 
     #[tokio::test]
