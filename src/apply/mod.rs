@@ -4,8 +4,8 @@
 //! the account's progress saved as soon as its actions end, so a crash at any point leaves a
 //! record the next run reconciles from ([`reconcile()`]).
 
-#[cfg(test)]
-mod fakes;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod reconcile;
 pub mod rollback;
 
