@@ -529,15 +529,26 @@ pub fn user(mail: Option<&str>, other_mails: &[&str]) -> CloudUser {
 
 /// A store in which run `run-a` journaled `op` as started, and the account's row.
 pub fn interrupted(op: &Op, state: Lifecycle) -> (tempfile::TempDir, Mutex<Store>) {
+    let (before, after) = journal_values(op);
+    interrupted_record(crate::apply::kind(op), before, after, state)
+}
+
+/// A store in which run `run-a` journaled `action` with these values as started, and the
+/// account's row.
+pub fn interrupted_record(
+    action: crate::state::Action,
+    before: Option<crate::state::Values>,
+    after: Option<crate::state::Values>,
+    state: Lifecycle,
+) -> (tempfile::TempDir, Mutex<Store>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
-    let (before, after) = journal_values(op);
-    let key = format!("{ACCOUNT}/0/{}", op.name());
+    let key = format!("{ACCOUNT}/0/{action}");
     store
         .journal(
             "run-a",
             &key,
-            crate::apply::kind(op),
+            action,
             ACCOUNT,
             Phase::Started,
             before.as_ref(),

@@ -1030,6 +1030,243 @@ mod tests {
         }
     }
 
+    /// The fast tier of `execute`: a plan run against the in-memory fakes and a temporary
+    /// store. Returns the results by action key and the journal's records as
+    /// `phase action_key`.
+    async fn execute_plan(
+        actions: Vec<Action>,
+        directory: &fakes::FakeDirectory,
+        cloud: &fakes::FakeCloud,
+        concurrency: usize,
+    ) -> (Vec<(String, Status)>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Mutex::new(Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}")));
+        let journal = Journal::new(&store, "run-1");
+        let plan = Plan {
+            schema_version: 1,
+            generated_at: String::new(),
+            fingerprint: String::new(),
+            mappings: Vec::new(),
+            actions,
+            accounts: Vec::new(),
+            summary: plan::Summary::default(),
+        };
+        let options = Options {
+            concurrency,
+            ..Options::default()
+        };
+        let outcome = execute(
+            &plan,
+            &BTreeMap::new(),
+            directory,
+            cloud,
+            &journal,
+            &options,
+            jiff::Timestamp::now(),
+        )
+        .await;
+        drop(journal);
+        let records = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal_entries(Some("run-1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| format!("{} {}", e.phase, e.action_key))
+            .collect();
+        let results = outcome
+            .actions
+            .into_iter()
+            .map(|a| (a.key, a.status))
+            .collect();
+        (results, records)
+    }
+
+    /// Account `n`: its entry's DN, its cloud user's id and its key.
+    fn nth(n: usize) -> (String, String, String) {
+        (
+            format!("CN=p{n},OU=Partners,DC=lab"),
+            format!("u-{n}"),
+            format!("anchor-{n}"),
+        )
+    }
+
+    /// A directory and a tenant holding accounts `0..n`.
+    fn world(n: usize) -> (fakes::FakeDirectory, fakes::FakeCloud) {
+        let (entries, users) = (0..n)
+            .map(|i| {
+                let (dn, id, _) = nth(i);
+                let entry = crate::model::SourceAccount {
+                    dn,
+                    ..Default::default()
+                };
+                let user = crate::model::CloudUser {
+                    id,
+                    ..Default::default()
+                };
+                (entry, user)
+            })
+            .unzip();
+        (
+            fakes::FakeDirectory::with(entries),
+            fakes::FakeCloud::with(users),
+        )
+    }
+
+    /// Account `n`'s action number `seq`: `mail` (AD mail), `cloud` (the cloud address) or
+    /// `invite`.
+    fn step(n: usize, seq: u32, what: &str) -> Action {
+        let (dn, id, account) = nth(n);
+        let op = match what {
+            "mail" => Op::SetDirectoryMail {
+                dn,
+                from: None,
+                to: format!("p{n}@fabrikam.example"),
+            },
+            "cloud" => Op::SetCloudAddress {
+                user_id: id,
+                other_mails_from: Vec::new(),
+                other_mails_to: Some(vec![format!("p{n}@fabrikam.example")]),
+                mail_from: None,
+                mail_to: Some(format!("p{n}@fabrikam.example")),
+            },
+            _ => Op::Invite(crate::plan::Invitation {
+                user_id: id,
+                ..fakes::invitation()
+            }),
+        };
+        Action { account, seq, op }
+    }
+
+    fn status_names(results: &[(String, Status)]) -> Vec<&'static str> {
+        results
+            .iter()
+            .map(|(_, s)| match s {
+                Status::Done => "done",
+                Status::Failed { .. } => "failed",
+                Status::Skipped => "skipped",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_accounts_actions_run_in_order_whatever_the_plan_lists_first() {
+        let (directory, cloud) = world(1);
+        // Listed out of order: the cloud address (seq 1) before the AD mail (seq 0).
+        let actions = vec![
+            step(0, 1, "cloud"),
+            step(0, 0, "mail"),
+            step(0, 2, "invite"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 4).await;
+        assert_eq!(status_names(&results), ["done"; 3]);
+        assert_eq!(directory.calls(), ["set_mail CN=p0,OU=Partners,DC=lab"]);
+        assert_eq!(cloud.calls(), ["update_user u-0", "invite u-0"]);
+        assert_eq!(
+            records,
+            [
+                "started anchor-0/0/set_directory_mail",
+                "done anchor-0/0/set_directory_mail",
+                "started anchor-0/1/set_cloud_address",
+                "done anchor-0/1/set_cloud_address",
+                "started anchor-0/2/invite",
+                "done anchor-0/2/invite",
+            ]
+        );
+        assert_eq!(
+            directory.get("CN=p0,OU=Partners,DC=lab").mail.as_deref(),
+            Some("p0@fabrikam.example")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_skips_the_rest_of_its_account_only() {
+        let (directory, cloud) = world(2);
+        directory
+            .refuse_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nth(0).0);
+        let actions = vec![
+            step(0, 0, "mail"),
+            step(0, 1, "cloud"),
+            step(0, 2, "invite"),
+            step(1, 0, "mail"),
+            step(1, 1, "cloud"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(
+            status_names(&results),
+            ["failed", "skipped", "skipped", "done", "done"],
+            "{results:?}"
+        );
+        // The skipped steps were never called nor journaled as started.
+        assert_eq!(cloud.calls(), ["update_user u-1"]);
+        assert!(
+            records
+                .iter()
+                .all(|r| !r.contains("anchor-0/1") && !r.contains("anchor-0/2")),
+            "{records:?}"
+        );
+        assert!(records.contains(&"failed anchor-0/0/set_directory_mail".to_string()));
+    }
+
+    #[tokio::test]
+    async fn accounts_run_concurrently_up_to_the_limit() {
+        // (concurrency, accounts, most writes in flight at once)
+        let cases = [(1, 4, 1), (2, 4, 2), (8, 4, 4)];
+        for (concurrency, accounts, most) in cases {
+            let (directory, cloud) = world(accounts);
+            *cloud.delay.lock().unwrap_or_else(|p| p.into_inner()) =
+                std::time::Duration::from_millis(20);
+            // Two steps each: within an account they never overlap.
+            let actions = (0..accounts)
+                .flat_map(|n| [step(n, 0, "cloud"), step(n, 1, "invite")])
+                .collect();
+            let (results, _) = execute_plan(actions, &directory, &cloud, concurrency).await;
+            assert!(
+                results.iter().all(|(_, s)| *s == Status::Done),
+                "{results:?}"
+            );
+            assert_eq!(
+                cloud.in_flight.most(),
+                most,
+                "concurrency {concurrency}, {accounts} accounts"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_maximum_halts_the_run_and_leaves_nothing_started() {
+        let (directory, cloud) = world(3);
+        *cloud
+            .wait_too_long
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        let actions = vec![
+            step(0, 0, "invite"),
+            step(1, 0, "invite"),
+            step(1, 1, "cloud"),
+            step(2, 0, "mail"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(
+            status_names(&results),
+            ["failed", "skipped", "skipped", "skipped"],
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[0].1, Status::Failed { error, .. } if error.contains("5-minute maximum"))
+        );
+        assert_eq!(cloud.calls(), ["invite u-0"]);
+        assert!(directory.calls().is_empty());
+        assert_eq!(
+            records,
+            ["started anchor-0/0/invite", "failed anchor-0/0/invite"]
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_records_share_commits_and_all_land_before_they_return() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

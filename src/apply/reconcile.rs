@@ -708,6 +708,154 @@ mod tests {
         assert_eq!((r.confirmed, r.released), (1, 0));
     }
 
+    /// One interrupted action and the world a later run finds.
+    struct Case {
+        name: &'static str,
+        action: Action,
+        values: (Option<Values>, Option<Values>),
+        users: Vec<CloudUser>,
+        entries: Vec<crate::model::SourceAccount>,
+        /// `done`, `failed`, `changed` or `unknown`.
+        verdict: &'static str,
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_interrupted_action_is_judged_by_what_the_world_shows() {
+        let ago = |hours: i64| {
+            (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours)).to_string()
+        };
+        let invited = |state: Option<&str>, changed: Option<String>| {
+            let mut u = user(None, &[]);
+            u.external_user_state = state.map(str::to_string);
+            u.external_user_state_change = changed;
+            u
+        };
+        let typed = |t: Option<&str>| {
+            let mut u = user(None, &[]);
+            u.user_type = t.map(str::to_string);
+            u
+        };
+        let invite = crate::apply::journal_values(&Op::Invite(invitation()));
+        let user_type = crate::apply::journal_values(&Op::SetUserType {
+            user_id: crate::apply::fakes::USER.into(),
+            from: Some("Member".into()),
+            to: crate::mapping::UserType::Guest,
+        });
+        let (mail_before, mail_after) = crate::apply::journal_values(&set_mail());
+        // An undo of an AD mail write: the original's values swapped.
+        let undo_mail = (mail_after.clone(), mail_before.clone());
+        let cases = [
+            Case {
+                name: "an invitation the cloud shows pending",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(0)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "an invitation already accepted",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(Some("Accepted"), Some(ago(1)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "an invitation the cloud does not show",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(None, None)],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "an invitation to a user since deleted",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "a re-invitation pending again since the call",
+                action: Action::Reinvite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(0)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "a re-invitation pending since before the call",
+                action: Action::Reinvite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(48)))],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "a userType write the cloud holds",
+                action: Action::SetUserType,
+                values: user_type.clone(),
+                users: vec![typed(Some("guest"))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "a userType write that did not land",
+                action: Action::SetUserType,
+                values: user_type.clone(),
+                users: vec![typed(Some("Member"))],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "an undo of an AD mail write that landed",
+                action: Action::RollbackSetDirectoryMail,
+                values: undo_mail.clone(),
+                users: vec![],
+                entries: vec![account(Some("old@contoso.example"), None)],
+                verdict: "done",
+            },
+            Case {
+                name: "an undo of an AD mail write that did not land",
+                action: Action::RollbackSetDirectoryMail,
+                values: undo_mail,
+                users: vec![],
+                entries: vec![account(Some("ana@fabrikam.example"), None)],
+                verdict: "failed",
+            },
+            Case {
+                name: "an AD mail write whose entry is gone",
+                action: Action::SetDirectoryMail,
+                values: (mail_before, mail_after),
+                users: vec![],
+                entries: vec![],
+                verdict: "unknown",
+            },
+        ];
+        for case in cases {
+            let (before, after) = case.values;
+            let (_d, store) = crate::apply::fakes::interrupted_record(
+                case.action,
+                before,
+                after,
+                Lifecycle::Ready,
+            );
+            let directory = FakeDirectory::with(case.entries);
+            let cloud = FakeCloud::with(case.users);
+            let (v, last) = settle_one(&store, &directory, &cloud).await;
+            assert_eq!(v.as_str(), case.verdict, "{}: {v:?}", case.name);
+            let phase = if case.verdict == "done" {
+                Phase::Done
+            } else {
+                Phase::Failed
+            };
+            assert_eq!(last.phase, phase, "{}", case.name);
+            assert_eq!(last.action, case.action, "{}", case.name);
+        }
+    }
+
     #[tokio::test]
     async fn an_interrupted_invitation_the_cloud_shows_is_confirmed_and_counted() {
         let (_d, store) = interrupted(&Op::Invite(invitation()), Lifecycle::Ready);
