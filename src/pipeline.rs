@@ -3,6 +3,8 @@
 //! are built from these steps; the stages themselves live in their own modules.
 
 pub mod reads;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
