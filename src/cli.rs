@@ -1,5 +1,5 @@
 //! The command line: parses arguments (clap), sets up logging, runs one command and turns its
-//! outcome into the exit codes of DESIGN section 4.
+//! outcome into the exit codes of `report::Exit` (docs/operations.md, "Exit codes").
 
 mod progress;
 
@@ -17,33 +17,11 @@ use crate::mapping::MappingSet;
 use crate::pipeline::{self, Inputs};
 use crate::plan::Plan;
 use crate::report;
+use crate::source::rights::Rights;
 use crate::source::{Directory, LdapDirectory};
 use crate::state::{RunLock, Store};
 
-/// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
-/// `SuccessExitStatus=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// Everything done.
-    Ok = 0,
-    /// The run failed and could not proceed.
-    Failed = 1,
-    /// Finished, but some actions failed or need a human.
-    Partial = 2,
-    /// The configuration or a mapping is invalid.
-    InvalidConfig = 3,
-    /// The plan is over a threshold; nothing was written.
-    OverThreshold = 4,
-    /// Another run holds the lock.
-    Locked = 5,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+pub use crate::report::Exit;
 
 /// A failure that ends the command: what happened, how to fix it, and the exit code.
 #[derive(Debug)]
@@ -495,7 +473,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                     String::new(),
                                 );
                                 if let Some(first) = a.first() {
-                                    match write_rights(&dir, &first.dn).await {
+                                    match dir.mail_rights(&first.dn).await {
                                         Rights::MayWriteMail => report_line(
                                             true,
                                             "ldap rights",
@@ -530,35 +508,10 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     format!("issued for {}", config.graph.client_id),
                     String::new(),
                 );
-                let has = |r: &str| roles.iter().any(|x| x == r);
-                let read = has("User.Read.All")
-                    || has("User.ReadWrite.All")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
-                let invite = has("User.Invite.All") || write;
-                let role_read = has("RoleManagement.Read.Directory")
-                    || has("RoleManagement.ReadWrite.Directory")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let org_read = config.graph.verified_domains.is_some()
-                    || has("Organization.Read.All")
-                    || has("Organization.ReadWrite.All")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let mut missing = Vec::new();
-                if !(read && write) {
-                    missing.push("User.ReadWrite.All");
-                }
-                if !invite {
-                    missing.push("User.Invite.All");
-                }
-                if !role_read {
-                    missing.push("RoleManagement.Read.Directory");
-                }
-                if !org_read {
-                    missing.push("Organization.Read.All (or set [graph] verified_domains)");
-                }
+                let missing = crate::cloud::permissions::missing(
+                    &roles,
+                    config.graph.verified_domains.is_some(),
+                );
                 report_line(
                     missing.is_empty(),
                     "graph permissions",
@@ -602,60 +555,6 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
         } else {
             Exit::Failed
         })
-    }
-}
-
-/// What the directory says the service account may write on an account, read-only.
-enum Rights {
-    MayWriteMail,
-    MayNotWriteMail,
-    Unknown(String),
-}
-
-/// Reads AD's `allowedAttributesEffective` (the attributes the bound account may write on
-/// the entry) without writing anything. Generic LDAP servers have no such attribute.
-async fn write_rights(dir: &LdapDirectory, dn: &str) -> Rights {
-    match dir.flavour().await {
-        Ok(crate::source::Flavour::ActiveDirectory) => {}
-        Ok(_) => {
-            return Rights::Unknown(
-                "generic LDAP servers expose no effective-rights attribute; the first write shows the ACLs".into(),
-            );
-        }
-        Err(e) => return Rights::Unknown(e.to_string()),
-    }
-    let mut ldap = match dir.connect().await {
-        Ok(l) => l,
-        Err(e) => return Rights::Unknown(e.to_string()),
-    };
-    let result = ldap
-        .search(
-            dn,
-            ldap3::Scope::Base,
-            "(objectClass=*)",
-            vec!["allowedAttributesEffective"],
-        )
-        .await
-        .and_then(|r| r.success());
-    let _ = ldap.unbind().await;
-    match result {
-        Ok((entries, _)) => {
-            let writable = entries
-                .into_iter()
-                .map(ldap3::SearchEntry::construct)
-                .any(|e| {
-                    e.attrs
-                        .iter()
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("allowedAttributesEffective"))
-                        .any(|(_, v)| v.iter().any(|a| a.eq_ignore_ascii_case("mail")))
-                });
-            if writable {
-                Rights::MayWriteMail
-            } else {
-                Rights::MayNotWriteMail
-            }
-        }
-        Err(e) => Rights::Unknown(e.to_string()),
     }
 }
 

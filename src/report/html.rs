@@ -56,17 +56,9 @@ fn state_class(state: Lifecycle) -> &'static str {
     }
 }
 
-/// The meaning of an exit code (DESIGN section 4; `cli::Exit`).
+/// The meaning of a stored exit code ([`super::Exit`]).
 fn exit_meaning(code: i64) -> &'static str {
-    match code {
-        0 => "ok",
-        1 => "failed",
-        2 => "some actions failed or need a human",
-        3 => "invalid configuration or mapping",
-        4 => "over a threshold, nothing written",
-        5 => "another run held the lock",
-        _ => "unknown exit code",
-    }
+    super::Exit::from_code(code).map_or("unknown exit code", super::Exit::meaning)
 }
 
 /// A number cell or span tagged with what it counts.

@@ -21,6 +21,59 @@ use crate::model::Lifecycle;
 use crate::plan::{BlockReason, Op, Plan, Side};
 use crate::state::{AccountRecord, Action, JournalEntry, Phase, RunRecord, Values};
 
+/// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
+/// `SuccessExitStatus=`), documented in docs/operations.md ("Exit codes"). A run's code is
+/// stored with it, so the reports say what it meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything done.
+    Ok = 0,
+    /// The run failed and could not proceed.
+    Failed = 1,
+    /// Finished, but some actions failed or need a human.
+    Partial = 2,
+    /// The configuration or a mapping is invalid.
+    InvalidConfig = 3,
+    /// The plan is over a threshold; nothing was written.
+    OverThreshold = 4,
+    /// Another run holds the lock.
+    Locked = 5,
+}
+
+impl Exit {
+    /// The code a run stored, when it is one of these.
+    pub fn from_code(code: i64) -> Option<Exit> {
+        Some(match code {
+            0 => Exit::Ok,
+            1 => Exit::Failed,
+            2 => Exit::Partial,
+            3 => Exit::InvalidConfig,
+            4 => Exit::OverThreshold,
+            5 => Exit::Locked,
+            _ => return None,
+        })
+    }
+
+    /// What the code means, in a few words.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Failed => "failed",
+            Exit::Partial => "some actions failed or need a human",
+            Exit::InvalidConfig => "invalid configuration or mapping",
+            Exit::OverThreshold => "over a threshold, nothing written",
+            Exit::Locked => "another run held the lock",
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
 /// Every lifecycle state in funnel order.
 pub const FUNNEL: [Lifecycle; 8] = [
     Lifecycle::Unmatched,
