@@ -14,12 +14,12 @@ use crate::cloud::token::Credential;
 use crate::cloud::{Cloud, GraphClient, GraphSettings};
 use crate::config::{AuthMethod, Config};
 use crate::mapping::MappingSet;
-use crate::pipeline::{self, Inputs};
+use crate::pipeline::{self, Inputs, RunEnd};
 use crate::plan::Plan;
 use crate::report;
 use crate::source::rights::Rights;
 use crate::source::{Directory, LdapDirectory};
-use crate::state::{RunLock, Store};
+use crate::state::Store;
 
 pub use crate::report::Exit;
 
@@ -231,10 +231,7 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
             .with_filter(filter)
             .boxed()
     };
-    let result = tracing_subscriber::registry()
-        .with(lines)
-        .with(progress::Layer)
-        .try_init();
+    let result = tracing_subscriber::registry().with(lines).try_init();
     // Already initialised (tests call this more than once): keep the first subscriber.
     let _ = result;
 }
@@ -631,11 +628,9 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let config = Config::load(&cli.config)?;
             let dir = directory(&config)?;
             let graph = cloud(&config)?;
-            let _lock = RunLock::acquire(&config.state.path)?;
-            let store = Store::open(&config.state.path)?;
-            let new_run = store.begin_run("rollback")?;
-            let store = std::sync::Mutex::new(store);
-            let undos = apply::rollback::rollback(&store, &run, &new_run, &dir, &graph)
+            let session = pipeline::Session::begin(&config.state.path, "rollback")?;
+            let new_run = session.run_id().to_string();
+            let undos = apply::rollback::rollback(session.store(), &run, &new_run, &dir, &graph)
                 .await
                 .map_err(|e| Failure::new(Exit::Failed, e.to_string(), e.help()))?;
             for u in &undos {
@@ -653,8 +648,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             );
             println!("{summary}");
             let exit = if failed > 0 { Exit::Partial } else { Exit::Ok };
-            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-            guard.finish_run(&new_run, exit as i64, &summary)?;
+            session.finish(exit as i64, &summary)?;
             Ok(exit)
         }
         Command::Status {
@@ -738,78 +732,76 @@ async fn execute(
     let inputs = load_inputs(&config, full)?;
     let dir = directory(&config)?;
     let graph = cloud(&config)?;
-    let _lock = RunLock::acquire(&config.state.path)?;
-    let store = Store::open(&config.state.path)?;
-    let run_id = store.begin_run(command)?;
-    let store = std::sync::Mutex::new(store);
+    let session = pipeline::Session::begin(&config.state.path, command)?;
     let options = apply::Options {
         concurrency: config.apply.concurrency,
         password_length: config.apply.password_length,
     };
     // Every log line of the run carries its id (in JSON: the `span` object), for a SIEM.
-    let span = tracing::info_span!("run", run_id = %run_id, command);
+    let span = tracing::info_span!("run", run_id = %session.run_id(), command);
     tracing::info!(parent: &span, "run started");
     let result = tracing::Instrument::instrument(
-        pipeline::run(
+        session.run(
             &inputs,
             &dir,
             &graph,
-            &store,
-            &run_id,
             &options,
-            allow_over_threshold || inputs.limits.allow_over_threshold,
+            allow_over_threshold,
             reviewed,
+            &progress::show,
         ),
         span,
     )
     .await;
-    let finish = |code: Exit, summary: &str| {
-        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = guard.finish_run(&run_id, code as i64, summary) {
+    progress::finish();
+    let run_id = session.run_id().to_string();
+    let finish = |session: pipeline::Session, code: Exit, summary: &str| {
+        if let Err(e) = session.finish(code as i64, summary) {
             tracing::error!("cannot record the end of the run: {e}");
         }
     };
     let result = match result {
         Ok(r) => r,
         Err(e) => {
-            progress::finish();
             let f = pipeline_failure(e);
-            finish(f.exit, &f.message);
+            finish(session, f.exit, &f.message);
             return Err(f);
         }
     };
-    if reviewed.is_some_and(|p| p.fingerprint != result.plan.fingerprint) {
-        let f = Failure::new(
-            Exit::Failed,
-            "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
-            "make and review a new plan with `b2bsync plan --out plan.json`",
-        );
-        finish(f.exit, &f.message);
-        return Err(f);
-    }
-    let Some(outcome) = result.outcome else {
-        progress::finish();
-        for e in &result.verdict.exceeded {
-            eprintln!("error: over threshold: {e}");
+    match result.end {
+        RunEnd::Stale => {
+            let f = Failure::new(
+                Exit::Failed,
+                "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
+                "make and review a new plan with `b2bsync plan --out plan.json`",
+            );
+            finish(session, f.exit, &f.message);
+            Err(f)
         }
-        let summary = format!(
-            "stopped before any write: {} threshold(s) exceeded",
-            result.verdict.exceeded.len()
-        );
-        println!("{summary}");
-        finish(Exit::OverThreshold, &summary);
-        return Ok(Exit::OverThreshold);
-    };
-    progress::finish();
-    let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
-    println!("{summary}");
-    let exit = if outcome.failed() > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    };
-    finish(exit, &summary);
-    Ok(exit)
+        RunEnd::OverThreshold(verdict) => {
+            for e in &verdict.exceeded {
+                eprintln!("error: over threshold: {e}");
+            }
+            let summary = format!(
+                "stopped before any write: {} threshold(s) exceeded",
+                verdict.exceeded.len()
+            );
+            println!("{summary}");
+            finish(session, Exit::OverThreshold, &summary);
+            Ok(Exit::OverThreshold)
+        }
+        RunEnd::Applied(outcome) => {
+            let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
+            println!("{summary}");
+            let exit = if outcome.failed() > 0 {
+                Exit::Partial
+            } else {
+                Exit::Ok
+            };
+            finish(session, exit, &summary);
+            Ok(exit)
+        }
+    }
 }
 
 fn csv_failure(e: csv::Error) -> Failure {

@@ -21,7 +21,6 @@ use b2bsync::apply::fakes::{FakeCloud, FakeDirectory};
 use b2bsync::mapping::{Mapping, MappingSet};
 use b2bsync::model::{Anchor, CloudUser, SourceAccount};
 use b2bsync::pipeline::{self, Inputs};
-use b2bsync::state::Store;
 use common::world::{Partner, SECRET, Tenancy, text, world};
 
 /// A `tracing` writer that keeps everything in memory.
@@ -133,32 +132,32 @@ anchor = "objectGUID"
     *cloud.domains.lock().unwrap() = vec!["lab.example.com".into()];
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let store = Store::open(&db).unwrap();
-    let run_id = store.begin_run("run").unwrap();
-    let store = Mutex::new(store);
+    let session = pipeline::Session::begin(&db, "run").unwrap();
+    let run_id = session.run_id().to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let result = runtime
-        .block_on(pipeline::run(
+        .block_on(session.run(
             &inputs,
             &directory,
             &cloud,
-            &store,
-            &run_id,
             &apply::Options::default(),
             true,
             None,
+            &|_| {},
         ))
         .expect("run");
-    let outcome = result.outcome.expect("applied");
+    let pipeline::RunEnd::Applied(outcome) = result.end else {
+        panic!("not applied");
+    };
     assert_eq!(outcome.done(), n, "every password randomized");
     let passwords = directory.passwords.lock().unwrap().clone();
     assert_eq!(passwords.len(), n);
     let unique: std::collections::HashSet<_> = passwords.iter().collect();
     assert_eq!(unique.len(), n, "every password is different");
-    drop(store);
+    drop(session);
 
     let logs = capture.0.lock().unwrap().clone();
     assert!(

@@ -583,6 +583,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     now: jiff::Timestamp,
     settle_waits: &[std::time::Duration],
     halted: &AtomicBool,
+    ended: &(dyn Fn() + Sync),
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
     let mut succeeded: Vec<&Op> = Vec::new();
@@ -673,6 +674,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     tracing::error!(action = %key, "the journal could not record a finished action: {e}");
                 }
                 tracing::info!(action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
+                ended();
                 if effect.invitation_id.is_some() {
                     invitation_id = effect.invitation_id;
                 }
@@ -712,6 +714,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     tracing::error!(action = %key, "the journal could not record a failed action: {j}");
                 }
                 tracing::warn!(action = %key, op = action.op.name(), "failed: {}", e.message);
+                ended();
                 results.push(ActionResult {
                     key,
                     account: action.account.clone(),
@@ -748,7 +751,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
 
 /// Executes every action of `plan`. Per-account failures are data in the [`Outcome`]; the
 /// caller decides the exit code. An action whose answer is lost is read back after each of
-/// [`SETTLE_WAITS`].
+/// [`SETTLE_WAITS`]. `ended` is called as each action ends, done or failed (for progress).
+#[allow(clippy::too_many_arguments)]
 pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     plan: &Plan,
     previous: &BTreeMap<String, Progress>,
@@ -757,6 +761,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     journal: &Journal<'_>,
     options: &Options,
     now: jiff::Timestamp,
+    ended: &(dyn Fn() + Sync),
 ) -> Outcome {
     let mut by_account: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
     for action in &plan.actions {
@@ -781,6 +786,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
             now,
             &SETTLE_WAITS,
             &halted,
+            ended,
         )
     });
     let mut results: Vec<ActionResult> = futures_util::stream::iter(tasks)
@@ -836,6 +842,7 @@ mod tests {
             jiff::Timestamp::now(),
             &[std::time::Duration::ZERO; 2],
             &AtomicBool::new(false),
+            &|| {},
         )
         .await;
         drop(journal);
@@ -928,6 +935,7 @@ mod tests {
                     jiff::Timestamp::now(),
                     &[],
                     &halted,
+                    &|| {},
                 )
                 .await,
             );
@@ -1064,6 +1072,7 @@ mod tests {
             &journal,
             &options,
             jiff::Timestamp::now(),
+            &|| {},
         )
         .await;
         drop(journal);

@@ -1,6 +1,7 @@
-//! The fast tier of the pipeline's reads: `observe` (full and incremental reads of both
-//! sides) and `reads::confirm` (accounts about to be written read again) against the
-//! in-memory fakes and a temporary store. Milliseconds; the same stages against Samba,
+//! The fast tier of the pipeline: `observe` (full and incremental reads of both sides),
+//! `reads::confirm` (accounts about to be written read again) and a run's session (its
+//! lock, record, ends and progress events) against the in-memory fakes and a temporary
+//! store. Milliseconds; the same stages against Samba,
 //! OpenLDAP and the emulator are in `tests/incremental.rs` and `tests/lifecycle.rs`.
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ struct World {
     cloud: FakeCloud,
     inputs: Inputs,
     store: Mutex<Store>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn dn(n: u8) -> String {
@@ -95,7 +96,7 @@ anchor = "objectGUID"
         cloud,
         inputs,
         store: Mutex::new(store),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -114,6 +115,28 @@ impl World {
             .progress()
             .unwrap_or_else(|e| panic!("{e}"));
         compute(observed, &self.inputs, &progress, jiff::Timestamp::now())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `session` over this world.
+    async fn run(
+        &self,
+        session: &Session,
+        allow_over_threshold: bool,
+        reviewed: Option<&Plan>,
+        events: &(dyn Fn(Event) + Sync),
+    ) -> RunResult {
+        session
+            .run(
+                &self.inputs,
+                &self.directory,
+                &self.cloud,
+                &apply::Options::default(),
+                allow_over_threshold,
+                reviewed,
+                events,
+            )
+            .await
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -365,22 +388,12 @@ async fn a_run_whose_account_joined_a_protected_group_plans_again_and_never_writ
     w.observe().await;
     w.directory
         .update_silently(&dn(1), |a| a.member_of.push(TIER0.into()));
-    let run_id = lock(&w.store)
-        .begin_run("run")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let result = run(
-        &w.inputs,
-        &w.directory,
-        &w.cloud,
-        &w.store,
-        &run_id,
-        &apply::Options::default(),
-        false,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let outcome = result.outcome.unwrap_or_else(|| panic!("not applied"));
+    let session =
+        Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
+    let result = w.run(&session, false, None, &|_| {}).await;
+    let RunEnd::Applied(outcome) = result.end else {
+        panic!("not applied");
+    };
     assert_eq!(outcome.done(), 2);
     let written: Vec<String> = w
         .directory
@@ -420,4 +433,90 @@ async fn a_run_whose_account_joined_a_protected_group_plans_again_and_never_writ
             .iter()
             .all(|a| a.account != anchor(1).as_str())
     );
+}
+
+/// How a run ends, and what it wrote: (case, `[limits]` allow, flag, reviewed plan stale,
+/// end, passwords set).
+#[tokio::test]
+async fn a_session_ends_applied_stale_or_over_threshold_and_holds_the_lock() {
+    let cases = [
+        ("within the limits", false, false, false, "applied", 3),
+        ("over a threshold", false, false, false, "over", 0),
+        (
+            "over, allowed for this run",
+            false,
+            true,
+            false,
+            "applied",
+            3,
+        ),
+        (
+            "over, allowed by [limits]",
+            true,
+            false,
+            false,
+            "applied",
+            3,
+        ),
+        ("a stale reviewed plan", true, false, true, "stale", 0),
+    ];
+    for (name, limits_allow, flag, stale, end, written) in cases {
+        let mut w = world();
+        w.inputs.limits.allow_over_threshold = limits_allow;
+        if name != "within the limits" {
+            w.inputs.limits.password_randomizations.max_count = 1;
+        }
+        let reviewed = stale.then(|| Plan {
+            schema_version: 1,
+            generated_at: String::new(),
+            fingerprint: "reviewed yesterday".into(),
+            mappings: Vec::new(),
+            actions: Vec::new(),
+            accounts: Vec::new(),
+            summary: plan::Summary::default(),
+        });
+        let path = w.dir.path().join("state.db");
+        let session = Session::begin(&path, "run").unwrap_or_else(|e| panic!("{e}"));
+        // A second run is refused while this one holds the lock.
+        assert!(matches!(
+            Session::begin(&path, "run"),
+            Err(crate::state::Error::Locked { .. })
+        ));
+        let events = Mutex::new(Vec::new());
+        let record = |e: Event| events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        let result = w.run(&session, flag, reviewed.as_ref(), &record).await;
+        let got = match &result.end {
+            RunEnd::Applied(_) => "applied",
+            RunEnd::Stale => "stale",
+            RunEnd::OverThreshold(verdict) => {
+                assert!(!verdict.exceeded.is_empty(), "{name}");
+                "over"
+            }
+        };
+        assert_eq!(got, end, "{name}");
+        assert_eq!(
+            w.directory.passwords.lock().map(|p| p.len()).unwrap_or(0),
+            written,
+            "{name}"
+        );
+        let events = events.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut expected = vec![Event::Reading];
+        if end == "applied" {
+            expected.push(Event::Applying { actions: 3 });
+            expected.extend([Event::ActionEnded; 3]);
+        }
+        assert_eq!(events, expected, "{name}");
+        let run_id = session.run_id().to_string();
+        session
+            .finish(0, "summary")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let runs = lock(&w.store).runs().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            runs.iter()
+                .any(|r| r.id == run_id && r.summary.as_deref() == Some("summary")),
+            "{name}"
+        );
+        // The lock went with the session.
+        assert!(Session::begin(&path, "run").is_ok(), "{name}");
+    }
 }
