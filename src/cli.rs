@@ -1,5 +1,5 @@
 //! The command line: parses arguments (clap), sets up logging, runs one command and turns its
-//! outcome into the exit codes of DESIGN section 4.
+//! outcome into the exit codes of `report::Exit` (docs/operations.md, "Exit codes").
 
 mod progress;
 
@@ -9,40 +9,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::apply;
+use crate::apply::rollback::UndoResult;
 use crate::cloud::token::Credential;
 use crate::cloud::{Cloud, GraphClient, GraphSettings};
 use crate::config::{AuthMethod, Config};
 use crate::mapping::MappingSet;
-use crate::pipeline::{self, Inputs};
+use crate::pipeline::{self, Inputs, RunEnd};
 use crate::plan::Plan;
 use crate::report;
+use crate::source::rights::Rights;
 use crate::source::{Directory, LdapDirectory};
-use crate::state::{RunLock, Store};
+use crate::state::Store;
 
-/// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
-/// `SuccessExitStatus=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// Everything done.
-    Ok = 0,
-    /// The run failed and could not proceed.
-    Failed = 1,
-    /// Finished, but some actions failed or need a human.
-    Partial = 2,
-    /// The configuration or a mapping is invalid.
-    InvalidConfig = 3,
-    /// The plan is over a threshold; nothing was written.
-    OverThreshold = 4,
-    /// Another run holds the lock.
-    Locked = 5,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+pub use crate::report::Exit;
 
 /// A failure that ends the command: what happened, how to fix it, and the exit code.
 #[derive(Debug)]
@@ -252,10 +231,7 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
             .with_filter(filter)
             .boxed()
     };
-    let result = tracing_subscriber::registry()
-        .with(lines)
-        .with(progress::Layer)
-        .try_init();
+    let result = tracing_subscriber::registry().with(lines).try_init();
     // Already initialised (tests call this more than once): keep the first subscriber.
     let _ = result;
 }
@@ -494,7 +470,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                     String::new(),
                                 );
                                 if let Some(first) = a.first() {
-                                    match write_rights(&dir, &first.dn).await {
+                                    match dir.mail_rights(&first.dn).await {
                                         Rights::MayWriteMail => report_line(
                                             true,
                                             "ldap rights",
@@ -529,35 +505,10 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     format!("issued for {}", config.graph.client_id),
                     String::new(),
                 );
-                let has = |r: &str| roles.iter().any(|x| x == r);
-                let read = has("User.Read.All")
-                    || has("User.ReadWrite.All")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
-                let invite = has("User.Invite.All") || write;
-                let role_read = has("RoleManagement.Read.Directory")
-                    || has("RoleManagement.ReadWrite.Directory")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let org_read = config.graph.verified_domains.is_some()
-                    || has("Organization.Read.All")
-                    || has("Organization.ReadWrite.All")
-                    || has("Directory.Read.All")
-                    || has("Directory.ReadWrite.All");
-                let mut missing = Vec::new();
-                if !(read && write) {
-                    missing.push("User.ReadWrite.All");
-                }
-                if !invite {
-                    missing.push("User.Invite.All");
-                }
-                if !role_read {
-                    missing.push("RoleManagement.Read.Directory");
-                }
-                if !org_read {
-                    missing.push("Organization.Read.All (or set [graph] verified_domains)");
-                }
+                let missing = crate::cloud::permissions::missing(
+                    &roles,
+                    config.graph.verified_domains.is_some(),
+                );
                 report_line(
                     missing.is_empty(),
                     "graph permissions",
@@ -601,60 +552,6 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
         } else {
             Exit::Failed
         })
-    }
-}
-
-/// What the directory says the service account may write on an account, read-only.
-enum Rights {
-    MayWriteMail,
-    MayNotWriteMail,
-    Unknown(String),
-}
-
-/// Reads AD's `allowedAttributesEffective` (the attributes the bound account may write on
-/// the entry) without writing anything. Generic LDAP servers have no such attribute.
-async fn write_rights(dir: &LdapDirectory, dn: &str) -> Rights {
-    match dir.flavour().await {
-        Ok(crate::source::Flavour::ActiveDirectory) => {}
-        Ok(_) => {
-            return Rights::Unknown(
-                "generic LDAP servers expose no effective-rights attribute; the first write shows the ACLs".into(),
-            );
-        }
-        Err(e) => return Rights::Unknown(e.to_string()),
-    }
-    let mut ldap = match dir.connect().await {
-        Ok(l) => l,
-        Err(e) => return Rights::Unknown(e.to_string()),
-    };
-    let result = ldap
-        .search(
-            dn,
-            ldap3::Scope::Base,
-            "(objectClass=*)",
-            vec!["allowedAttributesEffective"],
-        )
-        .await
-        .and_then(|r| r.success());
-    let _ = ldap.unbind().await;
-    match result {
-        Ok((entries, _)) => {
-            let writable = entries
-                .into_iter()
-                .map(ldap3::SearchEntry::construct)
-                .any(|e| {
-                    e.attrs
-                        .iter()
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("allowedAttributesEffective"))
-                        .any(|(_, v)| v.iter().any(|a| a.eq_ignore_ascii_case("mail")))
-                });
-            if writable {
-                Rights::MayWriteMail
-            } else {
-                Rights::MayNotWriteMail
-            }
-        }
-        Err(e) => Rights::Unknown(e.to_string()),
     }
 }
 
@@ -731,11 +628,9 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let config = Config::load(&cli.config)?;
             let dir = directory(&config)?;
             let graph = cloud(&config)?;
-            let _lock = RunLock::acquire(&config.state.path)?;
-            let store = Store::open(&config.state.path)?;
-            let new_run = store.begin_run("rollback")?;
-            let store = std::sync::Mutex::new(store);
-            let undos = apply::rollback::rollback(&store, &run, &new_run, &dir, &graph)
+            let session = pipeline::Session::begin(&config.state.path, "rollback")?;
+            let new_run = session.run_id().to_string();
+            let undos = apply::rollback::rollback(session.store(), &run, &new_run, &dir, &graph)
                 .await
                 .map_err(|e| Failure::new(Exit::Failed, e.to_string(), e.help()))?;
             for u in &undos {
@@ -744,16 +639,16 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                     u.result, u.action, u.account, u.detail
                 );
             }
-            let failed = undos.iter().filter(|u| u.result == "failed").count();
-            let reverted = undos.iter().filter(|u| u.result == "reverted").count();
-            let irreversible = undos.iter().filter(|u| u.result == "irreversible").count();
+            let count = |result| undos.iter().filter(|u| u.result == result).count();
+            let failed = count(UndoResult::Failed);
+            let reverted = count(UndoResult::Reverted);
+            let irreversible = count(UndoResult::Irreversible);
             let summary = format!(
                 "rollback of run {run}: {reverted} reverted, {irreversible} cannot be undone, {failed} failed"
             );
             println!("{summary}");
             let exit = if failed > 0 { Exit::Partial } else { Exit::Ok };
-            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-            guard.finish_run(&new_run, exit as i64, &summary)?;
+            session.finish(exit as i64, &summary)?;
             Ok(exit)
         }
         Command::Status {
@@ -837,78 +732,76 @@ async fn execute(
     let inputs = load_inputs(&config, full)?;
     let dir = directory(&config)?;
     let graph = cloud(&config)?;
-    let _lock = RunLock::acquire(&config.state.path)?;
-    let store = Store::open(&config.state.path)?;
-    let run_id = store.begin_run(command)?;
-    let store = std::sync::Mutex::new(store);
+    let session = pipeline::Session::begin(&config.state.path, command)?;
     let options = apply::Options {
         concurrency: config.apply.concurrency,
         password_length: config.apply.password_length,
     };
     // Every log line of the run carries its id (in JSON: the `span` object), for a SIEM.
-    let span = tracing::info_span!("run", run_id = %run_id, command);
+    let span = tracing::info_span!("run", run_id = %session.run_id(), command);
     tracing::info!(parent: &span, "run started");
     let result = tracing::Instrument::instrument(
-        pipeline::run(
+        session.run(
             &inputs,
             &dir,
             &graph,
-            &store,
-            &run_id,
             &options,
-            allow_over_threshold || inputs.limits.allow_over_threshold,
+            allow_over_threshold,
             reviewed,
+            &progress::show,
         ),
         span,
     )
     .await;
-    let finish = |code: Exit, summary: &str| {
-        let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = guard.finish_run(&run_id, code as i64, summary) {
+    progress::finish();
+    let run_id = session.run_id().to_string();
+    let finish = |session: pipeline::Session, code: Exit, summary: &str| {
+        if let Err(e) = session.finish(code as i64, summary) {
             tracing::error!("cannot record the end of the run: {e}");
         }
     };
     let result = match result {
         Ok(r) => r,
         Err(e) => {
-            progress::finish();
             let f = pipeline_failure(e);
-            finish(f.exit, &f.message);
+            finish(session, f.exit, &f.message);
             return Err(f);
         }
     };
-    if reviewed.is_some_and(|p| p.fingerprint != result.plan.fingerprint) {
-        let f = Failure::new(
-            Exit::Failed,
-            "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
-            "make and review a new plan with `b2bsync plan --out plan.json`",
-        );
-        finish(f.exit, &f.message);
-        return Err(f);
-    }
-    let Some(outcome) = result.outcome else {
-        progress::finish();
-        for e in &result.verdict.exceeded {
-            eprintln!("error: over threshold: {e}");
+    match result.end {
+        RunEnd::Stale => {
+            let f = Failure::new(
+                Exit::Failed,
+                "the reviewed plan is stale: the directory, the tenant, the mappings or the state changed since it was made",
+                "make and review a new plan with `b2bsync plan --out plan.json`",
+            );
+            finish(session, f.exit, &f.message);
+            Err(f)
         }
-        let summary = format!(
-            "stopped before any write: {} threshold(s) exceeded",
-            result.verdict.exceeded.len()
-        );
-        println!("{summary}");
-        finish(Exit::OverThreshold, &summary);
-        return Ok(Exit::OverThreshold);
-    };
-    progress::finish();
-    let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
-    println!("{summary}");
-    let exit = if outcome.failed() > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    };
-    finish(exit, &summary);
-    Ok(exit)
+        RunEnd::OverThreshold(verdict) => {
+            for e in &verdict.exceeded {
+                eprintln!("error: over threshold: {e}");
+            }
+            let summary = format!(
+                "stopped before any write: {} threshold(s) exceeded",
+                verdict.exceeded.len()
+            );
+            println!("{summary}");
+            finish(session, Exit::OverThreshold, &summary);
+            Ok(Exit::OverThreshold)
+        }
+        RunEnd::Applied(outcome) => {
+            let summary = report::run_summary(&run_id, &result.plan, &outcome, &result.reconciled);
+            println!("{summary}");
+            let exit = if outcome.failed() > 0 {
+                Exit::Partial
+            } else {
+                Exit::Ok
+            };
+            finish(session, exit, &summary);
+            Ok(exit)
+        }
+    }
 }
 
 fn csv_failure(e: csv::Error) -> Failure {

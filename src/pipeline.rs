@@ -3,6 +3,8 @@
 //! are built from these steps; the stages themselves live in their own modules.
 
 pub mod reads;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,7 @@ use crate::mapping::{self, InvitationSettings, MappingSet};
 use crate::model::{CloudUser, Progress, SourceAccount};
 use crate::plan::{self, Plan, Policy, Tenant};
 use crate::source::{self, Directory};
-use crate::state::Store;
+use crate::state::{RunLock, Store};
 
 pub use reads::{ReadSummary, Reads, Refresh, observe, persist};
 
@@ -138,98 +140,167 @@ fn log_decisions(plan: &Plan) {
     }
 }
 
+/// What a run tells whoever shows its progress (the CLI's bar on a terminal). Nothing in
+/// the run depends on who listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The run began: interrupted actions are settled and both sides are read.
+    Reading,
+    /// The plan passed the guard and is applied: this many actions.
+    Applying { actions: usize },
+    /// One action ended, done or failed (a skipped one never started).
+    ActionEnded,
+}
+
+/// How a run ended, when it could proceed at all.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// The plan was applied: what each action did.
+    Applied(Outcome),
+    /// The reviewed plan no longer matches the fresh one: nothing was written.
+    Stale,
+    /// The plan is over a threshold: nothing was written.
+    OverThreshold(Verdict),
+}
+
 /// What one `run` (or `apply`) did.
 pub struct RunResult {
+    /// The plan as computed now (for a stale reviewed plan: the fresh one).
     pub plan: Plan,
-    pub verdict: Verdict,
-    /// `None` when the guard stopped the run before any write.
-    pub outcome: Option<Outcome>,
+    pub end: RunEnd,
     pub reconciled: apply::reconcile::Reconciled,
 }
 
-/// Reconcile, read, plan, guard, apply and save: one scheduled run. `reviewed`, when given,
-/// is a plan an admin reviewed; it must match the fresh plan exactly (its fingerprint), or
-/// the run stops before any write.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
-    inputs: &Inputs,
-    directory: &D,
-    cloud: &C,
-    store: &std::sync::Mutex<Store>,
-    run_id: &str,
-    options: &apply::Options,
-    allow_over_threshold: bool,
-    reviewed: Option<&Plan>,
-) -> Result<RunResult, Error> {
-    let reconciled = apply::reconcile(store, directory, cloud, run_id).await?;
-    let progress = lock(store).progress()?;
-    let now = jiff::Timestamp::now();
-    let observed = observe(inputs, directory, cloud, store).await?;
-    persist(store, &observed)?;
-    let source_incremental = observed.refresh.source_incremental();
-    let mut plan = compute(observed, inputs, &progress, now)?;
-    // Accounts about to be written are read again when the directory was read by its
-    // changes: some changes (AD group membership) move no mark on the account itself.
-    if source_incremental
-        && !plan.actions.is_empty()
-        && reads::confirm(inputs, directory, store, &plan).await? > 0
-    {
+/// One run that may write: it holds the run lock (a second run is refused, not queued) and
+/// the run's record in the state store, from [`Session::begin`] to [`Session::finish`].
+pub struct Session {
+    store: std::sync::Mutex<Store>,
+    run_id: String,
+    // Released when the session is dropped, after the run's end is recorded.
+    _lock: RunLock,
+}
+
+impl Session {
+    /// Takes the lock beside the state store without waiting, opens the store and records
+    /// the start of a run of `command`.
+    pub fn begin(
+        state_path: &std::path::Path,
+        command: &str,
+    ) -> Result<Session, crate::state::Error> {
+        let lock = RunLock::acquire(state_path)?;
+        let store = Store::open(state_path)?;
+        let run_id = store.begin_run(command)?;
+        Ok(Session {
+            store: std::sync::Mutex::new(store),
+            run_id,
+            _lock: lock,
+        })
+    }
+
+    /// The run's id (a UUIDv7).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The state store, for what the run does besides [`Session::run`] (a rollback).
+    pub fn store(&self) -> &std::sync::Mutex<Store> {
+        &self.store
+    }
+
+    /// Records the run's end: its exit code and summary. The lock is released after.
+    pub fn finish(self, exit_code: i64, summary: &str) -> Result<(), crate::state::Error> {
+        lock(&self.store).finish_run(&self.run_id, exit_code, summary)
+    }
+
+    /// Reconcile, read, plan, guard, apply and save: one scheduled run. `reviewed`, when
+    /// given, is a plan an admin reviewed; it must match the fresh plan exactly (its
+    /// fingerprint), or the run stops before any write. `allow_over_threshold` is the
+    /// command line's override; `[limits] allow_over_threshold` is applied by the guard.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run<D: Directory + Sync, C: Cloud + Sync>(
+        &self,
+        inputs: &Inputs,
+        directory: &D,
+        cloud: &C,
+        options: &apply::Options,
+        allow_over_threshold: bool,
+        reviewed: Option<&Plan>,
+        events: &(dyn Fn(Event) + Sync),
+    ) -> Result<RunResult, Error> {
+        events(Event::Reading);
+        let store = &self.store;
+        let run_id = self.run_id.as_str();
+        let reconciled = apply::reconcile(store, directory, cloud, run_id).await?;
+        let progress = lock(store).progress()?;
+        let now = jiff::Timestamp::now();
         let observed = observe(inputs, directory, cloud, store).await?;
         persist(store, &observed)?;
-        plan = compute(observed, inputs, &progress, now)?;
-    }
-    if let Some(reviewed) = reviewed
-        && reviewed.fingerprint != plan.fingerprint
-    {
-        return Ok(RunResult {
-            verdict: Verdict {
-                exceeded: Vec::new(),
-                allowed: false,
-            },
+        let source_incremental = observed.refresh.source_incremental();
+        let mut plan = compute(observed, inputs, &progress, now)?;
+        // Accounts about to be written are read again when the directory was read by its
+        // changes: some changes (AD group membership) move no mark on the account itself.
+        if source_incremental
+            && !plan.actions.is_empty()
+            && reads::confirm(inputs, directory, store, &plan).await? > 0
+        {
+            let observed = observe(inputs, directory, cloud, store).await?;
+            persist(store, &observed)?;
+            plan = compute(observed, inputs, &progress, now)?;
+        }
+        let end = 'end: {
+            if reviewed.is_some_and(|r| r.fingerprint != plan.fingerprint) {
+                break 'end RunEnd::Stale;
+            }
+            let verdict = guard::check(&plan, &inputs.limits, allow_over_threshold);
+            if !verdict.allowed {
+                break 'end RunEnd::OverThreshold(verdict);
+            }
+            let journal = Journal::new(store, run_id);
+            tracing::info!(actions = plan.actions.len(), "applying the plan");
+            events(Event::Applying {
+                actions: plan.actions.len(),
+            });
+            let ended = || events(Event::ActionEnded);
+            let outcome = apply::execute(
+                &plan, &progress, directory, cloud, &journal, options, now, &ended,
+            )
+            .await;
+            // Ends the journal's writer thread and closes its connection.
+            drop(journal);
+            save_accounts_without_actions(store, &plan, &progress, now)?;
+            RunEnd::Applied(outcome)
+        };
+        Ok(RunResult {
             plan,
-            outcome: None,
+            end,
             reconciled,
-        });
+        })
     }
-    let verdict = guard::check(&plan, &inputs.limits, allow_over_threshold);
-    if !verdict.allowed {
-        return Ok(RunResult {
-            plan,
-            verdict,
-            outcome: None,
-            reconciled,
-        });
-    }
-    let journal = Journal::new(store, run_id);
-    tracing::info!(actions = plan.actions.len(), "applying the plan");
-    let outcome = apply::execute(&plan, &progress, directory, cloud, &journal, options, now).await;
-    // Ends the journal's writer thread and closes its connection.
-    drop(journal);
-    // Accounts without actions still record where they stand (for `status`).
+}
+
+/// Accounts without actions still record where they stand (for `status`).
+fn save_accounts_without_actions(
+    store: &std::sync::Mutex<Store>,
+    plan: &Plan,
+    progress: &BTreeMap<String, Progress>,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
     let with_actions: std::collections::HashSet<&str> =
         plan.actions.iter().map(|a| a.account.as_str()).collect();
-    {
-        let mut guard = lock(store);
-        guard.transaction(|s| {
-            for account in plan
-                .accounts
-                .iter()
-                .filter(|a| !with_actions.contains(a.key.as_str()))
-            {
-                let p = plan::progress_after(progress.get(&account.key), account, &[], None, now);
-                let reason = account.reasons.first().map(|r| r.reason.code());
-                let kind = account.kind.map(|k| k.to_string());
-                s.save_account(&account.key, Some(&account.dn), kind.as_deref(), reason, &p)?;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(RunResult {
-        plan,
-        verdict,
-        outcome: Some(outcome),
-        reconciled,
-    })
+    lock(store).transaction(|s| {
+        for account in plan
+            .accounts
+            .iter()
+            .filter(|a| !with_actions.contains(a.key.as_str()))
+        {
+            let p = plan::progress_after(progress.get(&account.key), account, &[], None, now);
+            let reason = account.reasons.first().map(|r| r.reason.code());
+            let kind = account.kind.map(|k| k.to_string());
+            s.save_account(&account.key, Some(&account.dn), kind.as_deref(), reason, &p)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn lock(store: &std::sync::Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {

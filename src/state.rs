@@ -116,42 +116,184 @@ fn disk_full(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
-/// One journal record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One journal record, parsed: the stored text of each column is read into its type once,
+/// here, and a value that does not parse is an [`Error::Value`] naming the row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JournalEntry {
     pub seq: i64,
     pub run_id: String,
     pub action_key: String,
-    pub action: String,
+    pub action: Action,
     pub account_key: String,
-    pub phase: String,
-    pub before: Option<String>,
-    pub after: Option<String>,
+    pub phase: Phase,
+    pub before: Option<Values>,
+    pub after: Option<Values>,
     pub request_id: Option<String>,
     pub client_request_id: Option<String>,
     pub error: Option<String>,
-    pub at: String,
+    pub at: jiff::Timestamp,
+}
+
+/// The kind of a journaled action. Its text ([`Action::as_str`]) is the name the journal
+/// stores: the plan operation's name (`plan::Op::name`), or that name after `rollback_` for
+/// the undo of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    SetDirectoryMail,
+    SetCloudAddress,
+    Invite,
+    Reinvite,
+    RandomizePassword,
+    SetUserType,
+    RollbackSetDirectoryMail,
+    RollbackSetCloudAddress,
+    RollbackSetUserType,
+}
+
+impl Action {
+    /// Every kind.
+    pub const ALL: [Action; 9] = [
+        Action::SetDirectoryMail,
+        Action::SetCloudAddress,
+        Action::Invite,
+        Action::Reinvite,
+        Action::RandomizePassword,
+        Action::SetUserType,
+        Action::RollbackSetDirectoryMail,
+        Action::RollbackSetCloudAddress,
+        Action::RollbackSetUserType,
+    ];
+
+    /// The name the journal stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::SetDirectoryMail => "set_directory_mail",
+            Action::SetCloudAddress => "set_cloud_address",
+            Action::Invite => "invite",
+            Action::Reinvite => "reinvite",
+            Action::RandomizePassword => "randomize_password",
+            Action::SetUserType => "set_user_type",
+            Action::RollbackSetDirectoryMail => "rollback_set_directory_mail",
+            Action::RollbackSetCloudAddress => "rollback_set_cloud_address",
+            Action::RollbackSetUserType => "rollback_set_user_type",
+        }
+    }
+
+    /// The kind a stored name stands for; `None` for a name this build never writes.
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+
+    /// The undo of this action, for the writes that have one.
+    pub fn rollback(self) -> Option<Action> {
+        match self {
+            Action::SetDirectoryMail => Some(Action::RollbackSetDirectoryMail),
+            Action::SetCloudAddress => Some(Action::RollbackSetCloudAddress),
+            Action::SetUserType => Some(Action::RollbackSetUserType),
+            _ => None,
+        }
+    }
+
+    /// For an undo, the action it undoes.
+    pub fn undoes(self) -> Option<Action> {
+        match self {
+            Action::RollbackSetDirectoryMail => Some(Action::SetDirectoryMail),
+            Action::RollbackSetCloudAddress => Some(Action::SetCloudAddress),
+            Action::RollbackSetUserType => Some(Action::SetUserType),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A journal record's before- or after-value: what the action's target held before the
+/// call, or what the call sets, and which entry or user it is. Stored as JSON with the keys
+/// in this order and absent fields left out, exactly as earlier builds wrote it. For
+/// `mail`, `otherMails` and `userType`, `Some(None)` is a stored `null` (the attribute had
+/// no value, or the write does not touch it) and `None` a key the record does not have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Values {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub mail: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub other_mails: Option<Option<Vec<String>>>,
+    /// Always `randomized` when present: the password itself is never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub user_type: Option<Option<String>>,
+}
+
+/// A key that is present, `null` or not: `Some(None)` for `null`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl Values {
+    /// The `mail` value, when the record has one (not null).
+    pub fn mail(&self) -> Option<&str> {
+        self.mail.as_ref().and_then(|m| m.as_deref())
+    }
+
+    /// The `otherMails` value, when the record has one (not null).
+    pub fn other_mails(&self) -> Option<&[String]> {
+        self.other_mails.as_ref().and_then(|m| m.as_deref())
+    }
+
+    /// The `userType` value, when the record has one (not null).
+    pub fn user_type(&self) -> Option<&str> {
+        self.user_type.as_ref().and_then(|m| m.as_deref())
+    }
+
+    /// The stored text.
+    pub fn to_json(&self) -> String {
+        // Strings, string lists and a number: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn parse(text: &str) -> Result<Values, serde_json::Error> {
+        serde_json::from_str(text)
+    }
 }
 
 /// One run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunRecord {
     pub id: String,
     pub command: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    pub started_at: jiff::Timestamp,
+    pub finished_at: Option<jiff::Timestamp>,
     pub exit_code: Option<i64>,
     pub summary: Option<String>,
 }
 
 /// One account row: its progress plus what the last plan said of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountRecord {
     pub key: String,
     pub dn: Option<String>,
     pub kind: Option<String>,
     pub reason: Option<String>,
-    pub updated_at: String,
+    pub updated_at: jiff::Timestamp,
     pub progress: Progress,
 }
 
@@ -329,6 +471,7 @@ impl Store {
         for row in rows {
             let (key, dn, kind, state, reason, mut progress, updated_at) = row?;
             progress.state = parse_state(&state)?;
+            let updated_at = time(&updated_at, &format!("accounts row {key}, updated_at"))?;
             out.push(AccountRecord {
                 key,
                 dn,
@@ -423,16 +566,29 @@ impl Store {
             "SELECT id, command, started_at, finished_at, exit_code, summary FROM runs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(RunRecord {
-                id: r.get(0)?,
-                command: r.get(1)?,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                exit_code: r.get(4)?,
-                summary: r.get(5)?,
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, command, started_at, finished_at, exit_code, summary) = row?;
+            let at = |column: &str, text: &str| time(text, &format!("runs row {id}, {column}"));
+            out.push(RunRecord {
+                started_at: at("started_at", &started_at)?,
+                finished_at: finished_at.map(|t| at("finished_at", &t)).transpose()?,
+                id,
+                command,
+                exit_code,
+                summary,
+            });
+        }
+        Ok(out)
     }
 
     /// Appends a journal record. `started` goes in (and is synced) before the remote call.
@@ -441,11 +597,11 @@ impl Store {
         &self,
         run_id: &str,
         action_key: &str,
-        action: &str,
+        action: Action,
         account_key: &str,
         phase: Phase,
-        before: Option<&str>,
-        after: Option<&str>,
+        before: Option<&Values>,
+        after: Option<&Values>,
         request_id: Option<&str>,
         client_request_id: Option<&str>,
         error: Option<&str>,
@@ -457,11 +613,11 @@ impl Store {
             params![
                 run_id,
                 action_key,
-                action,
+                action.as_str(),
                 account_key,
                 phase.as_str(),
-                before,
-                after,
+                before.map(Values::to_json),
+                after.map(Values::to_json),
                 request_id,
                 client_request_id,
                 error,
@@ -501,7 +657,7 @@ impl Store {
              FROM journal WHERE ({condition}) ORDER BY seq"
         ))?;
         let rows = stmt.query_map(params, |r| {
-            Ok(JournalEntry {
+            Ok(StoredRecord {
                 seq: r.get(0)?,
                 run_id: r.get(1)?,
                 action_key: r.get(2)?,
@@ -516,7 +672,11 @@ impl Store {
                 at: r.get(11)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?.parse()?);
+        }
+        Ok(out)
     }
 
     /// Actions journaled as `started` whose last record is still `started`: a run stopped in
@@ -530,7 +690,7 @@ impl Store {
                 last
             })
             .into_values()
-            .filter(|e| e.phase == Phase::Started.as_str())
+            .filter(|e| e.phase == Phase::Started)
             .collect())
     }
 
@@ -660,13 +820,78 @@ impl Store {
     }
 }
 
+/// A journal row as stored, before its columns are parsed.
+struct StoredRecord {
+    seq: i64,
+    run_id: String,
+    action_key: String,
+    action: String,
+    account_key: String,
+    phase: String,
+    before: Option<String>,
+    after: Option<String>,
+    request_id: Option<String>,
+    client_request_id: Option<String>,
+    error: Option<String>,
+    at: String,
+}
+
+impl StoredRecord {
+    fn parse(self) -> Result<JournalEntry, Error> {
+        let seq = self.seq;
+        let bad = |column: &str, text: &str, why: &str| {
+            Error::Value(format!(
+                "journal row {seq} (action {}): {column} `{text}` {why}",
+                self.action_key
+            ))
+        };
+        let action = Action::parse(&self.action)
+            .ok_or_else(|| bad("action", &self.action, "is not an action b2bsync knows"))?;
+        let phase = Phase::parse(&self.phase)
+            .ok_or_else(|| bad("phase", &self.phase, "is not started, done or failed"))?;
+        let values = |column: &str, text: Option<&str>| {
+            text.map(|t| {
+                Values::parse(t).map_err(|e| bad(column, t, &format!("does not decode: {e}")))
+            })
+            .transpose()
+        };
+        let before = values("before_value", self.before.as_deref())?;
+        let after = values("after_value", self.after.as_deref())?;
+        let at = self
+            .at
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| bad("at", &self.at, &format!("is not a time: {e}")))?;
+        Ok(JournalEntry {
+            seq,
+            run_id: self.run_id,
+            action_key: self.action_key,
+            action,
+            account_key: self.account_key,
+            phase,
+            before,
+            after,
+            request_id: self.request_id,
+            client_request_id: self.client_request_id,
+            error: self.error,
+            at,
+        })
+    }
+}
+
+/// A stored time (RFC 3339, as [`now`] writes it); `row` names where it was read.
+fn time(text: &str, row: &str) -> Result<jiff::Timestamp, Error> {
+    text.parse()
+        .map_err(|e| Error::Value(format!("{row}: `{text}` is not a time: {e}")))
+}
+
 fn parse_state(s: &str) -> Result<Lifecycle, Error> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| Error::Value(format!("unknown lifecycle state `{s}`")))
 }
 
 /// A journal phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     Started,
     Done,
@@ -680,6 +905,19 @@ impl Phase {
             Phase::Done => "done",
             Phase::Failed => "failed",
         }
+    }
+
+    /// The phase a stored name stands for.
+    pub fn parse(text: &str) -> Option<Phase> {
+        [Phase::Started, Phase::Done, Phase::Failed]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -733,6 +971,14 @@ mod tests {
         (dir, s)
     }
 
+    /// Journals `action` under `key` with no values.
+    fn bare(s: &Store, run: &str, key: &str, action: Action, phase: Phase) {
+        s.journal(
+            run, key, action, "acct", phase, None, None, None, None, None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     #[test]
     fn progress_round_trips() {
         let (_d, s) = store();
@@ -753,12 +999,7 @@ mod tests {
     fn unfinished_actions_are_found() {
         let (_d, s) = store();
         let run = s.begin_run("run").unwrap_or_else(|e| panic!("{e}"));
-        let j = |key: &str, phase| {
-            s.journal(
-                &run, key, "invite", "acct", phase, None, None, None, None, None,
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-        };
+        let j = |key: &str, phase| bare(&s, &run, key, Action::Invite, phase);
         j("a", Phase::Started);
         j("a", Phase::Done);
         j("b", Phase::Started);
@@ -771,6 +1012,74 @@ mod tests {
             .map(|e| e.action_key)
             .collect();
         assert_eq!(open, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_parse_is_an_error_naming_the_row() {
+        let cases = [
+            ("action", "send_fax", "action `send_fax`"),
+            ("phase", "maybe", "phase `maybe`"),
+            ("at", "yesterday", "at `yesterday`"),
+            ("after_value", "{\"colour\":\"red\"}", "after_value"),
+            ("before_value", "not json", "before_value `not json`"),
+        ];
+        for (column, text, named) in cases {
+            let (_d, s) = store();
+            bare(&s, "run-1", "acct/0/invite", Action::Invite, Phase::Started);
+            if column == "phase" {
+                // The schema's CHECK keeps other phases out; an older or edited file may not.
+                s.conn
+                    .execute_batch("PRAGMA ignore_check_constraints = ON")
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            s.conn
+                .execute(&format!("UPDATE journal SET {column} = ?1"), [text])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let err = s.journal_entries(None).expect_err(column).to_string();
+            assert!(
+                err.contains("journal row 1") && err.contains(named),
+                "{column}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_names_and_times_read_back_as_written() {
+        let (_d, s) = store();
+        let run = s.begin_run("run").unwrap_or_else(|e| panic!("{e}"));
+        for (n, action) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+            bare(&s, &run, &format!("k{n}"), action, Phase::Done);
+        }
+        s.finish_run(&run, 0, "ok")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let entries = s
+            .journal_entries(Some(&run))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            entries.iter().map(|e| e.action).collect::<Vec<_>>(),
+            Action::ALL.to_vec()
+        );
+        let stored: Vec<(String, String, String)> = s
+            .conn
+            .prepare("SELECT action, phase, at FROM journal ORDER BY seq")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (entry, (action, phase, at)) in entries.iter().zip(stored) {
+            assert_eq!(
+                (
+                    entry.action.to_string(),
+                    entry.phase.to_string(),
+                    entry.at.to_string()
+                ),
+                (action, phase, at)
+            );
+        }
+        let runs = s.runs().unwrap_or_else(|e| panic!("{e}"));
+        assert!(runs[0].finished_at.is_some_and(|f| f >= runs[0].started_at));
     }
 
     #[test]

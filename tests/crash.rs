@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use b2bsync::model::SourceAccount;
 use b2bsync::source::{Directory, SearchScope};
-use b2bsync::state::{JournalEntry, Store};
+use b2bsync::state::{Action, JournalEntry, Phase, Store};
 use common::world::{
     World, assert_each_invited_once, count, eligible_partners, status_json, text, world,
 };
@@ -117,7 +117,7 @@ fn done_for(
 ) -> BTreeSet<String> {
     entries
         .iter()
-        .filter(|e| e.phase == "done" && e.action == action)
+        .filter(|e| e.phase == Phase::Done && e.action.as_str() == action)
         .filter_map(|e| accounts.get(&e.account_key))
         .flat_map(|(dn, id)| [dn.clone(), id.clone()])
         .collect()
@@ -174,8 +174,8 @@ async fn assert_journal_matches_world(
     entries
         .iter()
         .filter(|e| {
-            e.phase == "done"
-                && e.action != "invite"
+            e.phase == Phase::Done
+                && e.action != Action::Invite
                 && e.error
                     .as_deref()
                     .is_some_and(|t| t.starts_with("reconciled:"))

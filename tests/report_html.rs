@@ -159,6 +159,7 @@ fn seed(path: &Path) -> Store {
     }
 
     let journal = |run: &str, key: &str, action: &str, phase: Phase| {
+        let action = b2bsync::state::Action::parse(action).unwrap();
         store
             .journal(run, key, action, key, phase, None, None, None, None, None)
             .unwrap();

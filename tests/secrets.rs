@@ -17,72 +17,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use b2bsync::apply;
-use b2bsync::cloud::{self, Cloud, Invitation, InvitationSent, RequestIds, UserPatch};
+use b2bsync::apply::fakes::{FakeCloud, FakeDirectory};
 use b2bsync::mapping::{Mapping, MappingSet};
 use b2bsync::model::{Anchor, CloudUser, SourceAccount};
 use b2bsync::pipeline::{self, Inputs};
-use b2bsync::source::{self, Directory, SearchScope};
-use b2bsync::state::Store;
 use common::world::{Partner, SECRET, Tenancy, text, world};
-use secrecy::{ExposeSecret, SecretString};
-
-/// Every password the fake directory was asked to set.
-#[derive(Default, Clone)]
-struct FakeDirectory {
-    accounts: Vec<SourceAccount>,
-    passwords: Arc<Mutex<Vec<String>>>,
-}
-
-impl Directory for FakeDirectory {
-    async fn accounts(&self, _scope: &SearchScope) -> Result<Vec<SourceAccount>, source::Error> {
-        Ok(self.accounts.clone())
-    }
-
-    async fn set_mail(&self, _dn: &str, _mail: Option<&str>) -> Result<(), source::Error> {
-        Ok(())
-    }
-
-    async fn set_password(&self, _dn: &str, password: &SecretString) -> Result<(), source::Error> {
-        self.passwords
-            .lock()
-            .unwrap()
-            .push(password.expose_secret().to_string());
-        Ok(())
-    }
-}
-
-/// A tenant where every user has already accepted: the plan randomizes every password.
-struct FakeCloud {
-    users: Vec<CloudUser>,
-}
-
-impl Cloud for FakeCloud {
-    async fn users(&self) -> Result<Vec<CloudUser>, cloud::Error> {
-        Ok(self.users.clone())
-    }
-
-    async fn user(&self, id: &str) -> Result<Option<CloudUser>, cloud::Error> {
-        Ok(self.users.iter().find(|u| u.id == id).cloned())
-    }
-
-    async fn verified_domains(&self) -> Result<Vec<String>, cloud::Error> {
-        Ok(vec!["lab.example.com".into()])
-    }
-
-    async fn update_user(&self, _id: &str, _patch: &UserPatch) -> Result<RequestIds, cloud::Error> {
-        Ok(RequestIds::default())
-    }
-
-    async fn invite(&self, inv: &Invitation) -> Result<InvitationSent, cloud::Error> {
-        Ok(InvitationSent {
-            invitation_id: "i".into(),
-            user_id: inv.user_id.clone(),
-            status: "PendingAcceptance".into(),
-            redeem_url: None,
-            ids: RequestIds::default(),
-        })
-    }
-}
 
 /// A `tracing` writer that keeps everything in memory.
 #[derive(Clone, Default)]
@@ -186,39 +125,39 @@ anchor = "objectGUID"
         force_full_read: false,
         read_identity: "fake".into(),
     };
-    let directory = FakeDirectory {
-        accounts,
-        ..FakeDirectory::default()
-    };
-    let cloud = FakeCloud { users };
+    // Every password the fake directory was asked to set is kept, to be looked for below.
+    let directory = FakeDirectory::with(accounts);
+    // A tenant where every user has already accepted: the plan randomizes every password.
+    let cloud = FakeCloud::with(users);
+    *cloud.domains.lock().unwrap() = vec!["lab.example.com".into()];
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let store = Store::open(&db).unwrap();
-    let run_id = store.begin_run("run").unwrap();
-    let store = Mutex::new(store);
+    let session = pipeline::Session::begin(&db, "run").unwrap();
+    let run_id = session.run_id().to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let result = runtime
-        .block_on(pipeline::run(
+        .block_on(session.run(
             &inputs,
             &directory,
             &cloud,
-            &store,
-            &run_id,
             &apply::Options::default(),
             true,
             None,
+            &|_| {},
         ))
         .expect("run");
-    let outcome = result.outcome.expect("applied");
+    let pipeline::RunEnd::Applied(outcome) = result.end else {
+        panic!("not applied");
+    };
     assert_eq!(outcome.done(), n, "every password randomized");
     let passwords = directory.passwords.lock().unwrap().clone();
     assert_eq!(passwords.len(), n);
     let unique: std::collections::HashSet<_> = passwords.iter().collect();
     assert_eq!(unique.len(), n, "every password is different");
-    drop(store);
+    drop(session);
 
     let logs = capture.0.lock().unwrap().clone();
     assert!(

@@ -15,6 +15,7 @@ use b2bsync::apply::reconcile::{Pending, settle};
 use b2bsync::cloud::{self, Cloud, Invitation, InvitationSent, RequestIds, UserPatch};
 use b2bsync::model::CloudUser;
 use b2bsync::source::{Directory, PasswordChanged, password};
+use b2bsync::state::{Action, Values};
 use common::world::{OLD_PASSWORD, Partner, Tenancy, world};
 use common::{Server, admin, new_ou, service};
 
@@ -88,10 +89,12 @@ async fn verdict(
     after: &str,
     started: jiff::Timestamp,
 ) -> &'static str {
+    let before: Values = serde_json::from_str(r#"{"mail":null}"#).unwrap();
+    let after: Values = serde_json::from_str(after).unwrap();
     let pending = Pending {
-        action,
-        before: Some(r#"{"mail":null}"#),
-        after: Some(after),
+        action: Action::parse(action).unwrap(),
+        before: Some(&before),
+        after: Some(&after),
         started,
         dn: None,
         cloud_id: None,

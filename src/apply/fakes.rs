@@ -1,18 +1,30 @@
-//! In-memory stand-ins for the directory and the cloud, for the unit tests of `apply`,
-//! `reconcile` and `rollback`: each keeps its entries or users in a map, applies writes to
-//! them as the real servers would, and can be told to fail reads or to lose the answer of
-//! an invitation it has processed. Compiled for tests only.
+//! In-memory stand-ins for the directory and the cloud (the two I/O traits), for the
+//! millisecond tests of `apply`, `reconcile`, `rollback`, `pipeline::observe` and
+//! `pipeline::reads::confirm`, and for integration tests that need no server (feature
+//! `fakes`). Each keeps its entries or users in a map and applies writes to them as the real
+//! servers would; each change moves a change counter, so incremental reads (a directory
+//! read by its changes, Graph `/users/delta`) see exactly what changed. They can be told to
+//! fail reads or writes, to lose the answer of an invitation they processed, to ask for a
+//! wait past the maximum, or to take a moment per write (to watch concurrency). Every call
+//! is logged in order. The real-server tests stay: these only make the fast tier possible.
+//! Compiled for tests, and with the `fakes` feature; never part of the connector.
 
-use std::collections::HashMap;
+// Test support: a poisoned lock or a write to an entry a test did not create is the test's
+// own mistake, and panicking names it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::apply::journal_values;
-use crate::cloud::{self, Cloud, Invitation, InvitationSent, RequestIds, UserPatch};
+use crate::cloud::{self, Cloud, Invitation, InvitationSent, RequestIds, UserChanges, UserPatch};
 use crate::model::{CloudUser, Lifecycle, Progress, SourceAccount};
 use crate::plan::Op;
-use crate::source::{self, Directory, SearchScope};
+use crate::source::{self, Directory, Position, Read, SearchScope};
 use crate::state::{Phase, Store};
 
 /// The current time as AD writes `pwdLastSet`: a FILETIME.
@@ -22,28 +34,166 @@ pub fn filetime(t: jiff::Timestamp) -> String {
     ticks.to_string()
 }
 
+/// The server name of the fake directory's change positions.
+pub const FAKE_SERVER: &str = "fake-dc";
+
+/// The link prefix of the fake cloud's delta links.
+const DELTA: &str = "fake-delta:";
+
+/// Calls in flight, and the most seen at once.
+#[derive(Default)]
+pub struct InFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl InFlight {
+    /// The most calls that were in flight at the same time.
+    pub fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    /// Counts one call in flight for `delay`.
+    async fn hold(&self, delay: Duration) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A change counter: each change gets the next number, and each key its last one.
+#[derive(Default)]
+struct Changes {
+    last: u64,
+    of: HashMap<String, u64>,
+    /// Keys removed, with the number of their removal.
+    removed: Vec<(u64, String)>,
+}
+
+impl Changes {
+    fn touch(&mut self, key: &str) {
+        self.last += 1;
+        self.of.insert(key.to_string(), self.last);
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.last += 1;
+        self.of.remove(key);
+        self.removed.push((self.last, key.to_string()));
+    }
+
+    fn since(&self, from: u64) -> impl Iterator<Item = &String> {
+        self.of
+            .iter()
+            .filter(move |(_, n)| **n > from)
+            .map(|(k, _)| k)
+    }
+}
+
 /// A directory of entries by DN.
 #[derive(Default)]
 pub struct FakeDirectory {
     pub entries: Mutex<HashMap<String, SourceAccount>>,
     /// Every read fails (a directory that went away).
     pub unreachable: Mutex<bool>,
+    /// Writes to these DNs fail (the service account lacks the right).
+    pub refuse_writes: Mutex<HashSet<String>>,
+    /// Every password set, in order: for tests that prove where a password goes.
+    pub passwords: Mutex<Vec<String>>,
+    /// Every call, in order (`set_mail <dn>`, `read full`, `read changes`, ...).
+    pub calls: Mutex<Vec<String>>,
+    /// How long each write takes.
+    pub delay: Mutex<Duration>,
+    /// Writes in flight.
+    pub in_flight: InFlight,
+    changes: Mutex<Changes>,
 }
 
 impl FakeDirectory {
     pub fn with(entries: Vec<SourceAccount>) -> FakeDirectory {
-        FakeDirectory {
-            entries: Mutex::new(entries.into_iter().map(|a| (a.dn.clone(), a)).collect()),
-            unreachable: Mutex::new(false),
+        let directory = FakeDirectory::default();
+        for entry in entries {
+            directory.put(entry);
         }
+        directory
     }
 
     pub fn get(&self, dn: &str) -> SourceAccount {
         self.entries.lock().unwrap()[dn].clone()
     }
 
+    /// Adds or replaces an entry; its change mark moves.
+    pub fn put(&self, entry: SourceAccount) {
+        self.changes.lock().unwrap().touch(&entry.dn);
+        self.entries.lock().unwrap().insert(entry.dn.clone(), entry);
+    }
+
+    /// Changes an entry; its change mark moves.
     pub fn update(&self, dn: &str, f: impl FnOnce(&mut SourceAccount)) {
         f(self.entries.lock().unwrap().get_mut(dn).unwrap());
+        self.changes.lock().unwrap().touch(dn);
+    }
+
+    /// Changes an entry without moving its change mark, as AD group membership does (a
+    /// back link: `memberOf` changes, `uSNChanged` on the member does not).
+    pub fn update_silently(&self, dn: &str, f: impl FnOnce(&mut SourceAccount)) {
+        f(self.entries.lock().unwrap().get_mut(dn).unwrap());
+    }
+
+    /// The calls made so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn log(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn check(&self) -> Result<(), source::Error> {
+        if *self.unreachable.lock().unwrap() {
+            return Err(unreachable_directory());
+        }
+        Ok(())
+    }
+
+    fn in_scope(&self, scope: &SearchScope, dns: Option<&[String]>) -> Vec<SourceAccount> {
+        let entries = self.entries.lock().unwrap();
+        let mut found: Vec<SourceAccount> = entries
+            .values()
+            .filter(|a| dns.is_none_or(|dns| dns.contains(&a.dn)))
+            .filter(|a| {
+                let dn = a.dn.to_ascii_lowercase();
+                scope
+                    .base_dns
+                    .iter()
+                    .any(|base| dn.ends_with(&base.to_ascii_lowercase()))
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.dn.cmp(&b.dn));
+        found
+    }
+
+    async fn write(
+        &self,
+        call: String,
+        dn: &str,
+        f: impl FnOnce(&mut SourceAccount),
+    ) -> Result<(), source::Error> {
+        self.log(call);
+        let delay = *self.delay.lock().unwrap();
+        self.in_flight.hold(delay).await;
+        if self.refuse_writes.lock().unwrap().contains(dn) {
+            return Err(source::Error::Connect {
+                url: "ldaps://fake".into(),
+                reason: format!("insufficient access rights on {dn}"),
+            });
+        }
+        self.update(dn, f);
+        Ok(())
     }
 }
 
@@ -55,34 +205,92 @@ fn unreachable_directory() -> source::Error {
 }
 
 impl Directory for FakeDirectory {
-    async fn accounts(&self, _scope: &SearchScope) -> Result<Vec<SourceAccount>, source::Error> {
-        Ok(self.entries.lock().unwrap().values().cloned().collect())
+    async fn accounts(&self, scope: &SearchScope) -> Result<Vec<SourceAccount>, source::Error> {
+        self.check()?;
+        self.log("accounts".into());
+        Ok(self.in_scope(scope, None))
+    }
+
+    async fn read(
+        &self,
+        scope: &SearchScope,
+        since: Option<&Position>,
+    ) -> Result<Read, source::Error> {
+        self.check()?;
+        let changes = self.changes.lock().unwrap();
+        let position = Position {
+            server: FAKE_SERVER.into(),
+            mark: changes.last.to_string(),
+        };
+        let from = since
+            .filter(|p| p.server == FAKE_SERVER)
+            .and_then(|p| p.mark.parse::<u64>().ok());
+        match from {
+            Some(from) => {
+                let dns: Vec<String> = changes.since(from).cloned().collect();
+                drop(changes);
+                self.log("read changes".into());
+                Ok(Read::Changes {
+                    changed: self.in_scope(scope, Some(&dns)),
+                    departed: Vec::new(),
+                    position,
+                })
+            }
+            None => {
+                drop(changes);
+                self.log("read full".into());
+                Ok(Read::Full {
+                    accounts: self.in_scope(scope, None),
+                    position: Some(position),
+                    fell_back: None,
+                })
+            }
+        }
+    }
+
+    async fn accounts_by_anchor(
+        &self,
+        scope: &SearchScope,
+        anchors: &[crate::model::Anchor],
+    ) -> Result<Vec<SourceAccount>, source::Error> {
+        self.check()?;
+        self.log(format!("accounts_by_anchor {}", anchors.len()));
+        Ok(self
+            .in_scope(scope, None)
+            .into_iter()
+            .filter(|a| a.anchor().is_some_and(|x| anchors.contains(x)))
+            .collect())
     }
 
     async fn entry(&self, dn: &str) -> Result<Option<SourceAccount>, source::Error> {
-        if *self.unreachable.lock().unwrap() {
-            return Err(unreachable_directory());
-        }
+        self.check()?;
         Ok(self.entries.lock().unwrap().get(dn).cloned())
     }
 
     async fn set_mail(&self, dn: &str, mail: Option<&str>) -> Result<(), source::Error> {
-        self.update(dn, |a| a.mail = mail.map(str::to_string));
-        Ok(())
+        self.write(format!("set_mail {dn}"), dn, |a| {
+            a.mail = mail.map(str::to_string)
+        })
+        .await
     }
 
-    async fn set_password(&self, dn: &str, _password: &SecretString) -> Result<(), source::Error> {
-        self.update(dn, |a| {
+    async fn set_password(&self, dn: &str, password: &SecretString) -> Result<(), source::Error> {
+        self.passwords
+            .lock()
+            .unwrap()
+            .push(password.expose_secret().to_string());
+        self.write(format!("set_password {dn}"), dn, |a| {
             a.password_changed = Some(filetime(jiff::Timestamp::now()));
-        });
-        Ok(())
+        })
+        .await
     }
 }
 
-/// A tenant of users by id that records each invitation it processes.
-#[derive(Default)]
+/// A tenant of users by id that records each invitation it processes and keeps a delta.
 pub struct FakeCloud {
     pub users: Mutex<HashMap<String, CloudUser>>,
+    /// The verified domains (`contoso.example` unless set).
+    pub domains: Mutex<Vec<String>>,
     /// Invitations processed, by user id.
     pub invitations: Mutex<HashMap<String, usize>>,
     /// Invitations are processed, then the answer is lost (a dropped connection).
@@ -91,18 +299,55 @@ pub struct FakeCloud {
     pub drop_requests: Mutex<bool>,
     /// Invitations are refused with a `Retry-After` past the maximum wait.
     pub wait_too_long: Mutex<bool>,
+    /// Every call, in order (`update_user <id>`, `invite <id>`, `users`, `users_since`, ...).
+    pub calls: Mutex<Vec<String>>,
+    /// How long each write takes.
+    pub delay: Mutex<Duration>,
+    /// Writes in flight.
+    pub in_flight: InFlight,
+    changes: Mutex<Changes>,
+}
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        FakeCloud {
+            users: Mutex::default(),
+            domains: Mutex::new(vec!["contoso.example".into()]),
+            invitations: Mutex::default(),
+            lose_answers: Mutex::default(),
+            drop_requests: Mutex::default(),
+            wait_too_long: Mutex::default(),
+            calls: Mutex::default(),
+            delay: Mutex::default(),
+            in_flight: InFlight::default(),
+            changes: Mutex::default(),
+        }
+    }
 }
 
 impl FakeCloud {
     pub fn with(users: Vec<CloudUser>) -> FakeCloud {
-        FakeCloud {
-            users: Mutex::new(users.into_iter().map(|u| (u.id.clone(), u)).collect()),
-            ..FakeCloud::default()
+        let cloud = FakeCloud::default();
+        for user in users {
+            cloud.put(user);
         }
+        cloud
     }
 
     pub fn get(&self, id: &str) -> CloudUser {
         self.users.lock().unwrap()[id].clone()
+    }
+
+    /// Adds or replaces a user; the delta shows it.
+    pub fn put(&self, user: CloudUser) {
+        self.changes.lock().unwrap().touch(&user.id);
+        self.users.lock().unwrap().insert(user.id.clone(), user);
+    }
+
+    /// Deletes a user; the delta shows it removed.
+    pub fn remove(&self, id: &str) {
+        self.changes.lock().unwrap().remove(id);
+        self.users.lock().unwrap().remove(id);
     }
 
     pub fn invitations(&self, id: &str) -> usize {
@@ -112,6 +357,24 @@ impl FakeCloud {
             .get(id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The calls made so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn log(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    async fn hold(&self) {
+        let delay = *self.delay.lock().unwrap();
+        self.in_flight.hold(delay).await;
+    }
+
+    fn link(&self) -> String {
+        format!("{DELTA}{}", self.changes.lock().unwrap().last)
     }
 }
 
@@ -124,7 +387,51 @@ fn dropped() -> cloud::Error {
 
 impl Cloud for FakeCloud {
     async fn users(&self) -> Result<Vec<CloudUser>, cloud::Error> {
-        Ok(self.users.lock().unwrap().values().cloned().collect())
+        self.log("users".into());
+        let mut users: Vec<CloudUser> = self.users.lock().unwrap().values().cloned().collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(users)
+    }
+
+    async fn delta_link(&self) -> Result<Option<String>, cloud::Error> {
+        Ok(Some(self.link()))
+    }
+
+    async fn users_since(&self, link: &str, _known: usize) -> Result<UserChanges, cloud::Error> {
+        self.log("users_since".into());
+        let Some(from) = link.strip_prefix(DELTA).and_then(|n| n.parse::<u64>().ok()) else {
+            return Err(cloud::Error::Graph {
+                path: "GET /users/delta".into(),
+                status: 410,
+                code: "resyncRequired".into(),
+                message: format!("not a delta link of this tenant: {link}"),
+                request_id: None,
+                retry_after: None,
+            });
+        };
+        let changes = self.changes.lock().unwrap();
+        let users = self.users.lock().unwrap();
+        let changed = changes
+            .since(from)
+            .filter_map(|id| users.get(id).cloned())
+            .collect();
+        let removed = changes
+            .removed
+            .iter()
+            .filter(|(n, _)| *n > from)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let roles = users
+            .values()
+            .filter(|u| !u.roles.is_empty())
+            .map(|u| (u.id.clone(), u.roles.clone()))
+            .collect();
+        Ok(UserChanges {
+            changed,
+            removed,
+            delta_link: format!("{DELTA}{}", changes.last),
+            roles,
+        })
     }
 
     async fn user(&self, id: &str) -> Result<Option<CloudUser>, cloud::Error> {
@@ -132,28 +439,35 @@ impl Cloud for FakeCloud {
     }
 
     async fn verified_domains(&self) -> Result<Vec<String>, cloud::Error> {
-        Ok(vec!["contoso.example".into()])
+        Ok(self.domains.lock().unwrap().clone())
     }
 
     async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<RequestIds, cloud::Error> {
-        let mut users = self.users.lock().unwrap();
-        let user = users.get_mut(id).unwrap();
-        if let Some(m) = &patch.mail {
-            user.mail = Some(m.clone());
+        self.log(format!("update_user {id}"));
+        self.hold().await;
+        {
+            let mut users = self.users.lock().unwrap();
+            let user = users.get_mut(id).unwrap();
+            if let Some(m) = &patch.mail {
+                user.mail = Some(m.clone());
+            }
+            if patch.clear_mail {
+                user.mail = None;
+            }
+            if let Some(o) = &patch.other_mails {
+                user.other_mails = o.clone();
+            }
+            if let Some(t) = &patch.user_type {
+                user.user_type = Some(t.clone());
+            }
         }
-        if patch.clear_mail {
-            user.mail = None;
-        }
-        if let Some(o) = &patch.other_mails {
-            user.other_mails = o.clone();
-        }
-        if let Some(t) = &patch.user_type {
-            user.user_type = Some(t.clone());
-        }
+        self.changes.lock().unwrap().touch(id);
         Ok(RequestIds::default())
     }
 
     async fn invite(&self, invitation: &Invitation) -> Result<InvitationSent, cloud::Error> {
+        self.log(format!("invite {}", invitation.user_id));
+        self.hold().await;
         if *self.drop_requests.lock().unwrap() {
             return Err(dropped());
         }
@@ -177,6 +491,7 @@ impl Cloud for FakeCloud {
                 .entry(invitation.user_id.clone())
                 .or_default() += 1;
         }
+        self.changes.lock().unwrap().touch(&invitation.user_id);
         if *self.lose_answers.lock().unwrap() {
             return Err(dropped());
         }
@@ -214,19 +529,30 @@ pub fn user(mail: Option<&str>, other_mails: &[&str]) -> CloudUser {
 
 /// A store in which run `run-a` journaled `op` as started, and the account's row.
 pub fn interrupted(op: &Op, state: Lifecycle) -> (tempfile::TempDir, Mutex<Store>) {
+    let (before, after) = journal_values(op);
+    interrupted_record(crate::apply::kind(op), before, after, state)
+}
+
+/// A store in which run `run-a` journaled `action` with these values as started, and the
+/// account's row.
+pub fn interrupted_record(
+    action: crate::state::Action,
+    before: Option<crate::state::Values>,
+    after: Option<crate::state::Values>,
+    state: Lifecycle,
+) -> (tempfile::TempDir, Mutex<Store>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
-    let (before, after) = journal_values(op);
-    let key = format!("{ACCOUNT}/0/{}", op.name());
+    let key = format!("{ACCOUNT}/0/{action}");
     store
         .journal(
             "run-a",
             &key,
-            op.name(),
+            action,
             ACCOUNT,
             Phase::Started,
-            before.as_deref(),
-            after.as_deref(),
+            before.as_ref(),
+            after.as_ref(),
             None,
             None,
             None,

@@ -4,8 +4,8 @@
 //! the account's progress saved as soon as its actions end, so a crash at any point leaves a
 //! record the next run reconciles from ([`reconcile()`]).
 
-#[cfg(test)]
-mod fakes;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod reconcile;
 pub mod rollback;
 
@@ -20,7 +20,7 @@ use crate::cloud::{self, Cloud, UserPatch};
 use crate::model::Progress;
 use crate::plan::{self, AccountOutcome, Action, Op, Plan};
 use crate::source::{self, Directory, password};
-use crate::state::{Phase, Store};
+use crate::state::{self, Phase, Store, Values};
 
 pub use reconcile::reconcile;
 
@@ -108,11 +108,12 @@ pub struct Journal<'a> {
 enum Write {
     Record {
         action_key: String,
-        action: &'static str,
+        action: state::Action,
         account_key: String,
         phase: Phase,
-        before: Option<String>,
-        after: Option<String>,
+        // Boxed: the values are large next to the other variant, and often absent.
+        before: Option<Box<Values>>,
+        after: Option<Box<Values>>,
         request_id: Option<String>,
         client_request_id: Option<String>,
         error: Option<String>,
@@ -142,7 +143,7 @@ impl Write {
             } => store.journal(
                 run_id,
                 action_key,
-                action,
+                *action,
                 account_key,
                 *phase,
                 before.as_deref(),
@@ -295,18 +296,18 @@ impl<'a> Journal<'a> {
         &self,
         action: &Action,
         phase: Phase,
-        before: Option<&str>,
-        after: Option<&str>,
+        before: Option<&Values>,
+        after: Option<&Values>,
         ids: Option<&cloud::RequestIds>,
         error: Option<&str>,
     ) -> Result<(), crate::state::Error> {
         self.commit(Write::Record {
             action_key: action.key(),
-            action: action.op.name(),
+            action: kind(&action.op),
             account_key: action.account.clone(),
             phase,
-            before: before.map(str::to_string),
-            after: after.map(str::to_string),
+            before: before.cloned().map(Box::new),
+            after: after.cloned().map(Box::new),
             request_id: ids.and_then(|i| i.request_id.clone()),
             client_request_id: ids.map(|i| i.client_request_id.clone()),
             error: error.map(str::to_string),
@@ -315,15 +316,33 @@ impl<'a> Journal<'a> {
     }
 }
 
+/// The journal's name for an operation: the kind whose text is `op.name()`.
+pub fn kind(op: &Op) -> state::Action {
+    match op {
+        Op::SetDirectoryMail { .. } => state::Action::SetDirectoryMail,
+        Op::SetCloudAddress { .. } => state::Action::SetCloudAddress,
+        Op::Invite(_) => state::Action::Invite,
+        Op::Reinvite(_) => state::Action::Reinvite,
+        Op::RandomizePassword { .. } => state::Action::RandomizePassword,
+        Op::SetUserType { .. } => state::Action::SetUserType,
+    }
+}
+
 /// The before and after values the journal keeps for an operation (never a password).
-pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
-    let json = |v: serde_json::Value| Some(v.to_string());
+pub fn journal_values(op: &Op) -> (Option<Values>, Option<Values>) {
     match op {
         // The after-value names the target (`dn`, `userId`), so that reconciliation reads
         // the right entry even when the crash came before the account's row was saved.
         Op::SetDirectoryMail { dn, from, to } => (
-            json(serde_json::json!({ "mail": from })),
-            json(serde_json::json!({ "mail": to, "dn": dn })),
+            Some(Values {
+                mail: Some(from.clone()),
+                ..Values::default()
+            }),
+            Some(Values {
+                mail: Some(Some(to.clone())),
+                dn: Some(dn.clone()),
+                ..Values::default()
+            }),
         ),
         Op::SetCloudAddress {
             user_id,
@@ -332,24 +351,45 @@ pub fn journal_values(op: &Op) -> (Option<String>, Option<String>) {
             mail_from,
             mail_to,
         } => (
-            json(serde_json::json!({ "mail": mail_from, "otherMails": other_mails_from })),
-            json(
-                serde_json::json!({ "mail": mail_to, "otherMails": other_mails_to, "userId": user_id }),
-            ),
+            Some(Values {
+                mail: Some(mail_from.clone()),
+                other_mails: Some(Some(other_mails_from.clone())),
+                ..Values::default()
+            }),
+            Some(Values {
+                mail: Some(mail_to.clone()),
+                other_mails: Some(other_mails_to.clone()),
+                user_id: Some(user_id.clone()),
+                ..Values::default()
+            }),
         ),
         Op::Invite(inv) | Op::Reinvite(inv) => (
             None,
-            json(
-                serde_json::json!({ "userId": inv.user_id, "email": inv.email, "attempt": inv.attempt }),
-            ),
+            Some(Values {
+                user_id: Some(inv.user_id.clone()),
+                email: Some(inv.email.clone()),
+                attempt: Some(inv.attempt),
+                ..Values::default()
+            }),
         ),
         Op::RandomizePassword { dn, .. } => (
             None,
-            json(serde_json::json!({ "password": "randomized", "dn": dn })),
+            Some(Values {
+                password: Some("randomized".into()),
+                dn: Some(dn.clone()),
+                ..Values::default()
+            }),
         ),
         Op::SetUserType { user_id, from, to } => (
-            json(serde_json::json!({ "userType": from })),
-            json(serde_json::json!({ "userType": to.as_str(), "userId": user_id })),
+            Some(Values {
+                user_type: Some(from.clone()),
+                ..Values::default()
+            }),
+            Some(Values {
+                user_type: Some(Some(to.as_str().to_string())),
+                user_id: Some(user_id.clone()),
+                ..Values::default()
+            }),
         ),
     }
 }
@@ -397,14 +437,14 @@ async fn read_back<D: Directory + Sync, C: Cloud + Sync>(
             Ok(reconcile::Verdict::Done(why)) => return Some(why),
             Ok(verdict) => {
                 tracing::debug!(
-                    action = pending.action,
+                    action = %pending.action,
                     verdict = verdict.as_str(),
                     why = verdict.why(),
                     "Read back an action whose answer was lost; not shown yet."
                 );
             }
             Err(e) => {
-                tracing::debug!(action = pending.action, error = %e, "Could not read back an action whose answer was lost.");
+                tracing::debug!(action = %pending.action, error = %e, "Could not read back an action whose answer was lost.");
             }
         }
     }
@@ -543,6 +583,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     now: jiff::Timestamp,
     settle_waits: &[std::time::Duration],
     halted: &AtomicBool,
+    ended: &(dyn Fn() + Sync),
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
     let mut succeeded: Vec<&Op> = Vec::new();
@@ -566,8 +607,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             .record(
                 action,
                 Phase::Started,
-                before.as_deref(),
-                after.as_deref(),
+                before.as_ref(),
+                after.as_ref(),
                 None,
                 None,
             )
@@ -592,9 +633,9 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             // before giving up on it (a dropped connection fails every call in flight).
             Err(e) if e.unknown_outcome => {
                 let pending = reconcile::Pending {
-                    action: action.op.name(),
-                    before: before.as_deref(),
-                    after: after.as_deref(),
+                    action: kind(&action.op),
+                    before: before.as_ref(),
+                    after: after.as_ref(),
                     started,
                     dn: None,
                     cloud_id: None,
@@ -623,8 +664,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     .record(
                         action,
                         Phase::Done,
-                        before.as_deref(),
-                        after.as_deref(),
+                        before.as_ref(),
+                        after.as_ref(),
                         effect.ids.as_ref(),
                         effect.read_back.as_deref(),
                     )
@@ -633,6 +674,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     tracing::error!(action = %key, "the journal could not record a finished action: {e}");
                 }
                 tracing::info!(action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
+                ended();
                 if effect.invitation_id.is_some() {
                     invitation_id = effect.invitation_id;
                 }
@@ -662,7 +704,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     .record(
                         action,
                         Phase::Failed,
-                        before.as_deref(),
+                        before.as_ref(),
                         None,
                         None,
                         Some(&e.message),
@@ -672,6 +714,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     tracing::error!(action = %key, "the journal could not record a failed action: {j}");
                 }
                 tracing::warn!(action = %key, op = action.op.name(), "failed: {}", e.message);
+                ended();
                 results.push(ActionResult {
                     key,
                     account: action.account.clone(),
@@ -708,7 +751,8 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
 
 /// Executes every action of `plan`. Per-account failures are data in the [`Outcome`]; the
 /// caller decides the exit code. An action whose answer is lost is read back after each of
-/// [`SETTLE_WAITS`].
+/// [`SETTLE_WAITS`]. `ended` is called as each action ends, done or failed (for progress).
+#[allow(clippy::too_many_arguments)]
 pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     plan: &Plan,
     previous: &BTreeMap<String, Progress>,
@@ -717,6 +761,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     journal: &Journal<'_>,
     options: &Options,
     now: jiff::Timestamp,
+    ended: &(dyn Fn() + Sync),
 ) -> Outcome {
     let mut by_account: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
     for action in &plan.actions {
@@ -741,6 +786,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
             now,
             &SETTLE_WAITS,
             &halted,
+            ended,
         )
     });
     let mut results: Vec<ActionResult> = futures_util::stream::iter(tasks)
@@ -759,11 +805,11 @@ mod tests {
     fn record(n: usize) -> Write {
         Write::Record {
             action_key: format!("invite:account-{n}"),
-            action: "invite",
+            action: state::Action::Invite,
             account_key: format!("account-{n}"),
             phase: Phase::Started,
             before: None,
-            after: Some("{}".into()),
+            after: Some(Box::default()),
             request_id: None,
             client_request_id: None,
             error: None,
@@ -796,6 +842,7 @@ mod tests {
             jiff::Timestamp::now(),
             &[std::time::Duration::ZERO; 2],
             &AtomicBool::new(false),
+            &|| {},
         )
         .await;
         drop(journal);
@@ -888,6 +935,7 @@ mod tests {
                     jiff::Timestamp::now(),
                     &[],
                     &halted,
+                    &|| {},
                 )
                 .await,
             );
@@ -907,6 +955,324 @@ mod tests {
         assert!(
             entries.iter().all(|e| e.account_key != "anchor-2"),
             "{entries:?}"
+        );
+    }
+
+    #[test]
+    fn journal_values_store_the_same_text_and_kind_as_before() {
+        let mut half_address = fakes::set_cloud_address();
+        if let Op::SetCloudAddress {
+            other_mails_to,
+            mail_from,
+            ..
+        } = &mut half_address
+        {
+            *other_mails_to = None;
+            *mail_from = Some("Old \"quoted\" <x@y>".into());
+        }
+        // Each operation with the text earlier builds stored (`serde_json::json!`, keys in
+        // byte order), before and after.
+        let cases: [(Op, Option<&str>, &str); 8] = [
+            (
+                fakes::set_mail(),
+                Some(r#"{"mail":"old@contoso.example"}"#),
+                r#"{"dn":"CN=p.adams,OU=Partners,DC=lab","mail":"ana@fabrikam.example"}"#,
+            ),
+            (
+                Op::SetDirectoryMail {
+                    dn: "CN=x".into(),
+                    from: None,
+                    to: "a@b".into(),
+                },
+                Some(r#"{"mail":null}"#),
+                r#"{"dn":"CN=x","mail":"a@b"}"#,
+            ),
+            (
+                fakes::set_cloud_address(),
+                Some(r#"{"mail":null,"otherMails":[]}"#),
+                r#"{"mail":"ana@fabrikam.example","otherMails":["ana@fabrikam.example"],"userId":"u-1"}"#,
+            ),
+            (
+                half_address,
+                Some(r#"{"mail":"Old \"quoted\" <x@y>","otherMails":[]}"#),
+                r#"{"mail":"ana@fabrikam.example","otherMails":null,"userId":"u-1"}"#,
+            ),
+            (
+                Op::Invite(fakes::invitation()),
+                None,
+                r#"{"attempt":1,"email":"ana@fabrikam.example","userId":"u-1"}"#,
+            ),
+            (
+                Op::Reinvite(fakes::invitation()),
+                None,
+                r#"{"attempt":1,"email":"ana@fabrikam.example","userId":"u-1"}"#,
+            ),
+            (
+                fakes::randomize(),
+                None,
+                r#"{"dn":"CN=p.adams,OU=Partners,DC=lab","password":"randomized"}"#,
+            ),
+            (
+                Op::SetUserType {
+                    user_id: fakes::USER.into(),
+                    from: None,
+                    to: crate::mapping::UserType::Guest,
+                },
+                Some(r#"{"userType":null}"#),
+                r#"{"userId":"u-1","userType":"Guest"}"#,
+            ),
+        ];
+        for (op, before_text, after_text) in cases {
+            let (before, after) = journal_values(&op);
+            assert_eq!(before.as_ref().map(Values::to_json).as_deref(), before_text);
+            assert_eq!(
+                after.as_ref().map(Values::to_json).as_deref(),
+                Some(after_text)
+            );
+            assert_eq!(kind(&op).as_str(), op.name());
+            // Read back, the text gives the same values.
+            let read =
+                |t: &str| serde_json::from_str::<Values>(t).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(before_text.map(read), before, "{op:?}");
+            assert_eq!(Some(read(after_text)), after, "{op:?}");
+        }
+    }
+
+    /// The fast tier of `execute`: a plan run against the in-memory fakes and a temporary
+    /// store. Returns the results by action key and the journal's records as
+    /// `phase action_key`.
+    async fn execute_plan(
+        actions: Vec<Action>,
+        directory: &fakes::FakeDirectory,
+        cloud: &fakes::FakeCloud,
+        concurrency: usize,
+    ) -> (Vec<(String, Status)>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Mutex::new(Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}")));
+        let journal = Journal::new(&store, "run-1");
+        let plan = Plan {
+            schema_version: 1,
+            generated_at: String::new(),
+            fingerprint: String::new(),
+            mappings: Vec::new(),
+            actions,
+            accounts: Vec::new(),
+            summary: plan::Summary::default(),
+        };
+        let options = Options {
+            concurrency,
+            ..Options::default()
+        };
+        let outcome = execute(
+            &plan,
+            &BTreeMap::new(),
+            directory,
+            cloud,
+            &journal,
+            &options,
+            jiff::Timestamp::now(),
+            &|| {},
+        )
+        .await;
+        drop(journal);
+        let records = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal_entries(Some("run-1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| format!("{} {}", e.phase, e.action_key))
+            .collect();
+        let results = outcome
+            .actions
+            .into_iter()
+            .map(|a| (a.key, a.status))
+            .collect();
+        (results, records)
+    }
+
+    /// Account `n`: its entry's DN, its cloud user's id and its key.
+    fn nth(n: usize) -> (String, String, String) {
+        (
+            format!("CN=p{n},OU=Partners,DC=lab"),
+            format!("u-{n}"),
+            format!("anchor-{n}"),
+        )
+    }
+
+    /// A directory and a tenant holding accounts `0..n`.
+    fn world(n: usize) -> (fakes::FakeDirectory, fakes::FakeCloud) {
+        let (entries, users) = (0..n)
+            .map(|i| {
+                let (dn, id, _) = nth(i);
+                let entry = crate::model::SourceAccount {
+                    dn,
+                    ..Default::default()
+                };
+                let user = crate::model::CloudUser {
+                    id,
+                    ..Default::default()
+                };
+                (entry, user)
+            })
+            .unzip();
+        (
+            fakes::FakeDirectory::with(entries),
+            fakes::FakeCloud::with(users),
+        )
+    }
+
+    /// Account `n`'s action number `seq`: `mail` (AD mail), `cloud` (the cloud address) or
+    /// `invite`.
+    fn step(n: usize, seq: u32, what: &str) -> Action {
+        let (dn, id, account) = nth(n);
+        let op = match what {
+            "mail" => Op::SetDirectoryMail {
+                dn,
+                from: None,
+                to: format!("p{n}@fabrikam.example"),
+            },
+            "cloud" => Op::SetCloudAddress {
+                user_id: id,
+                other_mails_from: Vec::new(),
+                other_mails_to: Some(vec![format!("p{n}@fabrikam.example")]),
+                mail_from: None,
+                mail_to: Some(format!("p{n}@fabrikam.example")),
+            },
+            _ => Op::Invite(crate::plan::Invitation {
+                user_id: id,
+                ..fakes::invitation()
+            }),
+        };
+        Action { account, seq, op }
+    }
+
+    fn status_names(results: &[(String, Status)]) -> Vec<&'static str> {
+        results
+            .iter()
+            .map(|(_, s)| match s {
+                Status::Done => "done",
+                Status::Failed { .. } => "failed",
+                Status::Skipped => "skipped",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_accounts_actions_run_in_order_whatever_the_plan_lists_first() {
+        let (directory, cloud) = world(1);
+        // Listed out of order: the cloud address (seq 1) before the AD mail (seq 0).
+        let actions = vec![
+            step(0, 1, "cloud"),
+            step(0, 0, "mail"),
+            step(0, 2, "invite"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 4).await;
+        assert_eq!(status_names(&results), ["done"; 3]);
+        assert_eq!(directory.calls(), ["set_mail CN=p0,OU=Partners,DC=lab"]);
+        assert_eq!(cloud.calls(), ["update_user u-0", "invite u-0"]);
+        assert_eq!(
+            records,
+            [
+                "started anchor-0/0/set_directory_mail",
+                "done anchor-0/0/set_directory_mail",
+                "started anchor-0/1/set_cloud_address",
+                "done anchor-0/1/set_cloud_address",
+                "started anchor-0/2/invite",
+                "done anchor-0/2/invite",
+            ]
+        );
+        assert_eq!(
+            directory.get("CN=p0,OU=Partners,DC=lab").mail.as_deref(),
+            Some("p0@fabrikam.example")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_skips_the_rest_of_its_account_only() {
+        let (directory, cloud) = world(2);
+        directory
+            .refuse_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nth(0).0);
+        let actions = vec![
+            step(0, 0, "mail"),
+            step(0, 1, "cloud"),
+            step(0, 2, "invite"),
+            step(1, 0, "mail"),
+            step(1, 1, "cloud"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(
+            status_names(&results),
+            ["failed", "skipped", "skipped", "done", "done"],
+            "{results:?}"
+        );
+        // The skipped steps were never called nor journaled as started.
+        assert_eq!(cloud.calls(), ["update_user u-1"]);
+        assert!(
+            records
+                .iter()
+                .all(|r| !r.contains("anchor-0/1") && !r.contains("anchor-0/2")),
+            "{records:?}"
+        );
+        assert!(records.contains(&"failed anchor-0/0/set_directory_mail".to_string()));
+    }
+
+    #[tokio::test]
+    async fn accounts_run_concurrently_up_to_the_limit() {
+        // (concurrency, accounts, most writes in flight at once)
+        let cases = [(1, 4, 1), (2, 4, 2), (8, 4, 4)];
+        for (concurrency, accounts, most) in cases {
+            let (directory, cloud) = world(accounts);
+            *cloud.delay.lock().unwrap_or_else(|p| p.into_inner()) =
+                std::time::Duration::from_millis(20);
+            // Two steps each: within an account they never overlap.
+            let actions = (0..accounts)
+                .flat_map(|n| [step(n, 0, "cloud"), step(n, 1, "invite")])
+                .collect();
+            let (results, _) = execute_plan(actions, &directory, &cloud, concurrency).await;
+            assert!(
+                results.iter().all(|(_, s)| *s == Status::Done),
+                "{results:?}"
+            );
+            assert_eq!(
+                cloud.in_flight.most(),
+                most,
+                "concurrency {concurrency}, {accounts} accounts"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_maximum_halts_the_run_and_leaves_nothing_started() {
+        let (directory, cloud) = world(3);
+        *cloud
+            .wait_too_long
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        let actions = vec![
+            step(0, 0, "invite"),
+            step(1, 0, "invite"),
+            step(1, 1, "cloud"),
+            step(2, 0, "mail"),
+        ];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(
+            status_names(&results),
+            ["failed", "skipped", "skipped", "skipped"],
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[0].1, Status::Failed { error, .. } if error.contains("5-minute maximum"))
+        );
+        assert_eq!(cloud.calls(), ["invite u-0"]);
+        assert!(directory.calls().is_empty());
+        assert_eq!(
+            records,
+            ["started anchor-0/0/invite", "failed anchor-0/0/invite"]
         );
     }
 

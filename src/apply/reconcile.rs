@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::cloud::Cloud;
 use crate::model::{CloudUser, Lifecycle};
 use crate::source::{Directory, PasswordChanged};
-use crate::state::{AccountRecord, JournalEntry, Phase, Store};
+use crate::state::{AccountRecord, Action, JournalEntry, Phase, Store, Values};
 
 /// What reconciliation decided, for the run summary and the logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct Reconciled {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     pub action_key: String,
-    pub action: String,
+    pub action: Action,
     pub account: String,
     pub verdict: Verdict,
 }
@@ -107,11 +107,11 @@ impl Verdict {
 /// One action whose outcome is to be read from the world.
 #[derive(Debug, Clone, Copy)]
 pub struct Pending<'a> {
-    /// The journal's action name (`set_directory_mail`, `rollback_set_cloud_address`, ...).
-    pub action: &'a str,
-    /// The journal's before- and after-values (JSON).
-    pub before: Option<&'a str>,
-    pub after: Option<&'a str>,
+    /// The journal's action (`set_directory_mail`, `rollback_set_cloud_address`, ...).
+    pub action: Action,
+    /// The journal's before- and after-values.
+    pub before: Option<&'a Values>,
+    pub after: Option<&'a Values>,
     /// When the call began (the `started` record).
     pub started: jiff::Timestamp,
     /// Where to read when the journal values do not say (older records): the account's DN
@@ -131,13 +131,26 @@ pub struct Pending<'a> {
 /// service stamps `externalUserStateChangeDateTime` when it processes the call.
 const INVITATION_SKEW_SECS: i64 = 60;
 
-fn json(text: Option<&str>) -> Value {
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
+/// The attributes an address write compares, as JSON values: a value the record does not
+/// have (absent or null) is `null`.
+fn attribute(values: Option<&Values>, name: &str) -> Value {
+    let Some(values) = values else {
+        return Value::Null;
+    };
+    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::String(v.to_string()));
+    match name {
+        "mail" => text(values.mail()),
+        "userType" => text(values.user_type()),
+        "otherMails" => values.other_mails().map_or(Value::Null, |list| {
+            Value::Array(list.iter().cloned().map(Value::String).collect())
+        }),
+        _ => Value::Null,
+    }
 }
 
-fn text_field(value: &Value, name: &str) -> Option<String> {
-    value.get(name).and_then(Value::as_str).map(str::to_string)
+/// Whether a record sets an attribute (has a non-null value for it).
+fn sets(values: Option<&Values>, name: &str) -> bool {
+    !attribute(values, name).is_null()
 }
 
 /// Reads the world for one action and says whether it took effect. Errors reading are
@@ -147,23 +160,24 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
     directory: &D,
     cloud: &C,
 ) -> Result<Verdict, Error> {
-    let before = json(pending.before);
-    let after = json(pending.after);
+    let (before, after) = (pending.before, pending.after);
     // A rollback record's values are the original's swapped: the attributes it touched
     // are the ones the original set.
-    let (rollback, kind) = match pending.action.strip_prefix("rollback_") {
+    let (rollback, kind) = match pending.action.undoes() {
         Some(kind) => (true, kind),
         None => (false, pending.action),
     };
     // Newer records name their target; older ones rely on the state store.
-    let dn = text_field(&after, "dn")
-        .or_else(|| text_field(&before, "dn"))
-        .or_else(|| pending.dn.map(str::to_string));
-    let user_id = text_field(&after, "userId")
-        .or_else(|| text_field(&before, "userId"))
-        .or_else(|| pending.cloud_id.map(str::to_string));
+    let named = |field: fn(&Values) -> Option<&String>| {
+        after
+            .and_then(field)
+            .or_else(|| before.and_then(field))
+            .cloned()
+    };
+    let dn = named(|v| v.dn.as_ref()).or_else(|| pending.dn.map(str::to_string));
+    let user_id = named(|v| v.user_id.as_ref()).or_else(|| pending.cloud_id.map(str::to_string));
     match kind {
-        "invite" | "reinvite" if !rollback => {
+        Action::Invite | Action::Reinvite if !rollback => {
             let Some(user_id) = user_id else {
                 return Ok(Verdict::Unknown(
                     "the journal does not name the user".into(),
@@ -174,7 +188,7 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
                 Some(user) => invitation_verdict(kind, &user, pending.started),
             })
         }
-        "set_directory_mail" => {
+        Action::SetDirectoryMail => {
             let Some(dn) = dn else {
                 return Ok(Verdict::Unknown(
                     "the journal does not name the entry".into(),
@@ -185,11 +199,16 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
             };
             let now = entry.mail.map_or(Value::Null, Value::String);
             Ok(compare(
-                &[("mail", &now, before.get("mail"), after.get("mail"))],
+                &[(
+                    "mail",
+                    &now,
+                    &attribute(before, "mail"),
+                    &attribute(after, "mail"),
+                )],
                 "the directory's mail",
             ))
         }
-        "set_cloud_address" | "set_user_type" => {
+        Action::SetCloudAddress | Action::SetUserType => {
             let Some(user_id) = user_id else {
                 return Ok(Verdict::Unknown(
                     "the journal does not name the cloud user".into(),
@@ -201,19 +220,28 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
             let now = cloud_values(&user);
             // The attributes the original call set: non-null in its after-value (for a
             // rollback record, the original's after-value is this record's before-value).
-            let touched = if rollback { &before } else { &after };
-            let rows: Vec<(&str, &Value, Option<&Value>, Option<&Value>)> =
-                ["mail", "otherMails", "userType"]
-                    .into_iter()
-                    .filter(|name| touched.get(name).is_some_and(|v| !v.is_null()))
-                    .filter_map(|name| {
-                        now.get(name)
-                            .map(|current| (name, current, before.get(name), after.get(name)))
+            let touched = if rollback { before } else { after };
+            let rows: Vec<(&str, &Value, Value, Value)> = ["mail", "otherMails", "userType"]
+                .into_iter()
+                .filter(|name| sets(touched, name))
+                .filter_map(|name| {
+                    now.get(name).map(|current| {
+                        (
+                            name,
+                            current,
+                            attribute(before, name),
+                            attribute(after, name),
+                        )
                     })
-                    .collect();
+                })
+                .collect();
+            let rows: Vec<(&str, &Value, &Value, &Value)> = rows
+                .iter()
+                .map(|(name, current, before, after)| (*name, *current, before, after))
+                .collect();
             Ok(compare(&rows, "the cloud user"))
         }
-        "randomize_password" if !rollback => {
+        Action::RandomizePassword if !rollback => {
             let Some(dn) = dn else {
                 return Ok(Verdict::Unknown(
                     "the journal does not name the entry".into(),
@@ -236,7 +264,7 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
 /// An invitation took effect when the cloud shows it: for a first one, the user is pending
 /// or has accepted; for a re-invitation, pending again since the call began.
 pub(crate) fn invitation_verdict(
-    action: &str,
+    action: Action,
     user: &CloudUser,
     started: jiff::Timestamp,
 ) -> Verdict {
@@ -249,7 +277,7 @@ pub(crate) fn invitation_verdict(
             changed.as_second().saturating_add(INVITATION_SKEW_SECS) >= started.as_second()
         });
     let shown = match action {
-        "invite" => matches!(state, Some("PendingAcceptance" | "Accepted")),
+        Action::Invite => matches!(state, Some("PendingAcceptance" | "Accepted")),
         _ => state == Some("PendingAcceptance") && changed_since,
     };
     let state = state.unwrap_or("no external state");
@@ -307,7 +335,7 @@ fn normalized(value: Option<&Value>) -> Value {
 /// Each row: attribute, value now, before-value, planned value. `done` when every attribute
 /// holds its planned value, `failed` when every one holds its before-value, changed by
 /// someone else otherwise. Addresses are not secret, so the values are named.
-fn compare(rows: &[(&str, &Value, Option<&Value>, Option<&Value>)], what: &str) -> Verdict {
+fn compare(rows: &[(&str, &Value, &Value, &Value)], what: &str) -> Verdict {
     if rows.is_empty() {
         return Verdict::Unknown("the journal does not say which attributes were written".into());
     }
@@ -318,12 +346,12 @@ fn compare(rows: &[(&str, &Value, Option<&Value>, Option<&Value>)], what: &str) 
     let now = now.join(", ");
     if rows
         .iter()
-        .all(|(_, current, _, planned)| normalized(Some(current)) == normalized(*planned))
+        .all(|(_, current, _, planned)| normalized(Some(current)) == normalized(Some(planned)))
     {
         Verdict::Done(format!("{what} holds the planned value ({now})"))
     } else if rows
         .iter()
-        .all(|(_, current, before, _)| normalized(Some(current)) == normalized(*before))
+        .all(|(_, current, before, _)| normalized(Some(current)) == normalized(Some(before)))
     {
         Verdict::NotDone(format!("{what} still holds the value from before ({now})"))
     } else {
@@ -362,41 +390,45 @@ fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
 /// Records in an account's progress what a confirmed action did, as `apply` would have.
 fn progress_after_done(record: &mut AccountRecord, entry: &JournalEntry) {
     let p = &mut record.progress;
-    let after = json(entry.after.as_deref());
-    match entry.action.as_str() {
-        "invite" | "reinvite" => {
-            if p.invited_at
-                .as_deref()
-                .is_none_or(|t| t < entry.at.as_str())
-            {
+    let at = entry.at.to_string();
+    match entry.action {
+        Action::Invite | Action::Reinvite => {
+            // Progress keeps its times as the journal's text (RFC 3339, UTC): they compare
+            // in time order as text.
+            if p.invited_at.as_deref().is_none_or(|t| t < at.as_str()) {
                 p.invitations_sent = p.invitations_sent.saturating_add(1);
-                p.invited_at = Some(entry.at.clone());
+                p.invited_at = Some(at);
             }
             p.state = p.state.max(Lifecycle::Invited);
         }
-        "set_directory_mail" | "set_cloud_address" => {
-            let address = text_field(&after, "mail").or_else(|| {
-                after
-                    .get("otherMails")
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.last())
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
+        Action::SetDirectoryMail | Action::SetCloudAddress => {
+            let after = entry.after.as_ref();
+            let address = after
+                .and_then(Values::mail)
+                .map(str::to_string)
+                .or_else(|| {
+                    after
+                        .and_then(Values::other_mails)
+                        .and_then(|list| list.last())
+                        .cloned()
+                });
             if address.is_some() {
                 p.address = address;
             }
             if p.address_staged_at.is_none() {
-                p.address_staged_at = Some(entry.at.clone());
+                p.address_staged_at = Some(at);
             }
         }
-        "randomize_password" => {
-            p.password_randomized_at = Some(entry.at.clone());
+        Action::RandomizePassword => {
+            p.password_randomized_at = Some(at);
             if p.state >= Lifecycle::Accepted {
                 p.state = Lifecycle::Done;
             }
         }
-        _ => {}
+        Action::SetUserType
+        | Action::RollbackSetDirectoryMail
+        | Action::RollbackSetCloudAddress
+        | Action::RollbackSetUserType => {}
     }
 }
 
@@ -426,17 +458,11 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
     let mut result = Reconciled::default();
     for entry in unfinished {
         let record = accounts.get(&entry.account_key);
-        // A `started` time that does not parse (never written by b2bsync) counts as now:
-        // nothing changed before it can pass for this call.
-        let started = entry
-            .at
-            .parse::<jiff::Timestamp>()
-            .unwrap_or_else(|_| jiff::Timestamp::now());
         let pending = Pending {
-            action: &entry.action,
-            before: entry.before.as_deref(),
-            after: entry.after.as_deref(),
-            started,
+            action: entry.action,
+            before: entry.before.as_ref(),
+            after: entry.after.as_ref(),
+            started: entry.at,
             dn: record.and_then(|r| r.dn.as_deref()),
             cloud_id: record.and_then(|r| r.progress.cloud_id.as_deref()),
         };
@@ -447,11 +473,11 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
             guard.journal(
                 run_id,
                 &entry.action_key,
-                &entry.action,
+                entry.action,
                 &entry.account_key,
                 Phase::Done,
-                entry.before.as_deref(),
-                entry.after.as_deref(),
+                entry.before.as_ref(),
+                entry.after.as_ref(),
                 None,
                 None,
                 Some(&text),
@@ -471,10 +497,10 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
             guard.journal(
                 run_id,
                 &entry.action_key,
-                &entry.action,
+                entry.action,
                 &entry.account_key,
                 Phase::Failed,
-                entry.before.as_deref(),
+                entry.before.as_ref(),
                 None,
                 None,
                 None,
@@ -580,7 +606,10 @@ mod tests {
             );
             let text = last.error.unwrap_or_default();
             match verdict {
-                "done" => assert!(last.after.is_some_and(|a| a.contains("ana@fabrikam"))),
+                "done" => assert!(
+                    last.after
+                        .is_some_and(|a| a.mail() == Some("ana@fabrikam.example"))
+                ),
                 "failed" => assert!(text.contains("did not take effect"), "{text}"),
                 _ => {
                     // Addresses are not secret: the value found is named.
@@ -649,11 +678,11 @@ mod tests {
             assert_eq!(v.as_str(), verdict, "{changed:?}: {v:?}");
             let progress = store.lock().unwrap().progress().unwrap()[ACCOUNT].clone();
             if verdict == "done" {
-                assert_eq!(last.phase, "done");
+                assert_eq!(last.phase, Phase::Done);
                 assert!(progress.password_randomized_at.is_some());
                 assert_eq!(progress.state, Lifecycle::Done, "not planned again");
             } else {
-                assert_eq!(last.phase, "failed");
+                assert_eq!(last.phase, Phase::Failed);
                 assert!(progress.password_randomized_at.is_none(), "planned again");
             }
         }
@@ -679,6 +708,154 @@ mod tests {
         assert_eq!((r.confirmed, r.released), (1, 0));
     }
 
+    /// One interrupted action and the world a later run finds.
+    struct Case {
+        name: &'static str,
+        action: Action,
+        values: (Option<Values>, Option<Values>),
+        users: Vec<CloudUser>,
+        entries: Vec<crate::model::SourceAccount>,
+        /// `done`, `failed`, `changed` or `unknown`.
+        verdict: &'static str,
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_interrupted_action_is_judged_by_what_the_world_shows() {
+        let ago = |hours: i64| {
+            (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours)).to_string()
+        };
+        let invited = |state: Option<&str>, changed: Option<String>| {
+            let mut u = user(None, &[]);
+            u.external_user_state = state.map(str::to_string);
+            u.external_user_state_change = changed;
+            u
+        };
+        let typed = |t: Option<&str>| {
+            let mut u = user(None, &[]);
+            u.user_type = t.map(str::to_string);
+            u
+        };
+        let invite = crate::apply::journal_values(&Op::Invite(invitation()));
+        let user_type = crate::apply::journal_values(&Op::SetUserType {
+            user_id: crate::apply::fakes::USER.into(),
+            from: Some("Member".into()),
+            to: crate::mapping::UserType::Guest,
+        });
+        let (mail_before, mail_after) = crate::apply::journal_values(&set_mail());
+        // An undo of an AD mail write: the original's values swapped.
+        let undo_mail = (mail_after.clone(), mail_before.clone());
+        let cases = [
+            Case {
+                name: "an invitation the cloud shows pending",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(0)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "an invitation already accepted",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(Some("Accepted"), Some(ago(1)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "an invitation the cloud does not show",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![invited(None, None)],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "an invitation to a user since deleted",
+                action: Action::Invite,
+                values: invite.clone(),
+                users: vec![],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "a re-invitation pending again since the call",
+                action: Action::Reinvite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(0)))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "a re-invitation pending since before the call",
+                action: Action::Reinvite,
+                values: invite.clone(),
+                users: vec![invited(Some("PendingAcceptance"), Some(ago(48)))],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "a userType write the cloud holds",
+                action: Action::SetUserType,
+                values: user_type.clone(),
+                users: vec![typed(Some("guest"))],
+                entries: vec![],
+                verdict: "done",
+            },
+            Case {
+                name: "a userType write that did not land",
+                action: Action::SetUserType,
+                values: user_type.clone(),
+                users: vec![typed(Some("Member"))],
+                entries: vec![],
+                verdict: "failed",
+            },
+            Case {
+                name: "an undo of an AD mail write that landed",
+                action: Action::RollbackSetDirectoryMail,
+                values: undo_mail.clone(),
+                users: vec![],
+                entries: vec![account(Some("old@contoso.example"), None)],
+                verdict: "done",
+            },
+            Case {
+                name: "an undo of an AD mail write that did not land",
+                action: Action::RollbackSetDirectoryMail,
+                values: undo_mail,
+                users: vec![],
+                entries: vec![account(Some("ana@fabrikam.example"), None)],
+                verdict: "failed",
+            },
+            Case {
+                name: "an AD mail write whose entry is gone",
+                action: Action::SetDirectoryMail,
+                values: (mail_before, mail_after),
+                users: vec![],
+                entries: vec![],
+                verdict: "unknown",
+            },
+        ];
+        for case in cases {
+            let (before, after) = case.values;
+            let (_d, store) = crate::apply::fakes::interrupted_record(
+                case.action,
+                before,
+                after,
+                Lifecycle::Ready,
+            );
+            let directory = FakeDirectory::with(case.entries);
+            let cloud = FakeCloud::with(case.users);
+            let (v, last) = settle_one(&store, &directory, &cloud).await;
+            assert_eq!(v.as_str(), case.verdict, "{}: {v:?}", case.name);
+            let phase = if case.verdict == "done" {
+                Phase::Done
+            } else {
+                Phase::Failed
+            };
+            assert_eq!(last.phase, phase, "{}", case.name);
+            assert_eq!(last.action, case.action, "{}", case.name);
+        }
+    }
+
     #[tokio::test]
     async fn an_interrupted_invitation_the_cloud_shows_is_confirmed_and_counted() {
         let (_d, store) = interrupted(&Op::Invite(invitation()), Lifecycle::Ready);
@@ -687,7 +864,7 @@ mod tests {
         let cloud = FakeCloud::with(vec![shown]);
         let (v, last) = settle_one(&store, &FakeDirectory::default(), &cloud).await;
         assert_eq!(v.as_str(), "done");
-        assert_eq!(last.phase, "done");
+        assert_eq!(last.phase, Phase::Done);
         let progress = store.lock().unwrap().progress().unwrap()[ACCOUNT].clone();
         assert_eq!(progress.state, Lifecycle::Invited);
         assert_eq!(progress.invitations_sent, 1);

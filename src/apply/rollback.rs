@@ -15,23 +15,51 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::Journal;
 use super::reconcile::{Pending, Verdict, settle};
 use crate::cloud::{Cloud, UserPatch};
 use crate::source::Directory;
-use crate::state::{JournalEntry, Phase, Store};
+use crate::state::{Action, JournalEntry, Phase, Store, Values};
 
 /// What rollback did or could not do for one journaled action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Undo {
     pub action_key: String,
-    pub action: String,
+    pub action: Action,
     pub account: String,
-    /// `reverted`, `failed` or `irreversible`.
-    pub result: &'static str,
+    pub result: UndoResult,
     pub detail: String,
+}
+
+/// What became of one action in a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoResult {
+    /// The value from before is back (written now, or already there).
+    Reverted,
+    /// It could not be written back, or was changed since and left alone.
+    Failed,
+    /// It has no inverse (an invitation, a randomized password).
+    Irreversible,
+}
+
+impl UndoResult {
+    /// `reverted`, `failed` or `irreversible`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UndoResult::Reverted => "reverted",
+            UndoResult::Failed => "failed",
+            UndoResult::Irreversible => "irreversible",
+        }
+    }
+}
+
+impl std::fmt::Display for UndoResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Through `pad`, so that width and alignment in format strings apply.
+        f.pad(self.as_str())
+    }
 }
 
 /// A rollback that cannot start.
@@ -59,11 +87,6 @@ impl Error {
     }
 }
 
-fn field(json: Option<&str>, name: &str) -> Option<Value> {
-    json.and_then(|t| serde_json::from_str::<Value>(t).ok())
-        .and_then(|v| v.get(name).cloned())
-}
-
 /// The inverse of one done action, or why there is none.
 enum Inverse {
     DirectoryMail { dn: String, mail: Option<String> },
@@ -72,51 +95,57 @@ enum Inverse {
 }
 
 fn inverse(entry: &JournalEntry, dn: Option<&str>, cloud_id: Option<&str>) -> Inverse {
-    let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    let before = entry.before.as_ref();
+    let after = entry.after.as_ref();
     // Newer records name their target; older ones rely on the state store.
-    let dn = text(field(entry.after.as_deref(), "dn")).or(dn.map(str::to_string));
-    let cloud_id = text(field(entry.after.as_deref(), "userId")).or(cloud_id.map(str::to_string));
-    match entry.action.as_str() {
-        "set_directory_mail" => match dn {
+    let dn = after.and_then(|v| v.dn.clone()).or(dn.map(str::to_string));
+    let cloud_id = after
+        .and_then(|v| v.user_id.clone())
+        .or(cloud_id.map(str::to_string));
+    match entry.action {
+        Action::SetDirectoryMail => match dn {
             Some(dn) => Inverse::DirectoryMail {
                 dn,
-                mail: text(field(entry.before.as_deref(), "mail")),
+                mail: before.and_then(Values::mail).map(str::to_string),
             },
             None => Inverse::None("the account is no longer in the state store"),
         },
-        "set_cloud_address" | "set_user_type" => {
+        Action::SetCloudAddress | Action::SetUserType => {
             let Some(user_id) = cloud_id else {
                 return Inverse::None("the account's cloud user is not in the state store");
             };
-            let before = entry.before.as_deref();
-            let after = entry.after.as_deref();
             let mut patch = UserPatch::default();
-            if entry.action == "set_user_type" {
-                patch.user_type = text(field(before, "userType"));
+            if entry.action == Action::SetUserType {
+                patch.user_type = before.and_then(Values::user_type).map(str::to_string);
                 if patch.user_type.is_none() {
                     return Inverse::None("userType had no value before");
                 }
             } else {
                 // Only what the run changed goes back.
-                if field(after, "otherMails").is_some_and(|v| !v.is_null()) {
-                    patch.other_mails = field(before, "otherMails")
-                        .and_then(|v| serde_json::from_value(v).ok())
-                        .or(Some(Vec::new()));
+                if after.and_then(Values::other_mails).is_some() {
+                    patch.other_mails = Some(
+                        before
+                            .and_then(Values::other_mails)
+                            .map(<[String]>::to_vec)
+                            .unwrap_or_default(),
+                    );
                 }
-                if field(after, "mail").is_some_and(|v| !v.is_null()) {
-                    patch.mail = text(field(before, "mail"));
+                if after.and_then(Values::mail).is_some() {
+                    patch.mail = before.and_then(Values::mail).map(str::to_string);
                     patch.clear_mail = patch.mail.is_none();
                 }
             }
             Inverse::Cloud { user_id, patch }
         }
-        "invite" | "reinvite" => Inverse::None(
+        Action::Invite | Action::Reinvite => Inverse::None(
             "an invitation cannot be taken back: the email is sent and an accepted conversion is one-way (to go back, the user must be deleted and recreated)",
         ),
-        "randomize_password" => Inverse::None(
+        Action::RandomizePassword => Inverse::None(
             "the previous password cannot be restored (b2bsync never knew it); an administrator can set a new one",
         ),
-        _ => Inverse::None("unknown action"),
+        Action::RollbackSetDirectoryMail
+        | Action::RollbackSetCloudAddress
+        | Action::RollbackSetUserType => Inverse::None("unknown action"),
     }
 }
 
@@ -160,16 +189,21 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             .map(|(d, c)| (d.as_deref(), c.as_deref()))
             .unwrap_or((None, None));
         let key = format!("rollback/{}", entry.action_key);
+        let undo_action = entry.action.rollback();
         let record = |phase: Phase, error: Option<&str>| {
+            let Some(action) = undo_action else {
+                // `revert` records only actions with an inverse, which all have an undo.
+                return Ok(());
+            };
             journal.with(|s| {
                 s.journal(
                     new_run,
                     &key,
-                    &format!("rollback_{}", entry.action),
+                    action,
                     &entry.account_key,
                     phase,
-                    entry.after.as_deref(),
-                    entry.before.as_deref(),
+                    entry.after.as_ref(),
+                    entry.before.as_ref(),
                     None,
                     None,
                     error,
@@ -177,25 +211,25 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             })
         };
         let account = dn.unwrap_or(&entry.account_key).to_string();
-        let undo = |result: &'static str, detail: String| Undo {
+        let undo = |result: UndoResult, detail: String| Undo {
             action_key: entry.action_key.clone(),
-            action: entry.action.clone(),
+            action: entry.action,
             account: account.clone(),
             result,
             detail,
         };
         let inverse = match inverse(entry, dn, cloud_id) {
             Inverse::None(why) => {
-                undos.push(undo("irreversible", why.to_string()));
+                undos.push(undo(UndoResult::Irreversible, why.to_string()));
                 continue;
             }
             inverse => inverse,
         };
         let pending = Pending {
-            action: &entry.action,
-            before: entry.before.as_deref(),
-            after: entry.after.as_deref(),
-            started: entry.at.parse().unwrap_or_else(|_| jiff::Timestamp::now()),
+            action: entry.action,
+            before: entry.before.as_ref(),
+            after: entry.after.as_ref(),
+            started: entry.at,
             dn,
             cloud_id,
         };
@@ -206,12 +240,15 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
         match revert(inverse, &record, directory, cloud).await? {
             Ok(()) => {
                 record(Phase::Done, None)?;
-                let before = entry.before.as_deref().unwrap_or("(nothing)");
-                undos.push(undo("reverted", format!("back to {before}")));
+                let before = entry
+                    .before
+                    .as_ref()
+                    .map_or_else(|| "(nothing)".to_string(), Values::to_json);
+                undos.push(undo(UndoResult::Reverted, format!("back to {before}")));
             }
             Err((message, help)) => {
                 record(Phase::Failed, Some(&message))?;
-                undos.push(undo("failed", format!("{message}; help: {help}")));
+                undos.push(undo(UndoResult::Failed, format!("{message}; help: {help}")));
             }
         }
     }
@@ -231,20 +268,20 @@ fn written(store: &Store, run: &str) -> Result<Vec<JournalEntry>, Error> {
     let mut last: BTreeMap<&str, &JournalEntry> = BTreeMap::new();
     let mut own = std::collections::BTreeSet::new();
     for e in &entries {
-        if e.phase == Phase::Started.as_str() {
+        if e.phase == Phase::Started {
             own.insert(e.action_key.as_str());
         }
         last.insert(e.action_key.as_str(), e);
     }
     let mut done: Vec<JournalEntry> = entries
         .iter()
-        .filter(|e| e.phase == Phase::Done.as_str() && own.contains(e.action_key.as_str()))
+        .filter(|e| e.phase == Phase::Done && own.contains(e.action_key.as_str()))
         .cloned()
         .collect();
     for entry in last.values() {
-        if entry.phase == Phase::Started.as_str()
+        if entry.phase == Phase::Started
             && let Some(verdict) = store.next_record(&entry.action_key, entry.seq)?
-            && verdict.phase == Phase::Done.as_str()
+            && verdict.phase == Phase::Done
         {
             // In the run's own order: where its `started` record was.
             done.push(JournalEntry {
@@ -261,10 +298,7 @@ fn written(store: &Store, run: &str) -> Result<Vec<JournalEntry>, Error> {
 /// from before restores it and overwrites nobody's change.
 enum Still {
     Yes,
-    No {
-        result: &'static str,
-        detail: String,
-    },
+    No { result: UndoResult, detail: String },
 }
 
 async fn still_written<D: Directory + Sync, C: Cloud + Sync>(
@@ -276,17 +310,17 @@ async fn still_written<D: Directory + Sync, C: Cloud + Sync>(
         // Holds the run's value, or the world cannot tell (the write then says).
         Ok(Verdict::Done(_) | Verdict::Unknown(_)) => Still::Yes,
         Ok(Verdict::NotDone(why)) => Still::No {
-            result: "reverted",
+            result: UndoResult::Reverted,
             detail: format!("already back: {why}; nothing written"),
         },
         Ok(Verdict::ChangedElsewhere(why)) => Still::No {
-            result: "failed",
+            result: UndoResult::Failed,
             detail: format!(
                 "changed since the run: {why}; left alone; help: set the value by hand if it should go back"
             ),
         },
         Err(e) => Still::No {
-            result: "failed",
+            result: UndoResult::Failed,
             detail: format!("cannot read the current value: {e}; help: {}", e.help()),
         },
     }
@@ -353,7 +387,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(undos.len(), 1, "{undos:?}");
-        assert_eq!(undos[0].result, "reverted", "{undos:?}");
+        assert_eq!(undos[0].result, UndoResult::Reverted, "{undos:?}");
         assert_eq!(
             directory.get(DN).mail.as_deref(),
             Some("old@contoso.example")
@@ -372,7 +406,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             undos.iter().map(|u| u.result).collect::<Vec<_>>(),
-            vec!["reverted"]
+            vec![UndoResult::Reverted]
         );
         let now = cloud.get(USER);
         assert_eq!(now.mail, None);
@@ -403,11 +437,17 @@ mod tests {
             .journal(
                 "run-a",
                 &format!("{}/0/set_directory_mail", crate::apply::fakes::ACCOUNT),
-                "set_directory_mail",
+                Action::SetDirectoryMail,
                 crate::apply::fakes::ACCOUNT,
                 Phase::Done,
-                Some(r#"{"mail":"old@contoso.example"}"#),
-                Some(r#"{"mail":"ana@fabrikam.example"}"#),
+                Some(&Values {
+                    mail: Some(Some("old@contoso.example".into())),
+                    ..Values::default()
+                }),
+                Some(&Values {
+                    mail: Some(Some("ana@fabrikam.example".into())),
+                    ..Values::default()
+                }),
                 None,
                 None,
                 None,
@@ -419,7 +459,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(undos.len(), 1);
-        assert_eq!(undos[0].result, "failed");
+        assert_eq!(undos[0].result, UndoResult::Failed);
         assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
         assert_eq!(
             directory.get(DN).mail.as_deref(),

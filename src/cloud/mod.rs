@@ -6,6 +6,7 @@
 
 pub mod graph;
 pub mod pace;
+pub mod permissions;
 pub mod token;
 
 use std::collections::HashMap;

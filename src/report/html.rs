@@ -56,17 +56,9 @@ fn state_class(state: Lifecycle) -> &'static str {
     }
 }
 
-/// The meaning of an exit code (DESIGN section 4; `cli::Exit`).
+/// The meaning of a stored exit code ([`super::Exit`]).
 fn exit_meaning(code: i64) -> &'static str {
-    match code {
-        0 => "ok",
-        1 => "failed",
-        2 => "some actions failed or need a human",
-        3 => "invalid configuration or mapping",
-        4 => "over a threshold, nothing written",
-        5 => "another run held the lock",
-        _ => "unknown exit code",
-    }
+    super::Exit::from_code(code).map_or("unknown exit code", super::Exit::meaning)
 }
 
 /// A number cell or span tagged with what it counts.
@@ -89,14 +81,18 @@ fn width(value: usize, max: usize) -> f64 {
 /// An RFC 3339 time from the store as `2026-11-23 17:20:11 UTC`; unparseable text as is.
 fn time(text: &str) -> String {
     text.parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(utc)
         .unwrap_or_else(|_| text.to_string())
 }
 
+/// A time as `2026-11-23 17:20:11 UTC`.
+fn utc(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 /// How long a run took, when it finished: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 4 min`.
-fn duration(started: &str, finished: Option<&str>) -> Option<String> {
-    let start = started.parse::<jiff::Timestamp>().ok()?;
-    let end = finished?.parse::<jiff::Timestamp>().ok()?;
+fn duration(start: jiff::Timestamp, end: Option<jiff::Timestamp>) -> Option<String> {
+    let end = end?;
     let ms = (end.as_millisecond() - start.as_millisecond()).max(0);
     let secs = ms / 1000;
     Some(if ms < 10_000 {
@@ -329,7 +325,7 @@ pub fn status_html(s: &Status, now: jiff::Timestamp) -> String {
                      still running, or stopped (the next run reconciles it)</span>"
                     .into(),
             };
-            let took = duration(&run.started_at, run.finished_at.as_deref())
+            let took = duration(run.started_at, run.finished_at)
                 .map(|d| format!(", took {}", escape(&d)))
                 .unwrap_or_default();
             let _ = writeln!(
@@ -338,7 +334,7 @@ pub fn status_html(s: &Status, now: jiff::Timestamp) -> String {
                  <span class=\"muted mono\">{}</span></td><td>{}</td><td>{exit}</td><td>{}</td>\
                  <td><div class=\"summary\">{}</div></td></tr>",
                 escape(&run.id),
-                escape(&time(&run.started_at)),
+                escape(&utc(run.started_at)),
                 escape(&run.id),
                 escape(&run.command),
                 changes(&run.id, &r.changes),
@@ -438,7 +434,9 @@ mod tests {
             dn: Some("CN=<script>&\"x\",OU=P".into()),
             kind: None,
             reason: None,
-            updated_at: "2026-11-01T00:00:00Z".into(),
+            updated_at: "2026-11-01T00:00:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
             progress: Progress {
                 state: Lifecycle::Invited,
                 invited_at: Some("2026-10-01T00:00:00Z".into()),
@@ -448,7 +446,9 @@ mod tests {
         let runs = vec![RunRecord {
             id: "r1".into(),
             command: "run".into(),
-            started_at: "2026-11-22T00:00:00Z".into(),
+            started_at: "2026-11-22T00:00:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
             finished_at: None,
             exit_code: Some(2),
             summary: Some("failed <b>x</b> & 'y'".into()),

@@ -19,7 +19,60 @@ use serde::Serialize;
 use crate::apply::{Outcome, reconcile::Reconciled};
 use crate::model::Lifecycle;
 use crate::plan::{Op, Plan, ReasonCode};
-use crate::state::{AccountRecord, JournalEntry, Phase, RunRecord};
+use crate::state::{AccountRecord, Action, JournalEntry, Phase, RunRecord, Values};
+
+/// Exit codes, stable for schedulers (Task Scheduler's "Last Run Result", systemd's
+/// `SuccessExitStatus=`), documented in docs/operations.md ("Exit codes"). A run's code is
+/// stored with it, so the reports say what it meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything done.
+    Ok = 0,
+    /// The run failed and could not proceed.
+    Failed = 1,
+    /// Finished, but some actions failed or need a human.
+    Partial = 2,
+    /// The configuration or a mapping is invalid.
+    InvalidConfig = 3,
+    /// The plan is over a threshold; nothing was written.
+    OverThreshold = 4,
+    /// Another run holds the lock.
+    Locked = 5,
+}
+
+impl Exit {
+    /// The code a run stored, when it is one of these.
+    pub fn from_code(code: i64) -> Option<Exit> {
+        Some(match code {
+            0 => Exit::Ok,
+            1 => Exit::Failed,
+            2 => Exit::Partial,
+            3 => Exit::InvalidConfig,
+            4 => Exit::OverThreshold,
+            5 => Exit::Locked,
+            _ => return None,
+        })
+    }
+
+    /// What the code means, in a few words.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Failed => "failed",
+            Exit::Partial => "some actions failed or need a human",
+            Exit::InvalidConfig => "invalid configuration or mapping",
+            Exit::OverThreshold => "over a threshold, nothing written",
+            Exit::Locked => "another run held the lock",
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
 
 /// Every lifecycle state in funnel order.
 pub const FUNNEL: [Lifecycle; 8] = [
@@ -250,18 +303,17 @@ pub fn reason_help(code: &str) -> Option<String> {
 /// reconciliations of an earlier run's interrupted actions.
 pub fn count_changes(entries: &[JournalEntry]) -> Vec<ActionCount> {
     // action key -> (kind, started in this run, last phase)
-    let mut actions: BTreeMap<&str, (&str, bool, &str)> = BTreeMap::new();
+    let mut actions: BTreeMap<&str, (Action, bool, Phase)> = BTreeMap::new();
     for e in entries {
-        let slot = actions.entry(e.action_key.as_str()).or_insert((
-            e.action.as_str(),
-            false,
-            e.phase.as_str(),
-        ));
-        slot.1 |= e.phase == Phase::Started.as_str();
-        slot.2 = e.phase.as_str();
+        let slot = actions
+            .entry(e.action_key.as_str())
+            .or_insert((e.action, false, e.phase));
+        slot.1 |= e.phase == Phase::Started;
+        slot.2 = e.phase;
     }
     let mut per_kind: BTreeMap<&str, ActionCount> = BTreeMap::new();
     for (kind, started, last) in actions.into_values() {
+        let kind = kind.as_str();
         let c = per_kind.entry(kind).or_insert_with(|| ActionCount {
             action: kind.to_string(),
             done: 0,
@@ -271,12 +323,12 @@ pub fn count_changes(entries: &[JournalEntry]) -> Vec<ActionCount> {
         });
         if !started {
             c.reconciled += 1;
-        } else if last == Phase::Done.as_str() {
-            c.done += 1;
-        } else if last == Phase::Failed.as_str() {
-            c.failed += 1;
         } else {
-            c.interrupted += 1;
+            match last {
+                Phase::Done => c.done += 1,
+                Phase::Failed => c.failed += 1,
+                Phase::Started => c.interrupted += 1,
+            }
         }
     }
     per_kind.into_values().collect()
@@ -447,12 +499,12 @@ pub fn journal_rows(entries: Vec<JournalEntry>, accounts: &[AccountRecord]) -> V
                 .unwrap_or_default()
                 .to_string(),
             seq: e.seq,
-            at: e.at,
+            at: e.at.to_string(),
             run_id: e.run_id,
-            action: e.action,
-            phase: e.phase,
-            before: e.before,
-            after: e.after,
+            action: e.action.as_str().to_string(),
+            phase: e.phase.as_str().to_string(),
+            before: e.before.as_ref().map(Values::to_json),
+            after: e.after.as_ref().map(Values::to_json),
             request_id: e.request_id,
             client_request_id: e.client_request_id,
             error: e.error,
@@ -754,7 +806,9 @@ mod tests {
             dn: Some(format!("CN={key}")),
             kind: Some("synced".into()),
             reason: reason.map(str::to_string),
-            updated_at: "2026-11-01T00:00:00Z".into(),
+            updated_at: "2026-11-01T00:00:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
             progress: Progress {
                 state,
                 invited_at: invited_at.map(str::to_string),
@@ -954,15 +1008,17 @@ mod tests {
             seq,
             run_id: "r".into(),
             action_key: key.into(),
-            action: action.into(),
+            action: Action::parse(action).unwrap_or_else(|| panic!("{action}")),
             account_key: "acct".into(),
-            phase: phase.as_str().into(),
+            phase,
             before: None,
             after: None,
             request_id: None,
             client_request_id: None,
             error: None,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: "2026-11-23T00:00:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
         }
     }
 

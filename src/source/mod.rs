@@ -8,6 +8,7 @@
 
 pub mod ldap;
 pub mod password;
+pub mod rights;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,0 +1,73 @@
+//! Which Microsoft Graph application permissions b2bsync needs, and which of them a token's
+//! roles lack. Pure: `check` reads the roles from the token (`GraphClient::token_roles`) and
+//! asks here; nothing is called.
+
+/// The permissions `roles` (a token's `roles` claim) lack for a run, by the name an admin
+/// grants. `verified_domains_configured`: `[graph] verified_domains` is set, so the tenant's
+/// domains need not be read.
+pub fn missing(roles: &[String], verified_domains_configured: bool) -> Vec<&'static str> {
+    let has = |r: &str| roles.iter().any(|x| x == r);
+    let directory_read = has("Directory.Read.All") || has("Directory.ReadWrite.All");
+    let read = has("User.Read.All") || has("User.ReadWrite.All") || directory_read;
+    let write = has("User.ReadWrite.All") || has("Directory.ReadWrite.All");
+    let invite = has("User.Invite.All") || write;
+    let role_read = has("RoleManagement.Read.Directory")
+        || has("RoleManagement.ReadWrite.Directory")
+        || directory_read;
+    let org_read = verified_domains_configured
+        || has("Organization.Read.All")
+        || has("Organization.ReadWrite.All")
+        || directory_read;
+    let mut missing = Vec::new();
+    if !(read && write) {
+        missing.push("User.ReadWrite.All");
+    }
+    if !invite {
+        missing.push("User.Invite.All");
+    }
+    if !role_read {
+        missing.push("RoleManagement.Read.Directory");
+    }
+    if !org_read {
+        missing.push("Organization.Read.All (or set [graph] verified_domains)");
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_need_is_met_by_its_own_permission_or_a_broader_one() {
+        let user = "User.ReadWrite.All";
+        let invite = "User.Invite.All";
+        let roles = "RoleManagement.Read.Directory";
+        let org = "Organization.Read.All (or set [graph] verified_domains)";
+        let cases: [(&[&str], bool, &[&str]); 7] = [
+            (&[], false, &[user, invite, roles, org]),
+            (&[], true, &[user, invite, roles]),
+            (
+                &["User.ReadWrite.All", "RoleManagement.Read.Directory"],
+                false,
+                &[org],
+            ),
+            (
+                &[
+                    "User.ReadWrite.All",
+                    "RoleManagement.Read.Directory",
+                    "Organization.Read.All",
+                ],
+                false,
+                &[],
+            ),
+            (&["Directory.ReadWrite.All"], false, &[]),
+            (&["Directory.Read.All", "User.Invite.All"], false, &[user]),
+            (&["User.Read.All"], true, &[user, invite, roles]),
+        ];
+        for (granted, configured, lacking) in cases {
+            let granted: Vec<String> = granted.iter().map(|r| r.to_string()).collect();
+            assert_eq!(missing(&granted, configured), lacking, "{granted:?}");
+        }
+    }
+}
