@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# b2bsync benchmark (DESIGN.md section 7, issue 5). A benchmark, not a test: it prints each
+# b2bsync benchmark (the targets of docs/performance.md). A benchmark, not a test: it prints each
 # figure beside its reference, as a ratio measured in the same run, and never fails on a
 # missed target (it fails only when something could not be measured).
 #

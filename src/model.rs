@@ -731,8 +731,8 @@ impl CloudUser {
     }
 }
 
-/// Where an account stands in the lifecycle of DESIGN section 2. Ordered: an account only
-/// ever moves forward.
+/// Where an account stands in the lifecycle (docs/architecture.md, "The lifecycle of one
+/// account"). Ordered: an account only ever moves forward.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]

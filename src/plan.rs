@@ -1,5 +1,5 @@
 //! The `plan` stage (pure, deterministic, secret-free): decides, for every account in scope,
-//! where it stands in the lifecycle of DESIGN section 2 and which actions move it forward.
+//! where it stands in the lifecycle (docs/architecture.md) and which actions move it forward.
 //!
 //! Like atuin's `operations()`, the output is data: a sorted, serializable [`Plan`] of typed
 //! [`Action`]s plus one [`AccountOutcome`] per account, with a typed [`BlockReason`] and a

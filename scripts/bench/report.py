@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Turns the files scripts/bench.sh collected into the figures of DESIGN.md section 7, each
+"""Turns the files scripts/bench.sh collected into the figures of docs/performance.md ("Targets"), each
 beside its reference as a ratio measured in the same run. Prints a plain-text table.
 
-The published limits (reference/graph-contract.md section 5.2) used for the conversion bound:
+The published limits (docs/graph-contract.md section 5.2) used for the conversion bound:
   identity writes per app+tenant  3,000 / 150 s   (every PATCH, batched or not)
   identity writes per tenant     18,000 / 300 s
   resource units per app+tenant   8,000 / 10 s    (tenant over 500 users; PATCH = 1 RU)

@@ -456,8 +456,9 @@ impl<'a> Context<'a> {
         (out, ops)
     }
 
-    /// An account not invited yet: every precondition of DESIGN section 2, then the address
-    /// is staged where the account's kind needs it and the invitation follows when it can.
+    /// An account not invited yet: every precondition of the lifecycle (docs/architecture.md),
+    /// then the address is staged where the account's kind needs it and the invitation
+    /// follows when it can.
     fn before_invitation(
         &self,
         s: &Subject<'_>,
