@@ -7,7 +7,8 @@ The published limits (reference/graph-contract.md section 5.2) used for the conv
   identity writes per tenant     18,000 / 300 s
   resource units per app+tenant   8,000 / 10 s    (tenant over 500 users; PATCH = 1 RU)
   invitation manager per tenant     150 / 5 s     (every POST /invitations)
-Each is a token bucket that starts full; the emulator scales every window by --time-scale.
+The emulator enforces each as a sliding window (never more than the limit in any window of
+its length; its default model) and scales every window by --time-scale.
 """
 import argparse
 import json
@@ -182,12 +183,13 @@ def main():
     done_times = [ts(r["time"]) for r in ok_posts]
     window = (max(done_times) - min(write_times)) if done_times and write_times else float("nan")
     achieved = len(invited) / window if window and window == window and window > 0 else 0.0
-    # the bound: every bucket starts full; T = (demand - capacity) / rate, scaled
+    # the bound under sliding windows: at most `cap` in any window, so by the start of the
+    # k-th window (k - 1 windows after the first request) at most k * cap have been admitted;
+    # T = (ceil(demand / cap) - 1) windows, scaled
     demand = {"writes": a.convert, "ru": a.convert, "invitations": a.convert}
     bounds = []
     for name, cap, win, key in LIMITS:
-        rate = cap / (win * a.time_scale)
-        t = max(0.0, (demand[key] - cap) / rate)
+        t = (math.ceil(demand[key] / cap) - 1) * win * a.time_scale
         bounds.append((t, name))
     t_bind, bind_name = max(bounds)
     bound_rate = a.convert / t_bind if t_bind > 0 else float("inf")
