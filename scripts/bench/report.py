@@ -191,6 +191,13 @@ def main():
     for name, cap, win, key in LIMITS:
         t = (math.ceil(demand[key] / cap) - 1) * win * a.time_scale
         bounds.append((t, name))
+    # every account's invitation follows its PATCH: the writes of the last write window are
+    # invited after it, at most 150 per invitation window
+    writes_cap, writes_win = LIMITS[0][1], LIMITS[0][2]
+    inv_cap, inv_win = LIMITS[3][1], LIMITS[3][2]
+    last_group = demand["writes"] - (math.ceil(demand["writes"] / writes_cap) - 1) * writes_cap
+    tail = (math.ceil(last_group / inv_cap) - 1) * inv_win * a.time_scale
+    bounds.append((bounds[0][0] + tail, f"{LIMITS[0][0]}, then the invitations of its last window"))
     t_bind, bind_name = max(bounds)
     bound_rate = a.convert / t_bind if t_bind > 0 else float("inf")
     say(row("conversions: throughput", f"{achieved:,.1f} acc/s ({window:.1f} s)",
