@@ -48,6 +48,8 @@ fi
 if [ ${#extra[@]} -eq 0 ]; then
   step "Microsoft's Python clients (msgraph-sdk, azure-identity, msal) against the emulator"
   "$here/test-python-clients.sh" || failed=1
+  step "Microsoft's JavaScript clients (msal-node, @azure/identity, microsoft-graph-client) against the emulator"
+  "$here/test-node-clients.sh" || failed=1
 fi
 
 if [ ${#extra[@]} -eq 0 ]; then

@@ -1460,9 +1460,30 @@ async fn s3_4_latest_and_invalid_tokens() {
     assert_eq!(body["error"]["code"], "resyncRequired");
 }
 
+/// §3.1/§3.4: properties stored outside the directory cannot be selected on a collection or
+/// in delta: 501 NotImplemented.
+#[tokio::test]
+async fn s3_1_s3_4_select_of_non_collection_properties_is_501() {
+    let lab = lab().await;
+    for path in [
+        "/users?$select=aboutMe",
+        "/users?$select=id,skills",
+        "/users/delta?$select=skills",
+    ] {
+        assert_error(
+            lab.get(path).await,
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "This operation target is not yet supported.",
+        )
+        .await;
+    }
+}
+
 // ---------------------------------------------------------------- §4 $batch
 
-/// §4: inner statuses, headers and bodies; 200 overall; dependsOn → 424 on failure.
+/// §4: inner statuses, headers and bodies; 200 overall; in a sequential batch, dependsOn →
+/// 424 on failure.
 #[tokio::test]
 async fn s4_batch_inner_responses_and_dependencies() {
     let lab = lab().await;
@@ -1470,7 +1491,6 @@ async fn s4_batch_inner_responses_and_dependencies() {
         {"id": "1", "method": "GET", "url": format!("/users/{CARL}?$select=id,mail")},
         {"id": "2", "method": "GET", "url": "/users/nobody@contoso.example"},
         {"id": "3", "method": "PATCH", "url": format!("/users/{CARL}"), "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "Batched"}},
-        {"id": "4", "method": "GET", "url": format!("/users/{CARL}"), "dependsOn": ["2"]},
         {"id": "5", "method": "GET", "url": "users/$count", "headers": {"ConsistencyLevel": "eventual"}},
     ]});
     let response = lab.call(RW, Method::POST, "/$batch", Some(body), &[]).await;
@@ -1500,13 +1520,84 @@ async fn s4_batch_inner_responses_and_dependencies() {
     );
     assert_eq!(by_id("3")["status"], 204);
     assert!(by_id("3").get("body").is_none());
-    assert_eq!(by_id("4")["status"], 424);
     assert_eq!(by_id("5")["status"], 200);
     assert_eq!(by_id("5")["body"], "9");
     assert_eq!(
         lab.json(&format!("/users/{CARL}?$select=jobTitle")).await["jobTitle"],
         "Batched"
     );
+    // A sequential batch: the request whose dependency failed gets 424 and does not run.
+    let sequential = [
+        json!({"id": "1", "method": "GET", "url": "/users/nobody@contoso.example"}),
+        json!({"id": "2", "method": "PATCH", "url": format!("/users/{CARL}"), "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "Never"}, "dependsOn": ["1"]}),
+    ];
+    let answer: Value = post_batch(&lab, &sequential).await.json().await.unwrap();
+    assert_eq!(answer["responses"][0]["status"], 404);
+    assert_eq!(answer["responses"][1]["status"], 424);
+    let title = lab.json(&format!("/users/{CARL}?$select=jobTitle")).await;
+    assert_eq!(title["jobTitle"], "Batched");
+}
+
+/// §4 (known issue): only fully parallel, fully sequential and all-depend-on-one batches are
+/// accepted. Mixed shapes, two dependencies, forward references and cycles reject the whole
+/// batch with 400 and run nothing.
+#[tokio::test]
+async fn s4_batch_dependency_shapes() {
+    let lab = lab().await;
+    let get = |id: &str, deps: &[&str]| json!({"id": id, "method": "GET", "url": format!("/users/{CARL}?$select=id"), "dependsOn": deps});
+    let accepted = [
+        vec![get("1", &[]), get("2", &[]), get("3", &[])],
+        vec![get("1", &[]), get("2", &["1"]), get("3", &["2"])],
+        vec![get("1", &[]), get("2", &["1"]), get("3", &["1"])],
+    ];
+    for requests in accepted {
+        let response = post_batch(&lab, &requests).await;
+        assert_eq!(response.status(), StatusCode::OK, "{requests:?}");
+    }
+    let refused = [
+        // Mixed: one chain next to an independent request.
+        vec![get("1", &[]), get("2", &["1"]), get("3", &[])],
+        // Two dependencies.
+        vec![get("1", &[]), get("2", &[]), get("3", &["1", "2"])],
+        // A forward reference.
+        vec![get("1", &["2"]), get("2", &[])],
+        // A cycle.
+        vec![get("1", &["2"]), get("2", &["1"])],
+    ];
+    for requests in refused {
+        let response = post_batch(&lab, &requests).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{requests:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "BadRequest");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Batch should be either fully sequential or fully parallel"),
+            "{body}"
+        );
+    }
+}
+
+/// §4: a write request without a Content-Type header (or without a body) rejects the batch
+/// with Graph's observed wording.
+#[tokio::test]
+async fn s4_batch_write_without_content_type() {
+    let lab = lab().await;
+    for request in [
+        json!({"id": "7", "method": "PATCH", "url": format!("/users/{CARL}"), "body": {"jobTitle": "x"}}),
+        json!({"id": "7", "method": "POST", "url": "/invitations", "headers": {"Content-Type": "application/json"}}),
+    ] {
+        let refused = post_batch(&lab, &[request]).await;
+        let body = assert_error(
+            refused,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Write request id : 7 does not contain Content-Type header or body.",
+        )
+        .await;
+        assert!(body["error"]["innerError"]["date"].is_string());
+    }
 }
 
 /// §4: more than 20 requests, or duplicate ids, reject the whole batch with 400.
@@ -1584,6 +1675,34 @@ async fn s5_2_resource_unit_costs() {
         )
         .await;
     assert_eq!(patch.headers()["x-ms-resource-unit"], "1");
+}
+
+/// POSTs guest invitation `i` directly (not batched).
+async fn post_invitation(lab: &Lab, token: &str, i: usize) -> reqwest::Response {
+    lab.http
+        .post(lab.url("/invitations"))
+        .bearer_auth(token)
+        .json(&guest_invitation(i)["body"])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// POSTs a `$batch` of `requests` with the read-write app.
+async fn post_batch(lab: &Lab, requests: &[Value]) -> reqwest::Response {
+    lab.call(
+        RW,
+        Method::POST,
+        "/$batch",
+        Some(json!({ "requests": requests })),
+        &[],
+    )
+    .await
+}
+
+/// A header value (or inner header string) as a number.
+fn number(text: &str) -> f64 {
+    text.parse().unwrap()
 }
 
 fn guest_invitation(i: usize) -> Value {
@@ -1668,14 +1787,7 @@ async fn s5_invitation_limit_throttles_inside_batches() {
         .await;
     assert_eq!(scaled.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let after = lab
-        .http
-        .post(lab.url("/invitations"))
-        .bearer_auth(&token)
-        .json(&guest_invitation(999)["body"])
-        .send()
-        .await
-        .unwrap();
+    let after = post_invitation(&lab, &token, 999).await;
     assert_eq!(
         after.status(),
         StatusCode::CREATED,
@@ -1683,49 +1795,52 @@ async fn s5_invitation_limit_throttles_inside_batches() {
     );
 }
 
-/// §5.1/§5.2 with a time scale: windows 1,000 times longer make refill negligible, so a burst
-/// of 200 invitations creates exactly 150. The 429's Retry-After is fractional and already
-/// scaled. After switching to a tiny scale, the bucket refills within milliseconds.
-#[tokio::test]
-async fn s5_1_scaled_retry_after_is_fractional() {
-    let lab = lab_with(fixture(), |o| o.time_scale = 1000.0).await;
-    let token = lab.token(RW).await;
-    let burst = (0..10).map(|b| {
-        let requests: Vec<Value> = (0..20).map(|i| guest_invitation(b * 20 + i)).collect();
+/// Sends `count` guest invitations (numbered from `first`) in batches of 20 at once and
+/// returns the inner statuses and the inner answers refused with 429.
+async fn invitation_burst(
+    lab: &Lab,
+    token: &str,
+    first: usize,
+    count: usize,
+) -> (usize, Vec<Value>) {
+    let batches = (0..count.div_ceil(20)).map(|b| {
+        let requests: Vec<Value> = (b * 20..((b + 1) * 20).min(count))
+            .map(|i| guest_invitation(first + i))
+            .collect();
         lab.http
             .post(lab.url("/$batch"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({"requests": requests}))
             .send()
     });
     let mut created = 0;
-    for response in futures_util::future::join_all(burst).await {
+    let mut throttled = Vec::new();
+    for response in futures_util::future::join_all(batches).await {
         let body: Value = response.unwrap().json().await.unwrap();
-        created += body["responses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["status"] == 201)
-            .count();
+        for inner in body["responses"].as_array().unwrap() {
+            match inner["status"].as_u64().unwrap() {
+                201 => created += 1,
+                429 => throttled.push(inner.clone()),
+                other => panic!("unexpected inner status {other}: {inner}"),
+            }
+        }
     }
+    (created, throttled)
+}
+
+/// §5.1 with a time scale: Retry-After is what Graph would send at scale 1 (whole seconds, at
+/// least 1) multiplied by the scale, not the scaled time to the next free slot. At scale 2
+/// the 5 s invitation window lasts 10 s: after a burst of 151 the first admission leaves the
+/// window in just under 10 s, i.e. "5" at real time, sent as "10.000". After switching to a
+/// tiny scale, the window has passed within milliseconds.
+#[tokio::test]
+async fn s5_1_retry_after_under_a_time_scale_is_the_real_value_scaled() {
+    let lab = lab_with(fixture(), |o| o.time_scale = 2.0).await;
+    let token = lab.token(RW).await;
+    let (created, throttled) = invitation_burst(&lab, &token, 0, 151).await;
     assert_eq!(created, 150);
-    let response = lab
-        .http
-        .post(lab.url("/invitations"))
-        .bearer_auth(&token)
-        .json(&guest_invitation(500)["body"])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(retry_after.contains('.'), "{retry_after}");
-    let seconds: f64 = retry_after.parse().unwrap();
-    // One invitation refills in 5 s × 1000 / 150 ≈ 33.3 s at this scale.
-    assert!(seconds > 30.0 && seconds <= 33.4, "{seconds}");
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(throttled[0]["headers"]["Retry-After"], "10.000");
     lab.control(
         Method::POST,
         "/time-scale",
@@ -1733,15 +1848,97 @@ async fn s5_1_scaled_retry_after_is_fractional() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let after = lab
-        .http
-        .post(lab.url("/invitations"))
-        .bearer_auth(&token)
-        .json(&guest_invitation(501)["body"])
-        .send()
-        .await
-        .unwrap();
+    let after = post_invitation(&lab, &token, 501).await;
     assert_eq!(after.status(), StatusCode::CREATED);
+    // At a small scale the minimum of 1 s is scaled too: 0.001 s, never 0.
+    let (_, throttled) = invitation_burst(&lab, &token, 600, 400).await;
+    for inner in &throttled {
+        let seconds = number(inner["headers"]["Retry-After"].as_str().unwrap());
+        assert!((0.001..=0.005).contains(&seconds), "{inner}");
+    }
+}
+
+/// §5.2: the limit holds per window, not as a bucket that starts full and refills: 151
+/// invitations sent at once get exactly one 429 (a refilling bucket admitted all 151 when the
+/// burst took over 33 ms), and nothing more is admitted until the window has passed.
+#[tokio::test]
+async fn s5_2_invitation_limit_holds_in_every_window() {
+    let lab = lab().await;
+    let token = lab.token(RW).await;
+    let started = std::time::Instant::now();
+    let (created, throttled) = invitation_burst(&lab, &token, 0, 151).await;
+    assert_eq!((created, throttled.len()), (150, 1));
+    let (created, _) = invitation_burst(&lab, &token, 200, 40).await;
+    if started.elapsed() < Duration::from_millis(4900) {
+        assert_eq!(created, 0, "the 5 s window is full");
+    }
+}
+
+/// §5.2: the refilling token bucket stays available as an option; it admits more than the
+/// limit in the first window.
+#[tokio::test]
+async fn s5_2_the_bucket_model_is_an_option() {
+    let lab = lab_with(fixture(), |o| {
+        o.throttle_model = emulator::ThrottleModel::Bucket;
+        o.time_scale = 0.2;
+    })
+    .await;
+    let token = lab.token(RW).await;
+    let (first, _) = invitation_burst(&lab, &token, 0, 150).await;
+    assert_eq!(first, 150);
+    // The scaled window is 1 s; 0.5 s refills 75 tokens, where a window would admit none.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (second, _) = invitation_burst(&lab, &token, 200, 40).await;
+    assert!(second > 0);
+}
+
+/// §5.3: a refused request charges nothing, so its 429 carries no `x-ms-resource-unit`;
+/// `x-ms-throttle-limit-percentage` reads 1.0 plus the share of refused requests (1.2 = 20 %
+/// throttled).
+#[tokio::test]
+async fn s5_3_refused_requests_charge_no_resource_unit() {
+    // Windows 1,000 times longer: nothing leaves them during the test.
+    let lab = lab_with(fixture(), |o| o.time_scale = 1000.0).await;
+    let token = lab.token(RW).await;
+    // $expand costs 3 RU: 1,167 of them exhaust the 3,500 RU of a small tenant.
+    let mut refused = None;
+    for round in 0..30 {
+        let calls = (0..50).map(|_| {
+            lab.http
+                .get(lab.url("/users?$expand=manager"))
+                .bearer_auth(&token)
+                .send()
+        });
+        for response in futures_util::future::join_all(calls).await {
+            let response = response.unwrap();
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                refused.get_or_insert(response);
+            } else {
+                assert!(response.headers().contains_key("x-ms-resource-unit"));
+            }
+        }
+        if refused.is_some() {
+            assert!(round >= 23, "3,500 RU last 23 rounds of 150");
+            break;
+        }
+    }
+    let refused = refused.expect("3,500 RU exhausted");
+    assert!(!refused.headers().contains_key("x-ms-resource-unit"));
+    assert_eq!(
+        refused.headers()["x-ms-throttle-information"],
+        "ResourceUnitLimitExceeded"
+    );
+
+    // Invitations: 150 admitted, then 150 refused: half throttled reads 1.5.
+    let (created, throttled) = invitation_burst(&lab, &token, 0, 300).await;
+    assert_eq!((created, throttled.len()), (150, 150));
+    let response = post_invitation(&lab, &token, 400).await;
+    let last = number(
+        response.headers()["x-ms-throttle-limit-percentage"]
+            .to_str()
+            .unwrap(),
+    );
+    assert!((1.4..=1.6).contains(&last), "{last}");
 }
 
 /// §5.1: a direct (unbatched) 429 at real time has an integer Retry-After ≥ 1 and the

@@ -1,18 +1,21 @@
-//! Pacing to Graph's published budgets (reference/graph-contract.md section 5.2): one token
-//! bucket per budget this connector draws from, so requests wait here instead of being
-//! refused with 429. A 429 drains the budget it hit and pauses it for `Retry-After`; an
-//! `x-ms-throttle-limit-percentage` above what b2bsync itself spent (another app sharing the
-//! tenant's budget) lowers the bucket to what the service reports.
+//! Pacing to Graph's published budgets (reference/graph-contract.md section 5.2): one sliding
+//! window per budget this connector draws from, so requests wait here instead of being
+//! refused with 429. No window of a budget's published length (plus a margin for latency
+//! jitter) ever holds more than its limit less a small reserve: at least as strict as any
+//! reading of "N per window", the emulator's strict model included. A 429 pauses the budget it
+//! hit for `Retry-After`; an `x-ms-throttle-limit-percentage` above what b2bsync itself spent
+//! (another app sharing the tenant's budget) counts the difference as spent now.
 //!
 //! Pure bookkeeping plus one async wait; no I/O. The service remains the judge: a pacer that
 //! guesses wrong costs a 429 and a retry, never a lost or repeated request.
 //!
 //! No wait computed here is longer than [`MAX_WAIT`]: a pause for a server's `Retry-After`
-//! is capped, and so is the wait for a budget to refill.
+//! is capped, and so is the wait for a budget's window to move on.
 
 // Server numbers reach durations and instants here: overflow must be handled, not panic.
 #![warn(clippy::arithmetic_side_effects)]
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -132,12 +135,19 @@ impl Cost {
     }
 }
 
-/// Tokens of each budget b2bsync leaves unspent, as a share of its capacity (at least
-/// [`MIN_RESERVE`]). Requests reach the service with varying latency, so some sent in pace
-/// arrive bunched; the service's bucket then holds this reserve to absorb them instead of
-/// answering 429. It costs only the first burst, not the pace.
+/// Share of each budget's limit b2bsync leaves unspent (at least [`MIN_RESERVE`]): the
+/// service counts from its own clock, and a window may hold requests b2bsync did not send
+/// (another app, a retry the service counted). It costs 0.5 % of the pace.
 const RESERVE_SHARE: f64 = 0.005;
 const MIN_RESERVE: f64 = 3.0;
+
+/// Added to every window, multiplied by the time scale: requests admitted here one window
+/// apart may reach the service closer together when the first took longer on the way. This
+/// covers latency that varies by up to 250 ms (at scale 1).
+const JITTER_MARGIN_SECS: f64 = 0.25;
+
+/// How long a 429 without `Retry-After` pauses its budget (at scale 1): Graph's minimum.
+const DEFAULT_PAUSE_SECS: f64 = 1.0;
 
 fn reserve(capacity: f64) -> f64 {
     (capacity * RESERVE_SHARE)
@@ -145,36 +155,52 @@ fn reserve(capacity: f64) -> f64 {
         .min(capacity / 2.0)
 }
 
+/// A duration of `secs` seconds; a number that is no duration waits [`MAX_WAIT`].
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT)
+}
+
 #[derive(Debug, Clone)]
 struct Bucket {
     capacity: f64,
-    /// Tokens never spent (see [`RESERVE_SHARE`]).
+    /// Never spent (see [`RESERVE_SHARE`]).
     reserve: f64,
-    /// Tokens per second.
-    rate: f64,
-    tokens: f64,
-    updated: Instant,
+    /// The published window, scaled, plus [`JITTER_MARGIN_SECS`] scaled.
+    window: Duration,
+    /// What was spent in the last window: when, and how much; oldest first.
+    spent: VecDeque<(Instant, f64)>,
+    spent_sum: f64,
     /// Set by a 429: nothing is sent on this budget before then.
     paused_until: Option<Instant>,
 }
 
 impl Bucket {
-    fn new(budget: Budget, time_scale: f64, now: Instant) -> Bucket {
+    fn new(budget: Budget, time_scale: f64) -> Bucket {
         let (capacity, window) = budget.published();
         Bucket {
             capacity,
             reserve: reserve(capacity),
-            rate: capacity / (window * time_scale),
-            tokens: capacity,
-            updated: now,
+            window: seconds((window + JITTER_MARGIN_SECS) * time_scale),
+            spent: VecDeque::new(),
+            spent_sum: 0.0,
             paused_until: None,
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.updated = now;
+    /// Forgets what left the window.
+    fn prune(&mut self, now: Instant) {
+        while let Some(&(at, amount)) = self.spent.front() {
+            if now.saturating_duration_since(at) < self.window {
+                break;
+            }
+            self.spent.pop_front();
+            self.spent_sum -= amount;
+        }
+        if self.spent.is_empty() {
+            self.spent_sum = 0.0;
+        }
     }
 
     /// How long until `cost` fits (zero when it fits now).
@@ -183,12 +209,32 @@ impl Bucket {
             .paused_until
             .map(|until| until.saturating_duration_since(now))
             .unwrap_or_default();
-        // A cost above the capacity (never for one request) waits for a full bucket.
-        let missing = ((cost + self.reserve).min(self.capacity) - self.tokens).max(0.0);
-        // The rate is positive and finite (the time scale is checked in `Pacer::new`); a
-        // quotient that is no duration still waits no longer than MAX_WAIT.
-        let refill = Duration::try_from_secs_f64(missing / self.rate).unwrap_or(MAX_WAIT);
+        // A cost above what may be spent in one window (never for one request) waits for
+        // an empty window.
+        let allowed = self.capacity - self.reserve;
+        let fits = |spent: f64| spent + cost <= allowed || spent <= 0.0;
+        let mut refill = Duration::ZERO;
+        if !fits(self.spent_sum) {
+            // The oldest spending leaves the window first: wait until enough has.
+            let mut left = self.spent_sum;
+            refill = self.window;
+            for &(at, amount) in &self.spent {
+                left -= amount;
+                if fits(left) {
+                    refill = at
+                        .checked_add(self.window)
+                        .map(|leaves| leaves.saturating_duration_since(now))
+                        .unwrap_or(MAX_WAIT);
+                    break;
+                }
+            }
+        }
         paused.max(refill).min(MAX_WAIT)
+    }
+
+    fn spend(&mut self, amount: f64, at: Instant) {
+        self.spent.push_back((at, amount));
+        self.spent_sum += amount;
     }
 }
 
@@ -211,9 +257,8 @@ impl Pacer {
         } else {
             1.0
         };
-        let now = Instant::now();
         Pacer {
-            buckets: Mutex::new(BUDGETS.map(|b| Bucket::new(b, scale, now))),
+            buckets: Mutex::new(BUDGETS.map(|b| Bucket::new(b, scale))),
             time_scale: scale,
         }
     }
@@ -234,13 +279,8 @@ impl Pacer {
         };
         let mut buckets = self.lock();
         let b = &mut buckets[Budget::ResourceUnits.index()];
-        if (b.capacity - capacity).abs() > f64::EPSILON {
-            b.refill(Instant::now());
-            b.tokens = b.tokens / b.capacity * capacity;
-            b.capacity = capacity;
-            b.reserve = reserve(capacity);
-            b.rate = capacity / (10.0 * self.time_scale);
-        }
+        b.capacity = capacity;
+        b.reserve = reserve(capacity);
     }
 
     /// Takes `cost` from every budget it draws on, waiting until all of them have it.
@@ -264,7 +304,7 @@ impl Pacer {
                 continue;
             }
             let b = &mut buckets[budget.index()];
-            b.refill(now);
+            b.prune(now);
             if b.paused_until.is_some_and(|until| until <= now) {
                 b.paused_until = None;
             }
@@ -276,16 +316,17 @@ impl Pacer {
         for budget in BUDGETS {
             let amount = cost.get(budget);
             if amount > 0.0 {
-                buckets[budget.index()].tokens -= amount;
+                buckets[budget.index()].spend(amount, now);
             }
         }
         Duration::ZERO
     }
 
     /// The service refused a request of `cost` with 429. The budget that
-    /// `x-ms-throttle-information` names is empty on the service's side: emptied here too,
-    /// and paused for `retry_after`. A 429 that names no limit (a gateway, a service under
-    /// load) says nothing about the budgets: the ones the request draws on only pause.
+    /// `x-ms-throttle-information` names is full on the service's side: it pauses for
+    /// `retry_after` (Graph's minimum of 1 s when there is none), when the service's window
+    /// has room again. A 429 that names no limit (a gateway, a service under load) pauses
+    /// the budgets the request draws on only for its `Retry-After`.
     pub fn throttled(&self, cost: &Cost, information: Option<&str>, retry_after: Option<Duration>) {
         let now = Instant::now();
         let named = match information {
@@ -302,16 +343,17 @@ impl Pacer {
             Some(budget) => vec![budget],
             None => BUDGETS.into_iter().filter(|b| cost.get(*b) > 0.0).collect(),
         };
+        let pause = match (retry_after, named) {
+            (Some(wait), _) => Some(wait),
+            (None, Some(_)) => Some(seconds(DEFAULT_PAUSE_SECS * self.time_scale)),
+            (None, None) => None,
+        };
         let mut buckets = self.lock();
         for budget in budgets {
             let b = &mut buckets[budget.index()];
-            b.refill(now);
-            if named.is_some() {
-                b.tokens = 0.0;
-            }
             // The caller's Retry-After is at most MAX_WAIT already; the min keeps any other
             // caller from pausing a budget for longer, and the sum from overflowing.
-            if let Some(until) = retry_after.and_then(|wait| now.checked_add(wait.min(MAX_WAIT))) {
+            if let Some(until) = pause.and_then(|wait| now.checked_add(wait.min(MAX_WAIT))) {
                 b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
             }
         }
@@ -338,19 +380,22 @@ impl Pacer {
             return;
         };
         let b = &mut buckets[budget.index()];
-        b.refill(now);
-        // The header has one decimal: only a clear difference means someone else.
+        b.prune(now);
+        // The header has one decimal: only a clear difference means someone else. Their
+        // share counts as spent now, so it leaves the window no earlier than theirs.
         if usage > used(b) + 0.15 {
-            b.tokens = b.tokens.min(b.capacity * (1.0 - usage.min(1.0)));
+            let theirs = b.capacity * usage.min(1.0) - b.spent_sum;
+            b.spend(theirs, now);
         }
     }
 }
 
 fn used(b: &Bucket) -> f64 {
-    (b.capacity - b.tokens) / b.capacity
+    b.spent_sum / b.capacity
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -374,22 +419,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_budget_lets_its_capacity_less_the_reserve_through_then_paces_at_the_rate() {
+    fn a_window_lets_its_limit_less_the_reserve_through_then_waits_for_it_to_move() {
         let pacer = Pacer::new(1.0);
         let invite = Cost::of("POST", "https://g/v1.0/invitations");
         let now = Instant::now();
-        // 150 less a reserve of 3 for requests that arrive bunched.
+        // 150 less a reserve of 3.
         for _ in 0..147 {
             assert!(pacer.try_acquire(&invite, now).is_zero());
         }
+        // Nothing more until the first of them is one window (5 s plus the margin) old.
         let wait = pacer.try_acquire(&invite, now);
-        // 150 per 5 s: one more token every 33 ms.
-        assert!(wait > Duration::from_millis(30) && wait < Duration::from_millis(40));
+        assert_eq!(wait, Duration::from_millis(5250));
         assert!(
-            pacer
-                .try_acquire(&invite, now + Duration::from_millis(34))
+            !pacer
+                .try_acquire(&invite, now + Duration::from_millis(5000))
                 .is_zero()
         );
+        assert!(pacer.try_acquire(&invite, now + wait).is_zero());
     }
 
     #[test]
@@ -401,13 +447,57 @@ mod tests {
         for _ in 0..2985 {
             assert!(pacer.try_acquire(&patch, now).is_zero());
         }
-        let wait = pacer.try_acquire(&patch, now);
-        // 3,000 per 15 s: 5 ms per write.
-        assert!(wait > Duration::from_millis(4) && wait < Duration::from_millis(6));
+        // 150 s and the margin, times 0.1.
+        assert_eq!(pacer.try_acquire(&patch, now), Duration::from_millis(15025));
+    }
+
+    /// Every window of the service's length, wherever it starts, in a simulated run where
+    /// requests are always waiting: `limit` at most, and at least 0.95 of it on average.
+    fn check_every_window(cost: Cost, budget: Budget, time_scale: f64) {
+        let pacer = Pacer::new(time_scale);
+        let (limit, window) = budget.published();
+        let window = seconds(window * time_scale);
+        let start = Instant::now();
+        let step = window / 500;
+        let mut admitted: Vec<(Instant, f64)> = Vec::new();
+        let mut now = start;
+        while now < start + window * 6 {
+            while pacer.try_acquire(&cost, now).is_zero() {
+                admitted.push((now, cost.get(budget)));
+            }
+            now += step;
+        }
+        for (i, (at, _)) in admitted.iter().enumerate() {
+            let in_window: f64 = admitted[i..]
+                .iter()
+                .take_while(|(t, _)| t.saturating_duration_since(*at) < window)
+                .map(|(_, amount)| amount)
+                .sum();
+            assert!(
+                in_window <= limit,
+                "{in_window} in one window of {budget:?}"
+            );
+        }
+        let total: f64 = admitted.iter().map(|(_, amount)| amount).sum();
+        assert!(
+            total >= 0.95 * 6.0 * limit,
+            "{total} of {budget:?} in 6 windows"
+        );
     }
 
     #[test]
-    fn a_429_empties_and_pauses_the_named_budget_only() {
+    fn no_window_ever_holds_more_than_the_limit() {
+        let invite = Cost::of("POST", "https://g/v1.0/invitations");
+        check_every_window(invite, Budget::Invitations, 1.0);
+        check_every_window(invite, Budget::Invitations, 0.1);
+        let patch = Cost::of("PATCH", "https://g/v1.0/users/x");
+        check_every_window(patch, Budget::Writes, 0.1);
+        let list = Cost::of("GET", "https://g/v1.0/users");
+        check_every_window(list, Budget::ResourceUnits, 1.0);
+    }
+
+    #[test]
+    fn a_429_pauses_the_named_budget_only() {
         let pacer = Pacer::new(1.0);
         let patch = Cost::of("PATCH", "https://g/v1.0/users/x");
         let invite = Cost::of("POST", "https://g/v1.0/invitations");
@@ -419,6 +509,10 @@ mod tests {
         let now = Instant::now();
         assert!(pacer.try_acquire(&patch, now) >= Duration::from_millis(2900));
         assert!(pacer.try_acquire(&invite, now).is_zero());
+        // Without Retry-After, Graph's minimum of 1 s.
+        let other = Pacer::new(1.0);
+        other.throttled(&invite, Some("WriteLimitExceeded"), None);
+        assert!(other.try_acquire(&invite, Instant::now()) > Duration::from_millis(900));
     }
 
     // See: issue 10 (`now + wait` panicked; a huge Retry-After paused the run for years).

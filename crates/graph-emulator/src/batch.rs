@@ -1,5 +1,6 @@
-//! `POST /v1.0/$batch` (contract §4): at most 20 requests with unique ids, `dependsOn`
-//! ordering with 424 for failed dependencies, and inner requests dispatched through the same
+//! `POST /v1.0/$batch` (contract §4): at most 20 requests with unique ids, Graph's
+//! dependency shapes (parallel, sequential, all-depend-on-one), `dependsOn` ordering with 424
+//! for failed dependencies, and inner requests dispatched through the same
 //! router (so auth, throttling and every handler behave exactly as for direct calls).
 
 use std::collections::{HashMap, HashSet};
@@ -72,13 +73,14 @@ fn parse(body: &[u8]) -> Result<Vec<Inner>, String> {
             })
             .unwrap_or_default();
         let body = request.get("body").filter(|b| !b.is_null()).cloned();
-        if body.is_some()
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
+        let write = matches!(method, Method::POST | Method::PATCH | Method::PUT);
+        let content_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if (body.is_some() && !content_type) || (write && body.is_none()) {
+            // Graph's wording, observed (contract §4 [O]).
             return Err(format!(
-                "Request '{id}' has a body but no Content-Type header."
+                "Write request id : {id} does not contain Content-Type header or body."
             ));
         }
         let depends_on: Vec<String> = request
@@ -99,17 +101,61 @@ fn parse(body: &[u8]) -> Result<Vec<Inner>, String> {
             depends_on,
         });
     }
-    for request in &out {
+    check_dependencies(&out)?;
+    Ok(out)
+}
+
+/// Graph's dependency rules (contract §4, known issue): every `dependsOn` names an earlier
+/// request of the batch, a request depends on at most one other, and the batch is fully
+/// parallel (no dependencies), fully sequential (each request depends on the one before) or
+/// all-depend-on-one (each request but the first depends on the first). A cycle always
+/// contains a reference forward, so it is refused here too.
+fn check_dependencies(requests: &[Inner]) -> Result<(), String> {
+    const SHAPE: &str = "Batch should be either fully sequential or fully parallel";
+    let position: HashMap<&str, usize> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    for (i, request) in requests.iter().enumerate() {
+        if request.depends_on.len() > 1 {
+            return Err(format!(
+                "{SHAPE}; request '{}' depends on more than one request.",
+                request.id
+            ));
+        }
         for dep in &request.depends_on {
-            if !seen.contains(dep) || *dep == request.id {
-                return Err(format!(
-                    "Request '{}' depends on unknown request '{dep}'.",
-                    request.id
-                ));
+            match position.get(dep.as_str()) {
+                None => {
+                    return Err(format!(
+                        "Request '{}' depends on unknown request '{dep}'.",
+                        request.id
+                    ));
+                }
+                Some(&at) if at >= i => {
+                    return Err(format!(
+                        "{SHAPE}; request '{}' depends on request '{dep}', which does not come before it.",
+                        request.id
+                    ));
+                }
+                Some(_) => {}
             }
         }
     }
-    Ok(out)
+    let depends = |i: usize| requests[i].depends_on.first().map(String::as_str);
+    let parallel = requests.iter().all(|r| r.depends_on.is_empty());
+    let sequential = (1..requests.len()).all(|i| depends(i) == Some(requests[i - 1].id.as_str()));
+    let on_one = requests.first().is_some_and(|first| {
+        first.depends_on.is_empty()
+            && requests[1..]
+                .iter()
+                .all(|r| r.depends_on.first() == Some(&first.id))
+    });
+    if parallel || sequential || on_one {
+        Ok(())
+    } else {
+        Err(format!("{SHAPE}."))
+    }
 }
 
 /// The `/v1.0` path of an inner `url` (relative, or absolute with a version prefix).
@@ -150,7 +196,7 @@ pub(crate) async fn batch(call: &Call<'_>) -> Response {
             .into_iter()
             .partition(|r| r.depends_on.iter().all(|d| statuses.contains_key(d)));
         if ready.is_empty() {
-            // A dependency cycle: fail what is left.
+            // Unreachable: `check_dependencies` refuses cycles. Fail what is left.
             for request in waiting {
                 statuses.insert(request.id.clone(), 424);
                 results.insert(request.id.clone(), failed_dependency(call, &request.id));

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::auth::READ_USERS;
 use super::directory::{canonical_property, default_properties, lock};
 use super::filter::{self, Expr, Op};
-use super::http::{graph_error, odata};
-use super::request::{Call, percent_encode};
+use super::http::{graph_error, not_implemented, odata};
+use super::request::{Call, collection_unsupported, percent_encode};
 use super::users::{context_url, denied};
 
 /// The annotation of a deleted user in a delta round.
@@ -168,6 +168,11 @@ pub(crate) fn delta(call: &Call<'_>) -> Response {
             state
         }
     };
+    if let Some(props) = &state.s
+        && collection_unsupported(props.iter().map(String::as_str)).is_some()
+    {
+        return not_implemented(ctx);
+    }
     if let Some(props) = &state.s
         && let Some(bad) = props.iter().find(|p| canonical_property(p).is_none())
     {

@@ -2,6 +2,7 @@
 //! the request log, faults, throttling buckets and the configuration every handler reads.
 //! It holds data and small lookups only; HTTP shapes live in the handler modules.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use axum::Router;
@@ -105,6 +106,8 @@ pub(crate) struct Entry {
     /// The user's Graph view, kept current by [`Directory::touch`] so that reads and filters
     /// over large tenants do not serialize every user on every request.
     pub view: Map<String, Value>,
+    /// The keys [`Directory`] indexes this entry under, as of its last [`Directory::touch`].
+    indexed: Vec<String>,
 }
 
 impl Entry {
@@ -115,6 +118,7 @@ impl Entry {
             changed: 0,
             writable_after: None,
             view,
+            indexed: Vec::new(),
         }
     }
 }
@@ -144,11 +148,29 @@ pub(crate) struct Directory {
     /// for delta's `@removed` entries.
     pub removed: Vec<(String, u64)>,
     pub invitations: Vec<InvitationRecord>,
+    /// Lowercased ids, UPNs and addresses (mail, otherMails, proxy addresses) to the entries
+    /// holding them, so that lookups do not scan every user (issue 12: invitations slowed
+    /// down as users grew). A superset: callers check each candidate against the user.
+    index: HashMap<String, Vec<usize>>,
+}
+
+/// What an entry is indexed under.
+fn index_keys(user: &User) -> Vec<String> {
+    let mut keys: Vec<String> = [user.id.as_str(), user.user_principal_name.as_str()]
+        .into_iter()
+        .chain(user.mail.as_deref())
+        .chain(user.other_mails.iter().map(String::as_str))
+        .chain(user.proxy_addresses.iter().filter_map(|p| proxy_address(p)))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 impl Directory {
     pub fn new(tenant: &Tenant) -> Directory {
-        Directory {
+        let mut directory = Directory {
             entries: tenant
                 .users
                 .iter()
@@ -169,12 +191,58 @@ impl Directory {
             delta_generation: 0,
             removed: Vec::new(),
             invitations: Vec::new(),
+            index: HashMap::new(),
+        };
+        directory.reindex();
+        directory
+    }
+
+    /// Rebuilds the whole index (at start and after a deletion shifted the entries).
+    fn reindex(&mut self) {
+        self.index.clear();
+        for i in 0..self.entries.len() {
+            self.index_entry(i);
         }
+    }
+
+    fn index_entry(&mut self, i: usize) {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return;
+        };
+        let keys = index_keys(&entry.user);
+        for key in &keys {
+            self.index.entry(key.clone()).or_default().push(i);
+        }
+        entry.indexed = keys;
+    }
+
+    fn unindex_entry(&mut self, i: usize) {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return;
+        };
+        for key in std::mem::take(&mut entry.indexed) {
+            if let Some(holders) = self.index.get_mut(&key) {
+                holders.retain(|h| *h != i);
+                if holders.is_empty() {
+                    self.index.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The first entry (in directory order) indexed under `key` for which `hit` holds.
+    pub fn first_with(&self, key: &str, hit: impl Fn(usize, &Entry) -> bool) -> Option<usize> {
+        self.index
+            .get(&key.to_ascii_lowercase())?
+            .iter()
+            .copied()
+            .filter(|i| self.entries.get(*i).is_some_and(|e| hit(*i, e)))
+            .min()
     }
 
     /// Index of the user with this id or userPrincipalName (case-insensitive).
     pub fn find(&self, key: &str) -> Option<usize> {
-        self.entries.iter().position(|e| {
+        self.first_with(key, |_, e| {
             e.user.id.eq_ignore_ascii_case(key)
                 || e.user.user_principal_name.eq_ignore_ascii_case(key)
         })
@@ -184,6 +252,8 @@ impl Directory {
     /// refreshes its cached Graph view. Every change to a user ends here.
     pub fn touch(&mut self, index: usize) {
         self.seq += 1;
+        self.unindex_entry(index);
+        self.index_entry(index);
         if let Some(entry) = self.entries.get_mut(index) {
             entry.changed = self.seq;
             entry.view = graph_view(&entry.user);
@@ -197,18 +267,18 @@ impl Directory {
             self.seq += 1;
             let entry = self.entries.remove(index);
             self.removed.push((entry.user.id, self.seq));
+            self.reindex();
         }
     }
 
     /// Index of another user whose proxyAddresses hold `smtp:{address}`.
     pub fn proxy_owner(&self, address: &str, except: Option<usize>) -> Option<usize> {
-        self.entries.iter().enumerate().find_map(|(i, e)| {
-            let hit = Some(i) != except
+        self.first_with(address, |i, e| {
+            Some(i) != except
                 && e.user
                     .proxy_addresses
                     .iter()
-                    .any(|p| proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(address)));
-            hit.then_some(i)
+                    .any(|p| proxy_address(p).is_some_and(|a| a.eq_ignore_ascii_case(address)))
         })
     }
 

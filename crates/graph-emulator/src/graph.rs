@@ -158,13 +158,7 @@ pub(crate) async fn graph(State(emu): State<Arc<Emulator>>, req: Request) -> Res
                     "x-ms-throttle-limit-percentage",
                     &format!("{:.1}", refusal.percentage.max(1.0)),
                 );
-                if cost.resource_units > 0 {
-                    set_header(
-                        headers,
-                        "x-ms-resource-unit",
-                        &cost.resource_units.to_string(),
-                    );
-                }
+                // A refused request charges nothing, so it reports no resource unit.
                 response.extensions_mut().insert(LogExtra {
                     app_id: Some(principal.app_id.clone()),
                     ..LogExtra::default()

@@ -91,6 +91,16 @@ pub(crate) fn graph_error(ctx: &Ctx, status: StatusCode, code: &str, message: &s
     json_response(status, "application/json", &error_body(ctx, code, message))
 }
 
+/// Graph's 501 for a `$select` of a property a collection or delta cannot return (§3.1, §3.4).
+pub(crate) fn not_implemented(ctx: &Ctx) -> Response {
+    graph_error(
+        ctx,
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        "This operation target is not yet supported.",
+    )
+}
+
 /// A JSON response with the given content type.
 pub(crate) fn json_response(
     status: StatusCode,
@@ -109,13 +119,20 @@ pub(crate) fn odata(status: StatusCode, body: &Value) -> Response {
     json_response(status, ODATA_JSON, body)
 }
 
-/// `Retry-After` value for a wait of `seconds` (already scaled): integer seconds, at least 1,
-/// at real time; fractional seconds when the emulator runs scaled.
+/// `Retry-After` for a wait of `seconds` (already scaled): what Graph would send at real time
+/// (whole seconds, at least 1) multiplied by the time scale. At scale 1 it is an integer; at
+/// any other scale fractional seconds with three decimals.
 pub(crate) fn retry_after_value(seconds: f64, time_scale: f64) -> String {
-    if (time_scale - 1.0).abs() < f64::EPSILON {
-        format!("{}", seconds.ceil().max(1.0) as u64)
+    let scale = if time_scale > 0.0 && time_scale.is_finite() {
+        time_scale
     } else {
-        format!("{:.3}", seconds.max(0.001))
+        1.0
+    };
+    let real = (seconds / scale).ceil().max(1.0);
+    if (scale - 1.0).abs() < f64::EPSILON {
+        format!("{}", real as u64)
+    } else {
+        format!("{:.3}", (real * scale).max(0.001))
     }
 }
 

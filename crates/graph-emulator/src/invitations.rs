@@ -177,7 +177,7 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
         }
         None => {
             // P6: an existing account with this address.
-            let existing = dir.entries.iter().position(|e| {
+            let existing = dir.first_with(&email, |_, e| {
                 let u = &e.user;
                 u.mail
                     .as_deref()

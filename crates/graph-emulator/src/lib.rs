@@ -37,6 +37,7 @@ use std::path::PathBuf;
 
 pub use server::throwaway_tls;
 pub use tenant::{App, FederatedCredential, ObjectIdentity, Tenant, User};
+pub use throttle::Model as ThrottleModel;
 
 /// The Graph root that tokens are issued for when nothing else is configured.
 pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
@@ -60,6 +61,9 @@ pub struct Options {
     pub login_base: String,
     /// Lifetime of issued access tokens in seconds (`expires_in`); 3599 like Entra.
     pub token_lifetime_secs: u64,
+    /// How throttling limits are enforced: a strict sliding window (the default) or the
+    /// refilling token bucket.
+    pub throttle_model: ThrottleModel,
 }
 
 impl Default for Options {
@@ -82,6 +86,7 @@ impl Options {
             graph_resource: DEFAULT_GRAPH_RESOURCE.to_owned(),
             login_base: DEFAULT_LOGIN_BASE.to_owned(),
             token_lifetime_secs: 3599,
+            throttle_model: ThrottleModel::Window,
         }
     }
 }

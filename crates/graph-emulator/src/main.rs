@@ -36,6 +36,10 @@ struct Args {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, default_value_t = 3599)]
     token_lifetime: u64,
+    /// Throttling model: `window` (never more than a limit in any window of its length) or
+    /// `bucket` (a token bucket that starts full and refills continuously).
+    #[arg(long, default_value = "window")]
+    throttle_model: graph_emulator::ThrottleModel,
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         opts.graph_resource = args.graph_resource;
         opts.login_base = args.login_base;
         opts.token_lifetime_secs = args.token_lifetime;
+        opts.throttle_model = args.throttle_model;
         let running = graph_emulator::spawn(opts).await?;
         std::fs::write(&args.ca_out, &running.ca_pem)
             .with_context(|| format!("writing the CA to {}", args.ca_out.display()))?;

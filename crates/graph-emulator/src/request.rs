@@ -117,6 +117,34 @@ pub(crate) fn percent_encode(input: &str) -> String {
         .collect()
 }
 
+/// User properties stored outside the directory (the profile service): Graph returns them only
+/// for a single user, never in a collection or a delta round (contract §3.1, §3.4).
+const NOT_IN_COLLECTIONS: [&str; 11] = [
+    "aboutMe",
+    "birthday",
+    "hireDate",
+    "interests",
+    "mailboxSettings",
+    "mySite",
+    "pastProjects",
+    "preferredName",
+    "responsibilities",
+    "schools",
+    "skills",
+];
+
+/// The first `$select`ed property that a collection or delta cannot return, if any: Graph
+/// answers such a request 501 `NotImplemented`.
+pub(crate) fn collection_unsupported<'a>(
+    mut names: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    names.find(|name| {
+        NOT_IN_COLLECTIONS
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name.trim()))
+    })
+}
+
 /// The parsed `$select`: `None` = the default property set.
 pub(crate) fn parse_select(query: &Query) -> Result<Option<Vec<&'static str>>, String> {
     let Some(select) = query.get("select") else {

@@ -176,7 +176,7 @@ fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Er
         dir: Mutex::new(Directory::new(tenant)),
         log: Mutex::new(Vec::new()),
         faults: Mutex::new(None),
-        throttle: Mutex::new(Throttle::default()),
+        throttle: Mutex::new(Throttle::new(opts.throttle_model)),
         time_scale: Mutex::new(opts.time_scale),
         replication_delay: Mutex::new(std::time::Duration::ZERO),
         router: OnceLock::new(),

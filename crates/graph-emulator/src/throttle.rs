@@ -1,10 +1,41 @@
-//! Throttling (contract §5): token buckets per app+tenant for resource units and the identity
-//! write quota, per tenant for writes and for the invitation manager. Windows are multiplied
-//! by the time scale; limits never change. Pure bookkeeping: the caller turns a refusal into
-//! the 429 response.
+//! Throttling (contract §5): limits per app+tenant for resource units and the identity write
+//! quota, per tenant for writes and for the invitation manager. Windows are multiplied by the
+//! time scale; limits never change. Pure bookkeeping: the caller turns a refusal into the 429
+//! response.
+//!
+//! Microsoft does not publish the exact algorithm (§5.3 says only "token bucket"), so the
+//! default model is the conservative reading of "N per window": a **sliding window**, never
+//! more than the limit in any window of the published length. A refilling token bucket that
+//! starts full ([`Model::Bucket`], the emulator's earlier model) admits up to twice the limit
+//! in the first window and remains as an option.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How a limit is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Model {
+    /// Never more than the limit in any window of the published length (the default).
+    #[default]
+    Window,
+    /// A token bucket of the limit's size that starts full and refills continuously at
+    /// limit ÷ window: up to twice the limit in the first window.
+    Bucket,
+}
+
+impl std::str::FromStr for Model {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Model, String> {
+        match text {
+            "window" => Ok(Model::Window),
+            "bucket" => Ok(Model::Bucket),
+            other => Err(format!(
+                "unknown throttle model '{other}': use window or bucket"
+            )),
+        }
+    }
+}
 
 /// Which limit a bucket enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,11 +82,106 @@ pub(crate) fn resource_unit_limit(users: usize) -> f64 {
     }
 }
 
+/// The usage of one limit.
 #[derive(Debug, Clone)]
 struct Bucket {
+    limit: f64,
+    /// Admitted requests in the current window: arrival and cost, oldest first.
+    admitted: VecDeque<(Instant, f64)>,
+    admitted_sum: f64,
+    /// Refused requests in the current window, for `x-ms-throttle-limit-percentage`.
+    refused: VecDeque<(Instant, f64)>,
+    refused_sum: f64,
+    /// [`Model::Bucket`] only: tokens left and when they were counted.
     tokens: f64,
-    capacity: f64,
     updated: Instant,
+}
+
+impl Bucket {
+    fn new(limit: f64, now: Instant) -> Bucket {
+        Bucket {
+            limit,
+            admitted: VecDeque::new(),
+            admitted_sum: 0.0,
+            refused: VecDeque::new(),
+            refused_sum: 0.0,
+            tokens: limit,
+            updated: now,
+        }
+    }
+
+    /// Forgets what left the window `(now - window, now]`.
+    fn prune(&mut self, now: Instant, window: Duration) {
+        for (log, sum) in [
+            (&mut self.admitted, &mut self.admitted_sum),
+            (&mut self.refused, &mut self.refused_sum),
+        ] {
+            while let Some(&(at, cost)) = log.front() {
+                if now.saturating_duration_since(at) < window {
+                    break;
+                }
+                log.pop_front();
+                *sum -= cost;
+            }
+            if log.is_empty() {
+                *sum = 0.0;
+            }
+        }
+    }
+
+    /// Seconds until `cost` fits, or `None` when it fits now.
+    fn wait(&mut self, model: Model, cost: f64, now: Instant, window: Duration) -> Option<f64> {
+        match model {
+            Model::Window => {
+                if self.admitted_sum + cost <= self.limit {
+                    return None;
+                }
+                // The oldest admissions leave the window first: wait until enough have.
+                let mut left = self.admitted_sum;
+                for &(at, old) in &self.admitted {
+                    left -= old;
+                    if left + cost <= self.limit {
+                        let leaves = at + window;
+                        return Some(leaves.saturating_duration_since(now).as_secs_f64());
+                    }
+                }
+                Some(window.as_secs_f64())
+            }
+            Model::Bucket => {
+                let rate = self.limit / window.as_secs_f64();
+                let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+                self.tokens = (self.tokens + elapsed * rate).min(self.limit);
+                self.updated = now;
+                (self.tokens < cost).then(|| (cost - self.tokens) / rate)
+            }
+        }
+    }
+
+    fn admit(&mut self, cost: f64, now: Instant) {
+        self.admitted.push_back((now, cost));
+        self.admitted_sum += cost;
+        self.tokens -= cost;
+    }
+
+    fn refuse(&mut self, cost: f64, now: Instant) {
+        self.refused.push_back((now, cost));
+        self.refused_sum += cost;
+    }
+
+    /// `x-ms-throttle-limit-percentage` (§5.3): usage of the limit up to 1.0; once requests
+    /// are refused, 1.0 plus the share refused in the window (1.2 = 20 % throttled), at most
+    /// 1.8.
+    fn percentage(&self, model: Model) -> f64 {
+        if self.refused_sum > 0.0 {
+            let share = self.refused_sum / (self.refused_sum + self.admitted_sum);
+            return (1.0 + share).min(1.8);
+        }
+        let used = match model {
+            Model::Window => self.admitted_sum,
+            Model::Bucket => self.limit - self.tokens,
+        };
+        (used / self.limit).min(1.0)
+    }
 }
 
 /// The cost of one request against each bucket.
@@ -72,19 +198,28 @@ pub(crate) struct Refusal {
     pub kind: Kind,
     /// Seconds (already scaled) until the request would fit.
     pub wait_secs: f64,
-    /// Demand over the limit, for `x-ms-throttle-limit-percentage`.
+    /// For `x-ms-throttle-limit-percentage`.
     pub percentage: f64,
 }
 
-/// All buckets of one emulator.
+/// All limits of one emulator.
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
+    pub model: Model,
     buckets: HashMap<(Kind, String), Bucket>,
 }
 
 impl Throttle {
-    /// Charges a request to every bucket it draws from, or refuses it without charging any.
-    /// On success returns the highest usage fraction (0.0–1.0) among the charged buckets.
+    /// Limits enforced by `model`.
+    pub fn new(model: Model) -> Throttle {
+        Throttle {
+            model,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Charges a request to every limit it draws from, or refuses it without charging any.
+    /// On success returns the highest `x-ms-throttle-limit-percentage` among them.
     pub fn charge(
         &mut self,
         app_id: &str,
@@ -121,36 +256,35 @@ impl Throttle {
             }
         }
         let scale = if time_scale > 0.0 { time_scale } else { 1.0 };
-        let mut usage: f64 = 0.0;
-        for (kind, key, capacity, cost) in &wanted {
+        let model = self.model;
+        for (kind, key, limit, cost) in &wanted {
+            // The scale is positive and finite (checked where it is set); a window too long
+            // for a Duration is as good as a year.
+            let window = Duration::try_from_secs_f64(kind.window_secs() * scale)
+                .unwrap_or(Duration::from_secs(365 * 24 * 3600));
             let bucket = self
                 .buckets
                 .entry((*kind, key.clone()))
-                .or_insert_with(|| Bucket {
-                    tokens: *capacity,
-                    capacity: *capacity,
-                    updated: now,
-                });
-            bucket.capacity = *capacity;
-            let rate = bucket.capacity / (kind.window_secs() * scale);
-            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-            bucket.tokens = (bucket.tokens + elapsed * rate).min(bucket.capacity);
-            bucket.updated = now;
-            if bucket.tokens < *cost {
+                .or_insert_with(|| Bucket::new(*limit, now));
+            bucket.limit = *limit;
+            bucket.prune(now, window);
+            if let Some(wait_secs) = bucket.wait(model, *cost, now, window) {
+                bucket.refuse(*cost, now);
                 return Err(Refusal {
                     kind: *kind,
-                    wait_secs: (*cost - bucket.tokens) / rate,
-                    percentage: (bucket.capacity - bucket.tokens + *cost) / bucket.capacity,
+                    wait_secs,
+                    percentage: bucket.percentage(model),
                 });
             }
         }
+        let mut percentage: f64 = 0.0;
         for (kind, key, _, cost) in &wanted {
             if let Some(bucket) = self.buckets.get_mut(&(*kind, key.clone())) {
-                bucket.tokens -= *cost;
-                usage = usage.max((bucket.capacity - bucket.tokens) / bucket.capacity);
+                bucket.admit(*cost, now);
+                percentage = percentage.max(bucket.percentage(model));
             }
         }
-        Ok(usage)
+        Ok(percentage)
     }
 
     /// Forgets all usage (control API).
@@ -164,17 +298,74 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn invitation_bucket_allows_150_then_refuses() {
-        let mut throttle = Throttle::default();
-        let charge = Charge {
+    fn invitation() -> Charge {
+        Charge {
             invitation: true,
             ..Charge::default()
-        };
-        for _ in 0..150 {
-            assert!(throttle.charge("app", &charge, 10, 1.0).is_ok());
         }
-        let refusal = throttle.charge("app", &charge, 10, 1.0).unwrap_err();
+    }
+
+    /// Admits 150 invitations at real time, then returns the refusal of the 151st.
+    fn fill_invitations(throttle: &mut Throttle) -> Refusal {
+        for _ in 0..150 {
+            assert!(throttle.charge("app", &invitation(), 10, 1.0).is_ok());
+        }
+        throttle.charge("app", &invitation(), 10, 1.0).unwrap_err()
+    }
+
+    #[test]
+    fn the_window_admits_the_limit_then_waits_for_the_oldest_to_leave() {
+        let refusal = fill_invitations(&mut Throttle::default());
+        assert_eq!(refusal.kind, Kind::Invitations);
+        // The first admission leaves the 5 s window only 5 s after it came.
+        assert!(refusal.wait_secs > 4.9 && refusal.wait_secs <= 5.0);
+        // One refused in 151: 1.0 plus the refused share.
+        assert!(refusal.percentage > 1.0 && refusal.percentage < 1.01);
+    }
+
+    #[test]
+    fn no_window_ever_holds_more_than_the_limit() {
+        // Window 50 ms: requests every 2 ms for 300 ms, then check every window.
+        let mut throttle = Throttle::default();
+        let charge = invitation();
+        let window = Duration::from_millis(50);
+        let started = Instant::now();
+        let mut admitted = Vec::new();
+        while started.elapsed() < Duration::from_millis(300) {
+            for _ in 0..20 {
+                if throttle.charge("app", &charge, 10, 0.01).is_ok() {
+                    admitted.push(Instant::now());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(admitted.len() >= 300, "{}", admitted.len());
+        for (i, at) in admitted.iter().enumerate() {
+            let within = admitted[i..]
+                .iter()
+                .take_while(|t| t.saturating_duration_since(*at) < window)
+                .count();
+            assert!(within <= 150, "{within} in one window");
+        }
+    }
+
+    #[test]
+    fn refusals_raise_the_limit_percentage_by_their_share() {
+        let mut throttle = Throttle::default();
+        let mut last = fill_invitations(&mut throttle).percentage;
+        for _ in 0..149 {
+            last = throttle
+                .charge("app", &invitation(), 10, 1.0)
+                .unwrap_err()
+                .percentage;
+        }
+        // Half of the requests refused: 1.5.
+        assert!((last - 1.5).abs() < 0.01, "{last}");
+    }
+
+    #[test]
+    fn the_bucket_model_refills_continuously() {
+        let refusal = fill_invitations(&mut Throttle::new(Model::Bucket));
         assert_eq!(refusal.kind, Kind::Invitations);
         assert!(refusal.wait_secs > 0.0 && refusal.wait_secs <= 5.0 / 150.0 + 0.01);
     }
@@ -226,7 +417,7 @@ mod tests {
 
     #[test]
     fn usage_is_reported_and_refills_over_the_scaled_window() {
-        let mut throttle = Throttle::default();
+        let mut throttle = Throttle::new(Model::Bucket);
         let invite = Charge {
             invitation: true,
             ..Charge::default()

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::auth::{READ_USERS, WRITE_USERS};
 use super::directory::{default_properties, lock};
 use super::filter::{self, FilterError, Need};
-use super::http::{Ctx, graph_error, odata};
-use super::request::{Call, Query, eventual, parse_select};
+use super::http::{Ctx, graph_error, not_implemented, odata};
+use super::request::{Call, Query, collection_unsupported, eventual, parse_select};
 use super::tenant::User;
 
 /// Default page size of `/users`.
@@ -271,6 +271,9 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
     let ctx = call.ctx;
     if !call.principal.has_any(READ_USERS) {
         return denied(ctx);
+    }
+    if collection_unsupported(call.query.get("select").unwrap_or_default().split(',')).is_some() {
+        return not_implemented(ctx);
     }
     let select = match parse_select(call.query) {
         Ok(select) => select,
