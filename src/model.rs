@@ -788,15 +788,15 @@ pub struct Progress {
     pub cloud_id: Option<String>,
     /// The external address staged (written to AD `mail` or the cloud's `otherMails`).
     pub address: Option<String>,
-    /// RFC 3339 time the address was staged.
-    pub address_staged_at: Option<String>,
-    /// Invitation id and RFC 3339 time of the last invitation sent.
+    /// When the address was staged.
+    pub address_staged_at: Option<jiff::Timestamp>,
+    /// Invitation id and time of the last invitation sent.
     pub invitation_id: Option<String>,
-    pub invited_at: Option<String>,
+    pub invited_at: Option<jiff::Timestamp>,
     /// How many invitations were sent (first plus re-invitations).
     pub invitations_sent: u32,
-    /// RFC 3339 time the on-premises password was randomized.
-    pub password_randomized_at: Option<String>,
+    /// When the on-premises password was randomized.
+    pub password_randomized_at: Option<jiff::Timestamp>,
 }
 
 #[cfg(test)]

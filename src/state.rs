@@ -448,38 +448,25 @@ impl Store {
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                Progress {
-                    state: Lifecycle::Unmatched,
-                    cloud_id: r.get(5)?,
-                    address: r.get(6)?,
-                    address_staged_at: r.get(7)?,
-                    invitation_id: r.get(8)?,
-                    invited_at: r.get(9)?,
-                    invitations_sent: r.get(10)?,
-                    password_randomized_at: r.get(11)?,
-                },
-                r.get::<_, String>(12)?,
-            ))
+            Ok(StoredAccount {
+                key: r.get(0)?,
+                dn: r.get(1)?,
+                kind: r.get(2)?,
+                state: r.get(3)?,
+                reason: r.get(4)?,
+                cloud_id: r.get(5)?,
+                address: r.get(6)?,
+                address_staged_at: r.get(7)?,
+                invitation_id: r.get(8)?,
+                invited_at: r.get(9)?,
+                invitations_sent: r.get(10)?,
+                password_randomized_at: r.get(11)?,
+                updated_at: r.get(12)?,
+            })
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, dn, kind, state, reason, mut progress, updated_at) = row?;
-            progress.state = parse_state(&state)?;
-            let updated_at = time(&updated_at, &format!("accounts row {key}, updated_at"))?;
-            out.push(AccountRecord {
-                key,
-                dn,
-                kind,
-                reason,
-                updated_at,
-                progress,
-            });
+            out.push(row?.parse()?);
         }
         Ok(out)
     }
@@ -512,11 +499,11 @@ impl Store {
                 reason,
                 p.cloud_id,
                 p.address,
-                p.address_staged_at,
+                p.address_staged_at.map(|t| t.to_string()),
                 p.invitation_id,
-                p.invited_at,
+                p.invited_at.map(|t| t.to_string()),
                 p.invitations_sent,
-                p.password_randomized_at,
+                p.password_randomized_at.map(|t| t.to_string()),
                 now()
             ],
         )?;
@@ -817,6 +804,55 @@ impl Store {
             .prepare_cached("DELETE FROM snapshot WHERE side = ?1 AND key = ?2")?
             .execute(params![side, key])?;
         Ok(())
+    }
+}
+
+/// An accounts row as stored, before its columns are parsed.
+struct StoredAccount {
+    key: String,
+    dn: Option<String>,
+    kind: Option<String>,
+    state: String,
+    reason: Option<String>,
+    cloud_id: Option<String>,
+    address: Option<String>,
+    address_staged_at: Option<String>,
+    invitation_id: Option<String>,
+    invited_at: Option<String>,
+    invitations_sent: u32,
+    password_randomized_at: Option<String>,
+    updated_at: String,
+}
+
+impl StoredAccount {
+    fn parse(self) -> Result<AccountRecord, Error> {
+        let key = self.key;
+        let at = |column: &str, text: Option<&str>| {
+            text.map(|t| time(t, &format!("accounts row {key}, {column}")))
+                .transpose()
+        };
+        let progress = Progress {
+            state: parse_state(&self.state)?,
+            cloud_id: self.cloud_id,
+            address: self.address,
+            address_staged_at: at("address_staged_at", self.address_staged_at.as_deref())?,
+            invitation_id: self.invitation_id,
+            invited_at: at("invited_at", self.invited_at.as_deref())?,
+            invitations_sent: self.invitations_sent,
+            password_randomized_at: at(
+                "password_randomized_at",
+                self.password_randomized_at.as_deref(),
+            )?,
+        };
+        let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
+        Ok(AccountRecord {
+            key,
+            dn: self.dn,
+            kind: self.kind,
+            reason: self.reason,
+            updated_at,
+            progress,
+        })
     }
 }
 

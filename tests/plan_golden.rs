@@ -73,11 +73,10 @@ fn guid(n: u8) -> Anchor {
     Anchor::from_bytes(&b)
 }
 
-fn days_ago(days: i64) -> String {
+fn days_ago(days: i64) -> jiff::Timestamp {
     let now: jiff::Timestamp = NOW.parse().unwrap();
     now.checked_sub(jiff::SignedDuration::from_hours(24 * days))
         .unwrap()
-        .to_string()
 }
 
 /// An on-premises account: `name` under `ou`, anchor `n` (0: none), its `otherMailbox`

@@ -96,11 +96,9 @@ fn browser(profile: &Path) -> Command {
     cmd
 }
 
-fn ago(days: f64) -> String {
+fn ago(days: f64) -> jiff::Timestamp {
     let now = jiff::Timestamp::now().as_second();
-    jiff::Timestamp::from_second(now - (days * 86_400.0) as i64)
-        .unwrap()
-        .to_string()
+    jiff::Timestamp::from_second(now - (days * 86_400.0) as i64).unwrap()
 }
 
 /// A state store with accounts in every state but one (`ready` stays zero on purpose),

@@ -390,12 +390,12 @@ fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
 /// Records in an account's progress what a confirmed action did, as `apply` would have.
 fn progress_after_done(record: &mut AccountRecord, entry: &JournalEntry) {
     let p = &mut record.progress;
-    let at = entry.at.to_string();
+    let at = entry.at;
     match entry.action {
         Action::Invite | Action::Reinvite => {
-            // Progress keeps its times as the journal's text (RFC 3339, UTC): they compare
-            // in time order as text.
-            if p.invited_at.as_deref().is_none_or(|t| t < at.as_str()) {
+            // The later invitation wins: a journaled one older than the recorded one was
+            // already counted.
+            if p.invited_at.is_none_or(|t| t < at) {
                 p.invitations_sent = p.invitations_sent.saturating_add(1);
                 p.invited_at = Some(at);
             }

@@ -37,6 +37,8 @@ fn address_key(a: &str) -> Cow<'_, str> {
     lowercase(a)
 }
 
+/// A time the cloud reports (e.g. `externalUserStateChangeDateTime`); `None` when it does
+/// not parse.
 fn parse_time(s: Option<&str>) -> Option<Timestamp> {
     s.and_then(|s| s.parse::<Timestamp>().ok())
 }
@@ -532,7 +534,7 @@ impl<'a> Context<'a> {
             out.state = Lifecycle::AwaitingSync;
             out.next = Lifecycle::AwaitingSync;
             let limit = i64::from(self.policy.awaiting_sync_warn_minutes) * 60;
-            let since = parse_time(s.prev.and_then(|p| p.address_staged_at.as_deref()));
+            let since = s.prev.and_then(|p| p.address_staged_at);
             if let Some(age) = self.age_seconds(since).filter(|a| *a >= limit) {
                 out.warnings.push(Context::warn(Warning::AwaitingSyncLong {
                     minutes: age / 60,
@@ -680,7 +682,8 @@ impl<'a> Context<'a> {
     ) {
         let sent = prev.map_or(1, |p| p.invitations_sent.max(1));
         let reinvites_done = sent - 1;
-        let invited_at = parse_time(prev.and_then(|p| p.invited_at.as_deref()))
+        let invited_at = prev
+            .and_then(|p| p.invited_at)
             .or_else(|| parse_time(user.external_user_state_change.as_deref()));
         let Some(age) = self.age_seconds(invited_at) else {
             return;

@@ -16,31 +16,30 @@ pub fn progress_after(
     now: Timestamp,
 ) -> Progress {
     let mut p = prev.cloned().unwrap_or_default();
-    let now = now.to_string();
     let mut state = outcome.state;
     for op in succeeded {
         match op {
             Op::SetDirectoryMail { to, .. } => {
                 state = state.max(Lifecycle::AwaitingSync);
                 p.address = Some(to.clone());
-                p.address_staged_at = Some(now.clone());
+                p.address_staged_at = Some(now);
             }
             Op::SetCloudAddress { .. } => {
                 state = state.max(Lifecycle::Ready);
                 p.address = outcome.address.clone();
-                p.address_staged_at = Some(now.clone());
+                p.address_staged_at = Some(now);
             }
             Op::Invite(inv) | Op::Reinvite(inv) => {
                 state = state.max(Lifecycle::Invited);
                 p.address = Some(inv.email.clone());
-                p.invited_at = Some(now.clone());
+                p.invited_at = Some(now);
                 p.invitations_sent += 1;
                 if let Some(id) = invitation_id {
                     p.invitation_id = Some(id.to_string());
                 }
             }
             Op::RandomizePassword { .. } => {
-                p.password_randomized_at = Some(now.clone());
+                p.password_randomized_at = Some(now);
                 if state >= Lifecycle::Accepted {
                     state = Lifecycle::Done;
                 }
@@ -53,7 +52,7 @@ pub fn progress_after(
     }
     // Start the awaiting-sync clock when the address was already in AD (set by hand).
     if state == Lifecycle::AwaitingSync && p.address_staged_at.is_none() {
-        p.address_staged_at = Some(now.clone());
+        p.address_staged_at = Some(now);
     }
     p.state = state;
     if outcome.cloud_id.is_some() {

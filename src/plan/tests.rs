@@ -49,10 +49,8 @@ fn now() -> Timestamp {
     "2026-11-23T12:00:00Z".parse().unwrap()
 }
 
-fn days_ago(d: i64) -> String {
-    Timestamp::from_second(now().as_second() - d * 86_400)
-        .unwrap()
-        .to_string()
+fn days_ago(d: i64) -> Timestamp {
+    Timestamp::from_second(now().as_second() - d * 86_400).unwrap()
 }
 
 fn guid(n: u8) -> Anchor {
@@ -535,10 +533,7 @@ fn the_awaiting_sync_clock_starts_when_first_seen() {
     assert_eq!(p.accounts[0].state, Lifecycle::AwaitingSync);
     w.apply(&p);
     let stored = w.progress.values().next().unwrap();
-    assert_eq!(
-        stored.address_staged_at.as_deref(),
-        Some(now().to_string().as_str())
-    );
+    assert_eq!(stored.address_staged_at, Some(now()));
 }
 
 #[test]

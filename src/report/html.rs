@@ -78,13 +78,6 @@ fn width(value: usize, max: usize) -> f64 {
     (value as f64 / max as f64 * 100.0).max(0.8)
 }
 
-/// An RFC 3339 time from the store as `2026-11-23 17:20:11 UTC`; unparseable text as is.
-fn time(text: &str) -> String {
-    text.parse::<jiff::Timestamp>()
-        .map(utc)
-        .unwrap_or_else(|_| text.to_string())
-}
-
 /// A time as `2026-11-23 17:20:11 UTC`.
 fn utc(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
@@ -293,7 +286,7 @@ pub fn status_html(s: &Status, now: jiff::Timestamp) -> String {
                 out,
                 "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td></tr>",
                 escape(p.dn.as_deref().unwrap_or(&p.key)),
-                escape(&time(&p.invited_at)),
+                escape(&utc(p.invited_at)),
                 p.days,
             );
         }
@@ -439,7 +432,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             progress: Progress {
                 state: Lifecycle::Invited,
-                invited_at: Some("2026-10-01T00:00:00Z".into()),
+                invited_at: Some(
+                    "2026-10-01T00:00:00Z"
+                        .parse()
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ),
                 ..Progress::default()
             },
         }];

@@ -176,7 +176,7 @@ pub struct ActionCount {
 pub struct PendingInvitation {
     pub key: String,
     pub dn: Option<String>,
-    pub invited_at: String,
+    pub invited_at: jiff::Timestamp,
     pub days: i64,
 }
 
@@ -204,12 +204,7 @@ pub fn status(
         if a.progress.state != Lifecycle::Invited {
             continue;
         }
-        let invited = a
-            .progress
-            .invited_at
-            .as_ref()
-            .and_then(|at| Some((at, at.parse::<jiff::Timestamp>().ok()?)));
-        let Some((at, t)) = invited else {
+        let Some(t) = a.progress.invited_at else {
             undated += 1;
             continue;
         };
@@ -224,7 +219,7 @@ pub fn status(
             pending.push(PendingInvitation {
                 key: a.key.clone(),
                 dn: a.dn.clone(),
-                invited_at: at.clone(),
+                invited_at: t,
                 days,
             });
         }
@@ -811,7 +806,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             progress: Progress {
                 state,
-                invited_at: invited_at.map(str::to_string),
+                invited_at: invited_at.map(|t| t.parse().unwrap_or_else(|e| panic!("{e}"))),
                 ..Progress::default()
             },
         }
