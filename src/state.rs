@@ -1118,6 +1118,80 @@ mod tests {
         assert!(runs[0].finished_at.is_some_and(|f| f >= runs[0].started_at));
     }
 
+    /// The progress times as the store holds them, in column order.
+    fn stored_times(s: &Store, key: &str) -> [Option<String>; 3] {
+        s.conn
+            .query_row(
+                "SELECT address_staged_at, invited_at, password_randomized_at
+                 FROM accounts WHERE key = ?1",
+                [key],
+                |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_progress_time_that_does_not_parse_is_an_error_naming_the_row() {
+        for column in ["address_staged_at", "invited_at", "password_randomized_at"] {
+            let (_d, s) = store();
+            s.save_account("k1", None, None, None, &Progress::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.conn
+                .execute(&format!("UPDATE accounts SET {column} = 'last week'"), [])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let err = s.progress().expect_err(column);
+            assert!(matches!(err, Error::Value(_)), "{column}: {err:?}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("accounts row k1, {column}")) && err.contains("`last week`"),
+                "{column}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_times_written_as_text_read_back_to_the_same_instant() {
+        let (_d, s) = store();
+        // Text as the store held it before `Progress` was typed: `Timestamp::to_string()`,
+        // which writes as many fraction digits as the instant needs.
+        let now = jiff::Timestamp::now().to_string();
+        let texts = [
+            now.as_str(),
+            "2026-11-23T17:20:11Z",
+            "2026-11-23T17:20:11.5Z",
+            "2026-11-23T17:20:11.123456789Z",
+        ];
+        for text in texts {
+            s.save_account("old", None, None, None, &Progress::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.conn
+                .execute(
+                    "UPDATE accounts SET address_staged_at = ?1, invited_at = ?1,
+                         password_randomized_at = ?1",
+                    [text],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            let instant: jiff::Timestamp = text.parse().unwrap_or_else(|e| panic!("{e}"));
+            let p = s.progress().unwrap_or_else(|e| panic!("{e}"))["old"].clone();
+            assert_eq!(
+                [p.address_staged_at, p.invited_at, p.password_randomized_at],
+                [Some(instant); 3],
+                "{text}"
+            );
+            // Written back, the row holds the same text.
+            s.save_account("old", None, None, None, &p)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                stored_times(&s, "old"),
+                [
+                    Some(text.to_string()),
+                    Some(text.to_string()),
+                    Some(text.to_string())
+                ]
+            );
+        }
+    }
+
     #[test]
     fn lock_is_exclusive_and_released_on_drop() {
         let (d, _s) = store();

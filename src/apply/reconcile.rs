@@ -569,6 +569,7 @@ mod tests {
         ACCOUNT, FakeCloud, FakeDirectory, account, filetime, interrupted, invitation, randomize,
         set_cloud_address, set_mail, user,
     };
+    use crate::model::Progress;
     use crate::plan::Op;
 
     /// Reconciles under `run-b`; returns the one verdict and the journal's last record.
@@ -685,6 +686,60 @@ mod tests {
                 assert_eq!(last.phase, Phase::Failed);
                 assert!(progress.password_randomized_at.is_none(), "planned again");
             }
+        }
+    }
+
+    #[test]
+    fn a_confirmed_invitation_counts_only_when_later_than_the_recorded_one() {
+        // Both spellings are RFC 3339; as text, "…00.5Z" sorts before "…00Z".
+        let cases = [
+            // (recorded, journaled, counted)
+            ("2026-12-01T10:00:00Z", "2026-12-01T10:00:00.5Z", true),
+            ("2026-12-01T10:00:00.5Z", "2026-12-01T10:00:00Z", false),
+            ("2026-12-01T10:00:00.5Z", "2026-12-01T10:00:00.500Z", false),
+            ("2026-12-01T11:00:00+01:00", "2026-12-01T10:00:00.1Z", true),
+        ];
+        let time = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        for (recorded, journaled, counted) in cases {
+            let mut record = AccountRecord {
+                key: ACCOUNT.into(),
+                dn: None,
+                kind: None,
+                reason: None,
+                updated_at: time(recorded),
+                progress: Progress {
+                    state: Lifecycle::Invited,
+                    invited_at: Some(time(recorded)),
+                    invitations_sent: 1,
+                    ..Progress::default()
+                },
+            };
+            let entry = JournalEntry {
+                seq: 1,
+                run_id: "run-a".into(),
+                action_key: "k/invite".into(),
+                action: Action::Reinvite,
+                account_key: ACCOUNT.into(),
+                phase: Phase::Started,
+                before: None,
+                after: None,
+                request_id: None,
+                client_request_id: None,
+                error: None,
+                at: time(journaled),
+            };
+            progress_after_done(&mut record, &entry);
+            let p = &record.progress;
+            let expected = if counted {
+                (2, time(journaled))
+            } else {
+                (1, time(recorded))
+            };
+            assert_eq!(
+                (p.invitations_sent, p.invited_at),
+                (expected.0, Some(expected.1)),
+                "{recorded} then {journaled}"
+            );
         }
     }
 
