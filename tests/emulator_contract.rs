@@ -1,5 +1,5 @@
 //! Contract tests for the Graph emulator: each test names the section of
-//! `shared/reference/graph-contract.md` it checks. They drive an in-process emulator over
+//! `docs/graph-contract.md` it checks. They drive an in-process emulator over
 //! HTTPS with reqwest, trusting only the emulator's generated CA.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

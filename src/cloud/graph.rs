@@ -634,7 +634,7 @@ impl Cloud for GraphClient {
 
     async fn invite(&self, inv: &Invitation) -> Result<InvitationSent, Error> {
         // Built by hand: `invitedUser.id` must always be on the wire (see the .NET SDK bug
-        // in graph-contract.md P6, where a backing store silently dropped it).
+        // in docs/graph-contract.md P6, where a backing store silently dropped it).
         let mut body = json!({
             "invitedUserEmailAddress": inv.email,
             "inviteRedirectUrl": inv.redirect_url,

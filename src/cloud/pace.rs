@@ -1,4 +1,4 @@
-//! Pacing to Graph's published budgets (reference/graph-contract.md section 5.2): one sliding
+//! Pacing to Graph's published budgets (docs/graph-contract.md section 5.2): one sliding
 //! window per budget this connector draws from, so requests wait here instead of being
 //! refused with 429. No window of a budget's published length (plus a margin for latency
 //! jitter) ever holds more than its limit less a small reserve: at least as strict as any

@@ -1,7 +1,7 @@
 //! The Graph emulator: a faithful stand-in for the parts of Microsoft Graph and the Entra
 //! token endpoint that b2bsync uses, served over HTTPS with a throwaway certificate.
 //!
-//! It follows `shared/reference/graph-contract.md`: paths, JSON shapes, exact error bodies,
+//! It follows `docs/graph-contract.md`: paths, JSON shapes, exact error bodies,
 //! paging, advanced-query rules, delta, `$batch`, throttling and the token endpoint. Every
 //! behaviour the contract marks as an assumption `[A]` is listed in `docs/emulator.md`.
 //! A separate control API under `/_emulator/...` lets tests and rehearsals accept invitations,
