@@ -170,7 +170,7 @@ pub enum Command {
     /// reasons with their fixes, invitations pending by age, and what each run changed.
     /// No network.
     #[command(
-        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format json\n  b2bsync status --format csv > funnel.csv\n  b2bsync status --html /srv/reports/b2bsync.html\n  b2bsync status --pending-days 30 --html status.html --format table"
+        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format json\n  b2bsync status --format csv > funnel.csv\n  b2bsync status --html /srv/reports/b2bsync.html\n  b2bsync status --pending-days 30 --html status.html --format table\n  b2bsync status --print-template > status.html.j2"
     )]
     Status {
         /// Output on stdout [default: table, or nothing when --html is given].
@@ -182,6 +182,10 @@ pub enum Command {
         /// Write the report to FILE as one self-contained HTML page (atomically, owner-only).
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Print the built-in template of the HTML page and exit: the start of a copy for
+        /// `[report] template`.
+        #[arg(long, exclusive = true)]
+        print_template: bool,
     },
     /// What a run changed, from the journal (the latest run when RUN is not given).
     #[command(
@@ -655,7 +659,12 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             format,
             pending_days,
             html,
+            print_template,
         } => {
+            if print_template {
+                print!("{}", report::html::TEMPLATE);
+                return Ok(Exit::Ok);
+            }
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
             let now = jiff::Timestamp::now();
@@ -668,7 +677,17 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 s.reads = pipeline::reads::read_states(&store, &config.reads)?;
             }
             if let Some(path) = &html {
-                write_file(path, &report::html::status_html(&s, now))?;
+                let custom = match &config.report.template {
+                    Some(file) => Some((file, read_template(file)?)),
+                    None => None,
+                };
+                let template = match &custom {
+                    Some((path, text)) => report::html::Template::File { path, text },
+                    None => report::html::Template::BuiltIn,
+                };
+                let page = report::html::render(&s, now, template)
+                    .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))?;
+                write_file(path, &page)?;
                 tracing::info!(path = %path.display(), "wrote the HTML status report");
             }
             let format = match (format, &html) {
@@ -802,6 +821,18 @@ async fn execute(
             Ok(exit)
         }
     }
+}
+
+/// Reads `[report] template`; a file that cannot be read is a configuration error.
+fn read_template(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            Exit::InvalidConfig,
+            format!("cannot read the report template {}: {e}", path.display()),
+            "fix `[report] template` in the configuration, or remove it to use the built-in \
+             page; `b2bsync status --print-template` prints the built-in template to start a copy",
+        )
+    })
 }
 
 fn csv_failure(e: csv::Error) -> Failure {

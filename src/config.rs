@@ -220,6 +220,15 @@ impl Default for ApplyConfig {
     }
 }
 
+/// `[report]`: the HTML status page.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// An admin's copy of the page's template (`b2bsync status --print-template` prints the
+    /// built-in one); relative to this file. Unset: the built-in page.
+    pub template: Option<PathBuf>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +254,9 @@ pub struct Config {
     /// `[reads]`: incremental reads and the scheduled full read.
     #[serde(default)]
     pub reads: crate::pipeline::Reads,
+    /// `[report]`: the HTML status page.
+    #[serde(default)]
+    pub report: ReportConfig,
     /// Where the file was read from: relative paths in it are relative to its directory.
     #[serde(skip)]
     pub source: PathBuf,
@@ -341,6 +353,7 @@ impl Config {
         fix_opt(&mut self.graph.certificate_file);
         fix_opt(&mut self.graph.private_key_file);
         fix_opt(&mut self.graph.federated_token_file);
+        fix_opt(&mut self.report.template);
     }
 
     fn validate(&self) -> Result<(), Error> {

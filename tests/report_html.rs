@@ -459,3 +459,60 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     );
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// `[report] template` (relative to the configuration file) replaces the built-in page; a
+/// copy starts from `status --print-template`; a broken copy is a configuration error (exit
+/// 3) naming file:line:column, with a `help:` line.
+#[test]
+fn an_admin_template_replaces_the_page_and_a_broken_one_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("b2bsync.db");
+    drop(seed(&state));
+    let config = config(dir.path(), &state);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[report]\ntemplate = \"branding/status.html.j2\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    let built_in = String::from_utf8(b2bsync(&config, &["status", "--print-template"]).stdout)
+        .expect("the template is UTF-8");
+    assert!(built_in.contains("{{ n(\"total\", total) }}"), "{built_in}");
+    let copy = built_in.replace(
+        "<h1>b2bsync migration status</h1>",
+        "<h1>Contoso &amp; partners: migration</h1>",
+    );
+    assert_ne!(copy, built_in);
+    std::fs::create_dir(dir.path().join("branding")).unwrap();
+    let template = dir.path().join("branding").join("status.html.j2");
+    std::fs::write(&template, &copy).unwrap();
+
+    let page = dir.path().join("status.html");
+    b2bsync(&config, &["status", "--html", page.to_str().unwrap()]);
+    let source = std::fs::read_to_string(&page).unwrap();
+    assert!(source.contains("<h1>Contoso &amp; partners: migration</h1>"));
+    // The copy still escapes what comes from the store.
+    assert!(!source.contains("<script"));
+    assert!(source.contains("data-n=\"states.total\">25<"));
+
+    // A filter that does not exist on line 3, column 4.
+    std::fs::write(
+        &template,
+        "<!DOCTYPE html>\n<p>\n<p>{{ total | totl }}</p>\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_b2bsync"))
+        .arg("--config")
+        .arg(&config)
+        .args(["status", "--html", page.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:15", template.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("totl"), "{stderr}");
+    assert!(stderr.contains("help:"), "{stderr}");
+    // The page written before stays as it was.
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+}

@@ -2,31 +2,114 @@
 //! the block reasons with their fixes, pending invitations by age, and every run with what it
 //! changed. Pure: renders a [`Status`] to a string, nothing else.
 //!
+//! The page is a minijinja template, `status.html.j2` next to this file, compiled into the
+//! binary; `[report] template` points at an admin's copy instead (branding, language). The
+//! template gets the data as a serializable context ([`Page`]) and the environment escapes
+//! every value for HTML unless the template marks it safe: DNs and run summaries may contain
+//! `<`, `&` and quotes. `n(key, value)` writes a number with a `data-n` attribute naming what
+//! it counts, so a test can compare the page with `status --format json`.
+//!
 //! The page loads nothing (no scripts, no external style sheets, fonts or images) so it opens
-//! from a file share or an email attachment and can be archived for auditors. Every value from
-//! the state store is escaped: DNs and run summaries may contain `<`, `&` and quotes. Each
-//! number carries a `data-n` attribute naming what it counts, so a test can compare the page
-//! with `status --format json`.
+//! from a file share or an email attachment and can be archived for auditors.
 
-use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
 
 use super::{ActionCount, FUNNEL, ReasonCount, Status};
 use crate::model::Lifecycle;
 
-/// Escapes text for HTML element content and double- or single-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
+/// The built-in template (`b2bsync status --print-template` prints it).
+pub const TEMPLATE: &str = include_str!("status.html.j2");
+
+/// The name the built-in template is known by in errors.
+const BUILT_IN: &str = "status.html.j2 (built in)";
+
+/// Where the page's template comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Template<'a> {
+    /// The one compiled into the binary.
+    BuiltIn,
+    /// An admin's copy (`[report] template`): its path, for errors, and its text.
+    File { path: &'a Path, text: &'a str },
+}
+
+/// A template that does not compile or render.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: the report template is invalid: {detail}")]
+pub struct Error {
+    /// `file:line:column`, `file:line`, or the file alone when minijinja gives no position.
+    pub location: String,
+    pub detail: String,
+    pub path: Option<PathBuf>,
+}
+
+impl Error {
+    pub fn help(&self) -> String {
+        match &self.path {
+            Some(p) => format!(
+                "fix the template at the position shown, or remove `[report] template` to use \
+                 the built-in page (`b2bsync status --print-template > {}` starts a copy again)",
+                p.display()
+            ),
+            None => {
+                "the built-in template is broken: this is a bug in b2bsync, please report it".into()
+            }
         }
     }
-    out
+
+    fn new(e: &minijinja::Error, template: Template<'_>) -> Error {
+        let (name, path, text) = match template {
+            Template::BuiltIn => (BUILT_IN.to_string(), None, TEMPLATE),
+            Template::File { path, text } => {
+                (path.display().to_string(), Some(path.to_path_buf()), text)
+            }
+        };
+        let location = match e.line() {
+            Some(line) => match column(e, text, line) {
+                Some(col) => format!("{name}:{line}:{col}"),
+                None => format!("{name}:{line}"),
+            },
+            None => name,
+        };
+        let detail = e
+            .detail()
+            .map_or_else(|| e.kind().to_string(), str::to_string);
+        Error {
+            location,
+            detail,
+            path,
+        }
+    }
+}
+
+/// minijinja (without its `debug` feature) gives the line of an error, not the column. When
+/// the error is an unknown filter, test or function, the column is where that name stands on
+/// the line (its first occurrence as a whole word); otherwise there is none.
+fn column(e: &minijinja::Error, text: &str, line: usize) -> Option<usize> {
+    use minijinja::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+    ) {
+        return None;
+    }
+    let source_line = text.lines().nth(line.checked_sub(1)?)?;
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    // The detail reads "filter NAME is unknown", "test NAME is unknown" or "NAME is unknown".
+    let detail = e.detail()?.strip_suffix(" is unknown")?;
+    let name = detail.rsplit(' ').next().filter(|w| !w.is_empty())?;
+    source_line
+        .match_indices(name)
+        .find(|&(at, _)| {
+            let before = source_line[..at].chars().next_back();
+            let after = source_line[at + name.len()..].chars().next();
+            !before.is_some_and(ident) && !after.is_some_and(ident)
+        })
+        .map(|(at, _)| source_line[..at].chars().count() + 1)
 }
 
 /// What a state means, in the words of the lifecycle table.
@@ -61,21 +144,14 @@ fn exit_meaning(code: i64) -> &'static str {
     super::Exit::from_code(code).map_or("unknown exit code", super::Exit::meaning)
 }
 
-/// A number cell or span tagged with what it counts.
-fn n(key: &str, value: impl std::fmt::Display) -> String {
-    format!(
-        "<span class=\"n\" data-n=\"{}\">{value}</span>",
-        escape(key)
-    )
-}
-
-/// Width of a bar in percent of `max`, at least a sliver when the value is not zero.
-fn width(value: usize, max: usize) -> f64 {
+/// Width of a bar in percent of `max`, at least a sliver when the value is not zero, as the
+/// text of a CSS percentage (`12.5`).
+fn width(value: usize, max: usize) -> String {
     if value == 0 || max == 0 {
-        return 0.0;
+        return "0.0".into();
     }
     // Counts stay far below 2^52, so the conversions are exact.
-    (value as f64 / max as f64 * 100.0).max(0.8)
+    format!("{:.1}", (value as f64 / max as f64 * 100.0).max(0.8))
 }
 
 /// A time as `2026-11-23 17:20:11 UTC`.
@@ -106,310 +182,305 @@ fn percent(value: usize, total: usize) -> String {
     format!("{:.1} %", value as f64 / total as f64 * 100.0)
 }
 
-const STYLE: &str = r#"
-:root { --ink: #1d2430; --muted: #5b6575; --line: #d9dee7; --bg: #f6f7f9;
-  --stop: #c2413b; --work: #d68a1a; --wait: #2f6fbf; --done: #2e8b57; }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 "DejaVu Sans", "Segoe UI", Arial, sans-serif;
-  color: var(--ink); background: var(--bg); }
-h1 { font-size: 22px; margin: 0 0 2px; }
-h2 { font-size: 17px; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
-p.sub, .muted { color: var(--muted); }
-p.sub { margin: 0 0 16px; }
-code, .mono { font-family: "DejaVu Sans Mono", Consolas, monospace; font-size: 12.5px; }
-.tiles { display: flex; gap: 12px; flex-wrap: wrap; }
-.tile { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 10px 16px; min-width: 150px; }
-.tile .big { font-size: 26px; font-weight: 700; display: block; }
-.tile.done .big { color: var(--done); } .tile.stop .big { color: var(--stop); }
-.tile.wait .big { color: var(--wait); } .tile.work .big { color: var(--work); }
-table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); }
-th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: #eef1f5; font-weight: 600; font-size: 13px; }
-td code { white-space: nowrap; }
-td.mono, td .mono, .summary, td.help { overflow-wrap: anywhere; }
-td.num, th.num { text-align: right; white-space: nowrap; width: 1%; }
-td.bar { width: 38%; }
-.track { background: #eef1f5; border-radius: 3px; height: 14px; }
-.fill { height: 14px; border-radius: 3px; }
-.fill.stop { background: var(--stop); } .fill.work { background: var(--work); }
-.fill.wait { background: var(--wait); } .fill.done { background: var(--done); }
-.chip { display: inline-block; margin: 0 6px 3px 0; padding: 1px 7px; border-radius: 10px;
-  background: #eef1f5; white-space: nowrap; font-size: 12.5px; }
-.chip .bad { color: var(--stop); font-weight: 600; }
-.exit0 { color: var(--done); } .exit2, .exit4 { color: var(--work); } .exit1, .exit3, .exit5 { color: var(--stop); }
-.summary { white-space: pre-wrap; font-size: 12.5px; max-width: 70ch; }
-.none { color: var(--muted); font-style: italic; }
-@media print { body { background: #fff; } }
-"#;
+/// Everything the template sees. Field names are the template's vocabulary: renaming one
+/// breaks admins' copies, so add fields rather than rename them.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    /// `2026-11-23 17:20 UTC`.
+    pub generated: String,
+    /// Accounts in scope.
+    pub total: usize,
+    pub tiles: Tiles,
+    /// Every lifecycle state in funnel order, zeros included.
+    pub funnel: Vec<FunnelRow>,
+    /// Blocked, then unmatched accounts by reason.
+    pub reasons: Vec<Reasons>,
+    /// Pending invitations by age.
+    pub ages: Vec<AgeRow>,
+    /// `--pending-days`.
+    pub pending_days: i64,
+    /// Invitations pending `pending_days` or more, longest first.
+    pub long: Vec<LongRow>,
+    /// Runs, newest first.
+    pub runs: Vec<RunRow>,
+}
 
-/// Renders the whole page. `now` is the time shown as "generated".
-pub fn status_html(s: &Status, now: jiff::Timestamp) -> String {
-    let mut out = String::new();
-    let generated = now.strftime("%Y-%m-%d %H:%M UTC").to_string();
-    let count = |state: Lifecycle| {
-        s.states
-            .iter()
-            .find(|c| c.state == state)
-            .map_or(0, |c| c.accounts)
-    };
-    let pending: usize = s.invitations_by_age.iter().map(|b| b.invitations).sum();
-    let held = count(Lifecycle::Blocked) + count(Lifecycle::Unmatched);
-    let in_progress = count(Lifecycle::NeedsAddress)
-        + count(Lifecycle::AwaitingSync)
-        + count(Lifecycle::Ready)
-        + count(Lifecycle::Accepted);
+#[derive(Debug, Serialize)]
+pub struct Tiles {
+    pub done: usize,
+    /// `12.5 %` of the accounts in scope.
+    pub done_share: String,
+    pub pending: usize,
+    pub in_progress: usize,
+    pub held: usize,
+}
 
-    // Writing to a String cannot fail; `let _ =` keeps the `fmt::Result` out of the way.
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
-         <title>b2bsync migration status, {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        escape(&generated)
-    );
-    let _ = write!(
-        out,
-        "<h1>b2bsync migration status</h1>\n<p class=\"sub\">Generated {} from the state store \
-         (no network). {} accounts in scope.</p>\n",
-        escape(&generated),
-        n("total", s.total)
-    );
+#[derive(Debug, Serialize)]
+pub struct FunnelRow {
+    pub state: &'static str,
+    pub meaning: &'static str,
+    /// `stop`, `work`, `wait` or `done`.
+    pub class: &'static str,
+    /// The bar's width in percent of the largest state.
+    pub width: String,
+    pub accounts: usize,
+    pub share: String,
+}
 
-    // Tiles: the four numbers people ask first.
-    let _ = write!(
-        out,
-        "<div class=\"tiles\">\n\
-         <div class=\"tile done\"><span class=\"big\">{}</span>converted ({})</div>\n\
-         <div class=\"tile wait\"><span class=\"big\">{}</span>invitations pending</div>\n\
-         <div class=\"tile work\"><span class=\"big\">{}</span>in progress</div>\n\
-         <div class=\"tile stop\"><span class=\"big\">{}</span>blocked or unmatched</div>\n</div>\n",
-        n("tile.done", count(Lifecycle::Done)),
-        escape(&percent(count(Lifecycle::Done), s.total)),
-        n("tile.pending", pending),
-        n("tile.in_progress", in_progress),
-        n("tile.held", held),
-    );
+#[derive(Debug, Serialize)]
+pub struct Reasons {
+    /// `blocked` or `unmatched`.
+    pub key: &'static str,
+    pub title: &'static str,
+    /// What to say when no account is held back.
+    pub empty: &'static str,
+    pub total: usize,
+    pub list: Vec<ReasonRow>,
+}
 
-    // The funnel: every state, zeros included.
-    let max = s.states.iter().map(|c| c.accounts).max().unwrap_or(0);
-    out.push_str(
-        "<h2 id=\"funnel\">Accounts per lifecycle state</h2>\n<table class=\"funnel\">\n\
-         <tr><th>state</th><th>means</th><th class=\"bar\"></th><th class=\"num\">accounts</th>\
-         <th class=\"num\">share</th></tr>\n",
-    );
-    for state in FUNNEL {
-        let accounts = count(state);
-        let _ = writeln!(
-            out,
-            "<tr data-state=\"{name}\"><td><code>{name}</code></td><td class=\"muted\">{}</td>\
-             <td class=\"bar\"><div class=\"track\"><div class=\"fill {}\" style=\"width:{:.1}%\">\
-             </div></div></td><td class=\"num\">{}</td><td class=\"num muted\">{}</td></tr>",
-            escape(state_meaning(state)),
-            state_class(state),
-            width(accounts, max),
-            n(&format!("state.{}", state.as_str()), accounts),
-            escape(&percent(accounts, s.total)),
-            name = state.as_str(),
-        );
-    }
-    let _ = write!(
-        out,
-        "<tr><th>total</th><th></th><th></th><th class=\"num\">{}</th><th></th></tr>\n</table>\n",
-        n("states.total", s.total)
-    );
+#[derive(Debug, Serialize)]
+pub struct ReasonRow {
+    pub reason: String,
+    pub accounts: usize,
+    pub help: String,
+}
 
-    reasons(
-        &mut out,
-        "blocked",
-        "Blocked accounts by reason",
-        "No account is blocked.",
-        &s.blocked,
-    );
-    reasons(
-        &mut out,
-        "unmatched",
-        "Unmatched accounts by reason",
-        "Every account in scope is joined to its cloud user.",
-        &s.unmatched,
-    );
+#[derive(Debug, Serialize)]
+pub struct AgeRow {
+    pub bucket: &'static str,
+    pub label: &'static str,
+    pub class: &'static str,
+    pub width: String,
+    pub invitations: usize,
+}
 
-    // Pending invitations by age.
-    out.push_str("<h2 id=\"pending\">Invitations pending, by age</h2>\n");
-    let max = s
-        .invitations_by_age
-        .iter()
-        .map(|b| b.invitations)
-        .max()
-        .unwrap_or(0);
-    out.push_str(
-        "<table class=\"ages\">\n<tr><th>waiting</th><th class=\"bar\"></th>\
-         <th class=\"num\">invitations</th></tr>\n",
-    );
-    for b in &s.invitations_by_age {
-        let class = match b.min_days {
-            Some(d) if d >= 30 => "stop",
-            Some(d) if d >= 14 => "work",
-            _ => "wait",
+#[derive(Debug, Serialize)]
+pub struct LongRow {
+    /// The DN, or the anchor when the DN is unknown.
+    pub account: String,
+    pub invited: String,
+    pub days: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub started: String,
+    pub took: Option<String>,
+    pub command: String,
+    /// `None` while running or after a crash.
+    pub exit_code: Option<i64>,
+    pub exit_meaning: &'static str,
+    pub changes: Vec<ChangeRow>,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChangeRow {
+    pub action: String,
+    pub done: usize,
+    /// Failed, interrupted and reconciled counts that are not zero.
+    pub others: Vec<OtherCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OtherCount {
+    pub what: &'static str,
+    pub count: usize,
+    /// Shown as a problem (failed, interrupted).
+    pub bad: bool,
+}
+
+impl Page {
+    /// The context of the page for `s`, generated at `now`.
+    pub fn new(s: &Status, now: jiff::Timestamp) -> Page {
+        let count = |state: Lifecycle| {
+            s.states
+                .iter()
+                .find(|c| c.state == state)
+                .map_or(0, |c| c.accounts)
         };
-        let _ = writeln!(
-            out,
-            "<tr data-bucket=\"{}\"><td>{}</td><td class=\"bar\"><div class=\"track\">\
-             <div class=\"fill {class}\" style=\"width:{:.1}%\"></div></div></td>\
-             <td class=\"num\">{}</td></tr>",
-            escape(b.bucket),
-            escape(b.label),
-            width(b.invitations, max),
-            n(&format!("age.{}", b.bucket), b.invitations),
-        );
-    }
-    let _ = write!(
-        out,
-        "<tr><th>total</th><th></th><th class=\"num\">{}</th></tr>\n</table>\n",
-        n("age.total", pending)
-    );
-    let _ = writeln!(
-        out,
-        "<h2 id=\"long\">Invitations pending {} days or more: {}</h2>",
-        s.pending_days,
-        n("pending.long", s.pending_invitations.len())
-    );
-    if s.pending_invitations.is_empty() {
-        out.push_str("<p class=\"none\">None.</p>\n");
-    } else {
-        out.push_str(
-            "<table class=\"long\">\n<tr><th>account</th><th>invited</th>\
-             <th class=\"num\">days</th></tr>\n",
-        );
-        for p in &s.pending_invitations {
-            let _ = writeln!(
-                out,
-                "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td></tr>",
-                escape(p.dn.as_deref().unwrap_or(&p.key)),
-                escape(&utc(p.invited_at)),
-                p.days,
-            );
-        }
-        out.push_str("</table>\n");
-    }
-
-    // Runs, newest first.
-    let _ = writeln!(
-        out,
-        "<h2 id=\"runs\">Runs: {}</h2>",
-        n("runs.total", s.runs.len())
-    );
-    if s.runs.is_empty() {
-        out.push_str("<p class=\"none\">No run yet.</p>\n");
-    } else {
-        out.push_str(
-            "<table class=\"runs\">\n<tr><th>started</th><th>command</th><th>exit</th>\
-             <th>changes (from the journal)</th><th>summary</th></tr>\n",
-        );
-        for r in s.runs.iter().rev() {
-            let run = &r.run;
-            let exit = match run.exit_code {
-                Some(code) => format!(
-                    "<span class=\"exit{code}\">{} {}</span>",
-                    n(&format!("run.{}.exit", run.id), code),
-                    escape(exit_meaning(code))
+        let pending: usize = s.invitations_by_age.iter().map(|b| b.invitations).sum();
+        let max = s.states.iter().map(|c| c.accounts).max().unwrap_or(0);
+        let funnel = FUNNEL
+            .iter()
+            .map(|&state| FunnelRow {
+                state: state.as_str(),
+                meaning: state_meaning(state),
+                class: state_class(state),
+                width: width(count(state), max),
+                accounts: count(state),
+                share: percent(count(state), s.total),
+            })
+            .collect();
+        let max_age = s
+            .invitations_by_age
+            .iter()
+            .map(|b| b.invitations)
+            .max()
+            .unwrap_or(0);
+        let ages = s
+            .invitations_by_age
+            .iter()
+            .map(|b| AgeRow {
+                bucket: b.bucket,
+                label: b.label,
+                class: match b.min_days {
+                    Some(d) if d >= 30 => "stop",
+                    Some(d) if d >= 14 => "work",
+                    _ => "wait",
+                },
+                width: width(b.invitations, max_age),
+                invitations: b.invitations,
+            })
+            .collect();
+        Page {
+            generated: now.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            total: s.total,
+            tiles: Tiles {
+                done: count(Lifecycle::Done),
+                done_share: percent(count(Lifecycle::Done), s.total),
+                pending,
+                in_progress: count(Lifecycle::NeedsAddress)
+                    + count(Lifecycle::AwaitingSync)
+                    + count(Lifecycle::Ready)
+                    + count(Lifecycle::Accepted),
+                held: count(Lifecycle::Blocked) + count(Lifecycle::Unmatched),
+            },
+            funnel,
+            reasons: vec![
+                reasons(
+                    "blocked",
+                    "Blocked accounts by reason",
+                    "No account is blocked.",
+                    &s.blocked,
                 ),
-                None => "<span class=\"exit1\">not finished</span><br><span class=\"muted\">\
-                     still running, or stopped (the next run reconciles it)</span>"
-                    .into(),
-            };
-            let took = duration(run.started_at, run.finished_at)
-                .map(|d| format!(", took {}", escape(&d)))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "<tr data-run=\"{}\"><td><span class=\"mono\">{}</span>{took}<br>\
-                 <span class=\"muted mono\">{}</span></td><td>{}</td><td>{exit}</td><td>{}</td>\
-                 <td><div class=\"summary\">{}</div></td></tr>",
-                escape(&run.id),
-                escape(&utc(run.started_at)),
-                escape(&run.id),
-                escape(&run.command),
-                changes(&run.id, &r.changes),
-                escape(run.summary.as_deref().unwrap_or("")),
-            );
+                reasons(
+                    "unmatched",
+                    "Unmatched accounts by reason",
+                    "Every account in scope is joined to its cloud user.",
+                    &s.unmatched,
+                ),
+            ],
+            ages,
+            pending_days: s.pending_days,
+            long: s
+                .pending_invitations
+                .iter()
+                .map(|p| LongRow {
+                    account: p.dn.clone().unwrap_or_else(|| p.key.clone()),
+                    invited: utc(p.invited_at),
+                    days: p.days,
+                })
+                .collect(),
+            runs: s
+                .runs
+                .iter()
+                .rev()
+                .map(|r| RunRow {
+                    id: r.run.id.clone(),
+                    started: utc(r.run.started_at),
+                    took: duration(r.run.started_at, r.run.finished_at),
+                    command: r.run.command.clone(),
+                    exit_code: r.run.exit_code,
+                    exit_meaning: r.run.exit_code.map_or("", exit_meaning),
+                    changes: r.changes.iter().map(change).collect(),
+                    summary: r.run.summary.clone().unwrap_or_default(),
+                })
+                .collect(),
         }
-        out.push_str("</table>\n");
     }
-    out.push_str(
-        "<p class=\"muted\">b2bsync status --html. Numbers are those of \
-         <code>b2bsync status --format json</code> at the same time.</p>\n</body>\n</html>\n",
-    );
-    out
 }
 
-/// One table of reasons with their counts and fixes.
-fn reasons(out: &mut String, key: &str, title: &str, empty: &str, list: &[ReasonCount]) {
-    let total: usize = list.iter().map(|r| r.accounts).sum();
-    let _ = writeln!(
-        out,
-        "<h2 id=\"{key}\">{}: {}</h2>",
-        escape(title),
-        n(&format!("{key}.total"), total)
-    );
-    if list.is_empty() {
-        let _ = writeln!(out, "<p class=\"none\">{}</p>", escape(empty));
-        return;
+fn reasons(
+    key: &'static str,
+    title: &'static str,
+    empty: &'static str,
+    list: &[ReasonCount],
+) -> Reasons {
+    Reasons {
+        key,
+        title,
+        empty,
+        total: list.iter().map(|r| r.accounts).sum(),
+        list: list
+            .iter()
+            .map(|r| ReasonRow {
+                reason: r.reason.clone(),
+                accounts: r.accounts,
+                help: r.help.clone().unwrap_or_else(|| {
+                    "this b2bsync does not know the reason code: run `b2bsync plan` to see the \
+                     reason"
+                        .into()
+                }),
+            })
+            .collect(),
     }
-    out.push_str(
-        "<table class=\"reasons\">\n<tr><th>reason</th><th class=\"num\">accounts</th>\
-         <th>how to fix it</th></tr>\n",
-    );
-    for r in list {
-        let help = r.help.as_deref().unwrap_or(
-            "this b2bsync does not know the reason code: run `b2bsync plan` to see the reason",
-        );
-        let _ = writeln!(
-            out,
-            "<tr data-reason=\"{code}\"><td><code>{code}</code></td><td class=\"num\">{}</td>\
-             <td class=\"help\">{}</td></tr>",
-            n(&format!("{key}.{}", r.reason), r.accounts),
-            escape(help),
-            code = escape(&r.reason),
-        );
-    }
-    out.push_str("</table>\n");
 }
 
-/// The changes of one run as chips: `invite 3 done, 1 failed`.
-fn changes(run_id: &str, list: &[ActionCount]) -> String {
-    if list.is_empty() {
-        return "<span class=\"none\">nothing attempted</span>".into();
+/// The changes of one kind of action in a run: `invite 3 done, 1 failed`.
+fn change(c: &ActionCount) -> ChangeRow {
+    ChangeRow {
+        action: c.action.clone(),
+        done: c.done,
+        others: [
+            ("failed", c.failed, true),
+            ("interrupted", c.interrupted, true),
+            ("reconciled", c.reconciled, false),
+        ]
+        .into_iter()
+        .filter(|&(_, count, _)| count > 0)
+        .map(|(what, count, bad)| OtherCount { what, count, bad })
+        .collect(),
     }
-    let mut out = String::new();
-    for c in list {
-        let key = |what: &str| format!("run.{run_id}.{}.{what}", c.action);
-        let mut parts = vec![format!("{} done", n(&key("done"), c.done))];
-        for (what, value) in [
-            ("failed", c.failed),
-            ("interrupted", c.interrupted),
-            ("reconciled", c.reconciled),
-        ] {
-            if value > 0 {
-                let class = if what == "reconciled" {
-                    ""
-                } else {
-                    " class=\"bad\""
-                };
-                parts.push(format!(
-                    "<span{class}>{} {what}</span>",
-                    n(&key(what), value)
-                ));
-            }
-        }
-        let _ = write!(
-            out,
-            "<span class=\"chip\"><code>{}</code> {}</span>",
-            escape(&c.action),
-            parts.join(", ")
-        );
+}
+
+/// `n(key, value)` in templates: a number tagged with what it counts. The key is escaped; the
+/// result is marked safe so auto-escaping keeps the tag.
+fn number(key: &str, value: Value) -> Value {
+    let key = escape(key);
+    let value = escape(&value.to_string());
+    Value::from_safe_string(format!("<span class=\"n\" data-n=\"{key}\">{value}</span>"))
+}
+
+/// Escapes text for HTML content and quoted attributes, as minijinja's auto-escaping does.
+fn escape(text: &str) -> String {
+    minijinja::HtmlEscape(text).to_string()
+}
+
+/// Renders the page of `s` with `template`. `now` is the time shown as "generated".
+pub fn render(s: &Status, now: jiff::Timestamp, template: Template<'_>) -> Result<String, Error> {
+    let (name, text) = match template {
+        Template::BuiltIn => (BUILT_IN, TEMPLATE),
+        Template::File { text, .. } => ("status.html", text),
+    };
+    let mut env = Environment::empty();
+    // Every value is escaped for HTML, whatever the template file is called.
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Block tags on their own line leave no blank line behind. The builder fails only on
+    // clashing delimiters, and these are the defaults.
+    if let Ok(syntax) = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+    {
+        env.set_syntax(syntax);
     }
-    out
+    env.add_function("n", number);
+    env.add_filter("length", minijinja::filters::length);
+    env.add_test("none", minijinja::tests::is_none);
+    env.add_template(name, text)
+        .map_err(|e| Error::new(&e, template))?;
+    let page = Page::new(s, now);
+    env.get_template(name)
+        .and_then(|t| t.render(minijinja::value::Serde(&page)))
+        .map_err(|e| Error::new(&e, template))
+}
+
+/// Renders the page with the built-in template.
+pub fn status_html(s: &Status, now: jiff::Timestamp) -> Result<String, Error> {
+    render(s, now, Template::BuiltIn)
 }
 
 #[cfg(test)]
@@ -450,11 +521,11 @@ mod tests {
             exit_code: Some(2),
             summary: Some("failed <b>x</b> & 'y'".into()),
         }];
-        let page = status_html(&status(&rows, runs, 14, now), now);
+        let page = status_html(&status(&rows, runs, 14, now), now).expect("page");
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<b>"), "{page}");
         assert!(page.contains("CN=&lt;script&gt;&amp;&quot;x&quot;,OU=P"));
-        assert!(page.contains("failed &lt;b&gt;x&lt;/b&gt; &amp; &#39;y&#39;"));
+        assert!(page.contains("failed &lt;b&gt;x&lt;&#x2f;b&gt; &amp; &#x27;y&#x27;"));
         assert!(page.contains("data-n=\"run.r1.exit\">2<"));
         assert!(!page.contains("http://") && !page.contains("https://"));
     }
@@ -462,7 +533,7 @@ mod tests {
     #[test]
     fn every_state_has_a_number_even_zero() {
         let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
-        let page = status_html(&status(&[], vec![], 14, now), now);
+        let page = status_html(&status(&[], vec![], 14, now), now).expect("page");
         for state in FUNNEL {
             assert!(
                 page.contains(&format!("data-n=\"state.{}\">0<", state.as_str())),
@@ -470,5 +541,46 @@ mod tests {
             );
         }
         assert!(page.contains("No run yet."));
+    }
+
+    #[test]
+    fn an_admin_template_is_escaped_by_default() {
+        let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
+        let mut s = status(&[], vec![], 14, now);
+        s.blocked.push(ReasonCount {
+            reason: "<i>x</i>".into(),
+            accounts: 2,
+            help: None,
+        });
+        let path = Path::new("/etc/b2bsync/mine.j2");
+        let text = "{% for r in reasons %}{{ r.list[0].reason if r.list else '-' }} {{ n(r.key, r.total) }};{% endfor %}";
+        let page = render(&s, now, Template::File { path, text }).expect("page");
+        assert_eq!(
+            page,
+            "&lt;i&gt;x&lt;&#x2f;i&gt; <span class=\"n\" data-n=\"blocked\">2</span>;\
+             - <span class=\"n\" data-n=\"unmatched\">0</span>;"
+        );
+    }
+
+    #[test]
+    fn a_broken_template_says_file_line_and_column() {
+        let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
+        let s = status(&[], vec![], 14, now);
+        let path = Path::new("/etc/b2bsync/mine.j2");
+        let text = "<p>\n<p>{{ total | nosuchfilter }}</p>\n";
+        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
+        assert_eq!(e.location, "/etc/b2bsync/mine.j2:2:15", "{e}");
+        assert!(e.to_string().contains("nosuchfilter"), "{e}");
+        assert!(e.help().contains("--print-template"), "{}", e.help());
+
+        // A syntax error the engine places on a line only.
+        let text = "<p>\n\n{% for x in %}</p>\n";
+        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
+        assert!(e.location.starts_with("/etc/b2bsync/mine.j2:3"), "{e}");
+
+        // An undefined variable is an error, not an empty string.
+        let text = "{{ totl }}";
+        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
+        assert!(e.location.starts_with("/etc/b2bsync/mine.j2:1"), "{e}");
     }
 }
