@@ -668,11 +668,18 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
             let now = jiff::Timestamp::now();
-            let mut s = report::status(&store.accounts()?, store.runs()?, pending_days, now);
+            let accounts = store.accounts()?;
+            let mut s = report::status(&accounts, store.runs()?, pending_days, now);
+            let mut history = report::history::Builder::new(&accounts);
+            drop(accounts);
             // One query per run keeps memory bounded by the largest run, not the whole journal.
             for run in &mut s.runs {
-                run.changes = report::count_changes(&store.journal_entries(Some(&run.run.id))?);
+                let entries = store.journal_entries(Some(&run.run.id))?;
+                run.changes = report::count_changes(&entries);
+                history.add_run(&run.run, &entries);
             }
+            let states: Vec<_> = s.states.iter().map(|c| (c.state, c.accounts)).collect();
+            s.history = history.finish(&states, now);
             if config.reads.incremental {
                 s.reads = pipeline::reads::read_states(&store, &config.reads)?;
             }

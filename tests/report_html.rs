@@ -113,8 +113,15 @@ fn seed(path: &Path) -> Store {
             let dn = dn
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("CN=Partner {n},OU=Partners,DC=lab,DC=example,DC=com"));
+            // Two partner domains, so the page draws one small chart per domain.
+            let domain = if n % 2 == 0 {
+                "fabrikam.example"
+            } else {
+                "contoso.example"
+            };
             let p = Progress {
                 state,
+                address: Some(format!("partner{n}@{domain}")),
                 invited_at: invited.map(ago),
                 invitations_sent: u32::from(invited.is_some()),
                 ..Progress::default()
@@ -156,39 +163,47 @@ fn seed(path: &Path) -> Store {
         add(Lifecycle::Done, None, None, Some(40.5));
     }
 
-    let journal = |run: &str, key: &str, action: &str, phase: Phase| {
+    let journal = |run: &str, n: u32, action: &str, phase: Phase| {
+        let key = format!("anchor{n:03}");
+        let action_key = format!("{action}:{key}");
         let action = b2bsync::state::Action::parse(action).unwrap();
         store
-            .journal(run, key, action, key, phase, None, None, None, None, None)
+            .journal(
+                run,
+                &action_key,
+                action,
+                &key,
+                phase,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
             .unwrap();
     };
-    // Run 1: addresses written, one failed.
+    // Run 1: addresses written (accounts 12 to 14), one failed (account 11).
     let r1 = store.begin_run("run").unwrap();
-    for i in 0..3 {
-        journal(
-            &r1,
-            &format!("mail{i}"),
-            "set_directory_mail",
-            Phase::Started,
-        );
-        journal(&r1, &format!("mail{i}"), "set_directory_mail", Phase::Done);
+    for n in 12..=14 {
+        journal(&r1, n, "set_directory_mail", Phase::Started);
+        journal(&r1, n, "set_directory_mail", Phase::Done);
     }
-    journal(&r1, "cloud0", "set_cloud_address", Phase::Started);
-    journal(&r1, "cloud0", "set_cloud_address", Phase::Failed);
+    journal(&r1, 11, "set_cloud_address", Phase::Started);
+    journal(&r1, 11, "set_cloud_address", Phase::Failed);
     store.finish_run(&r1, 2, NASTY_SUMMARY).unwrap();
     // Run 2: invitations; the process died during the third (no end recorded).
     let r2 = store.begin_run("run").unwrap();
-    for i in 0..2 {
-        journal(&r2, &format!("inv{i}"), "invite", Phase::Started);
-        journal(&r2, &format!("inv{i}"), "invite", Phase::Done);
+    for n in 14..=15 {
+        journal(&r2, n, "invite", Phase::Started);
+        journal(&r2, n, "invite", Phase::Done);
     }
-    journal(&r2, "inv2", "invite", Phase::Started);
+    journal(&r2, 16, "invite", Phase::Started);
     // Run 3: reconciles run 2's invitation, randomizes passwords.
     let r3 = store.begin_run("run").unwrap();
-    journal(&r3, "inv2", "invite", Phase::Done);
-    for i in 0..4 {
-        journal(&r3, &format!("pw{i}"), "randomize_password", Phase::Started);
-        journal(&r3, &format!("pw{i}"), "randomize_password", Phase::Done);
+    journal(&r3, 16, "invite", Phase::Done);
+    for n in 22..=25 {
+        journal(&r3, n, "randomize_password", Phase::Started);
+        journal(&r3, n, "randomize_password", Phase::Done);
     }
     store
         .finish_run(&r3, 0, "run 3: randomize_password x4; reconciled 1")
@@ -343,6 +358,52 @@ fn decode(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The `data-*` attributes of every `<tag ...>` element in `dom`, in document order.
+fn marks(dom: &str, tag: &str) -> Vec<BTreeMap<String, String>> {
+    let open = format!("<{tag} ");
+    let mut found = Vec::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find(&open) {
+        rest = &rest[at + open.len()..];
+        let end = rest.find('>').unwrap();
+        let mut attrs = BTreeMap::new();
+        let mut inside = &rest[..end];
+        while let Some(d) = inside.find("data-") {
+            inside = &inside[d + 5..];
+            let eq = inside.find("=\"").unwrap();
+            let name = inside[..eq].to_string();
+            inside = &inside[eq + 2..];
+            let close = inside.find('"').unwrap();
+            attrs.insert(name, decode(&inside[..close]));
+            inside = &inside[close + 1..];
+        }
+        found.push(attrs);
+    }
+    found
+}
+
+/// The dots a progress chart should have, from the JSON's `history` points.
+fn json_dots(points: &Value) -> Vec<BTreeMap<String, String>> {
+    let mut dots = Vec::new();
+    for step in ["staged", "invited", "done"] {
+        for p in points.as_array().unwrap() {
+            let count = p["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c[0] == step)
+                .map(|c| c[1].as_u64().unwrap())
+                .unwrap();
+            dots.push(BTreeMap::from([
+                ("step".to_string(), step.to_string()),
+                ("run".to_string(), p["run"].as_str().unwrap().to_string()),
+                ("count".to_string(), count.to_string()),
+            ]));
+        }
+    }
+    dots
+}
+
 #[test]
 fn the_html_report_renders_the_numbers_of_the_json_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,6 +465,67 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     let want = json_numbers(&json);
     assert_eq!(shown, want, "page (left) and JSON (right) differ");
 
+    // The progress chart: one dot per run and step, with the JSON's counts. The journal
+    // took accounts 12 to 16 to `staged` or `invited` and 22 to 25 to `done`.
+    let history = &json["history"];
+    let all = &history["all"];
+    assert_eq!(all.as_array().unwrap().len(), 4, "{history:#}");
+    let last = &all[3]["counts"];
+    assert_eq!(
+        last,
+        &serde_json::json!([["staged", 2], ["invited", 3], ["done", 4]])
+    );
+    let dom_charts = |name: &str| -> String {
+        let at = dom
+            .find(&format!("data-chart=\"progress\" data-label=\"{name}\""))
+            .unwrap_or_else(|| panic!("no progress chart for {name}"));
+        let end = dom[at..].find("</svg>").unwrap();
+        dom[at..at + end].to_string()
+    };
+    let all_chart = dom_charts("every account");
+    assert_eq!(marks(&format!("<x {all_chart}"), "circle"), json_dots(all));
+    // Small multiples: one chart per partner domain, with that domain's counts.
+    let domains = history["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 2, "{history:#}");
+    for d in domains {
+        let name = d["domain"].as_str().unwrap();
+        assert!(dom.contains(&format!("<figure data-domain=\"{name}\"")));
+        let chart = dom_charts(name);
+        assert_eq!(
+            marks(&format!("<x {chart}"), "circle"),
+            json_dots(&d["points"]),
+            "{name}"
+        );
+    }
+    // Invitations sent and conversions per day: both series, the JSON's counts.
+    let mut bars = Vec::new();
+    for d in history["days"].as_array().unwrap() {
+        for what in ["invited", "converted"] {
+            bars.push(BTreeMap::from([
+                ("day".to_string(), d["day"].as_str().unwrap().to_string()),
+                ("series".to_string(), what.to_string()),
+                ("count".to_string(), d[what].as_u64().unwrap().to_string()),
+            ]));
+        }
+    }
+    assert_eq!(marks(&dom, "rect"), bars);
+    assert!(!bars.is_empty());
+    // The projection, with its assumption: 4 conversions in the last 14 days, 11 accounts in
+    // progress (needs_address 1, awaiting_sync 2, invited 7, accepted 1): 39 days.
+    assert_eq!(history["projection"]["remaining"], 11);
+    assert_eq!(history["projection"]["converted_recently"], 4);
+    let projection = history["projection"]["text"].as_str().unwrap();
+    assert!(
+        projection.contains("(4 accounts, 0.3 per day)"),
+        "{projection}"
+    );
+    assert!(projection.contains("would be done by"), "{projection}");
+    assert!(projection.contains("assumes"), "{projection}");
+    assert!(
+        decode(&dom).contains(projection),
+        "the projection is on the page"
+    );
+
     // Every reason's fix is shown, and text from the store arrives as text, not markup.
     let text = decode(&dom);
     for list in ["blocked", "unmatched"] {
@@ -437,7 +559,7 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     let taken = run_with_deadline(
         browser(profile.path())
             .arg(format!("--screenshot={}", shot.display()))
-            .arg("--window-size=1280,2300")
+            .arg("--window-size=1280,3000")
             .arg(&url),
         Duration::from_secs(90),
     );
@@ -450,7 +572,7 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (1280, 2300));
+    assert_eq!((width, height), (1280, 3000));
     // An empty white page compresses to a few kilobytes; this one has text and bars.
     assert!(
         png.len() > 50_000,

@@ -19,7 +19,8 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::{ActionCount, FUNNEL, ReasonCount, Status};
+use super::history::History;
+use super::{ActionCount, FUNNEL, ReasonCount, Status, chart};
 use crate::model::Lifecycle;
 
 /// The built-in template (`b2bsync status --print-template` prints it).
@@ -203,6 +204,28 @@ pub struct Page {
     pub long: Vec<LongRow>,
     /// Runs, newest first.
     pub runs: Vec<RunRow>,
+    /// Progress over time, from the journal.
+    pub history: HistoryView,
+}
+
+/// The charts (inline SVG, already escaped and marked safe) and the projection.
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    /// Accounts per step at the end of each run, every account together; `None` before
+    /// the first run.
+    pub progress: Option<Value>,
+    /// The same per partner domain (small multiples), when there are several domains.
+    pub domains: Vec<DomainChart>,
+    /// Invitations sent and accounts converted per day; `None` when none was.
+    pub days: Option<Value>,
+    /// The projection and its assumption, in one sentence.
+    pub projection: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DomainChart {
+    pub domain: String,
+    pub chart: Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -388,7 +411,32 @@ impl Page {
                     summary: r.run.summary.clone().unwrap_or_default(),
                 })
                 .collect(),
+            history: history_view(&s.history),
         }
+    }
+}
+
+fn history_view(h: &History) -> HistoryView {
+    let safe = Value::from_safe_string;
+    HistoryView {
+        progress: (!h.all.is_empty()).then(|| safe(chart::progress(&h.all, "every account"))),
+        domains: h
+            .domains
+            .iter()
+            .map(|d| {
+                let domain = d.domain.clone().unwrap_or_default();
+                DomainChart {
+                    chart: safe(chart::progress(&d.points, &domain)),
+                    domain,
+                }
+            })
+            .collect(),
+        days: (!h.days.is_empty()).then(|| safe(chart::per_day(&h.days))),
+        projection: h
+            .projection
+            .as_ref()
+            .map(|p| p.text.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -7,6 +7,8 @@
 //! are shown: every CSV cell that a spreadsheet would run as a formula is prefixed with `'`
 //! ([`csv_cell`]), and control characters never reach a terminal raw ([`terminal_safe`]).
 
+pub mod chart;
+pub mod history;
 pub mod html;
 
 use std::borrow::Cow;
@@ -107,6 +109,9 @@ pub struct Status {
     /// How each side was read: its snapshot and its last and next full read (empty until a
     /// run has read; filled in by the caller, which knows `[reads]`).
     pub reads: Vec<crate::pipeline::reads::ReadState>,
+    /// Progress over time from the journal, and the projection (filled in by the caller,
+    /// which reads the journal run by run: [`history::Builder`]).
+    pub history: history::History,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -267,6 +272,7 @@ pub fn status(
             })
             .collect(),
         reads: Vec::new(),
+        history: history::History::default(),
     }
 }
 

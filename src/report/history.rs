@@ -1,0 +1,336 @@
+//! Progress over time, reconstructed from the journal (`status`, the HTML page's chart): for
+//! each run, how many accounts had reached each step of the lifecycle by its end; per day,
+//! how many invitations were sent and how many accounts were converted; and a projection of
+//! when the accounts still in progress would be done at the recent rate. Pure: fed one run's
+//! journal at a time ([`Builder::add_run`]) so memory stays bounded by the largest run.
+//!
+//! The journal records actions, not observations: an account counts in the furthest step its
+//! *done* actions reached (`staged` after an address write, `invited` after an invitation,
+//! `done` after its on-premises password was randomized). Acceptance is observed in Graph
+//! and not journaled, so the per-day series counts conversions (the password randomization
+//! that follows acceptance under the default policy) as the closest recorded event.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::model::Lifecycle;
+use crate::state::{AccountRecord, Action, JournalEntry, Phase, RunRecord};
+
+/// The steps the chart shows, in lifecycle order.
+pub const STEPS: [Step; 3] = [Step::Staged, Step::Invited, Step::Done];
+
+/// More runs than this and the chart shows one point per day (the day's last run).
+pub const MAX_POINTS: usize = 60;
+
+/// Days of conversions the projection's rate is measured over.
+pub const RATE_DAYS: i64 = 14;
+
+/// How far an account's done actions have taken it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Its external address was written (AD `mail` or the cloud's `otherMails`).
+    Staged,
+    /// An invitation was sent.
+    Invited,
+    /// Its on-premises password was randomized: converted.
+    Done,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Staged => "staged",
+            Step::Invited => "invited",
+            Step::Done => "done",
+        }
+    }
+
+    /// The step a done action reaches, if it moves an account forward.
+    fn of(action: Action) -> Option<Step> {
+        match action {
+            Action::SetDirectoryMail | Action::SetCloudAddress => Some(Step::Staged),
+            Action::Invite | Action::Reinvite => Some(Step::Invited),
+            Action::RandomizePassword => Some(Step::Done),
+            _ => None,
+        }
+    }
+}
+
+/// Accounts per step at the end of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Point {
+    pub run: String,
+    pub at: jiff::Timestamp,
+    /// Accounts whose furthest step is this one, for every step in [`STEPS`] order.
+    pub counts: Vec<(Step, usize)>,
+}
+
+/// Invitations sent and accounts converted on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Day {
+    /// `2026-11-23`.
+    pub day: String,
+    pub invited: usize,
+    pub converted: usize,
+}
+
+/// When the accounts still in progress would be done at the recent conversion rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Projection {
+    /// Accounts neither done nor held back (blocked or unmatched).
+    pub remaining: usize,
+    /// Conversions in the last [`RATE_DAYS`] days.
+    pub converted_recently: usize,
+    pub rate_days: i64,
+    /// The day the remaining accounts would be done; `None` when the rate is zero.
+    pub done_by: Option<String>,
+    /// The projection and its assumption, in one sentence.
+    pub text: String,
+}
+
+/// The history of one partner domain (or of every account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Series {
+    /// The domain of the external address; `None` for every account together.
+    pub domain: Option<String>,
+    pub points: Vec<Point>,
+}
+
+/// Everything `status` knows about progress over time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct History {
+    /// Every account together; one point per run, or per day beyond [`MAX_POINTS`] runs.
+    pub all: Vec<Point>,
+    /// Per partner domain, when the accounts have more than one.
+    pub domains: Vec<Series>,
+    pub days: Vec<Day>,
+    pub projection: Option<Projection>,
+}
+
+/// Reads the journal run by run, oldest first.
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// The furthest step of each account so far.
+    reached: BTreeMap<String, Step>,
+    /// The domain of each account's external address.
+    domain: BTreeMap<String, String>,
+    points: Vec<(String, jiff::Timestamp, BTreeMap<String, Step>)>,
+    days: BTreeMap<String, (usize, usize)>,
+    conversions: Vec<jiff::Timestamp>,
+}
+
+impl Builder {
+    /// Knows each account's partner domain from the address it stages.
+    pub fn new(accounts: &[AccountRecord]) -> Builder {
+        let domain = accounts
+            .iter()
+            .filter_map(|a| {
+                let address = a.progress.address.as_deref()?;
+                let (_, domain) = address.rsplit_once('@')?;
+                Some((a.key.clone(), domain.to_ascii_lowercase()))
+            })
+            .collect();
+        Builder {
+            domain,
+            ..Builder::default()
+        }
+    }
+
+    /// Adds one run and its journal records (any order).
+    pub fn add_run(&mut self, run: &RunRecord, entries: &[JournalEntry]) {
+        for e in entries.iter().filter(|e| e.phase == Phase::Done) {
+            let Some(step) = Step::of(e.action) else {
+                continue;
+            };
+            let day = e.at.strftime("%Y-%m-%d").to_string();
+            let counts = self.days.entry(day).or_default();
+            match step {
+                Step::Invited => counts.0 += 1,
+                Step::Done => {
+                    counts.1 += 1;
+                    self.conversions.push(e.at);
+                }
+                Step::Staged => {}
+            }
+            let reached = self.reached.entry(e.account_key.clone()).or_insert(step);
+            *reached = (*reached).max(step);
+        }
+        let at = run.finished_at.unwrap_or(run.started_at);
+        self.points.push((run.id.clone(), at, self.reached.clone()));
+    }
+
+    /// The history, with the projection from `states` (accounts per lifecycle state now).
+    pub fn finish(self, states: &[(Lifecycle, usize)], now: jiff::Timestamp) -> History {
+        let thin = thin(&self.points);
+        let series = |domain: Option<&str>| -> Vec<Point> {
+            thin.iter()
+                .map(|(run, at, reached)| Point {
+                    run: run.clone(),
+                    at: *at,
+                    counts: STEPS
+                        .iter()
+                        .map(|&step| {
+                            let n = reached
+                                .iter()
+                                .filter(|(key, s)| {
+                                    **s == step
+                                        && domain.is_none_or(|d| {
+                                            self.domain.get(*key).map(String::as_str) == Some(d)
+                                        })
+                                })
+                                .count();
+                            (step, n)
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let domains: BTreeSet<&str> = self.domain.values().map(String::as_str).collect();
+        let per_domain = if domains.len() > 1 {
+            domains
+                .iter()
+                .map(|d| Series {
+                    domain: Some((*d).to_string()),
+                    points: series(Some(d)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let since = now.as_second() - RATE_DAYS * 86_400;
+        let recent = self
+            .conversions
+            .iter()
+            .filter(|t| t.as_second() > since && t.as_second() <= now.as_second())
+            .count();
+        History {
+            all: series(None),
+            domains: per_domain,
+            days: self
+                .days
+                .into_iter()
+                .map(|(day, (invited, converted))| Day {
+                    day,
+                    invited,
+                    converted,
+                })
+                .collect(),
+            projection: Some(projection(states, recent, now)),
+        }
+    }
+}
+
+/// One point per run, or the last run of each UTC day when there are too many runs.
+fn thin<T: Clone>(points: &[(String, jiff::Timestamp, T)]) -> Vec<(String, jiff::Timestamp, T)> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    let mut out: Vec<(String, jiff::Timestamp, T)> = Vec::new();
+    for p in points {
+        let day = |t: jiff::Timestamp| t.as_second().div_euclid(86_400);
+        match out.last_mut() {
+            Some(last) if day(last.1) == day(p.1) => *last = p.clone(),
+            _ => out.push(p.clone()),
+        }
+    }
+    out
+}
+
+/// The projection at `recent` conversions over the last [`RATE_DAYS`] days.
+pub fn projection(
+    states: &[(Lifecycle, usize)],
+    recent: usize,
+    now: jiff::Timestamp,
+) -> Projection {
+    let remaining: usize = states
+        .iter()
+        .filter(|(s, _)| {
+            !matches!(
+                s,
+                Lifecycle::Done | Lifecycle::Blocked | Lifecycle::Unmatched
+            )
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let rate = format!("{:.1}", recent as f64 / RATE_DAYS as f64);
+    let (done_by, text) = if remaining == 0 {
+        (
+            None,
+            "No account is in progress: nothing is left to project (blocked and unmatched \
+             accounts need a fix first)."
+                .to_string(),
+        )
+    } else if recent == 0 {
+        (
+            None,
+            format!(
+                "No projection: no account was converted in the last {RATE_DAYS} days, so at \
+                 that rate the remaining {remaining} accounts in progress would never be done."
+            ),
+        )
+    } else {
+        // remaining / (recent / RATE_DAYS) days, rounded up to whole days.
+        let days = (remaining * RATE_DAYS as usize).div_ceil(recent) as i64;
+        let day = jiff::Timestamp::from_second(now.as_second() + days * 86_400)
+            .unwrap_or(jiff::Timestamp::MAX)
+            .strftime("%Y-%m-%d")
+            .to_string();
+        let text = format!(
+            "At the conversion rate of the last {RATE_DAYS} days ({recent} accounts, {rate} per \
+             day), the remaining {remaining} accounts in progress would be done by {day}. This \
+             assumes the rate stays the same and every one of them is accepted; blocked and \
+             unmatched accounts are not counted."
+        );
+        (Some(day), text)
+    };
+    Projection {
+        remaining,
+        converted_recently: recent,
+        rate_days: RATE_DAYS,
+        done_by,
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_projection_needs_a_rate() {
+        let now = t("2026-11-23T00:00:00Z");
+        let states = [
+            (Lifecycle::Invited, 10),
+            (Lifecycle::Blocked, 5),
+            (Lifecycle::Done, 3),
+        ];
+        let p = projection(&states, 0, now);
+        assert_eq!((p.remaining, p.done_by.as_deref()), (10, None));
+        assert!(p.text.starts_with("No projection"), "{}", p.text);
+
+        // 7 in 14 days: half an account a day, 10 left: 20 days.
+        let p = projection(&states, 7, now);
+        assert_eq!(p.done_by.as_deref(), Some("2026-12-13"));
+        assert!(p.text.contains("0.5 per day"), "{}", p.text);
+        assert!(p.text.contains("remaining 10"), "{}", p.text);
+    }
+
+    #[test]
+    fn many_runs_thin_to_one_point_per_day() {
+        let points: Vec<(String, jiff::Timestamp, ())> = (0..MAX_POINTS as i64 + 10)
+            .map(|i| {
+                let at = jiff::Timestamp::from_second(1_700_000_000 + i * 3600).unwrap_or_default();
+                (format!("r{i}"), at, ())
+            })
+            .collect();
+        let thinned = thin(&points);
+        assert!(thinned.len() < points.len());
+        assert_eq!(thinned.last().map(|p| p.0.as_str()), Some("r69"));
+    }
+}
