@@ -35,6 +35,13 @@ for needle in ["all checks passed", "nothing needed changing"]:
         problems.append(f"the demo output lacks {needle!r}")
 if "<html" not in html.lower() or "done" not in html:
     problems.append("the HTML status report is missing or empty")
+# Progress over time: the demo runs several times, so the chart has a dot per run and step,
+# and the page states the projection (or why there is none).
+runs = set(re.findall(r'<circle [^>]*data-run="([^"]+)"', html))
+if 'data-chart="progress"' not in html or len(runs) < 2:
+    problems.append(f"the HTML report lacks the progress chart over several runs ({len(runs)} runs drawn)")
+if 'id="projection"' not in html:
+    problems.append("the HTML report lacks the projection")
 
 if problems:
     print("demo check failed:")

@@ -187,7 +187,12 @@ impl Builder {
                 })
                 .collect()
         };
-        let domains: BTreeSet<&str> = self.domain.values().map(String::as_str).collect();
+        // Only domains with an account the journal moved: the others would draw flat zeros.
+        let domains: BTreeSet<&str> = self
+            .reached
+            .keys()
+            .filter_map(|key| self.domain.get(key).map(String::as_str))
+            .collect();
         let per_domain = if domains.len() > 1 {
             domains
                 .iter()
@@ -300,6 +305,102 @@ mod tests {
 
     fn t(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn account(key: &str, address: &str) -> AccountRecord {
+        AccountRecord {
+            key: key.into(),
+            dn: None,
+            kind: None,
+            reason: None,
+            updated_at: t("2026-11-01T00:00:00Z"),
+            progress: crate::model::Progress {
+                address: Some(address.into()),
+                ..crate::model::Progress::default()
+            },
+        }
+    }
+
+    fn done(run: &str, key: &str, action: Action, at: &str) -> JournalEntry {
+        JournalEntry {
+            seq: 0,
+            run_id: run.into(),
+            action_key: format!("{key}:{}", action.as_str()),
+            action,
+            account_key: key.into(),
+            phase: Phase::Done,
+            before: None,
+            after: None,
+            request_id: None,
+            client_request_id: None,
+            error: None,
+            at: t(at),
+        }
+    }
+
+    fn run(id: &str, at: &str) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            command: "run".into(),
+            started_at: t(at),
+            finished_at: Some(t(at)),
+            exit_code: Some(0),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn each_account_counts_in_the_furthest_step_its_done_actions_reached() {
+        let accounts = [
+            account("a", "a@one.example"),
+            account("b", "b@Two.example"),
+            account("c", "c@three.example"),
+        ];
+        let mut b = Builder::new(&accounts);
+        b.add_run(
+            &run("r1", "2026-11-20T10:00:00Z"),
+            &[
+                done("r1", "a", Action::SetDirectoryMail, "2026-11-20T10:00:00Z"),
+                done("r1", "b", Action::Invite, "2026-11-20T10:00:00Z"),
+            ],
+        );
+        b.add_run(
+            &run("r2", "2026-11-21T10:00:00Z"),
+            &[
+                done("r2", "a", Action::Invite, "2026-11-21T10:00:00Z"),
+                done("r2", "b", Action::RandomizePassword, "2026-11-21T10:00:00Z"),
+            ],
+        );
+        let h = b.finish(&[(Lifecycle::Invited, 1)], t("2026-11-22T00:00:00Z"));
+        let counts: Vec<Vec<(Step, usize)>> = h.all.iter().map(|p| p.counts.clone()).collect();
+        assert_eq!(
+            counts,
+            [
+                vec![(Step::Staged, 1), (Step::Invited, 1), (Step::Done, 0)],
+                vec![(Step::Staged, 0), (Step::Invited, 1), (Step::Done, 1)],
+            ]
+        );
+        // `c` was never touched: its domain gets no chart. Domains compare in lower case.
+        let domains: Vec<_> = h.domains.iter().filter_map(|d| d.domain.clone()).collect();
+        assert_eq!(domains, ["one.example", "two.example"]);
+        assert_eq!(
+            h.days,
+            [
+                Day {
+                    day: "2026-11-20".into(),
+                    invited: 1,
+                    converted: 0
+                },
+                Day {
+                    day: "2026-11-21".into(),
+                    invited: 1,
+                    converted: 1
+                },
+            ]
+        );
+        let p = h.projection.expect("projection");
+        assert_eq!((p.remaining, p.converted_recently), (1, 1));
+        assert_eq!(p.done_by.as_deref(), Some("2026-12-06"));
     }
 
     #[test]
