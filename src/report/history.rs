@@ -10,7 +10,7 @@
 //! and not journaled, so the per-day series counts conversions (the password randomization
 //! that follows acceptance under the default policy) as the closest recorded event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -109,14 +109,23 @@ pub struct History {
     pub projection: Option<Projection>,
 }
 
-/// Reads the journal run by run, oldest first.
+/// Accounts per step, in [`STEPS`] order.
+type Tally = [usize; STEPS.len()];
+
+/// Reads the journal run by run, oldest first. Memory: one step per account that an action
+/// moved, and per run one tally for all accounts and one per partner domain moved so far,
+/// never a copy of every account per run.
 #[derive(Debug, Default)]
 pub struct Builder {
     /// The furthest step of each account so far.
     reached: BTreeMap<String, Step>,
     /// The domain of each account's external address.
     domain: BTreeMap<String, String>,
-    points: Vec<(String, jiff::Timestamp, BTreeMap<String, Step>)>,
+    /// Accounts per step now, all together and per domain.
+    all: Tally,
+    per_domain: BTreeMap<String, Tally>,
+    /// The tallies at the end of each run.
+    points: Vec<(String, jiff::Timestamp, Tally, BTreeMap<String, Tally>)>,
     days: BTreeMap<String, (usize, usize)>,
     conversions: Vec<jiff::Timestamp>,
 }
@@ -154,51 +163,53 @@ impl Builder {
                 }
                 Step::Staged => {}
             }
-            let reached = self.reached.entry(e.account_key.clone()).or_insert(step);
-            *reached = (*reached).max(step);
+            self.reach(&e.account_key, step);
         }
         let at = run.finished_at.unwrap_or(run.started_at);
-        self.points.push((run.id.clone(), at, self.reached.clone()));
+        self.points
+            .push((run.id.clone(), at, self.all, self.per_domain.clone()));
+    }
+
+    /// Moves `key` to `step` if that is further than it was, keeping the tallies.
+    fn reach(&mut self, key: &str, step: Step) {
+        let before = self.reached.get(key).copied();
+        if before.is_some_and(|b| b >= step) {
+            return;
+        }
+        self.reached.insert(key.to_string(), step);
+        let index = |s: Step| STEPS.iter().position(|&x| x == s).unwrap_or(0);
+        let mut tallies = vec![&mut self.all];
+        if let Some(d) = self.domain.get(key) {
+            tallies.push(self.per_domain.entry(d.clone()).or_default());
+        }
+        for t in tallies {
+            if let Some(b) = before {
+                t[index(b)] -= 1;
+            }
+            t[index(step)] += 1;
+        }
     }
 
     /// The history, with the projection from `states` (accounts per lifecycle state now).
     pub fn finish(self, states: &[(Lifecycle, usize)], now: jiff::Timestamp) -> History {
-        let thin = thin(&self.points);
-        let series = |domain: Option<&str>| -> Vec<Point> {
-            thin.iter()
-                .map(|(run, at, reached)| Point {
-                    run: run.clone(),
-                    at: *at,
-                    counts: STEPS
-                        .iter()
-                        .map(|&step| {
-                            let n = reached
-                                .iter()
-                                .filter(|(key, s)| {
-                                    **s == step
-                                        && domain.is_none_or(|d| {
-                                            self.domain.get(*key).map(String::as_str) == Some(d)
-                                        })
-                                })
-                                .count();
-                            (step, n)
-                        })
-                        .collect(),
-                })
-                .collect()
+        let thin = thin(&self.points, |p| p.1);
+        let point = |run: &String, at: &jiff::Timestamp, tally: &Tally| Point {
+            run: run.clone(),
+            at: *at,
+            counts: STEPS.iter().copied().zip(tally.iter().copied()).collect(),
         };
         // Only domains with an account the journal moved: the others would draw flat zeros.
-        let domains: BTreeSet<&str> = self
-            .reached
-            .keys()
-            .filter_map(|key| self.domain.get(key).map(String::as_str))
-            .collect();
-        let per_domain = if domains.len() > 1 {
-            domains
-                .iter()
+        let per_domain = if self.per_domain.len() > 1 {
+            self.per_domain
+                .keys()
                 .map(|d| Series {
-                    domain: Some((*d).to_string()),
-                    points: series(Some(d)),
+                    domain: Some(d.clone()),
+                    points: thin
+                        .iter()
+                        .map(|(run, at, _, domains)| {
+                            point(run, at, &domains.get(d).copied().unwrap_or_default())
+                        })
+                        .collect(),
                 })
                 .collect()
         } else {
@@ -211,7 +222,10 @@ impl Builder {
             .filter(|t| t.as_second() > since && t.as_second() <= now.as_second())
             .count();
         History {
-            all: series(None),
+            all: thin
+                .iter()
+                .map(|(run, at, all, _)| point(run, at, all))
+                .collect(),
             domains: per_domain,
             days: self
                 .days
@@ -228,15 +242,15 @@ impl Builder {
 }
 
 /// One point per run, or the last run of each UTC day when there are too many runs.
-fn thin<T: Clone>(points: &[(String, jiff::Timestamp, T)]) -> Vec<(String, jiff::Timestamp, T)> {
+fn thin<P: Clone>(points: &[P], time: impl Fn(&P) -> jiff::Timestamp) -> Vec<P> {
     if points.len() <= MAX_POINTS {
         return points.to_vec();
     }
-    let mut out: Vec<(String, jiff::Timestamp, T)> = Vec::new();
+    let day = |p: &P| time(p).as_second().div_euclid(86_400);
+    let mut out: Vec<P> = Vec::new();
     for p in points {
-        let day = |t: jiff::Timestamp| t.as_second().div_euclid(86_400);
         match out.last_mut() {
-            Some(last) if day(last.1) == day(p.1) => *last = p.clone(),
+            Some(last) if day(last) == day(p) => *last = p.clone(),
             _ => out.push(p.clone()),
         }
     }
@@ -430,7 +444,7 @@ mod tests {
                 (format!("r{i}"), at, ())
             })
             .collect();
-        let thinned = thin(&points);
+        let thinned = thin(&points, |p| p.1);
         assert!(thinned.len() < points.len());
         assert_eq!(thinned.last().map(|p| p.0.as_str()), Some("r69"));
     }
