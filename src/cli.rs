@@ -512,6 +512,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                 let missing = crate::cloud::permissions::missing(
                     &roles,
                     config.graph.verified_domains.is_some(),
+                    config.policy.revoke_sessions,
                 );
                 report_line(
                     missing.is_empty(),

@@ -41,6 +41,7 @@ pub struct Limits {
     pub invitations: Threshold,
     pub reinvitations: Threshold,
     pub password_randomizations: Threshold,
+    pub session_revocations: Threshold,
     pub user_type_changes: Threshold,
     /// The percentage rules apply only when a category has at least this many actions.
     pub min_count_for_percent: usize,
@@ -55,6 +56,7 @@ impl Default for Limits {
             invitations: Threshold::default(),
             reinvitations: Threshold::default(),
             password_randomizations: Threshold::default(),
+            session_revocations: Threshold::default(),
             user_type_changes: Threshold::default(),
             min_count_for_percent: 20,
             allow_over_threshold: false,
@@ -70,6 +72,7 @@ impl Limits {
             Category::Invitations => self.invitations,
             Category::Reinvitations => self.reinvitations,
             Category::PasswordRandomizations => self.password_randomizations,
+            Category::SessionRevocations => self.session_revocations,
             Category::UserTypeChanges => self.user_type_changes,
         }
     }

@@ -797,6 +797,8 @@ pub struct Progress {
     pub invitations_sent: u32,
     /// When the on-premises password was randomized.
     pub password_randomized_at: Option<jiff::Timestamp>,
+    /// When the cloud user's sign-in sessions were revoked (after the randomization).
+    pub sessions_revoked_at: Option<jiff::Timestamp>,
 }
 
 #[cfg(test)]

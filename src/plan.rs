@@ -66,6 +66,9 @@ pub struct Policy {
     pub awaiting_sync_warn_minutes: u32,
     /// Warn when an invitation is pending longer than this many days.
     pub pending_warn_days: u32,
+    /// Revoke the cloud user's sign-in sessions once the on-premises password of a
+    /// converted account is randomized.
+    pub revoke_sessions: bool,
 }
 
 impl Default for Policy {
@@ -76,6 +79,7 @@ impl Default for Policy {
             reinvite_max: 2,
             awaiting_sync_warn_minutes: 120,
             pending_warn_days: 30,
+            revoke_sessions: true,
         }
     }
 }
@@ -145,6 +149,9 @@ pub enum Op {
         #[serde(default)]
         display_name: Option<String>,
     },
+    /// `POST /users/{id}/revokeSignInSessions` after the password of a converted account was
+    /// randomized: its refresh tokens and session cookies stop working. Idempotent.
+    RevokeSessions { user_id: String },
     /// PATCH `userType` (Guest activates MAU billing).
     SetUserType {
         user_id: String,
@@ -161,6 +168,7 @@ pub enum Category {
     Invitations,
     Reinvitations,
     PasswordRandomizations,
+    SessionRevocations,
     UserTypeChanges,
 }
 
@@ -172,6 +180,7 @@ impl Category {
             Category::Invitations => "invitations",
             Category::Reinvitations => "reinvitations",
             Category::PasswordRandomizations => "password_randomizations",
+            Category::SessionRevocations => "session_revocations",
             Category::UserTypeChanges => "user_type_changes",
         }
     }
@@ -186,6 +195,7 @@ impl Op {
             Op::Invite(_) => "invite",
             Op::Reinvite(_) => "reinvite",
             Op::RandomizePassword { .. } => "randomize_password",
+            Op::RevokeSessions { .. } => "revoke_sessions",
             Op::SetUserType { .. } => "set_user_type",
         }
     }
@@ -197,6 +207,7 @@ impl Op {
             Op::Invite(_) => Category::Invitations,
             Op::Reinvite(_) => Category::Reinvitations,
             Op::RandomizePassword { .. } => Category::PasswordRandomizations,
+            Op::RevokeSessions { .. } => Category::SessionRevocations,
             Op::SetUserType { .. } => Category::UserTypeChanges,
         }
     }

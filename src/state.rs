@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Lifecycle, Progress};
 
-/// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     invited_at TEXT,
     invitations_sent INTEGER NOT NULL DEFAULT 0,
     password_randomized_at TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    sessions_revoked_at TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -145,6 +146,7 @@ pub enum Action {
     Invite,
     Reinvite,
     RandomizePassword,
+    RevokeSessions,
     SetUserType,
     RollbackSetDirectoryMail,
     RollbackSetCloudAddress,
@@ -153,12 +155,13 @@ pub enum Action {
 
 impl Action {
     /// Every kind.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::SetDirectoryMail,
         Action::SetCloudAddress,
         Action::Invite,
         Action::Reinvite,
         Action::RandomizePassword,
+        Action::RevokeSessions,
         Action::SetUserType,
         Action::RollbackSetDirectoryMail,
         Action::RollbackSetCloudAddress,
@@ -173,6 +176,7 @@ impl Action {
             Action::Invite => "invite",
             Action::Reinvite => "reinvite",
             Action::RandomizePassword => "randomize_password",
+            Action::RevokeSessions => "revoke_sessions",
             Action::SetUserType => "set_user_type",
             Action::RollbackSetDirectoryMail => "rollback_set_directory_mail",
             Action::RollbackSetCloudAddress => "rollback_set_cloud_address",
@@ -321,6 +325,20 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(|_| ())
 }
 
+/// Adds `definition`'s column to `table` when a store written by an older build lacks it
+/// (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+fn add_column(conn: &Connection, table: &str, definition: &str) -> rusqlite::Result<()> {
+    let column = definition.split_whitespace().next().unwrap_or(definition);
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    for name in names {
+        if name? == column {
+            return Ok(());
+        }
+    }
+    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {definition}"))
+}
+
 /// The `user_version` of an existing store, read without changing it (read-only connection:
 /// no journal-mode switch, no `-wal` created for a file in rollback mode).
 fn existing_version(path: &Path) -> rusqlite::Result<i64> {
@@ -418,6 +436,7 @@ impl Store {
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
+            add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -444,7 +463,8 @@ impl Store {
     pub fn accounts(&self) -> Result<Vec<AccountRecord>, Error> {
         let mut stmt = self.conn.prepare(
             "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
-                    invited_at, invitations_sent, password_randomized_at, updated_at
+                    invited_at, invitations_sent, password_randomized_at, updated_at,
+                    sessions_revoked_at
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -462,6 +482,7 @@ impl Store {
                 invitations_sent: r.get(10)?,
                 password_randomized_at: r.get(11)?,
                 updated_at: r.get(12)?,
+                sessions_revoked_at: r.get(13)?,
             })
         })?;
         let mut out = Vec::new();
@@ -482,15 +503,17 @@ impl Store {
     ) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
-                 invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at,
+                 sessions_revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (key) DO UPDATE SET dn = excluded.dn, kind = excluded.kind,
                  state = excluded.state, reason = excluded.reason, cloud_id = excluded.cloud_id,
                  address = excluded.address, address_staged_at = excluded.address_staged_at,
                  invitation_id = excluded.invitation_id, invited_at = excluded.invited_at,
                  invitations_sent = excluded.invitations_sent,
                  password_randomized_at = excluded.password_randomized_at,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at,
+                 sessions_revoked_at = excluded.sessions_revoked_at",
             params![
                 key,
                 dn,
@@ -504,7 +527,8 @@ impl Store {
                 p.invited_at.map(|t| t.to_string()),
                 p.invitations_sent,
                 p.password_randomized_at.map(|t| t.to_string()),
-                now()
+                now(),
+                p.sessions_revoked_at.map(|t| t.to_string())
             ],
         )?;
         Ok(())
@@ -822,6 +846,7 @@ struct StoredAccount {
     invitations_sent: u32,
     password_randomized_at: Option<String>,
     updated_at: String,
+    sessions_revoked_at: Option<String>,
 }
 
 impl StoredAccount {
@@ -843,6 +868,7 @@ impl StoredAccount {
                 "password_randomized_at",
                 self.password_randomized_at.as_deref(),
             )?,
+            sessions_revoked_at: at("sessions_revoked_at", self.sessions_revoked_at.as_deref())?,
         };
         let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
         Ok(AccountRecord {
@@ -1259,6 +1285,41 @@ mod tests {
             s.snapshot("source:m").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(other.len(), 1, "clearing one side leaves the other");
         ok(s.clear_watermark("cloud"));
+    }
+
+    #[test]
+    fn a_version_2_store_gains_sessions_revoked_at_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(
+                "CREATE TABLE accounts (key TEXT PRIMARY KEY, dn TEXT, kind TEXT, state TEXT NOT NULL,
+                     reason TEXT, cloud_id TEXT, address TEXT, address_staged_at TEXT,
+                     invitation_id TEXT, invited_at TEXT, invitations_sent INTEGER NOT NULL DEFAULT 0,
+                     password_randomized_at TEXT, updated_at TEXT NOT NULL);
+                 INSERT INTO accounts (key, state, password_randomized_at, updated_at)
+                     VALUES ('k', 'done', '2026-01-02T03:04:05Z', '2026-01-02T03:04:05Z');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let s = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut progress = s.progress().unwrap_or_else(|e| panic!("{e}"));
+        let p = progress.get_mut("k").unwrap_or_else(|| panic!("row kept"));
+        assert!(p.password_randomized_at.is_some());
+        assert_eq!(p.sessions_revoked_at, None);
+        let at: jiff::Timestamp = "2026-01-02T04:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        p.sessions_revoked_at = Some(at);
+        s.save_account("k", None, None, None, p)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(s);
+        // Opening it again (now version 3) changes nothing and reads the value back.
+        let s = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let progress = s.progress().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(progress["k"].sessions_revoked_at, Some(at));
     }
 
     #[test]

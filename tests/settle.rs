@@ -79,6 +79,10 @@ impl Cloud for NoCloud {
     async fn invite(&self, _invitation: &Invitation) -> Result<InvitationSent, cloud::Error> {
         panic!("no Graph call expected")
     }
+
+    async fn revoke_sessions(&self, _id: &str) -> Result<RequestIds, cloud::Error> {
+        panic!("no Graph call expected")
+    }
 }
 
 /// The verdict reconciliation gives an action `started` at that moment whose after-value

@@ -299,6 +299,10 @@ pub struct FakeCloud {
     pub drop_requests: Mutex<bool>,
     /// Invitations are refused with a `Retry-After` past the maximum wait.
     pub wait_too_long: Mutex<bool>,
+    /// Sign-in session revocations, by user id.
+    pub revocations: Mutex<HashMap<String, usize>>,
+    /// Revocations fail (a 503 the retries did not outlast).
+    pub fail_revocations: Mutex<bool>,
     /// Every call, in order (`update_user <id>`, `invite <id>`, `users`, `users_since`, ...).
     pub calls: Mutex<Vec<String>>,
     /// How long each write takes.
@@ -317,6 +321,8 @@ impl Default for FakeCloud {
             lose_answers: Mutex::default(),
             drop_requests: Mutex::default(),
             wait_too_long: Mutex::default(),
+            revocations: Mutex::default(),
+            fail_revocations: Mutex::default(),
             calls: Mutex::default(),
             delay: Mutex::default(),
             in_flight: InFlight::default(),
@@ -462,6 +468,28 @@ impl Cloud for FakeCloud {
             }
         }
         self.changes.lock().unwrap().touch(id);
+        Ok(RequestIds::default())
+    }
+
+    async fn revoke_sessions(&self, id: &str) -> Result<RequestIds, cloud::Error> {
+        self.log(format!("revoke_sessions {id}"));
+        self.hold().await;
+        if *self.fail_revocations.lock().unwrap() {
+            return Err(cloud::Error::Graph {
+                path: format!("POST /users/{id}/revokeSignInSessions"),
+                status: 503,
+                code: "serviceNotAvailable".into(),
+                message: "The service is temporarily unavailable.".into(),
+                request_id: None,
+                retry_after: None,
+            });
+        }
+        *self
+            .revocations
+            .lock()
+            .unwrap()
+            .entry(id.to_owned())
+            .or_default() += 1;
         Ok(RequestIds::default())
     }
 

@@ -324,6 +324,7 @@ pub fn kind(op: &Op) -> state::Action {
         Op::Invite(_) => state::Action::Invite,
         Op::Reinvite(_) => state::Action::Reinvite,
         Op::RandomizePassword { .. } => state::Action::RandomizePassword,
+        Op::RevokeSessions { .. } => state::Action::RevokeSessions,
         Op::SetUserType { .. } => state::Action::SetUserType,
     }
 }
@@ -377,6 +378,13 @@ pub fn journal_values(op: &Op) -> (Option<Values>, Option<Values>) {
             Some(Values {
                 password: Some("randomized".into()),
                 dn: Some(dn.clone()),
+                ..Values::default()
+            }),
+        ),
+        Op::RevokeSessions { user_id } => (
+            None,
+            Some(Values {
+                user_id: Some(user_id.clone()),
                 ..Values::default()
             }),
         ),
@@ -558,6 +566,10 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 unknown_outcome: false,
                 halts_run: false,
             }))
+        }
+        Op::RevokeSessions { user_id } => {
+            let ids = cloud.revoke_sessions(user_id).await?;
+            Ok(Effect::of(Some(ids), None))
         }
         Op::SetUserType { user_id, to, .. } => {
             let patch = UserPatch {
@@ -1123,8 +1135,8 @@ mod tests {
         )
     }
 
-    /// Account `n`'s action number `seq`: `mail` (AD mail), `cloud` (the cloud address) or
-    /// `invite`.
+    /// Account `n`'s action number `seq`: `mail` (AD mail), `cloud` (the cloud address),
+    /// `password` (randomize it), `revoke` (sign-in sessions) or `invite`.
     fn step(n: usize, seq: u32, what: &str) -> Action {
         let (dn, id, account) = nth(n);
         let op = match what {
@@ -1140,6 +1152,12 @@ mod tests {
                 mail_from: None,
                 mail_to: Some(format!("p{n}@fabrikam.example")),
             },
+            "password" => Op::RandomizePassword {
+                dn,
+                account_name: Some(format!("p{n}")),
+                display_name: None,
+            },
+            "revoke" => Op::RevokeSessions { user_id: id },
             _ => Op::Invite(crate::plan::Invitation {
                 user_id: id,
                 ..fakes::invitation()
@@ -1219,6 +1237,53 @@ mod tests {
             "{records:?}"
         );
         assert!(records.contains(&"failed anchor-0/0/set_directory_mail".to_string()));
+    }
+
+    /// Issue 19: the revocation is journaled like every write, after the randomization; a
+    /// failed one is journaled `failed` and leaves the randomization done.
+    #[tokio::test]
+    async fn a_revocation_is_journaled_after_the_randomization_and_may_fail_alone() {
+        let (directory, cloud) = world(1);
+        let actions = vec![step(0, 0, "password"), step(0, 1, "revoke")];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(status_names(&results), ["done", "done"]);
+        assert_eq!(cloud.calls(), ["revoke_sessions u-0"]);
+        assert_eq!(
+            cloud.revocations.lock().unwrap_or_else(|p| p.into_inner())["u-0"],
+            1
+        );
+        assert_eq!(
+            records,
+            [
+                "started anchor-0/0/randomize_password",
+                "done anchor-0/0/randomize_password",
+                "started anchor-0/1/revoke_sessions",
+                "done anchor-0/1/revoke_sessions",
+            ]
+        );
+
+        let (directory, cloud) = world(1);
+        *cloud
+            .fail_revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        let actions = vec![step(0, 0, "password"), step(0, 1, "revoke")];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        assert_eq!(status_names(&results), ["done", "failed"]);
+        assert!(
+            cloud
+                .revocations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        );
+        assert_eq!(
+            records[2..],
+            [
+                "started anchor-0/1/revoke_sessions",
+                "failed anchor-0/1/revoke_sessions",
+            ]
+        );
     }
 
     #[tokio::test]

@@ -255,6 +255,11 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
                 pending.started,
             ))
         }
+        // Idempotent: not read back (the user's signInSessionsValidFromDateTime is not read),
+        // but planned again, and a second revocation does no harm.
+        Action::RevokeSessions if !rollback => Ok(Verdict::Unknown(
+            "sign-in sessions may or may not have been revoked; revoking again is harmless".into(),
+        )),
         other => Ok(Verdict::Unknown(format!(
             "b2bsync cannot read the effect of `{other}`"
         ))),
@@ -425,6 +430,7 @@ fn progress_after_done(record: &mut AccountRecord, entry: &JournalEntry) {
                 p.state = Lifecycle::Done;
             }
         }
+        Action::RevokeSessions => p.sessions_revoked_at = Some(at),
         Action::SetUserType
         | Action::RollbackSetDirectoryMail
         | Action::RollbackSetCloudAddress

@@ -143,6 +143,9 @@ fn inverse(entry: &JournalEntry, dn: Option<&str>, cloud_id: Option<&str>) -> In
         Action::RandomizePassword => Inverse::None(
             "the previous password cannot be restored (b2bsync never knew it); an administrator can set a new one",
         ),
+        Action::RevokeSessions => {
+            Inverse::None("revoked sign-in sessions cannot be restored; the user signs in again")
+        }
         Action::RollbackSetDirectoryMail
         | Action::RollbackSetCloudAddress
         | Action::RollbackSetUserType => Inverse::None("unknown action"),

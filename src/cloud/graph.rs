@@ -632,6 +632,13 @@ impl Cloud for GraphClient {
         Ok(answer.ids)
     }
 
+    async fn revoke_sessions(&self, id: &str) -> Result<RequestIds, Error> {
+        let url = format!("{}/users/{}/revokeSignInSessions", self.api, urlencode(id));
+        // Idempotent: repeating it only moves signInSessionsValidFromDateTime forward.
+        let answer = self.send(Method::POST, &url, None, true).await?;
+        Ok(answer.ids)
+    }
+
     async fn invite(&self, inv: &Invitation) -> Result<InvitationSent, Error> {
         // Built by hand: `invitedUser.id` must always be on the wire (see the .NET SDK bug
         // in docs/graph-contract.md P6, where a backing store silently dropped it).

@@ -593,6 +593,11 @@ pub trait Cloud {
         &self,
         invitation: &Invitation,
     ) -> impl Future<Output = Result<InvitationSent, Error>> + Send;
+
+    /// Revokes the user's sign-in sessions (`POST /users/{id}/revokeSignInSessions`):
+    /// refresh tokens and session cookies stop working within minutes. Idempotent: a repeat
+    /// only moves `signInSessionsValidFromDateTime` forward, so it is retried like a PATCH.
+    fn revoke_sessions(&self, id: &str) -> impl Future<Output = Result<RequestIds, Error>> + Send;
 }
 
 /// Percent-encodes a path segment (a B2B UPN holds `#`; an id from Graph may hold `/`).

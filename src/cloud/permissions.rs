@@ -4,8 +4,13 @@
 
 /// The permissions `roles` (a token's `roles` claim) lack for a run, by the name an admin
 /// grants. `verified_domains_configured`: `[graph] verified_domains` is set, so the tenant's
-/// domains need not be read.
-pub fn missing(roles: &[String], verified_domains_configured: bool) -> Vec<&'static str> {
+/// domains need not be read. `revoke_sessions`: `[policy] revoke_sessions` is on, so sign-in
+/// sessions are revoked after the randomization.
+pub fn missing(
+    roles: &[String],
+    verified_domains_configured: bool,
+    revoke_sessions: bool,
+) -> Vec<&'static str> {
     let has = |r: &str| roles.iter().any(|x| x == r);
     let directory_read = has("Directory.Read.All") || has("Directory.ReadWrite.All");
     let read = has("User.Read.All") || has("User.ReadWrite.All") || directory_read;
@@ -18,9 +23,13 @@ pub fn missing(roles: &[String], verified_domains_configured: bool) -> Vec<&'sta
         || has("Organization.Read.All")
         || has("Organization.ReadWrite.All")
         || directory_read;
+    let revoke = !revoke_sessions || has("User.RevokeSessions.All") || write;
     let mut missing = Vec::new();
     if !(read && write) {
         missing.push("User.ReadWrite.All");
+    }
+    if !revoke {
+        missing.push("User.RevokeSessions.All (or set [policy] revoke_sessions = false)");
     }
     if !invite {
         missing.push("User.Invite.All");
@@ -67,7 +76,24 @@ mod tests {
         ];
         for (granted, configured, lacking) in cases {
             let granted: Vec<String> = granted.iter().map(|r| r.to_string()).collect();
-            assert_eq!(missing(&granted, configured), lacking, "{granted:?}");
+            assert_eq!(missing(&granted, configured, false), lacking, "{granted:?}");
+        }
+    }
+
+    #[test]
+    fn revoking_sessions_needs_its_permission_or_a_user_write_one_when_the_policy_is_on() {
+        let revoke = "User.RevokeSessions.All (or set [policy] revoke_sessions = false)";
+        let others = ["User.Invite.All", "RoleManagement.Read.Directory"];
+        let roles = |names: &[&str]| -> Vec<String> {
+            names.iter().chain(&others).map(|r| r.to_string()).collect()
+        };
+        let read = roles(&["User.Read.All"]);
+        assert!(missing(&read, true, true).contains(&revoke));
+        assert!(!missing(&read, true, false).contains(&revoke));
+        let narrow = roles(&["User.Read.All", "User.RevokeSessions.All"]);
+        assert!(!missing(&narrow, true, true).contains(&revoke));
+        for broad in ["User.ReadWrite.All", "Directory.ReadWrite.All"] {
+            assert_eq!(missing(&roles(&[broad]), true, true), Vec::<&str>::new());
         }
     }
 }

@@ -394,7 +394,9 @@ async fn a_run_whose_account_joined_a_protected_group_plans_again_and_never_writ
     let RunEnd::Applied(outcome) = result.end else {
         panic!("not applied");
     };
-    assert_eq!(outcome.done(), 2);
+    // Two randomizations, each followed by its sign-in session revocation.
+    assert_eq!(outcome.done(), 4);
+    assert_eq!(w.cloud.revocations.lock().map(|r| r.len()).unwrap_or(0), 2);
     let written: Vec<String> = w
         .directory
         .calls()
@@ -502,8 +504,9 @@ async fn a_session_ends_applied_stale_or_over_threshold_and_holds_the_lock() {
         let events = events.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut expected = vec![Event::Reading];
         if end == "applied" {
-            expected.push(Event::Applying { actions: 3 });
-            expected.extend([Event::ActionEnded; 3]);
+            // Three randomizations, each followed by its revocation (its own guard category).
+            expected.push(Event::Applying { actions: 6 });
+            expected.extend([Event::ActionEnded; 6]);
         }
         assert_eq!(events, expected, "{name}");
         let run_id = session.run_id().to_string();

@@ -105,6 +105,8 @@ struct Subject<'x> {
     prev: Option<&'x Progress>,
     /// The on-premises password was randomized in an earlier run.
     randomized: bool,
+    /// The cloud user's sign-in sessions were revoked in an earlier run.
+    revoked: bool,
 }
 
 /// The outcome of an account that stops at `state` for `reasons`, without actions.
@@ -312,6 +314,7 @@ impl<'a> Context<'a> {
             user,
             prev,
             randomized: prev.is_some_and(|p| p.password_randomized_at.is_some()),
+            revoked: prev.is_some_and(|p| p.sessions_revoked_at.is_some()),
         };
         // On-premises protection and disabled accounts stop every action.
         let guards = guards(m, user);
@@ -407,6 +410,16 @@ impl<'a> Context<'a> {
         Ok(user)
     }
 
+    /// `revoke_sessions` for a converted account whose password b2bsync randomized (in this
+    /// run, as the action before, or earlier), unless the policy turns it off or it was done.
+    fn revoke_op(&self, s: &Subject<'_>, ops: &mut Vec<Op>) {
+        if self.policy.revoke_sessions && !s.revoked {
+            ops.push(Op::RevokeSessions {
+                user_id: s.user.id.clone(),
+            });
+        }
+    }
+
     /// An account invited (by an earlier run, or as the cloud shows): re-invitations, the
     /// password, the user type; `guards` stop every action.
     fn after_invitation(
@@ -428,6 +441,11 @@ impl<'a> Context<'a> {
             out.state = Lifecycle::Done;
             out.next = Lifecycle::Done;
             if guards.is_empty() {
+                // A randomization recorded without its revocation (a crash between the two,
+                // or a failed revocation): revoke now.
+                if s.randomized {
+                    self.revoke_op(s, &mut ops);
+                }
                 self.user_type_op(s.mapping, s.user, &mut ops);
             }
             return (out, ops);
@@ -450,6 +468,7 @@ impl<'a> Context<'a> {
             ops.push(randomize_password(s.m));
             if stage >= Lifecycle::Accepted {
                 out.next = Lifecycle::Done;
+                self.revoke_op(s, &mut ops);
             }
         }
         if stage >= Lifecycle::Accepted {

@@ -44,6 +44,9 @@ pub fn progress_after(
                     state = Lifecycle::Done;
                 }
             }
+            Op::RevokeSessions { .. } => {
+                p.sessions_revoked_at = Some(now);
+            }
             Op::SetUserType { .. } => {}
         }
     }

@@ -178,7 +178,7 @@ impl World {
                         let u = self.users.iter_mut().find(|u| u.id == inv.user_id).unwrap();
                         u.external_user_state = Some("PendingAcceptance".into());
                     }
-                    Op::RandomizePassword { .. } => {}
+                    Op::RandomizePassword { .. } | Op::RevokeSessions { .. } => {}
                     Op::SetUserType { user_id, to, .. } => {
                         let u = self.users.iter_mut().find(|u| u.id == *user_id).unwrap();
                         u.user_type = Some(to.as_str().into());
@@ -242,6 +242,20 @@ fn codes(p: &Plan) -> Vec<&'static str> {
 
 const BOTH: [AccountKind; 2] = [AccountKind::Synced, AccountKind::CloudOnly];
 
+/// An earlier run randomized the password of the accepted account `a` a day ago, and revoked
+/// its sign-in sessions if `revoked`.
+fn randomized_earlier(a: &SourceAccount, w: &mut World, revoked: bool) {
+    w.progress.insert(
+        a.object_guid.as_ref().unwrap().as_str().into(),
+        Progress {
+            state: Lifecycle::Accepted,
+            password_randomized_at: Some(days_ago(1)),
+            sessions_revoked_at: revoked.then(|| days_ago(1)),
+            ..Progress::default()
+        },
+    );
+}
+
 #[test]
 fn lifecycle_table_synced() {
     use Lifecycle::*;
@@ -290,20 +304,23 @@ fn lifecycle_table_synced() {
             |_, u, _| u.external_user_state = Some("Accepted".into()),
             Accepted,
             Done,
-            vec!["randomize_password"],
+            vec!["randomize_password", "revoke_sessions"],
+        ),
+        (
+            "done, sessions not revoked yet (a crash between the two)",
+            |a, u, w| {
+                u.external_user_state = Some("Accepted".into());
+                randomized_earlier(a, w, false);
+            },
+            Done,
+            Done,
+            vec!["revoke_sessions"],
         ),
         (
             "done",
             |a, u, w| {
                 u.external_user_state = Some("Accepted".into());
-                w.progress.insert(
-                    a.object_guid.as_ref().unwrap().as_str().into(),
-                    Progress {
-                        state: Accepted,
-                        password_randomized_at: Some(days_ago(1)),
-                        ..Progress::default()
-                    },
-                );
+                randomized_earlier(a, w, true);
             },
             Done,
             Done,
@@ -317,7 +334,7 @@ fn lifecycle_table_synced() {
             },
             Accepted,
             Done,
-            vec!["randomize_password"],
+            vec!["randomize_password", "revoke_sessions"],
         ),
     ];
     for (name, tweak, state, next, expected) in cases {
@@ -469,7 +486,7 @@ fn lifecycle_after_invitation_for_both_kinds() {
         });
         assert_eq!(
             ops(&p),
-            vec!["randomize_password", "set_user_type"],
+            vec!["randomize_password", "revoke_sessions", "set_user_type"],
             "{kind}"
         );
         assert_eq!(p.accounts[0].next, Lifecycle::Done);
@@ -501,6 +518,94 @@ fn password_policy_decides_when_to_randomize() {
         assert_eq!(ops(&p), vec!["randomize_password"], "{kind}");
         assert_eq!(p.accounts[0].next, Lifecycle::Invited);
     }
+}
+
+/// Issue 19: `revoke_sessions` comes right after `randomize_password` of a converted
+/// account, once; never for a blocked or unconverted one; again in a later run when the
+/// randomization was recorded without it; never with `[policy] revoke_sessions = false`.
+#[test]
+fn sessions_are_revoked_once_after_the_randomization_of_converted_accounts_only() {
+    for kind in BOTH {
+        // The next action after the randomization, for the same user.
+        let (p, _) = one(kind, |_, u, _| {
+            u.external_user_state = Some("Accepted".into());
+        });
+        assert_eq!(ops(&p), vec!["randomize_password", "revoke_sessions"]);
+        assert_eq!(p.actions[1].seq, p.actions[0].seq + 1);
+        assert_eq!(
+            p.actions[1].op,
+            Op::RevokeSessions {
+                user_id: p.accounts[0].cloud_id.clone().unwrap()
+            }
+        );
+
+        // Turned off.
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            w.policy.revoke_sessions = false;
+        });
+        assert_eq!(ops(&p), vec!["randomize_password"], "{kind}");
+
+        // Unconverted: the password may be randomized at invitation, the sessions wait.
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("PendingAcceptance".into());
+            w.policy.randomize_password = RandomizeWhen::AfterInvitation;
+        });
+        assert_eq!(ops(&p), vec!["randomize_password"], "{kind}");
+        // ... and once it is accepted, a later run revokes them.
+        let (p, _) = one(kind, |a, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            w.policy.randomize_password = RandomizeWhen::AfterInvitation;
+            randomized_earlier(a, w, false);
+        });
+        assert_eq!(ops(&p), vec!["revoke_sessions"], "{kind}");
+
+        // Randomized, not revoked (a crash between the two), now blocked: nothing.
+        let (p, _) = one(kind, |a, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            a.admin_count = true;
+            randomized_earlier(a, w, false);
+        });
+        assert!(p.actions.is_empty(), "{kind}: {:?}", ops(&p));
+
+        // Never when b2bsync does not randomize.
+        let (p, _) = one(kind, |_, u, w| {
+            u.external_user_state = Some("Accepted".into());
+            w.policy.randomize_password = RandomizeWhen::Never;
+        });
+        assert!(p.actions.is_empty(), "{kind}");
+    }
+
+    // Over a whole lifecycle: exactly one revocation per converted account.
+    let mut w = population();
+    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
+    for step in 0..6 {
+        let p = w.plan();
+        for a in &p.actions {
+            if let Op::RevokeSessions { user_id } = &a.op {
+                *revoked.entry(user_id.clone()).or_default() += 1;
+            }
+        }
+        w.apply(&p);
+        match step {
+            0 => w.sync(),
+            1 => w.accept_all(),
+            _ => {}
+        }
+    }
+    let p = w.plan();
+    let done: Vec<&str> = p
+        .accounts
+        .iter()
+        .filter(|o| o.state == Lifecycle::Done)
+        .filter_map(|o| o.cloud_id.as_deref())
+        .collect();
+    assert!(!done.is_empty());
+    assert!(revoked.values().all(|n| *n == 1), "{revoked:?}");
+    let revoked_ids: Vec<&str> = revoked.keys().map(String::as_str).collect();
+    let mut done_sorted = done.clone();
+    done_sorted.sort();
+    assert_eq!(revoked_ids, done_sorted);
 }
 
 #[test]

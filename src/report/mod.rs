@@ -112,6 +112,20 @@ pub struct Status {
     /// Progress over time from the journal, and the projection (filled in by the caller,
     /// which reads the journal run by run: [`history::Builder`]).
     pub history: history::History,
+    /// Sign-in sessions revoked after the password randomization (issue 19).
+    pub sessions: Sessions,
+}
+
+/// What the state store records of sign-in session revocations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sessions {
+    /// Accounts whose cloud user's sign-in sessions b2bsync revoked.
+    pub revoked: usize,
+    /// Accounts whose password b2bsync randomized and whose sessions it has not revoked
+    /// (the policy is off, the revocation failed, or the account is blocked since).
+    pub not_revoked: usize,
+    /// The latest revocation.
+    pub last_revoked_at: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -198,8 +212,20 @@ pub fn status(
     let mut by_age = [0usize; AGE_BUCKETS.len()];
     let mut undated = 0usize;
     let mut pending = Vec::new();
+    let mut sessions = Sessions::default();
     for a in accounts {
         *per_state.entry(a.progress.state).or_default() += 1;
+        match (
+            a.progress.password_randomized_at,
+            a.progress.sessions_revoked_at,
+        ) {
+            (_, Some(t)) => {
+                sessions.revoked += 1;
+                sessions.last_revoked_at = sessions.last_revoked_at.max(Some(t));
+            }
+            (Some(_), None) => sessions.not_revoked += 1,
+            (None, None) => {}
+        }
         let reason = || a.reason.clone().unwrap_or_else(|| "unknown".into());
         match a.progress.state {
             Lifecycle::Blocked => *reasons.entry(reason()).or_default() += 1,
@@ -273,6 +299,7 @@ pub fn status(
             .collect(),
         reads: Vec::new(),
         history: history::History::default(),
+        sessions,
     }
 }
 
@@ -343,6 +370,17 @@ pub fn status_text(s: &Status) -> String {
         out.push_str(&format!("{:<15} {:>8}\n", c.state.as_str(), c.accounts));
     }
     out.push_str(&format!("{:<15} {:>8}\n", "total", s.total));
+    if s.sessions.revoked + s.sessions.not_revoked > 0 {
+        let last = s
+            .sessions
+            .last_revoked_at
+            .map(|t| format!(", last {}", t.strftime("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\nsign-in sessions revoked for {} accounts{last}; not revoked after the randomization: {}\n",
+            s.sessions.revoked, s.sessions.not_revoked
+        ));
+    }
     if !s.blocked.is_empty() {
         out.push_str("\nblocked because\n");
         for b in &s.blocked {
@@ -623,6 +661,9 @@ fn describe_op(op: &Op) -> String {
         ),
         Op::RandomizePassword { dn, .. } => {
             format!("{dn}: on-premises password -> random, unknown")
+        }
+        Op::RevokeSessions { user_id } => {
+            format!("user {user_id}: revoke sign-in sessions (refresh tokens, session cookies)")
         }
         Op::SetUserType { user_id, from, to } => {
             format!("user {user_id}: userType {} -> {}", show(from), to.as_str())

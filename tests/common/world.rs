@@ -191,6 +191,27 @@ impl World {
             .unwrap_or_else(|| panic!("user {sam} not in the tenant"))
     }
 
+    /// Sign-in session revocations the emulator recorded, as sAMAccountNames (with the
+    /// test's prefix removed), sorted; an unknown user id is kept as it is.
+    pub async fn revocations(&self) -> Vec<String> {
+        let tenant = self.control(reqwest::Method::GET, "/tenant", None).await;
+        let mut sams: Vec<String> = tenant["revocations"]
+            .as_array()
+            .expect("revocations")
+            .iter()
+            .map(|r| {
+                let id = r["userId"].as_str().unwrap_or_default();
+                self.ids
+                    .iter()
+                    .find(|(_, v)| v.as_str() == id)
+                    .map(|(sam, _)| sam.strip_prefix(&self.prefix).unwrap_or(sam).to_string())
+                    .unwrap_or_else(|| id.to_string())
+            })
+            .collect();
+        sams.sort();
+        sams
+    }
+
     /// Successful invitations as the emulator recorded them: (invited user id, reset).
     pub async fn invitations(&self) -> Vec<(String, bool)> {
         let tenant = self.control(reqwest::Method::GET, "/tenant", None).await;

@@ -57,6 +57,13 @@ pub(crate) const INVITE: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 
+/// Revoke a user's sign-in sessions (contract §2.5).
+pub(crate) const REVOKE_SESSIONS: &[&str] = &[
+    "User.RevokeSessions.All",
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
+
 /// Claims of the access tokens the emulator issues.
 #[derive(Debug, Serialize, Deserialize)]
 struct AccessClaims {

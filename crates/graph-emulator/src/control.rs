@@ -203,7 +203,8 @@ pub(crate) async fn clear_requests(State(emu): State<Arc<Emulator>>) -> Response
     no_content()
 }
 
-/// `GET /_emulator/tenant`: every user with private fields, plus recorded invitations.
+/// `GET /_emulator/tenant`: every user with private fields, plus recorded invitations and
+/// sign-in session revocations.
 pub(crate) async fn tenant(State(emu): State<Arc<Emulator>>) -> Response {
     let dir = lock(&emu.dir);
     let users: Vec<&super::tenant::User> = dir.entries.iter().map(|e| &e.user).collect();
@@ -213,6 +214,7 @@ pub(crate) async fn tenant(State(emu): State<Arc<Emulator>>) -> Response {
         "verifiedDomains": emu.verified_domains,
         "users": users,
         "invitations": dir.invitations,
+        "revocations": dir.revocations,
     }))
 }
 

@@ -51,6 +51,7 @@ pub(crate) const USER_PROPERTIES: &[(&str, bool)] = &[
     ("onPremisesUserPrincipalName", false),
     ("otherMails", false),
     ("proxyAddresses", false),
+    ("signInSessionsValidFromDateTime", false),
     ("userType", false),
 ];
 
@@ -136,6 +137,15 @@ pub(crate) struct InvitationRecord {
     pub conversion: bool,
 }
 
+/// One recorded `revokeSignInSessions` (contract §2.5).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RevocationRecord {
+    pub time: String,
+    pub app_id: String,
+    pub user_id: String,
+}
+
 /// The mutable directory.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
@@ -148,6 +158,7 @@ pub(crate) struct Directory {
     /// for delta's `@removed` entries.
     pub removed: Vec<(String, u64)>,
     pub invitations: Vec<InvitationRecord>,
+    pub revocations: Vec<RevocationRecord>,
     /// Lowercased ids, UPNs and addresses (mail, otherMails, proxy addresses) to the entries
     /// holding them, so that lookups do not scan every user (issue 12: invitations slowed
     /// down as users grew). A superset: callers check each candidate against the user.
@@ -191,6 +202,7 @@ impl Directory {
             delta_generation: 0,
             removed: Vec::new(),
             invitations: Vec::new(),
+            revocations: Vec::new(),
             index: HashMap::new(),
         };
         directory.reindex();

@@ -23,6 +23,7 @@ enum Route {
     Delta,
     GetUser(String),
     PatchUser(String),
+    RevokeSessions(String),
     Invite,
     Batch,
     Organization,
@@ -43,6 +44,12 @@ fn route(method: &Method, segments: &[String]) -> Route {
         return match *method {
             Method::GET if segments.len() == 1 => Route::GetUser(key),
             Method::PATCH if segments.len() == 1 => Route::PatchUser(key),
+            Method::POST
+                if segments.len() == 2
+                    && segments.get(1).map(String::as_str) == Some("revokeSignInSessions") =>
+            {
+                Route::RevokeSessions(key)
+            }
             _ => Route::MethodNotAllowed,
         };
     }
@@ -53,6 +60,9 @@ fn route(method: &Method, segments: &[String]) -> Route {
         (&Method::GET, ["users", "delta" | "delta()"]) => Route::Delta,
         (&Method::GET, ["users", key]) => Route::GetUser((*key).to_owned()),
         (&Method::PATCH, ["users", key]) => Route::PatchUser((*key).to_owned()),
+        (&Method::POST, ["users", key, "revokeSignInSessions"]) => {
+            Route::RevokeSessions((*key).to_owned())
+        }
         (&Method::POST, ["invitations"]) => Route::Invite,
         (&Method::POST, ["$batch"]) => Route::Batch,
         (&Method::GET, ["organization"]) => Route::Organization,
@@ -79,7 +89,7 @@ fn charge(route: &Route, query: &Query) -> Option<Charge> {
         | Route::Organization
         | Route::DirectoryRoles
         | Route::RoleMembers(_) => (1, 0, false),
-        Route::PatchUser(_) => (1, 1, false),
+        Route::PatchUser(_) | Route::RevokeSessions(_) => (1, 1, false),
         Route::Invite => (0, 0, true),
         _ => return None,
     };
@@ -192,6 +202,7 @@ pub(crate) async fn graph(State(emu): State<Arc<Emulator>>, req: Request) -> Res
         Route::Delta => delta::delta(&call),
         Route::GetUser(key) => users::get(&call, &key),
         Route::PatchUser(key) => users::patch(&call, &key),
+        Route::RevokeSessions(key) => users::revoke_sessions(&call, &key),
         Route::Invite => invitations::invite(&call),
         Route::Batch => batch::batch(&call).await,
         Route::Organization => organization::organization(&call),

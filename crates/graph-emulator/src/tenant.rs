@@ -122,6 +122,8 @@ pub struct User {
     pub on_premises_security_identifier: Option<String>,
     pub external_user_state: Option<String>,
     pub external_user_state_change_date_time: Option<String>,
+    /// Set to the time of the last `revokeSignInSessions` (contract §2.5).
+    pub sign_in_sessions_valid_from_date_time: Option<String>,
     pub identities: Vec<ObjectIdentity>,
     /// Private: directory roles the user holds (never returned by Graph).
     pub roles: Vec<String>,
@@ -160,6 +162,7 @@ impl Default for User {
             on_premises_security_identifier: None,
             external_user_state: None,
             external_user_state_change_date_time: None,
+            sign_in_sessions_valid_from_date_time: None,
             identities: Vec::new(),
             roles: Vec::new(),
             mailbox: false,

@@ -8,8 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use super::auth::{READ_USERS, WRITE_USERS};
-use super::directory::{default_properties, lock};
+use super::auth::{READ_USERS, REVOKE_SESSIONS, WRITE_USERS};
+use super::directory::{RevocationRecord, default_properties, lock, now_graph};
 use super::filter::{self, FilterError, Need};
 use super::http::{Ctx, graph_error, not_implemented, odata};
 use super::request::{Call, Query, collection_unsupported, eventual, parse_select};
@@ -471,6 +471,7 @@ const READ_ONLY: &[&str] = &[
     "onPremisesDistinguishedName",
     "onPremisesSecurityIdentifier",
     "proxyAddresses",
+    "signInSessionsValidFromDateTime",
 ];
 
 /// PATCH `/users/{id | userPrincipalName}`.
@@ -615,4 +616,39 @@ pub(crate) fn patch(call: &Call<'_>, key: &str) -> Response {
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
+}
+
+/// `POST /users/{id | userPrincipalName}/revokeSignInSessions` (contract §2.5): sets
+/// `signInSessionsValidFromDateTime` to now, records the revocation and answers 200 with
+/// `{"value": true}` (its `@odata.context` on the emulator's base URL, [A] 11). Idempotent: a second call moves the time forward and records again.
+/// The change counter is not bumped, so delta does not report the user [A].
+pub(crate) fn revoke_sessions(call: &Call<'_>, key: &str) -> Response {
+    let ctx = call.ctx;
+    if !call.principal.has_any(REVOKE_SESSIONS) {
+        return denied(ctx);
+    }
+    let mut dir = lock(&call.emu.dir);
+    let Some(index) = dir.find(key) else {
+        return not_found(ctx, key);
+    };
+    let now = now_graph();
+    let entry = &mut dir.entries[index];
+    entry.user.sign_in_sessions_valid_from_date_time = Some(now.clone());
+    entry.view.insert(
+        "signInSessionsValidFromDateTime".to_owned(),
+        Value::String(now.clone()),
+    );
+    let user_id = entry.user.id.clone();
+    dir.revocations.push(RevocationRecord {
+        time: now,
+        app_id: call.principal.app_id.clone(),
+        user_id,
+    });
+    odata(
+        StatusCode::OK,
+        &json!({
+            "@odata.context": format!("{}/v1.0/$metadata#Edm.Boolean", call.emu.base_url),
+            "value": true,
+        }),
+    )
 }
