@@ -533,16 +533,7 @@ fn the_world_reaches_every_block_reason_and_state() {
         assert!(reasons.contains(code), "no account is blocked by {code}");
     }
     let states: BTreeSet<Lifecycle> = plan.summary.states.keys().copied().collect();
-    for state in [
-        Lifecycle::Unmatched,
-        Lifecycle::Blocked,
-        Lifecycle::NeedsAddress,
-        Lifecycle::AwaitingSync,
-        Lifecycle::Ready,
-        Lifecycle::Invited,
-        Lifecycle::Accepted,
-        Lifecycle::Done,
-    ] {
+    for state in b2bsync::report::FUNNEL {
         assert!(states.contains(&state), "no account is {state}");
     }
     assert!(
