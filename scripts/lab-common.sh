@@ -11,6 +11,7 @@ LAB_FIXTURE="${LAB_FIXTURE:-$LAB_REPO/tests/fixtures/partners.json}"
 PKI="$LAB/pki"
 SAMBA_DIR="$LAB/samba"
 OL_DIR="$LAB/openldap"
+DS_DIR="$LAB/389ds"
 LAB_ENV_FILE="$LAB/lab.env"
 
 # ---- throwaway lab credentials (override through the environment) ----------
@@ -45,8 +46,35 @@ OL_LDAPS_URL="ldaps://127.0.0.1:$OL_LDAPS_PORT"
 OL_LDAP_URL="ldap://127.0.0.1:$OL_LDAP_PORT"
 OL_LDAPI_URL="ldapi://${OL_DIR//\//%2F}%2Frun%2Fldapi"   # SASL EXTERNAL as root = cn=config rootdn
 
+# ---- 389 Directory Server (scripts/389ds-*.sh) -----------------------------------------
+# The instance's own files live where dscreate puts them (/etc/dirsrv/slapd-NAME, /var/lib/dirsrv/...);
+# $DS_DIR holds the defaults file that turns systemd off and the generated set-up files.
+: "${LAB_DS_ADMIN_PASSWORD:=Ds-Admin-2026!x}"
+export LAB_DS_ADMIN_PASSWORD
+DS_INSTANCE="${LAB_DS_INSTANCE:-b2bsync-lab}"
+DS_BASE_DN="dc=lab,dc=example,dc=com"
+DS_PARTNERS_DN="ou=Partners,$DS_BASE_DN"
+DS_ADMIN_DN="cn=Directory Manager"
+DS_SVC_DN="cn=svc-b2bsync,ou=Service,$DS_BASE_DN"
+DS_PROTECTED_GROUP_DN="cn=Protected Partners,ou=Groups,$DS_BASE_DN"
+DS_LDAP_PORT="${LAB_DS_LDAP_PORT:-4389}"
+DS_LDAPS_PORT="${LAB_DS_LDAPS_PORT:-4636}"
+DS_LDAPS_URL="ldaps://127.0.0.1:$DS_LDAPS_PORT"
+DS_LDAP_URL="ldap://127.0.0.1:$DS_LDAP_PORT"
+DS_LDAPI_URL="ldapi://%2Frun%2Fslapd-$DS_INSTANCE.socket"   # SASL EXTERNAL as root = cn=Directory Manager
+DS_PACKAGES=(389-ds-base)
+# dsctl/dscreate read their defaults through $PREFIX; ours says with_systemd = 0 (no systemd here).
+ds_prefix() {
+    local p="$DS_DIR/prefix"
+    if [ ! -s "$p/share/dirsrv/inf/defaults.inf" ]; then
+        mkdir -p "$p/share/dirsrv/inf"
+        sed 's/^with_systemd = 1$/with_systemd = 0/' /usr/share/dirsrv/inf/defaults.inf > "$p/share/dirsrv/inf/defaults.inf"
+    fi
+    printf '%s' "$p"
+}
+
 LAB_PACKAGES=(samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules
-              winbind ldb-tools ldap-utils slapd)
+              winbind ldb-tools ldap-utils slapd "${DS_PACKAGES[@]}")
 
 # ---- output / timing ------------------------------------------------------------
 lab_now() { date +%s.%N; }
@@ -183,7 +211,9 @@ write_lab_env() {
                  AD_SVC_BIND AD_SVC_DN AD_SVC_PASSWORD AD_REALM AD_DOMAIN AD_SAMBA_CONF \
                  OL_LDAPS_URL OL_LDAP_URL OL_BASE_DN OL_PARTNERS_DN OL_ADMIN_DN OL_ADMIN_PASSWORD \
                  OL_SVC_DN OL_SVC_PASSWORD OL_LDAPI_URL OL_BULK_COUNT LAB_PARTNER_PASSWORD \
-                 LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON; do
+                 LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON \
+                 DS_LDAPS_URL DS_LDAP_URL DS_BASE_DN DS_PARTNERS_DN DS_ADMIN_DN DS_ADMIN_PASSWORD \
+                 DS_SVC_DN DS_SVC_PASSWORD DS_PROTECTED_GROUP_DN DS_INSTANCE; do
             printf "export %s='%s'\n" "$v" "${!v//\'/\'\\\'\'}"
         done
     } > "$tmp"
@@ -196,6 +226,8 @@ AD_SVC_PASSWORD="$LAB_SVC_PASSWORD"
 AD_SAMBA_CONF="$SAMBA_DIR/etc/smb.conf"
 OL_ADMIN_PASSWORD="$LAB_OL_ADMIN_PASSWORD"
 OL_SVC_PASSWORD="$LAB_SVC_PASSWORD"
+DS_ADMIN_PASSWORD="$LAB_DS_ADMIN_PASSWORD"
+DS_SVC_PASSWORD="$LAB_SVC_PASSWORD"
 LAB_EXTERNAL_MAIL_ATTR="otherMailbox"
 LAB_ACCOUNTS_JSON="$LAB/accounts.json"
 

@@ -5,6 +5,7 @@ Python 3 standard library only.
 
   lab-seed.py ad-ldif   [--fixture F]             LDIF (ldapadd) for Samba AD: OUs, people, service account
   lab-seed.py ol-ldif   [--fixture F] [--bulk N]  LDIF (slapadd) for OpenLDAP: the whole tree, incl. N bulk entries
+  lab-seed.py ds-ldif   [--fixture F]             LDIF (ldapadd) for 389 Directory Server: OUs, people, group, ACIs
   lab-seed.py accounts  [--fixture F]             JSON of every seeded account with its AD and OpenLDAP DNs
 
 Passwords come from the environment: LAB_PARTNER_PASSWORD (people), LAB_SVC_PASSWORD (service account).
@@ -123,7 +124,25 @@ def ad_ldif(fx) -> str:
     return "".join(out)
 
 
-# ---------------------------------------------------------------- OpenLDAP
+# ---------------------------------------------------------------- OpenLDAP and 389-ds
+def ldap_person(fx, a):
+    """The attributes a seeded person has in both generic LDAP servers (no password, no flags)."""
+    attrs = [("objectClass", "inetOrgPerson"), ("objectClass", "extensibleObject"),
+             ("uid", a["sam"]), ("cn", a["cn"]), ("givenName", a["given_name"]), ("sn", a["sn"]),
+             ("displayName", a["display_name"])]
+    if a.get("external_mail"):
+        attrs.append((fx["external_mail_attribute"], a["external_mail"]))
+    if a.get("mail"):
+        attrs.append(("mail", a["mail"]))
+    return attrs
+
+
+def ldap_service(fx, password):
+    s = fx["service_account"]
+    return [("objectClass", "inetOrgPerson"), ("cn", s["cn"]), ("sn", s["cn"]), ("uid", s["sam"]),
+            ("displayName", s["display_name"]), ("userPassword", password)]
+
+
 def ol_ldif(fx, bulk: int) -> str:
     base = fx["ol_base_dn"]
     dc = base.split(",")[0].split("=", 1)[1]
@@ -143,17 +162,9 @@ def ol_ldif(fx, bulk: int) -> str:
         name = c["ol"].split("=", 1)[1]
         ou(name, c["description"])
     s = fx["service_account"]
-    out.append(entry(s["ol_dn"], [
-        ("objectClass", "inetOrgPerson"), ("cn", s["cn"]), ("sn", s["cn"]), ("uid", s["sam"]),
-        ("displayName", s["display_name"]), ("userPassword", ssha(SVC_PW))]))
+    out.append(entry(s["ol_dn"], ldap_service(fx, ssha(SVC_PW))))
     for a in fx["accounts"]:
-        attrs = [("objectClass", "inetOrgPerson"), ("objectClass", "extensibleObject"),
-                 ("uid", a["sam"]), ("cn", a["cn"]), ("givenName", a["given_name"]), ("sn", a["sn"]),
-                 ("displayName", a["display_name"])]
-        if a.get("external_mail"):
-            attrs.append((fx["external_mail_attribute"], a["external_mail"]))
-        if a.get("mail"):
-            attrs.append(("mail", a["mail"]))
+        attrs = ldap_person(fx, a)
         if a.get("admin_count"):
             attrs.append(("adminCount", a["admin_count"]))
         enabled = a.get("enabled", True)
@@ -185,6 +196,55 @@ def ol_ldif(fx, bulk: int) -> str:
     return "".join(out)
 
 
+# ---------------------------------------------------------------- 389 Directory Server
+def ds_ldif(fx) -> str:
+    """The same world as OpenLDAP's, in 389-ds's own terms: no `userAccountControl` or `adminCount`
+    (its schema has neither), a locked partner has `nsAccountLock: true`, the protected partner is a
+    member of a protected group (the MemberOf plugin stays off, as it is by default), and the service
+    account gets read everywhere and write on `mail` and `userPassword` under ou=Partners by ACIs.
+    The base entry exists already (dscreate makes it). Every entry has `nsUniqueId` (and `entryUUID`,
+    from the entryuuid plugin, except the base entry, made before the plugin ran): no account here is
+    without an anchor."""
+    base = fx["ol_base_dn"]
+    svc = fx["service_account"]["ol_dn"]
+    # 389-ds's schema has no otherMailbox (RFC 1274): give it AD's semantics, as the OpenLDAP lab does.
+    out = ["dn: cn=schema\nchangetype: modify\nadd: attributeTypes\nattributeTypes: ( 0.9.2342.19200300.100.1.22 "
+           "NAME 'otherMailbox' DESC 'b2bsync lab: AD-like otherMailbox' EQUALITY caseIgnoreMatch "
+           "SUBSTR caseIgnoreSubstringsMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 X-ORIGIN 'b2bsync lab' )\n\n"]
+
+    def ou(name, desc):
+        out.append(entry(f"ou={name},{base}", [("objectClass", "organizationalUnit"), ("ou", name), ("description", desc)]))
+
+    ou("Service", "Service accounts")
+    ou("Groups", "Groups")
+    for key, c in fx["containers"].items():
+        ou(c["ol"].split("=", 1)[1], c["description"])
+    s = fx["service_account"]
+    out.append(entry(svc, ldap_service(fx, SVC_PW)))
+    protected = []
+    for a in fx["accounts"]:
+        attrs = ldap_person(fx, a)
+        attrs.append(("userPassword", PARTNER_PW))
+        if not a.get("enabled", True):
+            attrs.append(("nsAccountLock", "true"))
+        if a.get("admin_count"):
+            protected.append(ol_dn(fx, a))
+        out.append(entry(ol_dn(fx, a), attrs))
+    group = [("objectClass", "groupOfNames"), ("cn", "Protected Partners"),
+             ("description", "b2bsync lab: members are never touched (stands for AD's adminCount)")]
+    group += [("member", dn) for dn in protected]
+    out.append(entry(f"cn=Protected Partners,ou=Groups,{base}", group))
+    # ACIs: modify records on existing entries.
+    # every attribute but the password hashes, operational ones included (nsAccountLock, nsUniqueId, ...)
+    read = (f'(targetattr!="userPassword")(version 3.0; acl "b2bsync service account reads"; '
+            f'allow (read, search, compare) userdn="ldap:///{svc}";)')
+    write = (f'(targetattr="mail || userPassword")(version 3.0; acl "b2bsync service account writes mail and '
+             f'resets passwords"; allow (write) userdn="ldap:///{svc}";)')
+    for dn, aci in [(base, read), (f"{fx['containers']['partners']['ol']},{base}", write)]:
+        out.append(f"dn: {dn}\nchangetype: modify\nadd: aci\naci: {aci}\n\n")
+    return "".join(out)
+
+
 def accounts_json(fx) -> str:
     rows = []
     for a in fx["accounts"]:
@@ -200,7 +260,7 @@ def accounts_json(fx) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["ad-ldif", "ol-ldif", "accounts"])
+    p.add_argument("mode", choices=["ad-ldif", "ol-ldif", "ds-ldif", "accounts"])
     p.add_argument("--fixture", default=DEFAULT_FIXTURE)
     p.add_argument("--bulk", type=int, default=0, help="ol-ldif only: number of generated ou=Bulk entries")
     args = p.parse_args(argv)
@@ -212,6 +272,8 @@ def main(argv=None):
         out.write(ad_ldif(fx))
     elif args.mode == "ol-ldif":
         out.write(ol_ldif(fx, args.bulk))
+    elif args.mode == "ds-ldif":
+        out.write(ds_ldif(fx))
     else:
         out.write(accounts_json(fx))
 

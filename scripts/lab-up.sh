@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Bring up the whole directory test bed: Debian packages (only if missing), throwaway PKI, Samba AD DC,
-# OpenLDAP. Servers are (re)built fresh from tests/fixtures/partners.json on every run.
+# OpenLDAP, 389 Directory Server. Servers are (re)built fresh from tests/fixtures/partners.json on every run.
 #
 #   lab-up.sh [--bulk N] [--reuse-samba]
 #     --bulk N        also load N generated OpenLDAP accounts under ou=Bulk (openldap-up.sh --bulk N)
 #     --reuse-samba   keep an already running, healthy lab DC instead of re-provisioning it (~7 s saved)
 #
 # Then: . "${B2BSYNC_LAB:-/tmp/b2bsync-lab}/lab.env"   (see docs/test-bed.md)
-# On failure both servers are stopped again.
+# On failure every server is stopped again.
 set -euo pipefail
 # shellcheck source=scripts/lab-common.sh
 . "$(dirname "$0")/lab-common.sh"
@@ -32,6 +32,8 @@ chmod 0700 "$LAB"
 "$LAB_SCRIPTS/lab-pki.sh"
 "$LAB_SCRIPTS/samba-up.sh" "${samba_args[@]}"
 "$LAB_SCRIPTS/openldap-up.sh" "${ol_args[@]}"
+# 389 Directory Server (scripts/389ds-up.sh): its own ports 4389/4636
+"$LAB_SCRIPTS/389ds-up.sh"
 python3 "$LAB_SCRIPTS/lab-seed.py" accounts --fixture "$LAB_FIXTURE" > "$LAB_ACCOUNTS_JSON"
 write_lab_env
 trap - ERR
