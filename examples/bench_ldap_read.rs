@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
             base_dns: vec![search.base_dn.clone()],
             filter: search.filter.clone(),
             attributes: search.attributes.clone(),
+            protected_groups: search.protected_groups.clone(),
         };
         entries += directory.accounts(&scope).await?.len();
     }

@@ -110,6 +110,7 @@ fn source_account(i: usize, attribute_names: &[String], mixed: bool) -> SourceAc
         mail: Some(mail),
         user_account_control: Some(512),
         admin_count: false,
+        locked: false,
         member_of: Vec::new(),
         password_changed: None,
         attributes: attributes.into(),

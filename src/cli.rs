@@ -386,6 +386,33 @@ fn warn_loose_files(config: &Config) {
     }
 }
 
+/// `check`'s capability table: what the directory server can do and what b2bsync does
+/// with it (incremental reads, anchor, disabled accounts, protected groups).
+async fn capabilities_report(dir: &crate::source::LdapDirectory, inputs: Option<&Inputs>) {
+    let server = match dir.server().await {
+        Ok(s) => s,
+        Err(e) => {
+            println!("info  ldap capabilities: not read: {e}");
+            return;
+        }
+    };
+    let group = inputs.and_then(|i| {
+        i.mappings
+            .searches()
+            .into_iter()
+            .find_map(|s| s.protected_groups.first().cloned())
+    });
+    let member_of = match group {
+        Some(g) => dir.member_of_maintained(&g).await.ok().flatten(),
+        None if server.flavour != crate::source::Flavour::Generic => Some(true),
+        None => None,
+    };
+    println!("info  ldap capabilities:");
+    for (what, detail) in server.capabilities.table(member_of) {
+        println!("      {what}: {}", report::terminal_safe(&detail));
+    }
+}
+
 /// `check`: one line per check, `ok` or what is wrong with a `help:` line.
 async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
     let mut problems = 0usize;
@@ -456,6 +483,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     ),
                     String::new(),
                 );
+                capabilities_report(&dir, inputs.as_ref()).await;
                 if let Some(inputs) = &inputs {
                     for search in inputs.mappings.searches() {
                         let scope = search.scope();
@@ -473,6 +501,11 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                     format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
                                     String::new(),
                                 );
+                                let anchorless = a.iter().filter(|x| x.anchor().is_none()).count();
+                                if anchorless > 0 {
+                                    println!("warn  anchors: {}: {anchorless} of {} accounts have no anchor and are keyed by their DN", search.mapping, a.len());
+                                    println!("      help: a rename or move of such an account is seen as one account leaving and another arriving; use a directory attribute that every account has as [join] anchor (docs/mapping.md)");
+                                }
                                 if let Some(first) = a.first() {
                                     match dir.mail_rights(&first.dn).await {
                                         Rights::MayWriteMail => report_line(

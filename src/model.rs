@@ -446,6 +446,11 @@ pub struct SourceAccount {
     pub user_account_control: Option<u32>,
     /// `adminCount=1`: AdminSDHolder-protected in AD. Never touched.
     pub admin_count: bool,
+    /// Locked by the directory's own attribute: 389-ds `nsAccountLock: true`, OpenLDAP
+    /// `pwdAccountLockedTime` present, eDirectory `loginDisabled: TRUE` (AD uses
+    /// `user_account_control`).
+    #[serde(default)]
+    pub locked: bool,
     /// `memberOf` DNs, used for protected-group checks.
     pub member_of: Vec<String>,
     /// `pwdLastSet` (AD FILETIME) or `pwdChangedTime` (OpenLDAP), raw text; used to
@@ -462,10 +467,13 @@ impl SourceAccount {
         self.consistency_guid.as_ref().or(self.object_guid.as_ref())
     }
 
-    /// Whether AD marks the account disabled.
+    /// Whether the directory marks the account disabled or locked: AD's
+    /// `userAccountControl` bit, or the flavour's lock attribute ([`SourceAccount::locked`]).
     pub fn disabled(&self) -> bool {
-        self.user_account_control
-            .is_some_and(|uac| uac & UAC_ACCOUNTDISABLE != 0)
+        self.locked
+            || self
+                .user_account_control
+                .is_some_and(|uac| uac & UAC_ACCOUNTDISABLE != 0)
     }
 
     /// The first value of an attribute, by the mapping's name (case-insensitive).

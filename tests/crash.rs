@@ -80,6 +80,7 @@ async fn ad_accounts(w: &World) -> BTreeMap<String, SourceAccount> {
         base_dns: vec![w.ou.clone()],
         filter: "(&(objectCategory=person)(objectClass=user))".into(),
         attributes: vec![],
+        protected_groups: vec![],
     };
     service(Server::Samba)
         .accounts(&scope)

@@ -25,6 +25,7 @@ fn partners_scope(server: Server) -> SearchScope {
             Server::OpenLdap => "(objectClass=inetOrgPerson)".into(),
         },
         attributes: vec!["otherMailbox".into(), "givenName".into(), "sn".into()],
+        protected_groups: vec![],
     }
 }
 
@@ -279,6 +280,7 @@ async fn paged_search_reads_past_the_servers_size_limit() {
         base_dns: vec![base],
         filter: "(objectClass=inetOrgPerson)".into(),
         attributes: vec![],
+        protected_groups: vec![],
     };
     let accounts = service(server)
         .accounts(&scope)

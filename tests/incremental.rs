@@ -120,6 +120,7 @@ async fn ad_reads_only_what_changed_on_the_same_dc_and_sees_accounts_leave_the_f
         base_dns: vec![ou.clone()],
         filter: "(&(objectClass=user)(!(description=gone)))".into(),
         attributes: vec!["description".into()],
+        protected_groups: vec![],
     };
     let dir = service(server);
 
@@ -222,6 +223,7 @@ async fn openldap_reads_by_entry_csn_with_the_overlap() {
         base_dns: vec![ou.clone()],
         filter: "(&(objectClass=inetOrgPerson)(!(description=gone)))".into(),
         attributes: vec![],
+        protected_groups: vec![],
     };
     // No overlap: the next read starts at the highest entryCSN seen (this test's clock and
     // the lab server's are the same).

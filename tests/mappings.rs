@@ -105,6 +105,7 @@ fn lab_accounts() -> Vec<SourceAccount> {
                     0x202
                 }),
                 admin_count: a["admin_count"].as_u64() == Some(1),
+                locked: false,
                 member_of: vec![],
                 password_changed: None,
                 attributes,

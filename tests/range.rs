@@ -54,6 +54,7 @@ async fn reads_every_value_of_an_attribute_of_more_than_1500_values() {
         base_dns: vec![ou.clone()],
         filter: "(objectClass=group)".into(),
         attributes: vec!["member".into()],
+        protected_groups: vec![],
     };
     let accounts = service(server).accounts(&scope).await.expect("read");
     assert_eq!(accounts.len(), 1);

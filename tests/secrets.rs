@@ -82,6 +82,7 @@ fn generated_passwords_never_leave_the_directory_call() {
             mail: Some(format!("p{i}@fabrikam.example")),
             user_account_control: Some(512),
             admin_count: false,
+            locked: false,
             member_of: vec![],
             password_changed: None,
             attributes: BTreeMap::from([(

@@ -319,6 +319,10 @@ pub struct Search {
     pub base_dn: String,
     pub filter: String,
     pub attributes: Vec<String>,
+    /// The mapping's `scope.protected_groups` (the reader resolves their members where
+    /// `memberOf` is not maintained).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protected_groups: Vec<String>,
 }
 
 impl Search {
@@ -328,6 +332,7 @@ impl Search {
             base_dns: vec![self.base_dn.clone()],
             filter: self.filter.clone(),
             attributes: self.attributes.clone(),
+            protected_groups: self.protected_groups.clone(),
         }
     }
 }
@@ -543,6 +548,7 @@ impl MappingSet {
                         .clone()
                         .unwrap_or_else(|| "(objectClass=user)".to_string()),
                     attributes: attributes.clone(),
+                    protected_groups: m.scope.protected_groups.clone(),
                 })
             })
             .collect()

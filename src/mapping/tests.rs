@@ -47,6 +47,7 @@ pub(crate) fn account(sam: &str, ou: &str, other_mailbox: Option<&str>) -> Sourc
         mail: None,
         user_account_control: Some(0x200),
         admin_count: false,
+        locked: false,
         member_of: vec![],
         password_changed: None,
         attributes,

@@ -78,6 +78,7 @@ fn account(n: u8, sam: &str, external: Option<&str>) -> SourceAccount {
         mail: None,
         user_account_control: Some(0x200),
         admin_count: false,
+        locked: false,
         member_of: vec![],
         password_changed: None,
         attributes,

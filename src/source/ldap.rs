@@ -16,18 +16,57 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
+use super::capabilities::{
+    self, AnchorName, Capabilities, ChangeMark, PASSWORD_MODIFY_OID, ServerFacts,
+};
 use super::{Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope};
-use crate::model::{Anchor, SourceAccount};
-
-/// `LDAP_CAP_ACTIVE_DIRECTORY_OID`: advertised in the rootDSE by AD and Samba AD.
-const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
-/// RFC 3062 password modify extended operation.
-const PASSWORD_MODIFY_OID: &str = "1.3.6.1.4.1.4203.1.11.1";
+use crate::model::{Anchor, Dn, SourceAccount};
 
 /// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks.
 pub struct LdapDirectory {
     settings: LdapSettings,
-    connection: Mutex<Option<(Ldap, Flavour)>>,
+    connection: Mutex<Option<(Ldap, Server)>>,
+}
+
+/// What the connected server is and can do, read once per connection.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub flavour: Flavour,
+    pub facts: Arc<ServerFacts>,
+    pub capabilities: Arc<Capabilities>,
+}
+
+impl Server {
+    /// The attribute a generic server's accounts are anchored by.
+    fn anchor(&self) -> Option<AnchorName> {
+        match self.flavour {
+            Flavour::Generic => self.capabilities.anchor,
+            _ => Some(AnchorName::ConsistencyGuid),
+        }
+    }
+
+    /// How incremental reads ask for changes.
+    fn mark(&self) -> &ChangeMark {
+        &self.capabilities.change_mark
+    }
+
+    /// A server known only by its flavour (tests): a generic one as OpenLDAP.
+    #[cfg(test)]
+    fn plain(flavour: Flavour) -> Server {
+        let mut facts = ServerFacts {
+            active_directory: flavour != Flavour::Generic,
+            ..ServerFacts::default()
+        };
+        for a in ["entryCSN", "entryUUID", "pwdAccountLockedTime"] {
+            facts.add_attribute_type(&format!("( 1 NAME '{a}' )"));
+        }
+        let capabilities = capabilities::detect(&facts, std::time::Duration::from_secs(60));
+        Server {
+            flavour,
+            facts: Arc::new(facts),
+            capabilities: Arc::new(capabilities),
+        }
+    }
 }
 
 impl LdapDirectory {
@@ -91,24 +130,73 @@ impl LdapDirectory {
 
     /// The directory flavour: configured, or read from the rootDSE.
     pub async fn flavour(&self) -> Result<Flavour, Error> {
+        Ok(self.handle().await?.1.flavour)
+    }
+
+    /// What the server is and can do (rootDSE and subschema), as read at connect.
+    pub async fn server(&self) -> Result<Server, Error> {
         Ok(self.handle().await?.1)
     }
 
+    /// Whether `memberOf` is evidently maintained: the first member of `group` shows the
+    /// group in its `memberOf`. `None` when the group has no member to tell by.
+    pub async fn member_of_maintained(&self, group: &str) -> Result<Option<bool>, Error> {
+        let (mut ldap, server) = self.handle().await?;
+        if server.flavour != Flavour::Generic {
+            return Ok(Some(true));
+        }
+        let members = group_members(&mut ldap, group).await?;
+        let Some(first) = members.first() else {
+            return Ok(None);
+        };
+        let entry = base_entry(&mut ldap, first, &["memberOf"]).await?;
+        let wanted = Dn::new(group);
+        Ok(Some(entry.is_some_and(|e| {
+            e.attrs
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("memberOf"))
+                .flat_map(|(_, v)| v)
+                .any(|d| Dn::new(d) == wanted)
+        })))
+    }
+
     /// A bound connection, opened on first use and after a broken one.
-    async fn handle(&self) -> Result<(Ldap, Flavour), Error> {
+    async fn handle(&self) -> Result<(Ldap, Server), Error> {
         let mut guard = self.connection.lock().await;
-        if let Some((ldap, flavour)) = guard.as_mut()
+        if let Some((ldap, server)) = guard.as_mut()
             && !ldap.is_closed()
         {
-            return Ok((ldap.clone(), *flavour));
+            return Ok((ldap.clone(), server.clone()));
         }
         let mut ldap = self.connect().await?;
+        let facts = read_facts(&mut ldap).await?;
         let flavour = match self.settings.flavour {
-            Flavour::Auto => detect_flavour(&mut ldap).await?,
+            Flavour::Auto if facts.active_directory => Flavour::ActiveDirectory,
+            Flavour::Auto => Flavour::Generic,
             other => other,
         };
-        *guard = Some((ldap.clone(), flavour));
-        Ok((ldap, flavour))
+        let mut capabilities = capabilities::detect(&facts, self.settings.change_overlap);
+        if flavour == Flavour::ActiveDirectory && !facts.active_directory {
+            // Configured as AD against a server that does not say so: AD's own marks.
+            capabilities = capabilities::detect(
+                &ServerFacts {
+                    active_directory: true,
+                    ..facts.clone()
+                },
+                self.settings.change_overlap,
+            );
+        }
+        if let ChangeMark::None { reason } = &capabilities.change_mark {
+            tracing::warn!(url = %self.settings.url, %reason, "incremental reads are off for this directory: every read is full");
+        }
+        tracing::debug!(url = %self.settings.url, vendor = %capabilities.vendor, marks = %capabilities.change_mark, anchor = ?capabilities.anchor, "LDAP server capabilities.");
+        let server = Server {
+            flavour,
+            facts: Arc::new(facts),
+            capabilities: Arc::new(capabilities),
+        };
+        *guard = Some((ldap.clone(), server.clone()));
+        Ok((ldap, server))
     }
 
     /// Forgets a connection that failed at the transport level.
@@ -122,12 +210,13 @@ impl LdapDirectory {
     }
 
     /// One paged subtree search of `base` with `filter`, each entry mapped to an account and
-    /// its ranged attributes completed. Tracks the highest `entryCSN` seen in `max_csn`.
+    /// its ranged attributes completed. Tracks the highest change mark (`entryCSN` or
+    /// `modifyTimestamp`) seen in `max_csn`.
     #[allow(clippy::too_many_arguments)]
     async fn search_base(
         &self,
         ldap: &mut Ldap,
-        flavour: Flavour,
+        server: &Server,
         base: &str,
         filter: &str,
         wanted: &[String],
@@ -147,18 +236,23 @@ impl LdapDirectory {
             .await
             .map_err(search_err)?;
         let mut ranged = Vec::new();
+        let mark_attribute = match server.mark() {
+            ChangeMark::EntryCsn | ChangeMark::ModifyTimestamp { .. } => server.mark().attribute(),
+            _ => None,
+        };
         while let Some(entry) = stream.next().await.map_err(search_err)? {
             let entry = SearchEntry::construct(entry);
-            if let Some(csn) = entry
-                .attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("entryCSN"))
-                .and_then(|(_, v)| v.iter().max())
+            if let Some(mark_attribute) = mark_attribute
+                && let Some(csn) = entry
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(mark_attribute))
+                    .and_then(|(_, v)| v.iter().max())
                 && max_csn.as_ref().is_none_or(|m| csn > m)
             {
                 *max_csn = Some(csn.clone());
             }
-            let (account, pending) = to_account(entry, flavour, wanted);
+            let (account, pending) = to_account(entry, server, wanted);
             if !pending.is_empty() {
                 ranged.push((out.len(), pending));
             }
@@ -190,14 +284,19 @@ impl LdapDirectory {
     }
 
     /// Every attribute a read of `scope` asks for.
-    fn attributes(flavour: Flavour, scope: &SearchScope) -> Vec<String> {
+    fn attributes(server: &Server, scope: &SearchScope) -> Vec<String> {
         let mut attributes: Vec<String> = super::ACCOUNT_ATTRIBUTES
             .iter()
             .map(|a| a.to_string())
             .collect();
-        if flavour == Flavour::Generic {
-            // Operational: returned only when asked for. Marks the next incremental read.
-            attributes.push("entryCSN".into());
+        if server.flavour == Flavour::Generic {
+            // Operational: returned only when asked for. Marks the next incremental read
+            // (only a mark the schema has: see `capabilities`).
+            if let ChangeMark::EntryCsn | ChangeMark::ModifyTimestamp { .. } = server.mark()
+                && let Some(a) = server.mark().attribute()
+            {
+                attributes.push(a.into());
+            }
         }
         for a in &scope.attributes {
             if !attributes.iter().any(|b| b.eq_ignore_ascii_case(a)) {
@@ -209,37 +308,73 @@ impl LdapDirectory {
 
     /// Where this server's changes stand now: AD's `invocationId` and `highestCommittedUSN`
     /// (read before the search, so that what changes during it is read again next time);
-    /// a generic server's identity (the base entry's `entryUUID`) with an empty mark.
+    /// a generic server's identity (the base entry's anchor: `entryUUID`, or for another
+    /// anchor attribute `name:value`) with an empty mark. `Err` says why incremental
+    /// reads are off.
     async fn position_now(
         &self,
         ldap: &mut Ldap,
-        flavour: Flavour,
+        server: &Server,
         scope: &SearchScope,
-    ) -> Result<Option<Position>, Error> {
-        if flavour == Flavour::Generic {
-            let Some(base) = scope.base_dns.first() else {
-                return Ok(None);
-            };
-            let entry = base_entry(ldap, base, &["entryUUID"]).await?;
-            return Ok(entry
-                .and_then(|e| first_text(&e, "entryUUID"))
-                .map(|uuid| Position {
-                    server: uuid,
-                    mark: String::new(),
-                }));
+    ) -> Result<Result<Position, String>, Error> {
+        if let ChangeMark::None { reason } = server.mark() {
+            return Ok(Err(reason.clone()));
         }
+        if server.flavour == Flavour::Generic {
+            let Some(base) = scope.base_dns.first() else {
+                return Ok(Err("the scope has no base DN".into()));
+            };
+            let names: Vec<&str> = [
+                AnchorName::EntryUuid,
+                AnchorName::NsUniqueId,
+                AnchorName::IpaUniqueId,
+            ]
+            .iter()
+            .map(|a| a.attribute())
+            .collect();
+            let entry = base_entry(ldap, base, &names).await?;
+            // The server's own anchor first; `entryUUID` bare, as earlier marks hold it.
+            let mut order = vec![server.anchor().unwrap_or(AnchorName::EntryUuid)];
+            order.extend([
+                AnchorName::EntryUuid,
+                AnchorName::NsUniqueId,
+                AnchorName::IpaUniqueId,
+            ]);
+            let identity = entry.as_ref().and_then(|e| {
+                order.iter().find_map(|a| {
+                    first_text(e, a.attribute()).map(|v| match a {
+                        AnchorName::EntryUuid => v,
+                        other => format!("{}:{v}", other.attribute()),
+                    })
+                })
+            });
+            return Ok(match identity {
+                Some(server) => Ok(Position {
+                    server,
+                    mark: String::new(),
+                }),
+                None => Err(format!(
+                    "the base entry `{base}` has no entryUUID, nsUniqueId or ipaUniqueID to tell its database by, so a mark could not be known to belong to it"
+                )),
+            });
+        }
+        let no_usn = || {
+            Ok(Err(
+                "the rootDSE has no highestCommittedUSN or dsServiceName".to_string(),
+            ))
+        };
         let Some(root) = base_entry(ldap, "", &["highestCommittedUSN", "dsServiceName"]).await?
         else {
-            return Ok(None);
+            return no_usn();
         };
         let (Some(usn), Some(service)) = (
             first_text(&root, "highestCommittedUSN"),
             first_text(&root, "dsServiceName"),
         ) else {
-            return Ok(None);
+            return no_usn();
         };
         let Some(settings) = base_entry(ldap, &service, &["invocationId"]).await? else {
-            return Ok(None);
+            return Ok(Err(format!("the DC's settings `{service}` cannot be read")));
         };
         let invocation = settings
             .bin_attrs
@@ -247,33 +382,61 @@ impl LdapDirectory {
             .find(|(k, _)| k.eq_ignore_ascii_case("invocationId"))
             .and_then(|(_, v)| v.first())
             .map(|b| Anchor::from_bytes(b).to_string());
-        Ok(invocation.map(|server| Position { server, mark: usn }))
+        Ok(invocation
+            .map(|server| Position { server, mark: usn })
+            .ok_or_else(|| format!("the DC's settings `{service}` have no invocationId")))
+    }
+
+    /// Protected groups on a server that does not maintain `memberOf` for certain (any but
+    /// AD): each group's `member` values are read and the group added to its members'
+    /// `member_of`, so that a protected member is never touched either way.
+    async fn resolve_groups(
+        &self,
+        ldap: &mut Ldap,
+        server: &Server,
+        scope: &SearchScope,
+        accounts: &mut [SourceAccount],
+    ) -> Result<(), Error> {
+        if server.flavour != Flavour::Generic || accounts.is_empty() {
+            return Ok(());
+        }
+        for group in &scope.protected_groups {
+            let members: HashSet<Dn> = group_members(ldap, group)
+                .await?
+                .iter()
+                .map(|m| Dn::new(m))
+                .collect();
+            let dn = Dn::new(group);
+            for account in accounts.iter_mut() {
+                if members.contains(&Dn::new(&account.dn))
+                    && !account.member_of.iter().any(|g| Dn::new(g) == dn)
+                {
+                    account.member_of.push(group.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn read_with(
         &self,
         ldap: &mut Ldap,
-        flavour: Flavour,
+        server: &Server,
         scope: &SearchScope,
         since: Option<&Position>,
     ) -> Result<Read, Error> {
         let started = jiff::Timestamp::now();
-        let attributes = Self::attributes(flavour, scope);
-        let before = self.position_now(ldap, flavour, scope).await?;
+        let attributes = Self::attributes(server, scope);
+        let (before, off) = match self.position_now(ldap, server, scope).await? {
+            Ok(p) => (Some(p), None),
+            Err(why) => (None, Some(why)),
+        };
         // The filter that selects what changed since the mark, when the mark can be used:
-        // from this database, and well formed (a USN for AD, a CSN otherwise).
+        // from this database, and well formed for the server's kind of mark.
         let marker = match (since, &before) {
-            (Some(since), Some(now)) if since.server == now.server => match flavour {
-                Flavour::Generic if !since.mark.is_empty() => {
-                    Some(format!("(entryCSN>={})", escape_value(&since.mark)))
-                }
-                Flavour::Generic => None,
-                _ => since
-                    .mark
-                    .parse::<u64>()
-                    .ok()
-                    .map(|usn| format!("(uSNChanged>={})", usn.saturating_add(1))),
-            },
+            (Some(since), Some(now)) if since.server == now.server => {
+                marker_filter(server.mark(), &since.mark)
+            }
             _ => None,
         };
         let filter = parenthesized(&scope.filter);
@@ -283,7 +446,7 @@ impl LdapDirectory {
             for base in &scope.base_dns {
                 self.search_base(
                     ldap,
-                    flavour,
+                    server,
                     base,
                     &filter,
                     &scope.attributes,
@@ -296,17 +459,34 @@ impl LdapDirectory {
             // The vector grew by doubling: give the unused tail back (a large allocation is
             // remapped in place, not copied).
             accounts.shrink_to_fit();
-            let fell_back = since.map(|s| match &before {
-                None => "the directory no longer tells where its changes stand".to_string(),
-                Some(now) if now.server != s.server => format!(
-                    "the last read's mark belongs to another database ({} then, {} now): another DC, a restore or a rebuilt directory",
-                    s.server, now.server
-                ),
-                Some(_) => format!("the last read's mark `{}` cannot be read from", s.mark),
-            });
+            self.resolve_groups(ldap, server, scope, &mut accounts)
+                .await?;
+            let anchorless = accounts.iter().filter(|a| a.anchor().is_none()).count();
+            if anchorless > 0 {
+                tracing::warn!(
+                    bases = ?scope.base_dns,
+                    anchorless,
+                    accounts = accounts.len(),
+                    anchor = ?server.anchor(),
+                    "accounts without an anchor are keyed by their DN: a rename is seen by its join keys only"
+                );
+            }
+            let fell_back = match (since, &off) {
+                // Incremental reads are impossible here: say why, every time.
+                (_, Some(why)) => Some(format!("incremental reads are off: {why}")),
+                (None, None) => None,
+                (Some(s), None) => Some(match &before {
+                    None => "the directory no longer tells where its changes stand".to_string(),
+                    Some(now) if now.server != s.server => format!(
+                        "the last read's mark belongs to another database ({} then, {} now): another DC, a restore or a rebuilt directory",
+                        s.server, now.server
+                    ),
+                    Some(_) => format!("the last read's mark `{}` cannot be read from", s.mark),
+                }),
+            };
             let overlap = self.settings.change_overlap;
             let position =
-                before.map(|p| next_position(flavour, p, None, max_csn, started, overlap));
+                before.map(|p| next_position(server.mark(), p, None, max_csn, started, overlap));
             return Ok(Read::Full {
                 accounts,
                 position,
@@ -315,19 +495,23 @@ impl LdapDirectory {
         };
         let mut changed = Vec::new();
         let mut gone = Vec::new();
-        let departed_attributes: Vec<String> = [
+        let mut departed_attributes: Vec<String> = [
             "objectGUID",
             "mS-DS-ConsistencyGuid",
             "entryUUID",
-            "entryCSN",
+            "nsUniqueId",
+            "ipaUniqueID",
         ]
         .iter()
         .map(|a| a.to_string())
         .collect();
+        if let Some(a) = server.mark().attribute() {
+            departed_attributes.push(a.to_string());
+        }
         for base in &scope.base_dns {
             self.search_base(
                 ldap,
-                flavour,
+                server,
                 base,
                 &format!("(&{filter}{marker})"),
                 &scope.attributes,
@@ -338,7 +522,7 @@ impl LdapDirectory {
             .await?;
             self.search_base(
                 ldap,
-                flavour,
+                server,
                 base,
                 &format!("(&{marker}(!{filter}))"),
                 &[],
@@ -355,11 +539,13 @@ impl LdapDirectory {
                 dn: a.dn,
             })
             .collect();
+        self.resolve_groups(ldap, server, scope, &mut changed)
+            .await?;
         Ok(Read::Changes {
             changed,
             departed,
             position: next_position(
-                flavour,
+                server.mark(),
                 before,
                 Some(since),
                 max_csn,
@@ -374,18 +560,20 @@ impl LdapDirectory {
 /// highest `entryCSN` seen (this read's or the last one's), but never later than this
 /// read's start less `overlap`, so that writes still in flight are read again.
 fn next_position(
-    flavour: Flavour,
+    mark: &ChangeMark,
     before: Position,
     since: Option<&Position>,
     max_csn: Option<String>,
     started: jiff::Timestamp,
     overlap: std::time::Duration,
 ) -> Position {
-    if flavour != Flavour::Generic {
-        return before;
-    }
+    let stamp: fn(jiff::Timestamp) -> String = match mark {
+        ChangeMark::EntryCsn => csn_at,
+        ChangeMark::ModifyTimestamp { .. } => generalized_at,
+        ChangeMark::Usn | ChangeMark::None { .. } => return before,
+    };
     let overlap = jiff::SignedDuration::try_from(overlap).unwrap_or(jiff::SignedDuration::MAX);
-    let ceiling = csn_at(started.checked_sub(overlap).unwrap_or(jiff::Timestamp::MIN));
+    let ceiling = stamp(started.checked_sub(overlap).unwrap_or(jiff::Timestamp::MIN));
     let seen = [since.map(|s| s.mark.clone()), max_csn]
         .into_iter()
         .flatten()
@@ -404,17 +592,45 @@ fn next_position(
 /// Anchors asked for in one search when accounts are read again by anchor.
 const ANCHORS_PER_SEARCH: usize = 100;
 
+/// The filter that asks for what changed since `mark`, when the mark is of the server's
+/// kind: a USN (AD), a CSN (`…Z#…`), a generalized time (`YYYYmmddHHMMSSZ`). `None`: the
+/// mark cannot be read from, so the read is full.
+fn marker_filter(kind: &ChangeMark, mark: &str) -> Option<String> {
+    match kind {
+        ChangeMark::Usn => mark
+            .parse::<u64>()
+            .ok()
+            .map(|usn| format!("(uSNChanged>={})", usn.saturating_add(1))),
+        ChangeMark::EntryCsn if mark.contains('#') => {
+            Some(format!("(entryCSN>={})", escape_value(mark)))
+        }
+        ChangeMark::ModifyTimestamp { .. }
+            if mark.len() == 15
+                && mark.ends_with('Z')
+                && mark.bytes().take(14).all(|b| b.is_ascii_digit()) =>
+        {
+            Some(format!("(modifyTimestamp>={mark})"))
+        }
+        _ => None,
+    }
+}
+
 /// The filter matching an account by its anchor: AD's `objectGUID` or
-/// `mS-DS-ConsistencyGuid` (binary, escaped byte by byte), a generic server's `entryUUID`.
-fn anchor_filter(flavour: Flavour, anchor: &Anchor) -> String {
-    let bytes = anchor.bytes();
-    if flavour == Flavour::Generic {
-        return match uuid::Uuid::from_slice(&bytes) {
-            Ok(u) => format!("(entryUUID={u})"),
-            // Not a UUID: matches nothing, so the account reads as gone from scope.
-            Err(_) => "(entryUUID=00000000-0000-0000-0000-000000000000)".to_string(),
+/// `mS-DS-ConsistencyGuid` (binary, escaped byte by byte), a generic server's anchor
+/// attribute in its text form.
+fn anchor_filter(server: &Server, anchor: &Anchor) -> String {
+    if server.flavour == Flavour::Generic {
+        let name = server.anchor().unwrap_or(AnchorName::EntryUuid);
+        return match name.to_text(anchor) {
+            Some(text) => format!("({}={})", name.attribute(), escape_value(&text)),
+            // Not 16 bytes: matches nothing, so the account reads as gone from scope.
+            None => format!(
+                "({}=00000000-0000-0000-0000-000000000000)",
+                name.attribute()
+            ),
         };
     }
+    let bytes = anchor.bytes();
     let escaped: String = bytes.iter().map(|b| format!("\\{b:02x}")).collect();
     format!("(objectGUID={escaped})(mS-DS-ConsistencyGuid={escaped})")
 }
@@ -433,6 +649,94 @@ fn csn_at(t: jiff::Timestamp) -> String {
         utc.second(),
         utc.subsec_nanosecond() / 1_000
     )
+}
+
+/// A moment as a generalized time in whole seconds (`YYYYmmddHHMMSSZ`), as `modifyTimestamp`
+/// holds it; compares as text in time order.
+fn generalized_at(t: jiff::Timestamp) -> String {
+    let utc = t.to_zoned(jiff::tz::TimeZone::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        utc.year(),
+        utc.month(),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second()
+    )
+}
+
+/// Reads the rootDSE and (for a server that is not AD) the subschema's attribute types.
+/// A subschema that cannot be read leaves the schema empty: then no mark is trusted.
+async fn read_facts(ldap: &mut Ldap) -> Result<ServerFacts, Error> {
+    let root = base_entry(
+        ldap,
+        "",
+        &[
+            "vendorName",
+            "vendorVersion",
+            "supportedCapabilities",
+            "supportedControl",
+            "supportedExtension",
+            "namingContexts",
+            "changelog",
+            "subschemaSubentry",
+        ],
+    )
+    .await?;
+    let Some(root) = root else {
+        return Ok(ServerFacts::default());
+    };
+    let mut facts = ServerFacts::from_entries(
+        root.attrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        std::iter::empty(),
+    );
+    if facts.active_directory {
+        return Ok(facts);
+    }
+    let subschema = first_text(&root, "subschemaSubentry").unwrap_or_else(|| "cn=Subschema".into());
+    match ldap
+        .search(
+            &subschema,
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["attributeTypes"],
+        )
+        .await
+        .and_then(|r| r.success())
+    {
+        Ok((entries, _)) => {
+            for entry in entries.into_iter().map(SearchEntry::construct) {
+                for (name, values) in &entry.attrs {
+                    if name.eq_ignore_ascii_case("attributeTypes") {
+                        for v in values {
+                            facts.add_attribute_type(v);
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(subschema, error = %e, "the subschema cannot be read: no change mark is trusted");
+        }
+    }
+    Ok(facts)
+}
+
+/// The `member` and `uniqueMember` values of a group; none when it does not exist.
+async fn group_members(ldap: &mut Ldap, group: &str) -> Result<Vec<String>, Error> {
+    let entry = base_entry(ldap, group, &["member", "uniqueMember"]).await?;
+    Ok(entry
+        .map(|e| {
+            e.attrs
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.eq_ignore_ascii_case("member") || k.eq_ignore_ascii_case("uniqueMember")
+                })
+                .flat_map(|(_, v)| v)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// A filter in parentheses, as RFC 4515 wants it inside `(&...)`.
@@ -495,8 +799,8 @@ impl Directory for LdapDirectory {
     }
 
     async fn read(&self, scope: &SearchScope, since: Option<&Position>) -> Result<Read, Error> {
-        let (mut ldap, flavour) = self.handle().await?;
-        let result = self.read_with(&mut ldap, flavour, scope, since).await;
+        let (mut ldap, server) = self.handle().await?;
+        let result = self.read_with(&mut ldap, &server, scope, since).await;
         if result.is_err() {
             *self.connection.lock().await = None;
         }
@@ -504,8 +808,8 @@ impl Directory for LdapDirectory {
     }
 
     async fn account(&self, scope: &SearchScope, dn: &str) -> Result<Option<SourceAccount>, Error> {
-        let (mut ldap, flavour) = self.handle().await?;
-        let attributes = Self::attributes(flavour, scope);
+        let (mut ldap, server) = self.handle().await?;
+        let attributes = Self::attributes(&server, scope);
         let filter = parenthesized(&scope.filter);
         let started = std::time::Instant::now();
         let result = ldap
@@ -532,10 +836,14 @@ impl Directory for LdapDirectory {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        let (mut account, pending) = to_account(entry, flavour, &scope.attributes);
+        let (account, pending) = to_account(entry, &server, &scope.attributes);
+        let mut accounts = [account];
         if !pending.is_empty() {
-            fetch_ranges(&mut ldap, &mut account, pending, &scope.attributes).await?;
+            fetch_ranges(&mut ldap, &mut accounts[0], pending, &scope.attributes).await?;
         }
+        self.resolve_groups(&mut ldap, &server, scope, &mut accounts)
+            .await?;
+        let [account] = accounts;
         Ok(Some(account))
     }
 
@@ -544,18 +852,18 @@ impl Directory for LdapDirectory {
         scope: &SearchScope,
         anchors: &[Anchor],
     ) -> Result<Vec<SourceAccount>, Error> {
-        let (mut ldap, flavour) = self.handle().await?;
-        let attributes = Self::attributes(flavour, scope);
+        let (mut ldap, server) = self.handle().await?;
+        let attributes = Self::attributes(&server, scope);
         let filter = parenthesized(&scope.filter);
         let mut out = Vec::new();
         let mut max_csn = None;
         for chunk in anchors.chunks(ANCHORS_PER_SEARCH) {
-            let any: String = chunk.iter().map(|a| anchor_filter(flavour, a)).collect();
+            let any: String = chunk.iter().map(|a| anchor_filter(&server, a)).collect();
             for base in &scope.base_dns {
                 let result = self
                     .search_base(
                         &mut ldap,
-                        flavour,
+                        &server,
                         base,
                         &format!("(&{filter}(|{any}))"),
                         &scope.attributes,
@@ -570,14 +878,16 @@ impl Directory for LdapDirectory {
                 }
             }
         }
+        self.resolve_groups(&mut ldap, &server, scope, &mut out)
+            .await?;
         Ok(out)
     }
 
     async fn entry(&self, dn: &str) -> Result<Option<SourceAccount>, Error> {
-        let (mut ldap, flavour) = self.handle().await?;
+        let (mut ldap, server) = self.handle().await?;
         match base_entry(&mut ldap, dn, super::ACCOUNT_ATTRIBUTES).await {
             // Nothing ranged is asked for: what settling needs is single-valued.
-            Ok(entry) => Ok(entry.map(|e| to_account(e, flavour, &[]).0)),
+            Ok(entry) => Ok(entry.map(|e| to_account(e, &server, &[]).0)),
             Err(e) => {
                 *self.connection.lock().await = None;
                 Err(e)
@@ -615,7 +925,8 @@ impl Directory for LdapDirectory {
                 operation: "reset a password",
             });
         }
-        let (mut ldap, flavour) = self.handle().await?;
+        let (mut ldap, server) = self.handle().await?;
+        let flavour = server.flavour;
         let started = std::time::Instant::now();
         let result = match flavour {
             Flavour::ActiveDirectory | Flavour::Auto => {
@@ -686,27 +997,6 @@ impl Directory for LdapDirectory {
                 Err(write_error("password reset", dn, e))
             }
         }
-    }
-}
-
-/// Reads the rootDSE and picks the flavour.
-async fn detect_flavour(ldap: &mut Ldap) -> Result<Flavour, Error> {
-    let root = base_entry(ldap, "", &["supportedCapabilities", "supportedExtension"]).await?;
-    let Some(root) = root else {
-        return Ok(Flavour::Generic);
-    };
-    let has = |attr: &str, oid: &str| {
-        root.attrs
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
-            .any(|(_, v)| v.iter().any(|x| x == oid))
-    };
-    // A generic server without RFC 3062 still reads fine; its password resets fail with
-    // `Error::Unsupported` when tried.
-    if has("supportedCapabilities", AD_CAPABILITY) {
-        Ok(Flavour::ActiveDirectory)
-    } else {
-        Ok(Flavour::Generic)
     }
 }
 
@@ -822,7 +1112,7 @@ type PendingRange = (String, Ranged);
 /// more reads (AD sends at most 1,500 values per attribute per read).
 fn to_account(
     entry: SearchEntry,
-    flavour: Flavour,
+    server: &Server,
     wanted: &[String],
 ) -> (SourceAccount, Vec<PendingRange>) {
     let SearchEntry {
@@ -863,10 +1153,10 @@ fn to_account(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let object_guid = match flavour {
-        Flavour::Generic => first("entryUUID")
-            .and_then(|u| uuid::Uuid::parse_str(&u).ok())
-            .map(|u| Anchor::from_bytes(u.as_bytes())),
+    let object_guid = match server.flavour {
+        Flavour::Generic => server
+            .anchor()
+            .and_then(|a| first(a.attribute()).and_then(|v| a.from_text(&v))),
         _ => binary("objectGUID")
             .filter(|b| b.len() == 16)
             .map(|b| Anchor::from_bytes(&b)),
@@ -890,12 +1180,22 @@ fn to_account(
         mail: first("mail"),
         user_account_control: first("userAccountControl").and_then(|v| v.parse().ok()),
         admin_count: first("adminCount").is_some_and(|v| v.trim() != "0"),
+        locked: is_locked(&first),
         member_of: all("memberOf"),
         password_changed: first("pwdLastSet").or_else(|| first("pwdChangedTime")),
         attributes: attributes.into(),
         dn,
     };
     (account, pending)
+}
+
+/// Whether a generic server's lock attribute says the account may not sign in: 389-ds
+/// `nsAccountLock: true`, OpenLDAP `pwdAccountLockedTime` present (`000001010000Z` is
+/// locked for good, any other time locked since then), eDirectory `loginDisabled: TRUE`.
+fn is_locked(first: &dyn Fn(&str) -> Option<String>) -> bool {
+    first("nsAccountLock").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || first("pwdAccountLockedTime").is_some_and(|v| !v.trim().is_empty())
+        || first("loginDisabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Most base-scope reads that complete one ranged attribute: AD sends 1,500 values per
@@ -1069,7 +1369,7 @@ mod tests {
         // Changes long ago: read again from the highest one.
         let old = "20261101000000.000000Z#000000#000#000000".to_string();
         let next = next_position(
-            Flavour::Generic,
+            &ChangeMark::EntryCsn,
             before.clone(),
             None,
             Some(old.clone()),
@@ -1081,7 +1381,7 @@ mod tests {
         // A change during the last minute: reach back a minute before the read began.
         let recent = "20261123115959.000000Z#000000#000#000000".to_string();
         let next = next_position(
-            Flavour::Generic,
+            &ChangeMark::EntryCsn,
             before.clone(),
             None,
             Some(recent),
@@ -1095,7 +1395,7 @@ mod tests {
             mark: old.clone(),
         };
         let next = next_position(
-            Flavour::Generic,
+            &ChangeMark::EntryCsn,
             before.clone(),
             Some(&since),
             None,
@@ -1109,7 +1409,7 @@ mod tests {
             mark: "4010".into(),
         };
         let next = next_position(
-            Flavour::ActiveDirectory,
+            &ChangeMark::Usn,
             ad.clone(),
             Some(&since),
             Some("x".into()),
@@ -1219,7 +1519,8 @@ mod tests {
             bin_attrs: HashMap::from([("objectGUID".into(), vec![guid.clone()])]),
         };
         let wanted = vec!["otherMailbox".to_string(), "member".to_string()];
-        let (account, pending) = to_account(entry, Flavour::ActiveDirectory, &wanted);
+        let (account, pending) =
+            to_account(entry, &Server::plain(Flavour::ActiveDirectory), &wanted);
         assert_eq!(account.object_guid, Some(Anchor::from_bytes(&guid)));
         assert_eq!(account.account_name.as_deref(), Some("p.adams"));
         assert!(account.disabled());
@@ -1241,12 +1542,132 @@ mod tests {
             ]),
             bin_attrs: HashMap::new(),
         };
-        let (account, _) = to_account(entry, Flavour::Generic, &[]);
+        let (account, _) = to_account(entry, &Server::plain(Flavour::Generic), &[]);
         let expected = uuid::Uuid::parse_str("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
             .map(|u| Anchor::from_bytes(u.as_bytes()))
             .ok();
         assert_eq!(account.object_guid, expected);
         assert!(!account.disabled());
+    }
+
+    #[test]
+    fn a_389_entry_anchors_on_ns_unique_id_and_reads_its_lock() {
+        let mut facts = ServerFacts::default();
+        for a in [
+            "modifyTimestamp",
+            "nsUniqueId",
+            "entryUUID",
+            "nsAccountLock",
+        ] {
+            facts.add_attribute_type(&format!("( 1 NAME '{a}' )"));
+        }
+        let capabilities = capabilities::detect(&facts, std::time::Duration::from_secs(60));
+        let server = Server {
+            flavour: Flavour::Generic,
+            facts: Arc::new(facts),
+            capabilities: Arc::new(capabilities),
+        };
+        let entry = |lock: &str| SearchEntry {
+            dn: "uid=p.disabled,ou=Partners,dc=lab".into(),
+            attrs: HashMap::from([
+                (
+                    "nsUniqueId".into(),
+                    vec!["b117a9a2-edd911f1-974e8ce8-03de30af".into()],
+                ),
+                (
+                    "entryUUID".into(),
+                    vec!["02d50135-5d08-41c2-8387-6c47866bb90e".into()],
+                ),
+                ("nsAccountLock".into(), vec![lock.into()]),
+            ]),
+            bin_attrs: HashMap::new(),
+        };
+        let (account, _) = to_account(entry("TRUE"), &server, &[]);
+        assert_eq!(
+            account.object_guid,
+            AnchorName::NsUniqueId.from_text("b117a9a2edd911f1974e8ce803de30af")
+        );
+        assert!(account.locked && account.disabled());
+        let (account, _) = to_account(entry("false"), &server, &[]);
+        assert!(!account.disabled());
+        let anchor = account.object_guid.unwrap();
+        assert_eq!(
+            anchor_filter(&server, &anchor),
+            "(nsUniqueId=b117a9a2-edd911f1-974e8ce8-03de30af)"
+        );
+    }
+
+    #[test]
+    fn openldap_and_edirectory_locks_are_read() {
+        let server = Server::plain(Flavour::Generic);
+        for (attr, value, locked) in [
+            ("pwdAccountLockedTime", "000001010000Z", true),
+            ("pwdAccountLockedTime", "20261201120000Z", true),
+            ("loginDisabled", "TRUE", true),
+            ("loginDisabled", "FALSE", false),
+            ("nsAccountLock", "false", false),
+        ] {
+            let entry = SearchEntry {
+                dn: "uid=x,dc=lab".into(),
+                attrs: HashMap::from([(attr.into(), vec![value.into()])]),
+                bin_attrs: HashMap::new(),
+            };
+            let (account, _) = to_account(entry, &server, &[]);
+            assert_eq!(account.disabled(), locked, "{attr}: {value}");
+        }
+    }
+
+    #[test]
+    fn marks_are_used_only_in_the_server_s_own_form() {
+        let ts = ChangeMark::ModifyTimestamp {
+            overlap: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            marker_filter(&ts, "20261201225233Z").as_deref(),
+            Some("(modifyTimestamp>=20261201225233Z)")
+        );
+        // A CSN from an earlier OpenLDAP-style read is not a timestamp: read in full.
+        assert_eq!(
+            marker_filter(&ts, "20261201225233.000000Z#000000#000#000000"),
+            None
+        );
+        assert_eq!(marker_filter(&ts, ""), None);
+        assert_eq!(marker_filter(&ts, "2026120122523xZ"), None);
+        assert_eq!(
+            marker_filter(&ChangeMark::EntryCsn, "20261201225233Z"),
+            None
+        );
+        assert_eq!(
+            marker_filter(&ChangeMark::Usn, "41").as_deref(),
+            Some("(uSNChanged>=42)")
+        );
+        let none = ChangeMark::None { reason: "x".into() };
+        assert_eq!(marker_filter(&none, "41"), None);
+        // The next timestamp mark: the highest seen, never later than the overlap.
+        let started: jiff::Timestamp = "2026-12-01T23:00:00Z".parse().unwrap();
+        let before = Position {
+            server: "nsUniqueId:x".into(),
+            mark: String::new(),
+        };
+        let overlap = std::time::Duration::from_secs(60);
+        let next = next_position(
+            &ts,
+            before.clone(),
+            None,
+            Some("20261201225959Z".into()),
+            started,
+            overlap,
+        );
+        assert_eq!(next.mark, "20261201225900Z");
+        let next = next_position(
+            &ts,
+            before,
+            None,
+            Some("20261201100000Z".into()),
+            started,
+            overlap,
+        );
+        assert_eq!(next.mark, "20261201100000Z");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! a CA) unless the configuration explicitly allows a cleartext bind, and password operations
 //! refuse to run without TLS whatever the configuration says.
 
+pub mod capabilities;
 pub mod ldap;
 pub mod password;
 pub mod rights;
@@ -28,6 +29,8 @@ pub const ACCOUNT_ATTRIBUTES: &[&str] = &[
     "objectGUID",
     "mS-DS-ConsistencyGuid",
     "entryUUID",
+    "nsUniqueId",
+    "ipaUniqueID",
     "sAMAccountName",
     "uid",
     "userPrincipalName",
@@ -38,6 +41,9 @@ pub const ACCOUNT_ATTRIBUTES: &[&str] = &[
     "memberOf",
     "pwdLastSet",
     "pwdChangedTime",
+    "nsAccountLock",
+    "pwdAccountLockedTime",
+    "loginDisabled",
 ];
 
 /// What kind of server is on the other end; decides how passwords are reset.
@@ -96,6 +102,11 @@ pub struct SearchScope {
     pub filter: String,
     /// Text attributes to read besides the ones every account needs.
     pub attributes: Vec<String>,
+    /// Groups whose members are never touched. On a server that does not maintain
+    /// `memberOf` for certain, the reader adds these groups to their members' `member_of`
+    /// by reading each group's `member` values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_groups: Vec<String>,
 }
 
 /// Where a directory's changes stood when a read began, so that the next read can ask only

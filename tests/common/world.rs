@@ -267,6 +267,7 @@ impl World {
             base_dns: vec![self.ou.clone()],
             filter: format!("(sAMAccountName={})", self.sam(sam)),
             attributes: vec![],
+            protected_groups: vec![],
         };
         let accounts = service(Server::Samba).accounts(&scope).await.expect("read");
         accounts.first().and_then(|a| a.mail.clone())
@@ -354,6 +355,7 @@ pub async fn world_with(
         base_dns: vec![ou.clone()],
         filter: "(&(objectCategory=person)(objectClass=user))".into(),
         attributes: vec![],
+        protected_groups: vec![],
     };
     let accounts = service(server)
         .accounts(&scope)
