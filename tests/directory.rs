@@ -22,7 +22,7 @@ fn partners_scope(server: Server) -> SearchScope {
         base_dns: vec![server.partners_dn()],
         filter: match server {
             Server::Samba => "(&(objectCategory=person)(objectClass=user))".into(),
-            Server::OpenLdap => "(objectClass=inetOrgPerson)".into(),
+            Server::OpenLdap | Server::Ds389 => "(objectClass=inetOrgPerson)".into(),
         },
         attributes: vec!["otherMailbox".into(), "givenName".into(), "sn".into()],
         protected_groups: vec![],
@@ -67,7 +67,7 @@ async fn throwaway_partner(server: Server, password: &str) -> String {
                 .unwrap_or_else(|e| panic!("add {dn}: {e}"));
             dn
         }
-        Server::OpenLdap => {
+        Server::OpenLdap | Server::Ds389 => {
             let dn = format!("uid={name},{}", server.partners_dn());
             let attrs: Vec<(&str, HashSet<&str>)> = vec![
                 ("objectClass", HashSet::from(["inetOrgPerson"])),
@@ -394,7 +394,9 @@ async fn service_account_writes_mail_only_inside_the_partners_ou() {
         // Outside the delegated OU the same write is refused.
         let staff = match server {
             Server::Samba => format!("CN=Sam Internal,OU=Staff,{}", server.base_dn()),
-            Server::OpenLdap => format!("uid=s.internal,ou=Staff,{}", server.base_dn()),
+            Server::OpenLdap | Server::Ds389 => {
+                format!("uid=s.internal,ou=Staff,{}", server.base_dn())
+            }
         };
         let err = svc
             .set_mail(&staff, Some("x@fabrikam.example"))

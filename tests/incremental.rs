@@ -1,5 +1,6 @@
 //! Incremental reads against the real servers and the emulator: AD by `uSNChanged` on the
-//! same DC (`invocationId`), OpenLDAP by `entryCSN`, Graph by `/users/delta`; a full read
+//! same DC (`invocationId`), OpenLDAP by `entryCSN`, 389 Directory Server by
+//! `modifyTimestamp` with an overlap (it has no `entryCSN`), Graph by `/users/delta`; a full read
 //! when a mark cannot be trusted or is forced; the accounts about to be written are read
 //! again, since AD group membership moves no mark on the member.
 
@@ -63,7 +64,7 @@ async fn add_accounts(server: Server, name: &str, ou: &str) -> Vec<(String, Stri
                 ];
                 (sam, dn, attributes)
             }
-            Server::OpenLdap => {
+            Server::OpenLdap | Server::Ds389 => {
                 let uid = format!("{name}.{n}");
                 let dn = format!("uid={uid},{ou}");
                 let attributes = vec![
@@ -278,6 +279,122 @@ async fn openldap_reads_by_entry_csn_with_the_overlap() {
         panic!("reads by changes");
     };
     assert!(names(&changed).contains(&dns[0].0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ds389_has_no_entry_csn_and_reads_by_modify_timestamp_with_the_overlap() {
+    let server = Server::Ds389;
+    let (name, ou) = common::new_ou(server, "inc").await;
+    let dns = add_accounts(server, &name, &ou).await;
+    let scope = SearchScope {
+        base_dns: vec![ou.clone()],
+        filter: "(&(objectClass=inetOrgPerson)(!(description=gone)))".into(),
+        attributes: vec!["displayName".into()],
+        protected_groups: vec![],
+    };
+    let dir = service(server);
+    let caps = dir.server().await.expect("capabilities");
+    assert_eq!(
+        caps.capabilities.change_mark.to_string(),
+        "by modifyTimestamp with 60 s overlap"
+    );
+    let Read::Full {
+        accounts,
+        position: Some(position),
+        fell_back: None,
+    } = dir.read(&scope, None).await.expect("full read")
+    else {
+        panic!("a first read is full and marks the position");
+    };
+    assert_eq!(accounts.len(), 3);
+    assert!(
+        accounts.iter().all(|a| a.anchor().is_some()),
+        "every 389-ds entry has nsUniqueId"
+    );
+    // A generalized time a minute before the read (the accounts are newer than that).
+    assert!(
+        position.mark.len() == 15 && position.mark.ends_with('Z'),
+        "{position:?}"
+    );
+    assert!(position.server.starts_with("nsUniqueId:"), "{position:?}");
+
+    // A change between runs is seen by the next incremental read (before this fix 389-ds
+    // answered `(entryCSN>=…)` with nothing, silently).
+    let (changed, departed, next) = change_and_remove(server, &dir, &scope, &dns, &position).await;
+    let a = changed
+        .iter()
+        .find(|x| x.account_name.as_deref() == Some(dns[0].0.as_str()))
+        .unwrap_or_else(|| panic!("the changed account is read: {:?}", names(&changed)));
+    assert_eq!(a.first("displayName"), Some("Changed"));
+    assert!(!names(&changed).contains(&dns[1].0));
+    assert!(
+        departed
+            .iter()
+            .any(|d| d.dn.eq_ignore_ascii_case(&dns[1].1)),
+        "{departed:?}"
+    );
+    assert!(next.mark >= position.mark);
+
+    // Read again by anchor (nsUniqueId), many in one search.
+    let anchors: Vec<_> = accounts
+        .iter()
+        .filter_map(|a| a.anchor().cloned())
+        .collect();
+    let by_anchor = dir
+        .accounts_by_anchor(&scope, &anchors)
+        .await
+        .expect("read by anchor");
+    assert_eq!(
+        names(&by_anchor),
+        vec![dns[0].0.clone(), dns[2].0.clone()],
+        "b left the filter"
+    );
+
+    // A mark of another kind (an OpenLDAP CSN) is never used as a timestamp: read in full.
+    let csn = Position {
+        server: position.server.clone(),
+        mark: "20261201000000.000000Z#000000#000#000000".into(),
+    };
+    let Read::Full {
+        fell_back: Some(why),
+        ..
+    } = dir.read(&scope, Some(&csn)).await.expect("read")
+    else {
+        panic!("a CSN mark is not read from on 389-ds");
+    };
+    assert!(why.contains("cannot be read from"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ds389_protected_group_members_are_found_without_member_of() {
+    let server = Server::Ds389;
+    let group = common::lab_var("DS_PROTECTED_GROUP_DN");
+    let partners = server.partners_dn();
+    let scope = SearchScope {
+        base_dns: vec![partners.clone()],
+        filter: "(uid=p.admin)".into(),
+        attributes: vec![],
+        protected_groups: vec![group.clone()],
+    };
+    let dir = service(server);
+    // The MemberOf plugin is off: the member's entry does not show the group...
+    assert_eq!(
+        dir.member_of_maintained(&group).await.expect("read"),
+        Some(false)
+    );
+    // ...yet the reader puts it in member_of by reading the group's members.
+    let accounts = dir.accounts(&scope).await.expect("read");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].member_of, vec![group.clone()]);
+    let unprotected = SearchScope {
+        protected_groups: vec![],
+        ..scope
+    };
+    assert!(
+        dir.accounts(&unprotected).await.expect("read")[0]
+            .member_of
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

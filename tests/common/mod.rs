@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod generic;
 pub mod hostile;
 pub mod world;
 
@@ -31,6 +32,8 @@ pub fn lab_var(name: &str) -> String {
 pub enum Server {
     Samba,
     OpenLdap,
+    /// 389 Directory Server (`scripts/389ds-up.sh`).
+    Ds389,
 }
 
 impl Server {
@@ -38,6 +41,7 @@ impl Server {
         match self {
             Server::Samba => "AD",
             Server::OpenLdap => "OL",
+            Server::Ds389 => "DS",
         }
     }
 
@@ -62,6 +66,7 @@ impl Server {
         match self {
             Server::Samba => lab_var("AD_SVC_BIND"),
             Server::OpenLdap => lab_var("OL_SVC_DN"),
+            Server::Ds389 => lab_var("DS_SVC_DN"),
         }
     }
 
@@ -74,6 +79,7 @@ impl Server {
         match self {
             Server::Samba => lab_var("AD_ADMIN_BIND"),
             Server::OpenLdap => lab_var("OL_ADMIN_DN"),
+            Server::Ds389 => lab_var("DS_ADMIN_DN"),
         }
     }
 
@@ -84,7 +90,7 @@ impl Server {
     pub fn flavour(self) -> Flavour {
         match self {
             Server::Samba => Flavour::ActiveDirectory,
-            Server::OpenLdap => Flavour::Generic,
+            Server::OpenLdap | Server::Ds389 => Flavour::Generic,
         }
     }
 }
@@ -160,7 +166,7 @@ pub async fn new_ou(server: Server, prefix: &str) -> (String, String) {
                 std::collections::HashSet::from(["organizationalUnit"]),
             )],
         ),
-        Server::OpenLdap => (
+        Server::OpenLdap | Server::Ds389 => (
             format!("ou={name},{}", server.partners_dn()),
             vec![
                 (
