@@ -387,13 +387,17 @@ fn warn_loose_files(config: &Config) {
 }
 
 /// `check`'s capability table: what the directory server can do and what b2bsync does
-/// with it (incremental reads, anchor, disabled accounts, protected groups).
-async fn capabilities_report(dir: &crate::source::LdapDirectory, inputs: Option<&Inputs>) {
+/// with it (incremental reads, anchor, disabled accounts, protected groups). Returns the
+/// mappings whose `join.anchor` this server does not have (detail, help).
+async fn capabilities_report(
+    dir: &crate::source::LdapDirectory,
+    inputs: Option<&Inputs>,
+) -> Vec<(String, String)> {
     let server = match dir.server().await {
         Ok(s) => s,
         Err(e) => {
             println!("info  ldap capabilities: not read: {e}");
-            return;
+            return Vec::new();
         }
     };
     let group = inputs.and_then(|i| {
@@ -411,6 +415,37 @@ async fn capabilities_report(dir: &crate::source::LdapDirectory, inputs: Option<
     for (what, detail) in server.capabilities.table(member_of) {
         println!("      {what}: {}", report::terminal_safe(&detail));
     }
+    let offered: Vec<String> = crate::source::capabilities::AnchorName::ALL
+        .into_iter()
+        .filter(|a| server.capabilities.offers_anchor(&server.facts, *a))
+        .map(|a| format!("`{a}`"))
+        .collect();
+    inputs
+        .map(|i| i.mappings.mappings())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let at = m.join.anchor_at.as_ref()?;
+            let name = m.join.anchor.name();
+            (!server.capabilities.offers_anchor(&server.facts, name)).then(|| {
+                (
+                    format!(
+                        "{at}: join.anchor `{name}` is not an attribute of this directory ({})",
+                        server.capabilities.vendor
+                    ),
+                    format!(
+                        "use {} (docs/mapping.md, anchors)",
+                        if offered.is_empty() {
+                            "none: this directory has no anchor attribute; leave join.anchor out"
+                                .to_string()
+                        } else {
+                            offered.join(" or ")
+                        }
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// `check`: one line per check, `ok` or what is wrong with a `help:` line.
@@ -483,7 +518,9 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     ),
                     String::new(),
                 );
-                capabilities_report(&dir, inputs.as_ref()).await;
+                for (detail, help) in capabilities_report(&dir, inputs.as_ref()).await {
+                    report_line(false, "join anchor", detail, help);
+                }
                 if let Some(inputs) = &inputs {
                     for search in inputs.mappings.searches() {
                         let scope = search.scope();

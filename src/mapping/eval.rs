@@ -252,10 +252,16 @@ impl<'m> Compiled<'m> {
         let mut mapping_error = failure;
         let mut join_keys = Vec::new();
         let anchor = match m.join.anchor {
-            AnchorAttribute::ObjectGuid => account.object_guid.as_ref(),
-            AnchorAttribute::ConsistencyGuid => account.anchor(),
+            AnchorAttribute::ObjectGuid => account.object_guid.clone(),
+            AnchorAttribute::ConsistencyGuid => account.anchor().cloned(),
+            // A generic server's anchor by name: its text value, when the account has one.
+            named => named.text_attribute().and_then(|attribute| {
+                account
+                    .first(attribute)
+                    .and_then(|v| named.name().from_text(v))
+            }),
         };
-        if let Some(a) = anchor {
+        if let Some(a) = &anchor {
             join_keys.push(JoinKey {
                 property: CloudProperty::OnPremisesImmutableId,
                 value: a.as_str().to_string(),

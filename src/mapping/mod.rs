@@ -222,6 +222,31 @@ pub enum AnchorAttribute {
     /// `ms-DS-ConsistencyGuid`, falling back to `objectGUID` when unset (Entra Connect's
     /// default since 1.1.524: it fills the attribute from `objectGUID`).
     ConsistencyGuid,
+    /// RFC 4530 `entryUUID` (OpenLDAP; 389-ds with its entryuuid plugin).
+    EntryUuid,
+    /// 389-ds `nsUniqueId`.
+    NsUniqueId,
+    /// FreeIPA `ipaUniqueID`.
+    IpaUniqueId,
+}
+
+impl AnchorAttribute {
+    /// The directory attribute by name, as [`crate::source::capabilities`] knows it.
+    pub fn name(self) -> crate::source::capabilities::AnchorName {
+        use crate::source::capabilities::AnchorName;
+        match self {
+            AnchorAttribute::ObjectGuid => AnchorName::ObjectGuid,
+            AnchorAttribute::ConsistencyGuid => AnchorName::ConsistencyGuid,
+            AnchorAttribute::EntryUuid => AnchorName::EntryUuid,
+            AnchorAttribute::NsUniqueId => AnchorName::NsUniqueId,
+            AnchorAttribute::IpaUniqueId => AnchorName::IpaUniqueId,
+        }
+    }
+
+    /// A generic server's text anchor (read from the account's attributes), not AD's.
+    pub fn text_attribute(self) -> Option<&'static str> {
+        (!self.name().is_active_directory()).then(|| self.name().attribute())
+    }
 }
 
 /// A cloud user property a cloud-only join compares against.
@@ -275,6 +300,10 @@ impl CloudProperty {
 pub struct JoinRule {
     /// Synced users: the source anchor against `onPremisesImmutableId`.
     pub anchor: AnchorAttribute,
+    /// Where `join.anchor` is written (`path:line:column`), for `check`'s messages; `None`
+    /// when the file leaves it to the default.
+    #[serde(skip)]
+    pub anchor_at: Option<String>,
     /// Cloud-only users: an expression over the source attributes against a cloud property.
     pub cloud_only: Option<JoinPair>,
 }
@@ -521,11 +550,21 @@ impl MappingSet {
     /// case-insensitively without duplicates.
     pub fn attributes(&self) -> Vec<String> {
         let mut seen = BTreeMap::new();
-        for a in CORE_ATTRIBUTES.iter().map(|a| a.to_string()).chain(
-            self.mappings
-                .iter()
-                .flat_map(|m| m.attributes.iter().cloned()),
-        ) {
+        // A generic server's anchor named in `join.anchor` is read as text too.
+        let anchors = self
+            .mappings
+            .iter()
+            .filter_map(|m| m.join.anchor.text_attribute().map(str::to_string));
+        for a in CORE_ATTRIBUTES
+            .iter()
+            .map(|a| a.to_string())
+            .chain(
+                self.mappings
+                    .iter()
+                    .flat_map(|m| m.attributes.iter().cloned()),
+            )
+            .chain(anchors)
+        {
             seen.entry(a.to_lowercase()).or_insert(a);
         }
         seen.into_values().collect()
@@ -896,6 +935,9 @@ impl<'a> Loader<'a> {
             Some(a) => match a.get_ref().to_lowercase().as_str() {
                 "objectguid" => AnchorAttribute::ObjectGuid,
                 "ms-ds-consistencyguid" => AnchorAttribute::ConsistencyGuid,
+                "entryuuid" => AnchorAttribute::EntryUuid,
+                "nsuniqueid" => AnchorAttribute::NsUniqueId,
+                "ipauniqueid" => AnchorAttribute::IpaUniqueId,
                 _ => {
                     self.error(
                         a,
@@ -903,12 +945,16 @@ impl<'a> Loader<'a> {
                             key: "join.anchor".to_string(),
                             value: a.get_ref().clone(),
                         },
-                        "use `objectGUID` or `ms-DS-ConsistencyGuid`, whichever your Entra Connect uses as source anchor",
+                        "use the attribute your Entra Connect uses as source anchor: `objectGUID` or `ms-DS-ConsistencyGuid` (Active Directory), `entryUUID` (OpenLDAP), `nsUniqueId` (389 Directory Server) or `ipaUniqueID` (FreeIPA)",
                     );
                     AnchorAttribute::ConsistencyGuid
                 }
             },
         };
+        let anchor_at = join.anchor.as_ref().map(|a| {
+            let (line, column) = self.position(a.span().start);
+            format!("{}:{line}:{column}", self.shown)
+        });
         let cloud_only = join.cloud_only.as_ref().map(|p| {
             self.expression(
                 env,
@@ -934,7 +980,11 @@ impl<'a> Loader<'a> {
                 cloud,
             }
         });
-        JoinRule { anchor, cloud_only }
+        JoinRule {
+            anchor,
+            anchor_at,
+            cloud_only,
+        }
     }
 
     /// `[write]`: where the address of each kind of user goes.

@@ -469,3 +469,66 @@ fn join_values_borrow_only_when_already_normalized() {
         "Not-An-Anchor"
     );
 }
+
+#[test]
+fn anchors_are_named_for_every_flavour_and_read_as_text_on_generic_servers() {
+    let with_anchor = |name: &str| {
+        MINIMAL.replace(
+            "[join.cloud_only]\n",
+            &format!("[join]\nanchor = \"{name}\"\n\n[join.cloud_only]\n"),
+        )
+    };
+    for (name, expected) in [
+        ("objectGUID", AnchorAttribute::ObjectGuid),
+        ("ms-DS-ConsistencyGuid", AnchorAttribute::ConsistencyGuid),
+        ("entryUUID", AnchorAttribute::EntryUuid),
+        ("nsuniqueid", AnchorAttribute::NsUniqueId),
+        ("ipaUniqueID", AnchorAttribute::IpaUniqueId),
+    ] {
+        let m = parse(&with_anchor(name)).unwrap();
+        assert_eq!(m.join.anchor, expected, "{name}");
+        assert_eq!(
+            m.join.anchor_at.as_deref(),
+            Some("mappings/test.toml:10:10"),
+            "{name}"
+        );
+    }
+    let e = first_error(&with_anchor("uid"));
+    assert!(matches!(e.kind, ErrorKind::BadValue { .. }), "{e}");
+    assert_eq!((e.line, e.column), (10, 10));
+    assert!(
+        e.help.contains("`nsUniqueId` (389 Directory Server)") && e.help.contains("`entryUUID`"),
+        "{e}"
+    );
+
+    // The named attribute is read, and its value (389-ds's form) is the join key.
+    let m = parse(&with_anchor("nsUniqueId")).unwrap();
+    let set = MappingSet::from_mappings(vec![m]).unwrap();
+    assert!(set.attributes().iter().any(|a| a == "nsUniqueId"));
+    let mut partner = account("p.adams", "OU=Partners", Some("ana@fabrikam.example"));
+    partner.attributes.insert(
+        "nsUniqueId".into(),
+        vec!["b117a9a2-edd911f1-974e8ce8-03de30af".into()],
+    );
+    let mapped = map_accounts(&set, vec![("test".to_string(), partner)]);
+    let key = mapped[0]
+        .join_keys
+        .iter()
+        .find(|k| k.property == CloudProperty::OnPremisesImmutableId)
+        .expect("an anchor join key");
+    assert_eq!(
+        Some(key.value.clone()),
+        crate::source::capabilities::AnchorName::NsUniqueId
+            .from_text("b117a9a2-edd911f1-974e8ce8-03de30af")
+            .map(|a| a.as_str().to_string())
+    );
+    // Without the attribute there is no anchor key (never another attribute's value).
+    let bare = account("p.bare", "OU=Partners", Some("b@fabrikam.example"));
+    let mapped = map_accounts(&set, vec![("test".to_string(), bare)]);
+    assert!(
+        mapped[0]
+            .join_keys
+            .iter()
+            .all(|k| k.property != CloudProperty::OnPremisesImmutableId)
+    );
+}

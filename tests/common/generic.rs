@@ -107,8 +107,7 @@ pub async fn generic_lifecycle(server: Server, lock: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("graph-ca.pem"), &emu.ca_pem).unwrap();
     std::fs::create_dir(dir.path().join("mappings")).unwrap();
-    std::fs::write(
-        dir.path().join("mappings/generic.toml"),
+    let mapping = |anchor: &str| {
         format!(
             r#"description = "partners in a generic LDAP directory"
 address = "lower(otherMailbox)"
@@ -121,7 +120,7 @@ base_dns = ["{ou}"]
 filter = "(objectClass=inetOrgPerson)"
 
 [join]
-anchor = "objectGUID"
+anchor = "{anchor}"
 
 [join.cloud_only]
 source = "uid ~ '@labexample.onmicrosoft.com'"
@@ -131,9 +130,15 @@ cloud = "userPrincipalName"
 synced = ["mail"]
 cloud_only = ["otherMails", "mail"]
 "#
-        ),
-    )
-    .unwrap();
+        )
+    };
+    let mapping_file = dir.path().join("mappings/generic.toml");
+    // The server's own anchor, by name.
+    let (anchor, marks) = match server {
+        Server::Ds389 => ("nsUniqueId", "by modifyTimestamp with 60 s overlap"),
+        _ => ("entryUUID", "by entryCSN"),
+    };
+    std::fs::write(&mapping_file, mapping(anchor)).unwrap();
     let config = dir.path().join("b2bsync.toml");
     std::fs::write(
         &config,
@@ -189,6 +194,28 @@ ca_file = "graph-ca.pem"
             .await
             .unwrap()
     };
+
+    // check prints what the server can do, and refuses an anchor it does not have, naming
+    // the place in the mapping file.
+    let out = b2bsync(&["check"]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        printed.contains(&format!("incremental reads: {marks}")),
+        "{printed}"
+    );
+    assert!(printed.contains(&format!("anchor: {anchor}")), "{printed}");
+    std::fs::write(&mapping_file, mapping("objectGUID")).unwrap();
+    let out = b2bsync(&["check"]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_ne!(out.status.code(), Some(0), "{printed}");
+    assert!(
+        printed.contains(
+            "generic.toml:12:10: join.anchor `objectGUID` is not an attribute of this directory"
+        ) && printed.contains(&format!("`{anchor}`")),
+        "{printed}"
+    );
+    std::fs::write(&mapping_file, mapping(anchor)).unwrap();
 
     // Run 1: addresses PATCHed and invitations sent.
     let out = b2bsync(&["run"]);
