@@ -181,6 +181,7 @@ struct Compiled<'m> {
     mapping: &'m Mapping,
     address: Result<minijinja::Expression<'m, 'static>, String>,
     when: Option<Result<minijinja::Expression<'m, 'static>, String>>,
+    disabled: Option<Result<minijinja::Expression<'m, 'static>, String>>,
     join: Option<Result<minijinja::Expression<'m, 'static>, String>>,
 }
 
@@ -195,6 +196,7 @@ impl<'m> Compiled<'m> {
             mapping: m,
             address: c(&m.address),
             when: m.scope.when.as_deref().map(c),
+            disabled: m.scope.disabled.as_deref().map(c),
             join: m.join.cloud_only.as_ref().map(|p| c(&p.source)),
         }
     }
@@ -306,6 +308,22 @@ impl<'m> Compiled<'m> {
             }
         }
         protection.sort();
+        // `scope.disabled` decides instead of the flavour's mark; when it fails the account
+        // counts as disabled (blocked, never invited) and the failure is reported.
+        let disabled = match &self.disabled {
+            None => account.disabled(),
+            Some(e) => match e
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|e| e.eval(context(m, &account)).map_err(|e| e.to_string()))
+            {
+                Ok(v) => v.is_true(),
+                Err(e) => {
+                    mapping_error.get_or_insert(format!("scope.disabled: {e}"));
+                    true
+                }
+            },
+        };
         // `names` is sorted: the first is the primary mapping, this one.
         let mut names = names.into_iter();
         let mapping = names.next().unwrap_or_else(|| m.name.clone());
@@ -313,7 +331,10 @@ impl<'m> Compiled<'m> {
             key,
             mapping,
             also_in: names.collect(),
-            account: AccountFacts::from(account),
+            account: AccountFacts {
+                disabled,
+                ..AccountFacts::from(account)
+            },
             address,
             join_keys,
             protection,

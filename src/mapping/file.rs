@@ -43,6 +43,8 @@ pub struct RawScope {
     #[serde(default)]
     pub when: Option<Spanned<String>>,
     #[serde(default)]
+    pub disabled: Option<Spanned<String>>,
+    #[serde(default)]
     pub allow: Vec<Spanned<String>>,
     #[serde(default)]
     pub deny: Vec<Spanned<String>>,

@@ -333,6 +333,10 @@ pub struct Scope {
     pub filter: Option<String>,
     /// Boolean expression over the declared attributes; false: out of scope.
     pub when: Option<String>,
+    /// Boolean expression over the declared attributes that decides whether an account is
+    /// disabled, instead of the directory flavour's own mark (`userAccountControl`,
+    /// `nsAccountLock`, `pwdAccountLockedTime`, `loginDisabled`).
+    pub disabled: Option<String>,
     /// When not empty, only these account names or DNs are in scope.
     pub allow: Vec<String>,
     /// Account names or DNs that are in scope but never touched (blocked, reported).
@@ -725,6 +729,9 @@ impl<'a> Loader<'a> {
         if let Some(w) = &raw.scope.when {
             self.expression(&env, w, "scope.when", &declared, &table_names);
         }
+        if let Some(d) = &raw.scope.disabled {
+            self.expression(&env, d, "scope.disabled", &declared, &table_names);
+        }
         self.scope(&raw.scope);
         let join = self.join(&raw.join, &env, &declared, &table_names);
         let write = self.write(&raw.write);
@@ -746,6 +753,7 @@ impl<'a> Loader<'a> {
                 base_dns: trim_all(raw.scope.base_dns.get_ref()),
                 filter: raw.scope.filter.map(Spanned::into_inner),
                 when: raw.scope.when.map(Spanned::into_inner),
+                disabled: raw.scope.disabled.map(Spanned::into_inner),
                 allow: trim_all(&raw.scope.allow),
                 deny: trim_all(&raw.scope.deny),
                 protected_groups: trim_all(&raw.scope.protected_groups),

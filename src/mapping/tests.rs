@@ -532,3 +532,38 @@ fn anchors_are_named_for_every_flavour_and_read_as_text_on_generic_servers() {
             .all(|k| k.property != CloudProperty::OnPremisesImmutableId)
     );
 }
+
+#[test]
+fn scope_disabled_overrides_the_flavour_s_mark() {
+    let text = MINIMAL.replace("[scope]\n", "[scope]\ndisabled = \"company == 'Gone'\"\n");
+    let set = MappingSet::from_mappings(vec![parse(&text).unwrap()]).unwrap();
+    let mut gone = account("p.gone", "OU=Partners", Some("g@x.example"));
+    gone.attributes
+        .insert("company".into(), vec!["Gone".into()]);
+    // Locked by the directory, but the expression says otherwise.
+    let mut locked = account("p.locked", "OU=Partners", Some("l@x.example"));
+    locked.locked = true;
+    let mapped = map_accounts(
+        &set,
+        vec![("test".to_string(), gone), ("test".to_string(), locked)],
+    );
+    let disabled = |n: &str| {
+        mapped
+            .iter()
+            .find(|m| m.account.account_name.as_deref() == Some(n))
+            .map(|m| m.account.disabled)
+    };
+    assert_eq!(disabled("p.gone"), Some(true));
+    assert_eq!(disabled("p.locked"), Some(false));
+
+    // Without the key the flavour's mark decides.
+    let set = MappingSet::from_mappings(vec![parse(MINIMAL).unwrap()]).unwrap();
+    let mut locked = account("p.locked", "OU=Partners", Some("l@x.example"));
+    locked.locked = true;
+    let mapped = map_accounts(&set, vec![("test".to_string(), locked)]);
+    assert!(mapped[0].account.disabled);
+
+    // A misspelt attribute is a load error, like every expression.
+    let e = first_error(&MINIMAL.replace("[scope]\n", "[scope]\ndisabled = \"compny == 'x'\"\n"));
+    assert_eq!(e.line, 7, "{e}");
+}
