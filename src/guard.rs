@@ -203,6 +203,7 @@ mod tests {
                 actions: actions.iter().copied().collect(),
                 ..Summary::default()
             },
+            carried: vec![],
         }
     }
 

@@ -255,6 +255,11 @@ impl Session {
             if !verdict.allowed {
                 break 'end RunEnd::OverThreshold(verdict);
             }
+            let progress = if plan.carried.is_empty() {
+                progress
+            } else {
+                carry_over(store, &plan)?
+            };
             let journal = Journal::new(store, run_id);
             tracing::info!(actions = plan.actions.len(), "applying the plan");
             events(Event::Applying {
@@ -276,6 +281,30 @@ impl Session {
             reconciled,
         })
     }
+}
+
+/// Moves the progress of accounts the plan recognised under a new key (`Plan::carried`) in
+/// the store, before any write, and returns the progress as the plan saw it.
+fn carry_over(
+    store: &std::sync::Mutex<Store>,
+    plan: &Plan,
+) -> Result<BTreeMap<String, Progress>, Error> {
+    for c in &plan.carried {
+        tracing::info!(
+            from = %c.from,
+            to = %c.to,
+            by = ?c.by,
+            "The account's key changed; its progress carries over to the new key."
+        );
+    }
+    let moves: Vec<(&str, &str)> = plan
+        .carried
+        .iter()
+        .map(|c| (c.from.as_str(), c.to.as_str()))
+        .collect();
+    let mut store = lock(store);
+    store.rekey(&moves)?;
+    Ok(store.progress()?)
 }
 
 /// Accounts without actions still record where they stand (for `status`).

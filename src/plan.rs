@@ -26,10 +26,12 @@ use crate::join::Joined;
 use crate::mapping::{InvitationSettings, MappingSet, UserType};
 use crate::model::{AccountKind, Lifecycle, Progress};
 
+mod carry;
 mod decide;
 mod progress;
 mod reasons;
 
+pub use carry::{Carried, CarriedBy};
 use decide::{Context, shared_addresses};
 pub use progress::progress_after;
 pub use reasons::{BlockReason, Explained, ReasonCode, Side, UnknownReasonCode, Warning};
@@ -318,6 +320,10 @@ pub struct Plan {
     /// Sorted by account key.
     pub accounts: Vec<AccountOutcome>,
     pub summary: Summary,
+    /// Accounts whose progress the store remembers under another key (a DN-keyed account
+    /// renamed, an account that now has an anchor); `run` moves it before any write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<Carried>,
 }
 
 /// Computes the plan. Pure: no I/O, no clock (`now` is an input), no randomness.
@@ -335,6 +341,14 @@ pub fn plan(
     defaults: &InvitationSettings,
     now: Timestamp,
 ) -> Plan {
+    let carried = carry::carry_over(&joined, progress);
+    let moved;
+    let progress = if carried.is_empty() {
+        progress
+    } else {
+        moved = carry::moved(progress, &carried);
+        &moved
+    };
     let Joined {
         accounts: joined_accounts,
         outcomes,
@@ -408,6 +422,7 @@ pub fn plan(
         actions,
         accounts,
         summary,
+        carried,
     }
 }
 

@@ -492,6 +492,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Moves an account's row and its journal records from the key the store remembers to
+    /// its key now (see `plan::Carried`), in one transaction. A row already under `to` (an
+    /// account with no progress yet) gives way to the remembered one.
+    pub fn rekey(&mut self, moves: &[(&str, &str)]) -> Result<(), Error> {
+        self.transaction(|s| {
+            for (from, to) in moves {
+                s.conn
+                    .execute("DELETE FROM accounts WHERE key = ?1", params![to])?;
+                s.conn.execute(
+                    "UPDATE accounts SET key = ?2 WHERE key = ?1",
+                    params![from, to],
+                )?;
+                s.conn.execute(
+                    "UPDATE journal SET account_key = ?2 WHERE account_key = ?1",
+                    params![from, to],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     /// Writes an account's progress and what the plan said of it.
     pub fn save_account(
         &self,

@@ -1071,6 +1071,7 @@ mod tests {
             actions,
             accounts: Vec::new(),
             summary: plan::Summary::default(),
+            carried: Vec::new(),
         };
         let options = Options {
             concurrency,

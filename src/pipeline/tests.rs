@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::apply::fakes::{FakeCloud, FakeDirectory};
 use crate::mapping::Mapping;
-use crate::model::{Anchor, Lifecycle};
+use crate::model::{AccountKey, Anchor, Dn, Lifecycle};
 
 const BASE: &str = "OU=Partners,DC=lab,DC=example,DC=com";
 const TIER0: &str = "CN=Tier0,OU=Groups,DC=lab,DC=example,DC=com";
@@ -476,6 +476,7 @@ async fn a_session_ends_applied_stale_or_over_threshold_and_holds_the_lock() {
             actions: Vec::new(),
             accounts: Vec::new(),
             summary: plan::Summary::default(),
+            carried: Vec::new(),
         });
         let path = w.dir.path().join("state.db");
         let session = Session::begin(&path, "run").unwrap_or_else(|e| panic!("{e}"));
@@ -522,4 +523,58 @@ async fn a_session_ends_applied_stale_or_over_threshold_and_holds_the_lock() {
         // The lock went with the session.
         assert!(Session::begin(&path, "run").is_ok(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_run_moves_progress_remembered_under_the_dn_to_the_anchor_before_any_write() {
+    let w = world();
+    // An earlier b2bsync, which did not read these accounts' anchors, keyed them by DN and
+    // finished their conversion.
+    let earlier = jiff::Timestamp::from_second(1_790_000_000).unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..3u8 {
+        let key = AccountKey::Dn(Dn::new(&dn(n))).to_string();
+        let done = Progress {
+            state: Lifecycle::Done,
+            cloud_id: Some(format!("u-{n}")),
+            invitations_sent: 1,
+            password_randomized_at: Some(earlier),
+            sessions_revoked_at: Some(earlier),
+            ..Progress::default()
+        };
+        lock(&w.store)
+            .save_account(&key, Some(&dn(n)), Some("synced"), None, &done)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let path = w.dir.path().join("state.db");
+    let session = Session::begin(&path, "run").unwrap_or_else(|e| panic!("{e}"));
+    let result = w.run(&session, false, None, &|_| {}).await;
+    session.finish(0, "x").unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(result.plan.carried.len(), 3, "{:?}", result.plan.carried);
+    assert!(
+        result
+            .plan
+            .carried
+            .iter()
+            .all(|c| c.by == plan::CarriedBy::Dn),
+        "{:?}",
+        result.plan.carried
+    );
+    // No second randomization: the conversion the DN-keyed rows remember still holds.
+    assert!(result.plan.actions.is_empty(), "{:?}", result.plan.actions);
+    assert_eq!(
+        w.directory.passwords.lock().map(|p| p.len()).unwrap_or(9),
+        0
+    );
+    // One row per account, under its anchor; none left under the DN.
+    let progress = lock(&w.store).progress().unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<String> = progress.keys().cloned().collect();
+    let mut anchors: Vec<String> = (0..3u8).map(|n| anchor(n).as_str().to_string()).collect();
+    anchors.sort();
+    assert_eq!(keys, anchors);
+    assert!(
+        progress
+            .values()
+            .all(|p| p.password_randomized_at == Some(earlier))
+    );
 }

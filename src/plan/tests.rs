@@ -1043,3 +1043,90 @@ fn a_hundred_thousand_accounts_plan_in_one_pass() {
         Some(&100_000)
     );
 }
+
+/// Plays the lifecycle of the world's accounts to its end: invited, accepted, randomized.
+fn convert_all(w: &mut World) {
+    for _ in 0..4 {
+        let p = w.plan();
+        w.apply(&p);
+        w.sync();
+        w.accept_all();
+    }
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(
+        w.progress
+            .values()
+            .all(|p| p.password_randomized_at.is_some())
+    );
+}
+
+/// A partner without an anchor: keyed by its DN and joined as a cloud-only user by UPN.
+fn anchorless_world() -> World {
+    let mut w = World::new();
+    let mut a = account(1, "p.adams", Some("Ana.Adams@Fabrikam.example"));
+    let u = user_of(&a, 1, AccountKind::CloudOnly);
+    a.object_guid = None;
+    w.accounts.push(a);
+    w.users.push(u);
+    w
+}
+
+#[test]
+fn a_renamed_account_without_anchor_is_still_one_account() {
+    let mut w = anchorless_world();
+    convert_all(&mut w);
+    let old_key = w.progress.keys().next().unwrap().clone();
+    assert!(old_key.starts_with("dn:"), "{old_key}");
+
+    w.accounts[0].dn = "CN=p.adams,OU=Moved,OU=Partners,DC=lab,DC=example,DC=com".into();
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.accounts[0].state, Lifecycle::Done);
+    assert_eq!(
+        p.carried,
+        vec![Carried {
+            from: old_key,
+            to: p.accounts[0].key.clone(),
+            by: CarriedBy::CloudUser,
+        }]
+    );
+}
+
+#[test]
+fn an_account_keyed_by_its_dn_keeps_its_progress_when_it_gains_an_anchor() {
+    let mut w = anchorless_world();
+    convert_all(&mut w);
+    let old_key = w.progress.keys().next().unwrap().clone();
+    // The directory now shows an anchor (a server whose anchor attribute is read now).
+    w.accounts[0].object_guid = Some(guid(1));
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.carried.len(), 1);
+    assert_eq!(p.carried[0].from, old_key);
+    assert_eq!(p.carried[0].by, CarriedBy::Dn);
+    assert_eq!(p.carried[0].to, guid(1).as_str());
+}
+
+#[test]
+fn an_ambiguous_earlier_key_carries_nothing_over() {
+    let mut w = anchorless_world();
+    convert_all(&mut w);
+    // Two remembered keys were joined to the same cloud user: neither is taken.
+    let (_, p) = w
+        .progress
+        .iter()
+        .next()
+        .map(|(k, p)| (k.clone(), p.clone()))
+        .unwrap();
+    w.progress
+        .insert("dn:cn=ghost,ou=partners,dc=lab,dc=example,dc=com".into(), p);
+    w.accounts[0].dn = "CN=p.adams,OU=Moved,OU=Partners,DC=lab,DC=example,DC=com".into();
+    let plan = w.plan();
+    assert!(plan.carried.is_empty(), "{:?}", plan.carried);
+
+    // With nothing remembered there is nothing to carry.
+    let mut fresh = anchorless_world();
+    fresh.progress.clear();
+    assert!(fresh.plan().carried.is_empty());
+}

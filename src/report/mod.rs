@@ -1164,6 +1164,7 @@ mod tests {
                 },
             ],
             summary: Summary::default(),
+            carried: vec![],
         }
     }
 
