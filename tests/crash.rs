@@ -36,18 +36,22 @@ const N: usize = 60;
 const KILLS_PER_PHASE: usize = 9;
 const MIN_KILLS: usize = 20;
 
+/// Starts `b2bsync run` in the background, its output discarded.
+fn spawn_run(w: &World) -> std::process::Child {
+    w.command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
 /// Runs `b2bsync run` again and again, SIGKILLing each after a random delay, until `kills`
 /// runs were killed mid-flight or one finished on its own; then lets one run finish.
 /// Returns the number of runs killed before they ended.
 fn crash_phase(w: &World, rng: &mut rand::rngs::StdRng, kills: usize, max_ms: u64) -> usize {
     let mut killed = 0;
     while killed < kills {
-        let mut child = w
-            .command(&["run"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = spawn_run(w);
         let delay = Duration::from_millis(rng.random_range(100..max_ms));
         let started = Instant::now();
         let mut finished = false;
@@ -365,12 +369,7 @@ async fn a_crash_between_the_revocation_and_its_answer_never_revokes_twice() {
     // read it back.
     accept(first.clone()).await;
     lose_revocation_answers(&w, &first).await;
-    let mut child = w
-        .command(&["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_run(&w);
     let deadline = Instant::now() + Duration::from_secs(60);
     while w.revocations().await.is_empty() {
         assert!(
