@@ -615,26 +615,42 @@ fn an_admin_template_replaces_the_page_and_a_broken_one_says_where() {
     assert!(!source.contains("<script"));
     assert!(source.contains("data-n=\"states.total\">25<"));
 
-    // A filter that does not exist on line 3, column 4.
-    std::fs::write(
-        &template,
-        "<!DOCTYPE html>\n<p>\n<p>{{ total | totl }}</p>\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_b2bsync"))
-        .arg("--config")
-        .arg(&config)
-        .args(["status", "--html", page.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains(&format!("{}:3:15", template.display())),
-        "{stderr}"
-    );
-    assert!(stderr.contains("totl"), "{stderr}");
-    assert!(stderr.contains("help:"), "{stderr}");
-    // The page written before stays as it was.
-    assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    // Every kind of error names line and column: an unknown filter, a syntax error, an
+    // undefined name (strict mode) and an error only rendering finds. The page written
+    // before stays as it was.
+    for (broken, at, says) in [
+        (
+            "<!DOCTYPE html>\n<p>\n<p>{{ total | totl }}</p>\n",
+            "3:15",
+            "totl",
+        ),
+        (
+            "<p>\n\n{% for x in %}</p>\n",
+            "3:13",
+            "unexpected end of block",
+        ),
+        ("<p>\n  {{ totl }}\n", "2:6", "`totl` is undefined"),
+        (
+            "\n{% for x in total %}{{ x }}{% endfor %}",
+            "2:13",
+            "not iterable",
+        ),
+    ] {
+        std::fs::write(&template, broken).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_b2bsync"))
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--html", page.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{at}: ", template.display())),
+            "{broken:?}: {stderr}"
+        );
+        assert!(stderr.contains(says), "{broken:?}: {stderr}");
+        assert!(stderr.contains("help:"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    }
 }
