@@ -57,6 +57,12 @@ pub fn progress_after(
     if state == Lifecycle::AwaitingSync && p.address_staged_at.is_none() {
         p.address_staged_at = Some(now);
     }
+    if state >= Lifecycle::Accepted && p.accepted_at.is_none() {
+        // Read `Accepted` for the first time now, or recorded by a build before accepted_at.
+        let first_seen = prev.is_none_or(|q| q.state < Lifecycle::Accepted);
+        p.accepted_at = plausible_acceptance(outcome.accepted_change, p.invited_at, now)
+            .or(first_seen.then_some(now));
+    }
     p.state = state;
     if outcome.cloud_id.is_some() {
         p.cloud_id = outcome.cloud_id.clone();
@@ -65,4 +71,15 @@ pub fn progress_after(
         p.address = outcome.address.clone();
     }
     p
+}
+
+/// The cloud's acceptance time when it is plausible: not in the future and not before the
+/// invitation b2bsync sent (when it knows one). Otherwise `None`, and the time b2bsync read
+/// `Accepted` stands in.
+pub fn plausible_acceptance(
+    change: Option<Timestamp>,
+    invited_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    change.filter(|t| *t <= now && invited_at.is_none_or(|i| *t >= i))
 }

@@ -588,6 +588,7 @@ mod tests {
             finished_at: None,
             exit_code: Some(2),
             summary: Some("failed <b>x</b> & 'y'".into()),
+            state_counts: None,
         }];
         let page = status_html(&status(&rows, runs, 14, now), now).expect("page");
         assert!(!page.contains("<script"), "{page}");
