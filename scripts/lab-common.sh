@@ -74,7 +74,7 @@ ds_prefix() {
 }
 
 LAB_PACKAGES=(samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules
-              winbind ldb-tools ldap-utils slapd "${DS_PACKAGES[@]}")
+              winbind ldb-tools ldap-utils slapd krb5-user "${DS_PACKAGES[@]}")
 
 # ---- output / timing ------------------------------------------------------------
 lab_now() { date +%s.%N; }
@@ -211,7 +211,7 @@ write_lab_env() {
                  AD_SVC_BIND AD_SVC_DN AD_SVC_PASSWORD AD_REALM AD_DOMAIN AD_SAMBA_CONF \
                  OL_LDAPS_URL OL_LDAP_URL OL_BASE_DN OL_PARTNERS_DN OL_ADMIN_DN OL_ADMIN_PASSWORD \
                  OL_SVC_DN OL_SVC_PASSWORD OL_LDAPI_URL OL_BULK_COUNT LAB_PARTNER_PASSWORD \
-                 LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON \
+                 LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON LAB_KRB5_CONFIG \
                  DS_LDAPS_URL DS_LDAP_URL DS_BASE_DN DS_PARTNERS_DN DS_ADMIN_DN DS_ADMIN_PASSWORD \
                  DS_SVC_DN DS_SVC_PASSWORD DS_PROTECTED_GROUP_DN DS_INSTANCE; do
             printf "export %s='%s'\n" "$v" "${!v//\'/\'\\\'\'}"
@@ -230,6 +230,31 @@ DS_ADMIN_PASSWORD="$LAB_DS_ADMIN_PASSWORD"
 DS_SVC_PASSWORD="$LAB_SVC_PASSWORD"
 LAB_EXTERNAL_MAIL_ATTR="otherMailbox"
 LAB_ACCOUNTS_JSON="$LAB/accounts.json"
+LAB_KRB5_CONFIG="$LAB/krb5.conf"
+
+# write_krb5_conf: a krb5.conf for kinit against the lab DC's own KDC (127.0.0.1:88), with
+# DNS lookups off, so that tests can prove an old password is refused by Kerberos too.
+write_krb5_conf() {
+    mkdir -p "$LAB"
+    cat > "$LAB_KRB5_CONFIG" <<KRB5
+# b2bsync lab; written by scripts/lab-common.sh. Use: KRB5_CONFIG=$LAB_KRB5_CONFIG kinit user@$AD_REALM
+[libdefaults]
+    default_realm = $AD_REALM
+    dns_lookup_realm = false
+    dns_lookup_kdc = false
+    rdns = false
+    udp_preference_limit = 1
+
+[realms]
+    $AD_REALM = {
+        kdc = 127.0.0.1
+    }
+
+[domain_realm]
+    .$AD_UPN_SUFFIX = $AD_REALM
+    $AD_UPN_SUFFIX = $AD_REALM
+KRB5
+}
 
 # ---- LDAP helpers -------------------------------------------------------------------------
 # ad_pw64 PASSWORD: base64 of the quoted UTF-16LE password for unicodePwd.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Samba AD DC for the lab on 127.0.0.1 (LDAP 389 + StartTLS, LDAPS 636, GC 3268), state in $LAB/samba.
+# Samba AD DC for the lab on 127.0.0.1 (LDAP 389 + StartTLS, LDAPS 636, GC 3268, its KDC on 88),
+# state in $LAB/samba.
 #
 #   samba-up.sh            stop a running lab DC (if any), provision a fresh domain, start, seed, delegate
 #   samba-up.sh --reuse    keep an already running lab DC when the service account can bind; else as above
 #
 # Fresh by default: tests change passwords and mail, so every run starts from the fixture.
-# Ready only when a real LDAPS simple bind as the service account succeeds. Writes $LAB/lab.env.
+# Ready only when a real LDAPS simple bind as the service account succeeds and the KDC listens.
+# Writes $LAB/lab.env and $LAB/krb5.conf (kinit against the DC's KDC; LAB_KRB5_CONFIG).
 set -euo pipefail
 # shellcheck source=scripts/lab-common.sh
 . "$(dirname "$0")/lab-common.sh"
@@ -16,7 +18,7 @@ case "${1:-}" in
     "") ;;
     *) die "usage: $0 [--reuse]" ;;
 esac
-require_tools samba samba-tool ldapsearch ldapadd ldapmodify ldbsearch iconv python3
+require_tools samba samba-tool ldapsearch ldapadd ldapmodify ldbsearch iconv python3 kinit
 
 T="$SAMBA_DIR"
 CONF="$T/etc/smb.conf"
@@ -26,14 +28,15 @@ t_all=$(lab_now)
 "$LAB_SCRIPTS/lab-pki.sh"
 
 if [ "$reuse" -eq 1 ] && [ -f "$PIDFILE" ] && pid_matches "$(cat "$PIDFILE")" "$T" \
-   && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD"; then
+   && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" && port_listening 88; then
+    write_krb5_conf
     write_lab_env
     log "samba: reusing running DC pid $(cat "$PIDFILE") ($(lab_elapsed "$t_all"))"
     exit 0
 fi
 
 "$LAB_SCRIPTS/samba-down.sh"
-for port in 389 636 3268; do
+for port in 389 636 3268 88; do
     port_listening "$port" && die "samba: port $port is in use by another process (system slapd/samba?)"
 done
 
@@ -43,7 +46,7 @@ rm -rf "$T"
 mkdir -p "$T/run" "$T/log"
 samba-tool domain provision --targetdir="$T" --realm="$AD_REALM" --domain="$AD_DOMAIN" --server-role=dc \
     --dns-backend=NONE --use-rfc2307 --host-name="$AD_HOST" --adminpass="$AD_ADMIN_PASSWORD" \
-    --option="interfaces=lo" --option="bind interfaces only=yes" --option="server services=ldap" \
+    --option="interfaces=lo" --option="bind interfaces only=yes" --option="server services=ldap kdc" \
     --option="pid directory=$T/run" --option="ncalrpc dir=$T/run/ncalrpc" \
     --option="winbindd socket directory=$T/run/winbindd" --option="ntp signd socket directory=$T/run/ntp_signd" \
     --option="log file=$T/log/log.%m" --option="ldb:nosync=true" --option="tls enabled=yes" \
@@ -94,5 +97,7 @@ log "samba: delegated reset-password + write mail on $AD_PARTNERS_DN to $AD_SVC_
 
 # ---- ready -----------------------------------------------------------------------
 wait_for ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" || die "samba: service account cannot bind over LDAPS"
+wait_for port_listening 88 || die "samba: its KDC does not listen on 127.0.0.1:88"
+write_krb5_conf
 write_lab_env
 log "samba: ready on $AD_LDAPS_URL and $AD_LDAP_URL (StartTLS) in $(lab_elapsed "$t_all"); env: $LAB_ENV_FILE"

@@ -807,6 +807,10 @@ pub struct Progress {
     pub password_randomized_at: Option<jiff::Timestamp>,
     /// When the cloud user's sign-in sessions were revoked (after the randomization).
     pub sessions_revoked_at: Option<jiff::Timestamp>,
+    /// When the invitation was accepted: the cloud user's `externalUserStateChangeDateTime`
+    /// when plausible (not in the future, not before the invitation), else when b2bsync first
+    /// read `Accepted`.
+    pub accepted_at: Option<jiff::Timestamp>,
 }
 
 #[cfg(test)]

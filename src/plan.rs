@@ -266,6 +266,10 @@ pub struct AccountOutcome {
     pub next: Lifecycle,
     pub reasons: Vec<Explained<BlockReason>>,
     pub warnings: Vec<Explained<Warning>>,
+    /// When the cloud says the user accepted (`externalUserStateChangeDateTime` of a user
+    /// that shows `Accepted`), for the progress's `accepted_at`; not part of the plan's JSON.
+    #[serde(skip)]
+    pub accepted_change: Option<jiff::Timestamp>,
 }
 
 impl AccountOutcome {
@@ -285,6 +289,7 @@ impl AccountOutcome {
             next: state,
             reasons: Vec::new(),
             warnings: Vec::new(),
+            accepted_change: None,
         }
     }
 }

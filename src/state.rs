@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Lifecycle, Progress};
 
-/// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`.
-const SCHEMA_VERSION: i64 = 3;
+/// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
+/// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run) and
+/// `accounts.accepted_at`.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -31,7 +33,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     invitations_sent INTEGER NOT NULL DEFAULT 0,
     password_randomized_at TEXT,
     updated_at TEXT NOT NULL,
-    sessions_revoked_at TEXT
+    sessions_revoked_at TEXT,
+    accepted_at TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     exit_code INTEGER,
-    summary TEXT
+    summary TEXT,
+    state_counts TEXT
 );
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -288,6 +292,19 @@ pub struct RunRecord {
     pub finished_at: Option<jiff::Timestamp>,
     pub exit_code: Option<i64>,
     pub summary: Option<String>,
+    /// Accounts per lifecycle state when the run ended; `None` for a run that did not end
+    /// or that a build before schema 4 recorded.
+    pub state_counts: Option<StateCounts>,
+}
+
+/// Accounts per lifecycle state (`ready`, `invited`, ...; states without accounts left out),
+/// all together and per partner domain (the domain of the staged external address, lower
+/// case), as `runs.state_counts` keeps them at the end of each run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub all: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub domains: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// One account row: its progress plus what the last plan said of it.
@@ -437,6 +454,8 @@ impl Store {
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
+            add_column(&conn, "accounts", "accepted_at TEXT")?;
+            add_column(&conn, "runs", "state_counts TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -464,7 +483,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
                     invited_at, invitations_sent, password_randomized_at, updated_at,
-                    sessions_revoked_at
+                    sessions_revoked_at, accepted_at
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -483,6 +502,7 @@ impl Store {
                 password_randomized_at: r.get(11)?,
                 updated_at: r.get(12)?,
                 sessions_revoked_at: r.get(13)?,
+                accepted_at: r.get(14)?,
             })
         })?;
         let mut out = Vec::new();
@@ -525,8 +545,8 @@ impl Store {
         self.conn.execute(
             "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
                  invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at,
-                 sessions_revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 sessions_revoked_at, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (key) DO UPDATE SET dn = excluded.dn, kind = excluded.kind,
                  state = excluded.state, reason = excluded.reason, cloud_id = excluded.cloud_id,
                  address = excluded.address, address_staged_at = excluded.address_staged_at,
@@ -534,7 +554,8 @@ impl Store {
                  invitations_sent = excluded.invitations_sent,
                  password_randomized_at = excluded.password_randomized_at,
                  updated_at = excluded.updated_at,
-                 sessions_revoked_at = excluded.sessions_revoked_at",
+                 sessions_revoked_at = excluded.sessions_revoked_at,
+                 accepted_at = excluded.accepted_at",
             params![
                 key,
                 dn,
@@ -549,7 +570,8 @@ impl Store {
                 p.invitations_sent,
                 p.password_randomized_at.map(|t| t.to_string()),
                 now(),
-                p.sessions_revoked_at.map(|t| t.to_string())
+                p.sessions_revoked_at.map(|t| t.to_string()),
+                p.accepted_at.map(|t| t.to_string())
             ],
         )?;
         Ok(())
@@ -583,19 +605,57 @@ impl Store {
         Ok(id)
     }
 
-    /// Records the end of a run.
+    /// Records the end of a run, with the accounts per lifecycle state at that moment (the
+    /// progress chart of `status` draws one point per run from them).
     pub fn finish_run(&self, id: &str, exit_code: i64, summary: &str) -> Result<(), Error> {
+        let counts = serde_json::to_string(&self.state_counts()?)
+            .map_err(|e| Error::Value(format!("runs row {id}, state_counts: {e}")))?;
         self.conn.execute(
-            "UPDATE runs SET finished_at = ?2, exit_code = ?3, summary = ?4 WHERE id = ?1",
-            params![id, now(), exit_code, summary],
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, summary = ?4, state_counts = ?5
+             WHERE id = ?1",
+            params![id, now(), exit_code, summary, counts],
         )?;
         Ok(())
+    }
+
+    /// Accounts per lifecycle state now, all together and per partner domain.
+    pub fn state_counts(&self) -> Result<StateCounts, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT state,
+                    CASE WHEN instr(address, '@') > 0
+                         THEN lower(substr(address, instr(address, '@') + 1)) END,
+                    count(*)
+             FROM accounts GROUP BY 1, 2",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut counts = StateCounts::default();
+        for row in rows {
+            let (state, domain, n) = row?;
+            let n = u64::try_from(n).unwrap_or(0);
+            *counts.all.entry(state.clone()).or_default() += n;
+            if let Some(domain) = domain.filter(|d| !d.is_empty()) {
+                *counts
+                    .domains
+                    .entry(domain)
+                    .or_default()
+                    .entry(state)
+                    .or_default() += n;
+            }
+        }
+        Ok(counts)
     }
 
     /// All runs, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, Error> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, command, started_at, finished_at, exit_code, summary FROM runs ORDER BY id",
+            "SELECT id, command, started_at, finished_at, exit_code, summary, state_counts
+             FROM runs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -605,11 +665,21 @@ impl Store {
                 r.get::<_, Option<String>>(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, command, started_at, finished_at, exit_code, summary) = row?;
+            let (id, command, started_at, finished_at, exit_code, summary, counts) = row?;
+            let state_counts = counts
+                .map(|c| {
+                    serde_json::from_str(&c).map_err(|e| {
+                        Error::Value(format!(
+                            "runs row {id}, state_counts: `{c}` does not parse: {e}"
+                        ))
+                    })
+                })
+                .transpose()?;
             let at = |column: &str, text: &str| time(text, &format!("runs row {id}, {column}"));
             out.push(RunRecord {
                 started_at: at("started_at", &started_at)?,
@@ -618,6 +688,7 @@ impl Store {
                 command,
                 exit_code,
                 summary,
+                state_counts,
             });
         }
         Ok(out)
@@ -868,6 +939,7 @@ struct StoredAccount {
     password_randomized_at: Option<String>,
     updated_at: String,
     sessions_revoked_at: Option<String>,
+    accepted_at: Option<String>,
 }
 
 impl StoredAccount {
@@ -890,6 +962,7 @@ impl StoredAccount {
                 self.password_randomized_at.as_deref(),
             )?,
             sessions_revoked_at: at("sessions_revoked_at", self.sessions_revoked_at.as_deref())?,
+            accepted_at: at("accepted_at", self.accepted_at.as_deref())?,
         };
         let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
         Ok(AccountRecord {

@@ -36,18 +36,22 @@ const N: usize = 60;
 const KILLS_PER_PHASE: usize = 9;
 const MIN_KILLS: usize = 20;
 
+/// Starts `b2bsync run` in the background, its output discarded.
+fn spawn_run(w: &World) -> std::process::Child {
+    w.command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
 /// Runs `b2bsync run` again and again, SIGKILLing each after a random delay, until `kills`
 /// runs were killed mid-flight or one finished on its own; then lets one run finish.
 /// Returns the number of runs killed before they ended.
 fn crash_phase(w: &World, rng: &mut rand::rngs::StdRng, kills: usize, max_ms: u64) -> usize {
     let mut killed = 0;
     while killed < kills {
-        let mut child = w
-            .command(&["run"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = spawn_run(w);
         let delay = Duration::from_millis(rng.random_range(100..max_ms));
         let started = Instant::now();
         let mut finished = false;
@@ -296,4 +300,141 @@ async fn kill_9_at_any_moment_never_repeats_or_loses_an_action() {
         killed >= MIN_KILLS,
         "too few kills landed before the run ended ({killed}); the test proves little"
     );
+}
+
+/// The journal's `revoke_sessions` records of the account whose cloud user is `user_id`.
+fn revocation_records(w: &World, user_id: &str) -> Vec<JournalEntry> {
+    let (entries, accounts) = journal(w);
+    entries
+        .into_iter()
+        .filter(|e| {
+            e.action == Action::RevokeSessions
+                && accounts
+                    .get(&e.account_key)
+                    .is_some_and(|(_, id)| id == user_id)
+        })
+        .collect()
+}
+
+/// The emulator's `lost` fault on one user's `revokeSignInSessions` only: the revocation is
+/// processed, then its connection closes unanswered.
+async fn lose_revocation_answers(w: &World, user_id: &str) {
+    w.control(
+        reqwest::Method::POST,
+        "/faults",
+        Some(json!({
+            "rate": 1.0,
+            "kinds": ["lost"],
+            "pathPrefix": format!("/v1.0/users/{user_id}/revokeSignInSessions"),
+        })),
+    )
+    .await;
+}
+
+// Issue 19: "surviving a crash between randomization and revocation". A revocation the
+// service processed whose answer never reached b2bsync (SIGKILL while it waited to read it
+// back) is settled by the next run by reading signInSessionsValidFromDateTime, not by a
+// second POST; one whose answer is lost in a run that lives on is read back in that run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_the_revocation_and_its_answer_never_revokes_twice() {
+    use common::world::{Partner, Tenancy};
+    let partners: Vec<Partner> = (0..2)
+        .map(|i| {
+            Partner::new(
+                &format!("c{i:03}"),
+                &format!("Cloud Partner {i}"),
+                Some(&format!("cloud{i}@northwind.example")),
+                Tenancy::CloudOnly,
+            )
+        })
+        .collect();
+    let w = world(&partners, "").await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_each_invited_once(&w, 2).await;
+    let (first, second) = (w.ids[&w.sam("c000")].clone(), w.ids[&w.sam("c001")].clone());
+    let accept = |id: String| {
+        let w = &w;
+        async move {
+            w.control(
+                reqwest::Method::POST,
+                &format!("/users/{id}/accept"),
+                Some(json!({})),
+            )
+            .await
+        }
+    };
+
+    // c000 accepts; the run randomizes its password and revokes its sessions; the service
+    // processes the revocation, the answer is lost, and b2bsync is killed while it waits to
+    // read it back.
+    accept(first.clone()).await;
+    lose_revocation_answers(&w, &first).await;
+    let mut child = spawn_run(&w);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.revocations().await.is_empty() {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before the revocation reached the service"
+        );
+        assert!(Instant::now() < deadline, "no revocation within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(w.revocations().await, ["c000"]);
+    let records = revocation_records(&w, &first);
+    assert_eq!(
+        records.iter().map(|e| e.phase).collect::<Vec<_>>(),
+        [Phase::Started],
+        "the kill must land between the call and its record: {records:#?}"
+    );
+    assert!(!w.old_password_binds("c000").await, "randomized before");
+
+    // The next run reads the user back, journals the revocation done with what it read, and
+    // does not POST it again.
+    w.control(reqwest::Method::DELETE, "/faults", None).await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.revocations().await, ["c000"], "revoked once");
+    let records = revocation_records(&w, &first);
+    let done: Vec<&JournalEntry> = records.iter().filter(|e| e.phase == Phase::Done).collect();
+    assert_eq!(done.len(), 1, "{records:#?}");
+    let why = done[0].error.as_deref().unwrap_or_default();
+    assert!(
+        why.starts_with("reconciled: took effect: signInSessionsValidFromDateTime is"),
+        "{why}"
+    );
+    assert!(
+        records.iter().all(|e| e.phase != Phase::Failed),
+        "{records:#?}"
+    );
+
+    // c001 accepts; its revocation's answer is lost in a run that lives on: read back in
+    // that run, recorded done, not sent again.
+    accept(second.clone()).await;
+    lose_revocation_answers(&w, &second).await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    w.control(reqwest::Method::DELETE, "/faults", None).await;
+    assert_eq!(w.revocations().await, ["c000", "c001"]);
+    let records = revocation_records(&w, &second);
+    assert_eq!(
+        records.iter().map(|e| e.phase).collect::<Vec<_>>(),
+        [Phase::Started, Phase::Done],
+        "{records:#?}"
+    );
+    let why = records[1].error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("answer lost") && why.contains("signInSessionsValidFromDateTime is"),
+        "{why}"
+    );
+
+    // Nothing is left to revoke: a last run sends nothing.
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.revocations().await, ["c000", "c001"]);
+    let status = status_json(&w.b2bsync(&["status", "--format", "json"]));
+    assert_eq!(status["sessions"]["revoked"], 2, "{status:#}");
+    assert_eq!(count(&status, "done"), 2, "{status:#}");
 }

@@ -9,8 +9,58 @@
 
 mod common;
 
-use common::world::{OLD_PASSWORD, Partner, SECRET, Tenancy, count, status_json, text, world};
+use common::world::{
+    OLD_PASSWORD, Partner, SECRET, Tenancy, World, count, status_json, text, world,
+};
 use serde_json::{Value, json};
+
+/// Issue 19: whether the lab DC's own KDC gives the partner `sam` a ticket for the old
+/// password (`kinit` with the lab's krb5.conf, `$LAB_KRB5_CONFIG`, the password on stdin and
+/// a private credential cache). A refusal must be the KDC saying the password is wrong, not
+/// a KDC that cannot be reached; a missing `kinit` fails the test (scripts/lab-up.sh installs
+/// krb5-user).
+fn old_password_gets_a_ticket(w: &World, sam: &str) -> bool {
+    use std::io::Write;
+    let config = common::lab_var("LAB_KRB5_CONFIG");
+    let realm = common::lab_var("AD_REALM");
+    let cache = tempfile::tempdir().expect("temp dir");
+    let principal = format!("{}@{realm}", w.sam(sam));
+    let mut child = std::process::Command::new("kinit")
+        .arg(&principal)
+        .env("KRB5_CONFIG", &config)
+        .env(
+            "KRB5CCNAME",
+            format!("FILE:{}", cache.path().join("cc").display()),
+        )
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("kinit cannot be run: {e}\nhelp: install krb5-user (scripts/lab-up.sh does)")
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{OLD_PASSWORD}\n").as_bytes())
+        .expect("password on stdin");
+    let out = child.wait_with_output().expect("kinit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert!(
+            cache.path().join("cc").exists(),
+            "{principal}: no ticket cache"
+        );
+        return true;
+    }
+    assert!(
+        stderr.contains("Password incorrect") || stderr.contains("Preauthentication failed"),
+        "{principal}: kinit failed for another reason than the password: {stderr}"
+    );
+    false
+}
 
 fn partners() -> Vec<Partner> {
     vec![
@@ -167,8 +217,15 @@ async fn converts_synced_and_cloud_only_partners_over_scheduled_runs() {
         w.cloud_user("dubois").await["externalUserState"],
         "PendingAcceptance"
     );
-    // Passwords are untouched until acceptance (the default policy).
+    // Passwords are untouched until acceptance (the default policy), and the DC's KDC
+    // issues tickets for them: the check after the randomization can fail.
     assert!(w.old_password_binds("adams").await);
+    for sam in ["adams", "dubois", "chen"] {
+        assert!(
+            old_password_gets_a_ticket(&w, sam),
+            "{sam}: no Kerberos ticket for the initial password"
+        );
+    }
 
     // Everyone accepts.
     assert_eq!(w.accept_pending().await, 3);
@@ -181,6 +238,10 @@ async fn converts_synced_and_cloud_only_partners_over_scheduled_runs() {
             !w.old_password_binds(sam).await,
             "{sam}: the old password still binds"
         );
+        assert!(
+            !old_password_gets_a_ticket(&w, sam),
+            "{sam}: the KDC still issues a ticket for the old password"
+        );
     }
     // Blocked, unmatched and not yet converted accounts keep their password.
     for sam in ["baker", "roleholder", "evans", "ghost", "verified"] {
@@ -189,6 +250,7 @@ async fn converts_synced_and_cloud_only_partners_over_scheduled_runs() {
             "{sam}: a blocked account was touched"
         );
     }
+    assert!(old_password_gets_a_ticket(&w, "baker"), "baker: untouched");
     // Issue 19: each converted partner's sign-in sessions revoked once, after the
     // randomization; none of a blocked, unmatched or unconverted account.
     assert_eq!(w.revocations().await, ["adams", "chen", "dubois"]);

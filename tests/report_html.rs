@@ -106,6 +106,9 @@ fn ago(days: f64) -> jiff::Timestamp {
 fn seed(path: &Path) -> Store {
     let store = Store::open(path).unwrap();
     let mut n = 0;
+    // Days ago each accepted account accepted, last first: the `accepted` one 1.5 days ago,
+    // the `done` ones 30.5, 10.5, 5.5 and 3.5 days ago (4 in the last 14 days).
+    let mut acceptances = vec![3.5, 5.5, 10.5, 30.5, 1.5];
     let mut add =
         |state: Lifecycle, reason: Option<&str>, dn: Option<&str>, invited: Option<f64>| {
             n += 1;
@@ -124,6 +127,9 @@ fn seed(path: &Path) -> Store {
                 address: Some(format!("partner{n}@{domain}")),
                 invited_at: invited.map(ago),
                 invitations_sent: u32::from(invited.is_some()),
+                accepted_at: (state >= Lifecycle::Accepted)
+                    .then(|| acceptances.pop().map(ago))
+                    .flatten(),
                 ..Progress::default()
             };
             store
@@ -382,26 +388,29 @@ fn marks(dom: &str, tag: &str) -> Vec<BTreeMap<String, String>> {
     found
 }
 
-/// The dots a progress chart should have, from the JSON's `history` points.
+/// The dots a progress chart should have, from the JSON's `history` points: one per point
+/// and series it counts, sorted as [`sorted`] sorts the page's.
 fn json_dots(points: &Value) -> Vec<BTreeMap<String, String>> {
     let mut dots = Vec::new();
-    for step in ["staged", "invited", "done"] {
-        for p in points.as_array().unwrap() {
-            let count = p["counts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c[0] == step)
-                .map(|c| c[1].as_u64().unwrap())
-                .unwrap();
+    for p in points.as_array().unwrap() {
+        for c in p["counts"].as_array().unwrap() {
             dots.push(BTreeMap::from([
-                ("step".to_string(), step.to_string()),
+                ("step".to_string(), c[0].as_str().unwrap().to_string()),
                 ("run".to_string(), p["run"].as_str().unwrap().to_string()),
-                ("count".to_string(), count.to_string()),
+                (
+                    "source".to_string(),
+                    p["source"].as_str().unwrap().to_string(),
+                ),
+                ("count".to_string(), c[1].as_u64().unwrap().to_string()),
             ]));
         }
     }
-    dots
+    sorted(dots)
+}
+
+fn sorted(mut marks: Vec<BTreeMap<String, String>>) -> Vec<BTreeMap<String, String>> {
+    marks.sort();
+    marks
 }
 
 #[test]
@@ -465,16 +474,31 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     let want = json_numbers(&json);
     assert_eq!(shown, want, "page (left) and JSON (right) differ");
 
-    // The progress chart: one dot per run and step, with the JSON's counts. The journal
-    // took accounts 12 to 16 to `staged` or `invited` and 22 to 25 to `done`.
+    // The progress chart: one dot per run and series, with the JSON's counts. Runs 1, 3 and
+    // 4 ended and recorded the accounts per lifecycle state (the seed saved every account
+    // first, so each shows today's funnel); run 2 never ended, so its point is rebuilt from
+    // the journal, which had taken accounts 12 and 13 to `staged`, 14 and 15 to `invited`.
     let history = &json["history"];
     let all = &history["all"];
     assert_eq!(all.as_array().unwrap().len(), 4, "{history:#}");
-    let last = &all[3]["counts"];
+    let sources: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["recorded", "journal", "recorded", "recorded"]);
     assert_eq!(
-        last,
-        &serde_json::json!([["staged", 2], ["invited", 3], ["done", 4]])
+        &all[1]["counts"],
+        &serde_json::json!([["staged", 2], ["invited", 2], ["done", 0]])
     );
+    let funnel: Vec<Value> = json["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::json!([s["state"], s["accounts"]]))
+        .collect();
+    assert_eq!(all[3]["counts"], Value::Array(funnel), "{history:#}");
     let dom_charts = |name: &str| -> String {
         let at = dom
             .find(&format!("data-chart=\"progress\" data-label=\"{name}\""))
@@ -483,7 +507,10 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
         dom[at..at + end].to_string()
     };
     let all_chart = dom_charts("every account");
-    assert_eq!(marks(&format!("<x {all_chart}"), "circle"), json_dots(all));
+    assert_eq!(
+        sorted(marks(&format!("<x {all_chart}"), "circle")),
+        json_dots(all)
+    );
     // Small multiples: one chart per partner domain, with that domain's counts.
     let domains = history["domains"].as_array().unwrap();
     assert_eq!(domains.len(), 2, "{history:#}");
@@ -492,15 +519,23 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
         assert!(dom.contains(&format!("<figure data-domain=\"{name}\"")));
         let chart = dom_charts(name);
         assert_eq!(
-            marks(&format!("<x {chart}"), "circle"),
+            sorted(marks(&format!("<x {chart}"), "circle")),
             json_dots(&d["points"]),
             "{name}"
         );
     }
-    // Invitations sent and conversions per day: both series, the JSON's counts.
+    // Invitations sent, accepted and conversions per day: every series, the JSON's counts;
+    // the acceptances are those of the accounts' accepted_at.
     let mut bars = Vec::new();
+    let accepted: u64 = history["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, 5, "{history:#}");
     for d in history["days"].as_array().unwrap() {
-        for what in ["invited", "converted"] {
+        for what in ["invited", "accepted", "converted"] {
             bars.push(BTreeMap::from([
                 ("day".to_string(), d["day"].as_str().unwrap().to_string()),
                 ("series".to_string(), what.to_string()),
@@ -510,13 +545,14 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
     }
     assert_eq!(marks(&dom, "rect"), bars);
     assert!(!bars.is_empty());
-    // The projection, with its assumption: 4 conversions in the last 14 days, 11 accounts in
+    // The projection, with its assumption: 4 acceptances in the last 14 days, 11 accounts in
     // progress (needs_address 1, awaiting_sync 2, invited 7, accepted 1): 39 days.
     assert_eq!(history["projection"]["remaining"], 11);
-    assert_eq!(history["projection"]["converted_recently"], 4);
+    assert_eq!(history["projection"]["basis"], "acceptances");
+    assert_eq!(history["projection"]["accepted_recently"], 4);
     let projection = history["projection"]["text"].as_str().unwrap();
     assert!(
-        projection.contains("(4 accounts, 0.3 per day)"),
+        projection.contains("acceptance rate of the last 14 days (4 accounts, 0.3 per day)"),
         "{projection}"
     );
     assert!(projection.contains("would be done by"), "{projection}");
@@ -615,26 +651,42 @@ fn an_admin_template_replaces_the_page_and_a_broken_one_says_where() {
     assert!(!source.contains("<script"));
     assert!(source.contains("data-n=\"states.total\">25<"));
 
-    // A filter that does not exist on line 3, column 4.
-    std::fs::write(
-        &template,
-        "<!DOCTYPE html>\n<p>\n<p>{{ total | totl }}</p>\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_b2bsync"))
-        .arg("--config")
-        .arg(&config)
-        .args(["status", "--html", page.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains(&format!("{}:3:15", template.display())),
-        "{stderr}"
-    );
-    assert!(stderr.contains("totl"), "{stderr}");
-    assert!(stderr.contains("help:"), "{stderr}");
-    // The page written before stays as it was.
-    assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    // Every kind of error names line and column: an unknown filter, a syntax error, an
+    // undefined name (strict mode) and an error only rendering finds. The page written
+    // before stays as it was.
+    for (broken, at, says) in [
+        (
+            "<!DOCTYPE html>\n<p>\n<p>{{ total | totl }}</p>\n",
+            "3:15",
+            "totl",
+        ),
+        (
+            "<p>\n\n{% for x in %}</p>\n",
+            "3:13",
+            "unexpected end of block",
+        ),
+        ("<p>\n  {{ totl }}\n", "2:6", "`totl` is undefined"),
+        (
+            "\n{% for x in total %}{{ x }}{% endfor %}",
+            "2:13",
+            "not iterable",
+        ),
+    ] {
+        std::fs::write(&template, broken).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_b2bsync"))
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--html", page.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{at}: ", template.display())),
+            "{broken:?}: {stderr}"
+        );
+        assert!(stderr.contains(says), "{broken:?}: {stderr}");
+        assert!(stderr.contains("help:"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    }
 }

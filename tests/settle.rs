@@ -68,6 +68,10 @@ impl Cloud for NoCloud {
         panic!("no Graph call expected")
     }
 
+    async fn sessions_valid_from(&self, _id: &str) -> Result<Option<Option<String>>, cloud::Error> {
+        panic!("no Graph call expected")
+    }
+
     async fn verified_domains(&self) -> Result<Vec<String>, cloud::Error> {
         panic!("no Graph call expected")
     }

@@ -303,6 +303,10 @@ pub struct FakeCloud {
     pub revocations: Mutex<HashMap<String, usize>>,
     /// Revocations fail (a 503 the retries did not outlast).
     pub fail_revocations: Mutex<bool>,
+    /// Each user's `signInSessionsValidFromDateTime`, set by a revocation.
+    pub sessions_valid_from: Mutex<HashMap<String, String>>,
+    /// Revocations take effect, then their answer is lost (a dropped connection).
+    pub lose_revocation_answers: Mutex<bool>,
     /// Every call, in order (`update_user <id>`, `invite <id>`, `users`, `users_since`, ...).
     pub calls: Mutex<Vec<String>>,
     /// How long each write takes.
@@ -323,6 +327,8 @@ impl Default for FakeCloud {
             wait_too_long: Mutex::default(),
             revocations: Mutex::default(),
             fail_revocations: Mutex::default(),
+            sessions_valid_from: Mutex::default(),
+            lose_revocation_answers: Mutex::default(),
             calls: Mutex::default(),
             delay: Mutex::default(),
             in_flight: InFlight::default(),
@@ -444,6 +450,15 @@ impl Cloud for FakeCloud {
         Ok(self.users.lock().unwrap().get(id).cloned())
     }
 
+    async fn sessions_valid_from(&self, id: &str) -> Result<Option<Option<String>>, cloud::Error> {
+        if !self.users.lock().unwrap().contains_key(id) {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.sessions_valid_from.lock().unwrap().get(id).cloned(),
+        ))
+    }
+
     async fn verified_domains(&self) -> Result<Vec<String>, cloud::Error> {
         Ok(self.domains.lock().unwrap().clone())
     }
@@ -490,6 +505,15 @@ impl Cloud for FakeCloud {
             .unwrap()
             .entry(id.to_owned())
             .or_default() += 1;
+        self.sessions_valid_from.lock().unwrap().insert(
+            id.to_owned(),
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string(),
+        );
+        if *self.lose_revocation_answers.lock().unwrap() {
+            return Err(dropped());
+        }
         Ok(RequestIds::default())
     }
 

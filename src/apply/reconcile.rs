@@ -12,6 +12,9 @@
 //!   (`pwdLastSet`, `pwdChangedTime`) at or after the journal's `started` time; when the
 //!   directory does not say, the outcome is unknown and the randomization is planned again
 //!   (randomizing twice has the same effect as once).
+//! - A sign-in session revocation is `done` when the cloud user's
+//!   `signInSessionsValidFromDateTime` is in the second the call began or later (never
+//!   revoked again), `failed` otherwise (revoked once by the next plan).
 //!
 //! A read that fails leaves the action unfinished (never guessed) and stops the run before
 //! any write. [`settle`] is also what `apply` uses to read back an invitation whose answer
@@ -255,11 +258,17 @@ pub async fn settle<D: Directory + Sync, C: Cloud + Sync>(
                 pending.started,
             ))
         }
-        // Idempotent: not read back (the user's signInSessionsValidFromDateTime is not read),
-        // but planned again, and a second revocation does no harm.
-        Action::RevokeSessions if !rollback => Ok(Verdict::Unknown(
-            "sign-in sessions may or may not have been revoked; revoking again is harmless".into(),
-        )),
+        Action::RevokeSessions if !rollback => {
+            let Some(user_id) = user_id else {
+                return Ok(Verdict::Unknown(
+                    "the journal does not name the cloud user".into(),
+                ));
+            };
+            Ok(match cloud.sessions_valid_from(&user_id).await? {
+                None => Verdict::NotDone("the cloud user no longer exists".into()),
+                Some(valid_from) => sessions_verdict(valid_from.as_deref(), pending.started),
+            })
+        }
         other => Ok(Verdict::Unknown(format!(
             "b2bsync cannot read the effect of `{other}`"
         ))),
@@ -389,6 +398,30 @@ fn password_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
                 ))
             }
         }
+    }
+}
+
+/// A revocation took effect when the user's `signInSessionsValidFromDateTime` is in the
+/// second the call began or later (Graph keeps whole seconds). No allowance is made for a
+/// service clock running behind this host: that would only cost a second revocation, while
+/// one running ahead could take an older revocation for this one.
+fn sessions_verdict(raw: Option<&str>, started: jiff::Timestamp) -> Verdict {
+    let Some(raw) = raw else {
+        return Verdict::NotDone(
+            "the cloud user has no signInSessionsValidFromDateTime (never revoked)".into(),
+        );
+    };
+    // Untrusted text: shown only after it parses, so nothing else reaches the journal.
+    match raw.parse::<jiff::Timestamp>() {
+        Err(_) => Verdict::NotDone(
+            "the cloud user's signInSessionsValidFromDateTime cannot be read".into(),
+        ),
+        Ok(from) if from.as_second() >= started.as_second() => Verdict::Done(format!(
+            "signInSessionsValidFromDateTime is {from}, when or after the call began ({started})"
+        )),
+        Ok(from) => Verdict::NotDone(format!(
+            "signInSessionsValidFromDateTime is {from}, before the call began at {started}"
+        )),
     }
 }
 
@@ -691,6 +724,63 @@ mod tests {
             } else {
                 assert_eq!(last.phase, Phase::Failed);
                 assert!(progress.password_randomized_at.is_none(), "planned again");
+            }
+        }
+    }
+
+    // Issue 19: a revocation left `started` by a crash is read back, never assumed.
+    #[tokio::test]
+    async fn an_interrupted_revocation_is_judged_by_the_sessions_valid_from_time() {
+        let started = jiff::Timestamp::now();
+        let graph = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let minute = jiff::SignedDuration::from_mins(1);
+        let cases = [
+            // (user exists, signInSessionsValidFromDateTime, verdict)
+            (true, Some(graph(started + minute)), "done"),
+            // Graph's whole seconds: a revocation in the second the call began counts.
+            (true, Some(graph(started)), "done"),
+            // An older revocation (before this call) is not this one.
+            (true, Some(graph(started - minute)), "failed"),
+            (true, None, "failed"),
+            (true, Some("\u{1b}[31mnot a time".to_string()), "failed"),
+            (false, None, "failed"),
+        ];
+        for (exists, valid_from, verdict) in cases {
+            let op = Op::RevokeSessions {
+                user_id: crate::apply::fakes::USER.into(),
+            };
+            let (_d, store) = interrupted(&op, Lifecycle::Done);
+            let cloud = FakeCloud::with(if exists {
+                vec![user(None, &[])]
+            } else {
+                vec![]
+            });
+            if let Some(t) = &valid_from {
+                cloud
+                    .sessions_valid_from
+                    .lock()
+                    .unwrap()
+                    .insert(crate::apply::fakes::USER.into(), t.clone());
+            }
+            let (v, last) = settle_one(&store, &FakeDirectory::default(), &cloud).await;
+            assert_eq!(v.as_str(), verdict, "{valid_from:?}: {v:?}");
+            assert!(!v.why().contains('\u{1b}'), "{v:?}");
+            assert!(
+                cloud.calls().iter().all(|c| !c.starts_with("revoke")),
+                "never POSTed"
+            );
+            let progress = store.lock().unwrap().progress().unwrap()[ACCOUNT].clone();
+            if verdict == "done" {
+                assert_eq!(last.phase, Phase::Done);
+                let text = last.error.unwrap_or_default();
+                assert!(
+                    text.contains("signInSessionsValidFromDateTime is"),
+                    "{text}"
+                );
+                assert!(progress.sessions_revoked_at.is_some());
+            } else {
+                assert_eq!(last.phase, Phase::Failed);
+                assert!(progress.sessions_revoked_at.is_none(), "planned again");
             }
         }
     }

@@ -148,6 +148,14 @@ struct UserDto {
     assigned_plans: Option<Vec<AssignedPlanDto>>,
 }
 
+/// `GET /users/{id}?$select=id,signInSessionsValidFromDateTime`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionsDto {
+    #[serde(default)]
+    sign_in_sessions_valid_from_date_time: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AssignedPlanDto {
@@ -597,6 +605,19 @@ impl Cloud for GraphClient {
         }
     }
 
+    async fn sessions_valid_from(&self, id: &str) -> Result<Option<Option<String>>, Error> {
+        let url = format!(
+            "{}/users/{}?$select=id,signInSessionsValidFromDateTime",
+            self.api,
+            urlencode(id)
+        );
+        match self.get_json::<SessionsDto>(&url).await {
+            Ok(dto) => Ok(Some(dto.sign_in_sessions_valid_from_date_time)),
+            Err(Error::Graph { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn verified_domains(&self) -> Result<Vec<String>, Error> {
         let orgs: Vec<OrganizationDto> = self
             .all_pages(format!("{}/organization?$select=verifiedDomains", self.api))
@@ -634,8 +655,9 @@ impl Cloud for GraphClient {
 
     async fn revoke_sessions(&self, id: &str) -> Result<RequestIds, Error> {
         let url = format!("{}/users/{}/revokeSignInSessions", self.api, urlencode(id));
-        // Idempotent: repeating it only moves signInSessionsValidFromDateTime forward.
-        let answer = self.send(Method::POST, &url, None, true).await?;
+        // Repeating it would only move signInSessionsValidFromDateTime forward, but a lost
+        // answer is read back instead (apply, reconcile): revoked once per conversion.
+        let answer = self.send(Method::POST, &url, None, false).await?;
         Ok(answer.ids)
     }
 

@@ -577,6 +577,14 @@ pub trait Cloud {
     /// One user, read fresh (used to reconcile an interrupted action).
     fn user(&self, id: &str) -> impl Future<Output = Result<Option<CloudUser>, Error>> + Send;
 
+    /// The user's `signInSessionsValidFromDateTime`, read fresh (to settle an interrupted
+    /// session revocation): `Ok(None)` when the user does not exist, `Ok(Some(None))` when
+    /// the user has no such time (its sessions were never revoked).
+    fn sessions_valid_from(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Option<String>>, Error>> + Send;
+
     /// The tenant's verified domain names, lower case.
     fn verified_domains(&self) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
@@ -595,8 +603,10 @@ pub trait Cloud {
     ) -> impl Future<Output = Result<InvitationSent, Error>> + Send;
 
     /// Revokes the user's sign-in sessions (`POST /users/{id}/revokeSignInSessions`):
-    /// refresh tokens and session cookies stop working within minutes. Idempotent: a repeat
-    /// only moves `signInSessionsValidFromDateTime` forward, so it is retried like a PATCH.
+    /// refresh tokens and session cookies stop working within minutes. A repeat only moves
+    /// `signInSessionsValidFromDateTime` forward, yet it is retried only when the service
+    /// says it did not process the request: an answer that may have been lost is settled by
+    /// reading that time back, so each conversion is revoked exactly once.
     fn revoke_sessions(&self, id: &str) -> impl Future<Output = Result<RequestIds, Error>> + Send;
 }
 

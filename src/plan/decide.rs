@@ -320,6 +320,9 @@ impl<'a> Context<'a> {
         let guards = guards(m, user);
         let stage = recorded.max(observed_stage(user));
         out.stage = stage;
+        if observed_stage(user) == Lifecycle::Accepted {
+            out.accepted_change = parse_time(user.external_user_state_change.as_deref());
+        }
         if stage >= Lifecycle::Invited {
             self.after_invitation(&subject, guards, stage, out)
         } else {

@@ -1,12 +1,12 @@
-//! Inline SVG charts for the HTML page: progress per run ([`progress`]) and invitations sent
-//! against conversions per day ([`per_day`]). Pure functions from the [`super::history`]
+//! Inline SVG charts for the HTML page: accounts per lifecycle state per run ([`progress`])
+//! and invitations sent, accepted and converted per day ([`per_day`]). Pure functions from the [`super::history`]
 //! data to SVG text; nothing is loaded and no script runs. Every mark carries `data-*`
 //! attributes with the number it draws, so a test can compare the chart with
 //! `status --format json`.
 
 use std::fmt::Write as _;
 
-use super::history::{Day, Point, STEPS, Step};
+use super::history::{Day, Point, SERIES};
 
 const W: f64 = 640.0;
 const H: f64 = 220.0;
@@ -20,12 +20,19 @@ fn escape(text: &str) -> String {
     minijinja::HtmlEscape(text).to_string()
 }
 
-/// The colour of a step (the page's palette).
-fn colour(step: Step) -> &'static str {
-    match step {
-        Step::Staged => "#d68a1a",
-        Step::Invited => "#2f6fbf",
-        Step::Done => "#2e8b57",
+/// The colour of a series (the page's palette: red held back, amber at work, blue waiting,
+/// green done).
+fn colour(series: &str) -> &'static str {
+    match series {
+        "unmatched" => "#8f2d29",
+        "blocked" => "#c2413b",
+        "needs_address" => "#b36b00",
+        "awaiting_sync" | "staged" => "#d68a1a",
+        "ready" => "#e0b040",
+        "invited" => "#2f6fbf",
+        "accepted" => "#2a9d8f",
+        "done" => "#2e8b57",
+        _ => "#5b6575",
     }
 }
 
@@ -69,13 +76,13 @@ fn axis(out: &mut String, max: usize) {
 }
 
 /// Line `s` of the legend, at the right end of the chart.
-fn legend(out: &mut String, s: usize, what: &str, step: Step) {
+fn legend(out: &mut String, s: usize, what: &str, series: &str) {
     let _ = write!(
         out,
         "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{}\">{}</text>",
         W - MR + 10.0,
-        MT + 14.0 + 16.0 * s as f64,
-        colour(step),
+        MT + 14.0 + 15.0 * s as f64,
+        colour(series),
         escape(what)
     );
 }
@@ -93,8 +100,10 @@ fn ends(out: &mut String, first: &str, last: &str) {
     }
 }
 
-/// Accounts per step at the end of each run: one line per step, one dot per run.
-/// `label` names the chart (`every account`, or a partner domain).
+/// Accounts per series at the end of each run: one line per series ([`SERIES`] order), one
+/// dot per run that has it (a recorded point has the lifecycle states, a journal one the
+/// steps `staged`, `invited`, `done`). `label` names the chart (`every account`, or a
+/// partner domain).
 pub fn progress(points: &[Point], label: &str) -> String {
     let max = nice_max(
         points
@@ -106,47 +115,50 @@ pub fn progress(points: &[Point], label: &str) -> String {
     let mut out = format!(
         "<svg class=\"chart progress\" data-chart=\"progress\" data-label=\"{}\" \
          viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" \
-         role=\"img\" aria-label=\"accounts per step, per run: {}\">",
+         role=\"img\" aria-label=\"accounts per lifecycle state, per run: {}\">",
         escape(label),
         escape(label)
     );
     axis(&mut out, max);
     let n = points.len();
-    for (s, step) in STEPS.iter().enumerate() {
-        let value = |p: &Point| {
-            p.counts
-                .iter()
-                .find(|(st, _)| st == step)
-                .map_or(0, |(_, n)| *n)
-        };
-        let path: Vec<String> = points
+    let drawn = SERIES.iter().filter(|name| {
+        points
+            .iter()
+            .any(|p| p.counts.iter().any(|(s, _)| s == *name))
+    });
+    for (s, name) in drawn.enumerate() {
+        let dots: Vec<(usize, &Point, usize)> = points
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{:.1},{:.1}", x_at(i, n), y_at(value(p), max)))
+            .filter_map(|(i, p)| {
+                let (_, v) = p.counts.iter().find(|(st, _)| st == name)?;
+                Some((i, p, *v))
+            })
+            .collect();
+        let path: Vec<String> = dots
+            .iter()
+            .map(|(i, _, v)| format!("{:.1},{:.1}", x_at(*i, n), y_at(*v, max)))
             .collect();
         let _ = write!(
             out,
             "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" "),
-            c = colour(*step)
+            c = colour(name)
         );
-        for (i, p) in points.iter().enumerate() {
+        for (i, p, v) in &dots {
             let _ = write!(
                 out,
-                "<circle r=\"3.5\" cx=\"{:.1}\" cy=\"{:.1}\" fill=\"{}\" data-step=\"{}\" \
-                 data-run=\"{}\" data-count=\"{}\"><title>{}: {} {}</title></circle>",
-                x_at(i, n),
-                y_at(value(p), max),
-                colour(*step),
-                step.as_str(),
+                "<circle r=\"3.5\" cx=\"{:.1}\" cy=\"{:.1}\" fill=\"{}\" data-step=\"{name}\" \
+                 data-run=\"{}\" data-source=\"{}\" data-count=\"{v}\"><title>{}: {v} {name}</title></circle>",
+                x_at(*i, n),
+                y_at(*v, max),
+                colour(name),
                 escape(&p.run),
-                value(p),
+                p.source.as_str(),
                 escape(&p.at.strftime("%Y-%m-%d %H:%M UTC").to_string()),
-                value(p),
-                step.as_str()
             );
         }
-        legend(&mut out, s, step.as_str(), *step);
+        legend(&mut out, s, name, name);
     }
     if let (Some(first), Some(last)) = (points.first(), points.last()) {
         let day = |p: &Point| p.at.strftime("%Y-%m-%d").to_string();
@@ -156,27 +168,29 @@ pub fn progress(points: &[Point], label: &str) -> String {
     out
 }
 
-/// Invitations sent (blue) and accounts converted (green) per day, side by side.
+/// Invitations sent (blue), accepted (teal) and accounts converted (green) per day, side by
+/// side.
 pub fn per_day(days: &[Day]) -> String {
     let max = nice_max(
         days.iter()
-            .map(|d| d.invited.max(d.converted))
+            .map(|d| d.invited.max(d.accepted).max(d.converted))
             .max()
             .unwrap_or(0),
     );
     let mut out = format!(
         "<svg class=\"chart days\" data-chart=\"days\" \
          viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" \
-         aria-label=\"invitations sent and accounts converted per day\">"
+         aria-label=\"invitations sent, accepted and accounts converted per day\">"
     );
     axis(&mut out, max);
     let slot = (W - ML - MR) / days.len().max(1) as f64;
-    let bar = (slot / 2.0 - 2.0).clamp(1.0, 18.0);
+    let bar = (slot / 3.0 - 2.0).clamp(1.0, 14.0);
     for (i, d) in days.iter().enumerate() {
         let x = ML + slot * i as f64 + slot / 2.0;
         for (what, value, colour, dx) in [
-            ("invited", d.invited, colour(Step::Invited), -bar - 1.0),
-            ("converted", d.converted, colour(Step::Done), 1.0),
+            ("invited", d.invited, colour("invited"), -1.5 * bar - 1.0),
+            ("accepted", d.accepted, colour("accepted"), -0.5 * bar),
+            ("converted", d.converted, colour("done"), 0.5 * bar + 1.0),
         ] {
             let y = y_at(value, max);
             let _ = write!(
@@ -190,11 +204,15 @@ pub fn per_day(days: &[Day]) -> String {
             );
         }
     }
-    for (s, (what, step)) in [("invited", Step::Invited), ("converted", Step::Done)]
-        .iter()
-        .enumerate()
+    for (s, (what, series)) in [
+        ("invited", "invited"),
+        ("accepted", "accepted"),
+        ("converted", "done"),
+    ]
+    .iter()
+    .enumerate()
     {
-        legend(&mut out, s, what, *step);
+        legend(&mut out, s, what, series);
     }
     if let (Some(first), Some(last)) = (days.first(), days.last()) {
         ends(&mut out, &first.day, &last.day);
@@ -207,14 +225,17 @@ pub fn per_day(days: &[Day]) -> String {
 mod tests {
     use super::*;
 
+    use crate::report::history::Source;
+
     fn point(run: &str, staged: usize, invited: usize, done: usize) -> Point {
         Point {
             run: run.into(),
             at: "2026-11-23T00:00:00Z".parse().unwrap_or_default(),
+            source: Source::Journal,
             counts: vec![
-                (Step::Staged, staged),
-                (Step::Invited, invited),
-                (Step::Done, done),
+                ("staged".into(), staged),
+                ("invited".into(), invited),
+                ("done".into(), done),
             ],
         }
     }
@@ -222,8 +243,12 @@ mod tests {
     #[test]
     fn every_dot_carries_its_step_run_and_count() {
         let svg = progress(&[point("r1", 3, 0, 0), point("r<2>", 1, 2, 7)], "a&b");
-        assert!(svg.contains("data-step=\"done\" data-run=\"r&lt;2&gt;\" data-count=\"7\""));
-        assert!(svg.contains("data-step=\"staged\" data-run=\"r1\" data-count=\"3\""));
+        assert!(svg.contains(
+            "data-step=\"done\" data-run=\"r&lt;2&gt;\" data-source=\"journal\" data-count=\"7\""
+        ));
+        assert!(svg.contains(
+            "data-step=\"staged\" data-run=\"r1\" data-source=\"journal\" data-count=\"3\""
+        ));
         assert!(svg.contains("data-label=\"a&amp;b\""));
         assert_eq!(svg.matches("<circle").count(), 6);
         assert!(!svg.contains("<script"));
@@ -234,8 +259,10 @@ mod tests {
         let svg = per_day(&[Day {
             day: "2026-11-20".into(),
             invited: 4,
+            accepted: 2,
             converted: 1,
         }]);
+        assert!(svg.contains("data-series=\"accepted\" data-count=\"2\""));
         assert!(svg.contains("data-day=\"2026-11-20\" data-series=\"invited\" data-count=\"4\""));
         assert!(svg.contains("data-series=\"converted\" data-count=\"1\""));
         assert_eq!(nice_max(0), 1);

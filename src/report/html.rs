@@ -69,12 +69,12 @@ impl Error {
                 (path.display().to_string(), Some(path.to_path_buf()), text)
             }
         };
-        let location = match e.line() {
-            Some(line) => match column(e, text, line) {
-                Some(col) => format!("{name}:{line}:{col}"),
-                None => format!("{name}:{line}"),
+        let location = match position(e, text) {
+            Some((line, col)) => format!("{name}:{line}:{col}"),
+            None => match e.line() {
+                Some(line) => format!("{name}:{line}"),
+                None => name,
             },
-            None => name,
         };
         let detail = e
             .detail()
@@ -87,10 +87,28 @@ impl Error {
     }
 }
 
-/// minijinja (without its `debug` feature) gives the line of an error, not the column. When
-/// the error is an unknown filter, test or function, the column is where that name stands on
-/// the line (its first occurrence as a whole word); otherwise there is none.
-fn column(e: &minijinja::Error, text: &str, line: usize) -> Option<usize> {
+/// Where an error stands, as 1-based line and column (in characters). minijinja (with its
+/// `debug` feature and debug mode on) gives the byte range of the failing expression or tag
+/// for syntax errors, unknown filters, tests and functions, undefined values in strict mode
+/// and errors at render time; the column is where that range starts. When an error has no
+/// range but names an unknown filter, test or function, the column is where that name first
+/// stands as a whole word on the error's line.
+fn position(e: &minijinja::Error, text: &str) -> Option<(usize, usize)> {
+    if let Some(start) = e.range().map(|r| r.start).filter(|&s| s <= text.len())
+        && text.is_char_boundary(start)
+    {
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = text[line_start..start].chars().count() + 1;
+        return Some((line, col));
+    }
+    let line = e.line()?;
+    Some((line, name_column(e, text, line)?))
+}
+
+/// The column of the unknown filter, test or function an error names, on `line`.
+fn name_column(e: &minijinja::Error, text: &str, line: usize) -> Option<usize> {
     use minijinja::ErrorKind;
     if !matches!(
         e.kind(),
@@ -506,6 +524,8 @@ pub fn render(s: &Status, now: jiff::Timestamp, template: Template<'_>) -> Resul
     // Every value is escaped for HTML, whatever the template file is called.
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Debug mode keeps the byte range of every error, for its line and column.
+    env.set_debug(true);
     // Block tags on their own line leave no blank line behind. The builder fails only on
     // clashing delimiters, and these are the defaults.
     if let Ok(syntax) = SyntaxConfig::builder()
@@ -568,6 +588,7 @@ mod tests {
             finished_at: None,
             exit_code: Some(2),
             summary: Some("failed <b>x</b> & 'y'".into()),
+            state_counts: None,
         }];
         let page = status_html(&status(&rows, runs, 14, now), now).expect("page");
         assert!(!page.contains("<script"), "{page}");
@@ -615,20 +636,59 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-23T00:00:00Z".parse().expect("time");
         let s = status(&[], vec![], 14, now);
         let path = Path::new("/etc/b2bsync/mine.j2");
-        let text = "<p>\n<p>{{ total | nosuchfilter }}</p>\n";
-        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
-        assert_eq!(e.location, "/etc/b2bsync/mine.j2:2:15", "{e}");
-        assert!(e.to_string().contains("nosuchfilter"), "{e}");
-        assert!(e.help().contains("--print-template"), "{}", e.help());
-
-        // A syntax error the engine places on a line only.
-        let text = "<p>\n\n{% for x in %}</p>\n";
-        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
-        assert!(e.location.starts_with("/etc/b2bsync/mine.j2:3"), "{e}");
-
-        // An undefined variable is an error, not an empty string.
-        let text = "{{ totl }}";
-        let e = render(&s, now, Template::File { path, text }).expect_err("broken");
-        assert!(e.location.starts_with("/etc/b2bsync/mine.j2:1"), "{e}");
+        // (template, line:column, what the error says): every kind of error gives both.
+        let cases = [
+            // An unknown filter: where its name stands.
+            (
+                "<p>\n<p>{{ total | nosuchfilter }}</p>\n",
+                "2:15",
+                "nosuchfilter",
+            ),
+            // Syntax errors.
+            (
+                "<p>\n\n{% for x in %}</p>\n",
+                "3:13",
+                "unexpected end of block",
+            ),
+            ("<p>{{ total }\n", "1:13", "unexpected `}`"),
+            // An unclosed block: where the input ends (its last token).
+            (
+                "{% if total %}\n<p>open</p>\n",
+                "2:1",
+                "unexpected end of input",
+            ),
+            // An unknown test and an unknown function.
+            (
+                "<p>\n  {% if total is nosuchtest %}x{% endif %}",
+                "2:18",
+                "nosuchtest",
+            ),
+            ("\n\n   {{ nosuchfunction(1) }}", "3:7", "nosuchfunction"),
+            // An undefined variable is an error in strict mode, not an empty string; so is
+            // an attribute of one.
+            ("{{ totl }}", "1:4", "`totl` is undefined"),
+            (
+                "<ul>\n  <li>{{ tiles.nosuch.x }}</li>",
+                "2:15",
+                "`tiles.nosuch` is undefined",
+            ),
+            // Errors only rendering finds: an invalid operation, a loop over a number.
+            ("<p>\n{{ total + \"x\" }}", "2:4", "unsupported types"),
+            (
+                "\n{% for x in total %}{{ x }}{% endfor %}",
+                "2:13",
+                "not iterable",
+            ),
+        ];
+        for (text, at, says) in cases {
+            let e = render(&s, now, Template::File { path, text }).expect_err(text);
+            assert_eq!(
+                e.location,
+                format!("/etc/b2bsync/mine.j2:{at}"),
+                "{text:?}: {e}"
+            );
+            assert!(e.to_string().to_lowercase().contains(says), "{text:?}: {e}");
+            assert!(e.help().contains("--print-template"), "{}", e.help());
+        }
     }
 }

@@ -1147,6 +1147,7 @@ mod tests {
                         help: BlockReason::Mailbox.help(),
                     }],
                     warnings: vec![],
+                    accepted_change: None,
                 },
                 AccountOutcome {
                     key: "k2".into(),
@@ -1161,6 +1162,7 @@ mod tests {
                     next: Lifecycle::AwaitingSync,
                     reasons: vec![],
                     warnings: vec![],
+                    accepted_change: None,
                 },
             ],
             summary: Summary::default(),
