@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Lifecycle, Progress};
 
-/// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`.
-const SCHEMA_VERSION: i64 = 3;
+/// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
+/// 4: `accounts.account_name` and `accounts.upn` (how people name the account).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -31,7 +32,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     invitations_sent INTEGER NOT NULL DEFAULT 0,
     password_randomized_at TEXT,
     updated_at TEXT NOT NULL,
-    sessions_revoked_at TEXT
+    sessions_revoked_at TEXT,
+    account_name TEXT,
+    upn TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -437,6 +440,8 @@ impl Store {
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
+            add_column(&conn, "accounts", "account_name TEXT")?;
+            add_column(&conn, "accounts", "upn TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -490,6 +495,33 @@ impl Store {
             out.push(row?.parse()?);
         }
         Ok(out)
+    }
+
+    /// The names of every account that has some, keyed by account key.
+    pub fn names(&self) -> Result<BTreeMap<String, crate::model::Names>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, account_name, upn FROM accounts
+             WHERE account_name IS NOT NULL OR upn IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::model::Names {
+                    account_name: r.get(1)?,
+                    upn: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the names of an account already saved (no row: nothing to name).
+    pub fn save_names(&self, key: &str, names: &crate::model::Names) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE accounts SET account_name = ?2, upn = ?3 WHERE key = ?1",
+            params![key, names.account_name, names.upn],
+        )?;
+        Ok(())
     }
 
     /// Writes an account's progress and what the plan said of it.
@@ -641,6 +673,11 @@ impl Store {
     /// Journal records, oldest first, of one run or all.
     pub fn journal_entries(&self, run_id: Option<&str>) -> Result<Vec<JournalEntry>, Error> {
         self.select_journal("?1 IS NULL OR run_id = ?1", params![run_id])
+    }
+
+    /// Journal records, oldest first, of one account (its timeline, for `explain`).
+    pub fn account_journal(&self, account_key: &str) -> Result<Vec<JournalEntry>, Error> {
+        self.select_journal("account_key = ?1", params![account_key])
     }
 
     /// The first journal record of `action_key` after `seq`. For an action a run left
