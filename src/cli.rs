@@ -210,7 +210,7 @@ pub enum Command {
     /// held back and the fix, the next step and what it waits for, and every write of the
     /// journal. No network.
     #[command(
-        after_help = "Examples:\n  b2bsync explain p.baker\n  b2bsync explain bob.baker@contoso-partner.example\n  b2bsync explain 'CN=Bob Baker,OU=Partners,DC=corp,DC=example' --format json"
+        after_help = "Examples:\n  b2bsync explain p.baker\n  b2bsync explain bob.baker@contoso-partner.example\n  b2bsync explain \"CN=Bob Baker,OU=Partners,DC=corp,DC=example\" --format json"
     )]
     Explain {
         /// sAMAccountName, UPN, DN, external address or cloud object id (case-insensitive).
