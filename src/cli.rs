@@ -780,7 +780,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
             let runs = store.runs()?;
-            let (run, entries) = match run {
+            let entries = match run {
                 Some(r) => {
                     if !runs.iter().any(|known| known.id == r) {
                         return Err(Failure::new(
@@ -793,7 +793,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                     if entries.is_empty() {
                         eprintln!("note: run {r} changed nothing: the journal has no record of it");
                     }
-                    (r, entries)
+                    entries
                 }
                 None => {
                     let Some(latest) = runs.last() else {
@@ -820,16 +820,15 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                                     latest.id
                                 );
                             }
-                            (id, entries)
+                            entries
                         }
                         None => {
                             eprintln!("note: no run has changed anything yet");
-                            (latest.id.clone(), Vec::new())
+                            Vec::new()
                         }
                     }
                 }
             };
-            let _ = &run;
             let entries = report::journal_rows(entries, &store.accounts()?, &store.names()?);
             let text = match format {
                 Format::Csv => report::journal_csv(&entries).map_err(csv_failure)?,

@@ -557,7 +557,31 @@ mod tests {
 
     #[tokio::test]
     async fn rollback_leaves_an_address_changed_since_the_run_alone() {
-        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let (_d, store) = wrote_mail(Lifecycle::NeedsAddress);
+        // An admin set another address since.
+        let directory = FakeDirectory::with(vec![account(Some("new@fabrikam.example"), None)]);
+        let undos = rollback(
+            &store,
+            "run-a",
+            "rb-1",
+            &directory,
+            &FakeCloud::default(),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(undos.len(), 1);
+        assert_eq!(undos[0].result, UndoResult::Conflict);
+        assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("new@fabrikam.example")
+        );
+    }
+
+    /// A store whose run `run-a` wrote AD mail (`done`), the account in `state`.
+    fn wrote_mail(state: Lifecycle) -> (tempfile::TempDir, std::sync::Mutex<Store>) {
+        let (d, store) = interrupted(&set_mail(), state);
         store
             .lock()
             .unwrap()
@@ -580,24 +604,67 @@ mod tests {
                 None,
             )
             .unwrap();
-        // An admin set another address since.
-        let directory = FakeDirectory::with(vec![account(Some("new@fabrikam.example"), None)]);
+        (d, store)
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_says_what_it_would_revert_and_writes_nothing() {
+        let (_d, store) = wrote_mail(Lifecycle::AwaitingSync);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        let records = store.lock().unwrap().journal_entries(None).unwrap().len();
+        let dry = Options {
+            dry_run: true,
+            force: false,
+        };
+        let undos = rollback(&store, "run-a", "", &directory, &FakeCloud::default(), dry)
+            .await
+            .unwrap();
+        assert_eq!(undos.len(), 1, "{undos:?}");
+        assert_eq!(undos[0].result, UndoResult::WouldRevert, "{undos:?}");
+        assert!(undos[0].detail.contains("old@contoso.example"), "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("ana@fabrikam.example")
+        );
+        // No journal record: no undo, no reconciliation verdict.
+        let store = store.lock().unwrap();
+        assert_eq!(store.journal_entries(None).unwrap().len(), records);
+    }
+
+    #[tokio::test]
+    async fn the_address_of_an_invited_account_goes_back_only_with_force() {
+        let (_d, store) = wrote_mail(Lifecycle::Invited);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        let cloud = FakeCloud::default();
         let undos = rollback(
             &store,
             "run-a",
             "rb-1",
             &directory,
-            &FakeCloud::default(),
+            &cloud,
             Options::default(),
         )
         .await
         .unwrap();
-        assert_eq!(undos.len(), 1);
-        assert_eq!(undos[0].result, UndoResult::Conflict);
-        assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
+        assert_eq!(undos.len(), 1, "{undos:?}");
+        assert_eq!(undos[0].result, UndoResult::Refused, "{undos:?}");
+        assert!(undos[0].detail.contains("--force"), "{undos:?}");
         assert_eq!(
             directory.get(DN).mail.as_deref(),
-            Some("new@fabrikam.example")
+            Some("ana@fabrikam.example")
+        );
+        let force = Options {
+            dry_run: false,
+            force: true,
+        };
+        let undos = rollback(&store, "run-a", "rb-2", &directory, &cloud, force)
+            .await
+            .unwrap();
+        assert_eq!(undos[0].result, UndoResult::Reverted, "{undos:?}");
+        assert!(undos[0].detail.starts_with("warning: "), "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("old@contoso.example")
         );
     }
 }
