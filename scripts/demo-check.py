@@ -43,9 +43,43 @@ if 'data-chart="progress"' not in html or len(runs) < 2:
 if 'id="projection"' not in html:
     problems.append("the HTML report lacks the projection")
 
+# explain: a blocked and a converted partner, each in its own section of the output.
+def section(title):
+    at = out.find(title)
+    if at < 0:
+        problems.append(f"the demo output lacks the section {title!r}")
+        return ""
+    end = out.find("== ", at + len(title))
+    return out[at:end if end > 0 else len(out)]
+blocked_x = section("Explain a blocked partner")
+for needle in ["account:    p.baker@", "state:      blocked",
+               "reason:     on_premises_user_principal_name", "help:       ", "next step:  "]:
+    if blocked_x and needle not in blocked_x:
+        problems.append(f"explain p.baker lacks {needle!r}")
+done_x = section("Explain a converted partner")
+for needle in ["account:    p.adams@", "state:      done", "kind:       synced",
+               "set_directory_mail done", "invite done", "randomize_password done", "request-id "]:
+    if done_x and needle not in done_x:
+        problems.append(f"explain p.adams lacks {needle!r}")
+# The per-account section of the HTML page: one row per partner, named by UPN, with its state.
+rows = {}
+for m in re.finditer(r'<tr data-account="[^"]*"><td><span data-field="name">([^<]*)</span>.*?'
+                     r'data-field="state">([^<]*)<.*?</tr>', html):
+    rows[m.group(1).split("@")[0]] = m.group(2)
+if 'id="accounts"' not in html:
+    problems.append("the HTML report lacks the per-account section")
+for sam in eligible:
+    if rows.get(sam) != "done":
+        problems.append(f"the HTML per-account section shows {sam} as {rows.get(sam)!r}, not done")
+for sam in [s for s in blocked if s in rows]:
+    if rows[sam] != "blocked":
+        problems.append(f"the HTML per-account section shows {sam} as {rows[sam]!r}, not blocked")
+if 'data-about="tenant"' not in html:
+    problems.append("the HTML report does not name its tenant")
+
 if problems:
     print("demo check failed:")
     for p in problems:
         print("  -", p)
     sys.exit(1)
-print(f"demo check: {len(eligible)} converted, {len(blocked)} blocked with their reasons, HTML report written")
+print(f"demo check: {len(eligible)} converted, {len(blocked)} blocked with their reasons, explain shown for a blocked and a converted partner, HTML report with {len(rows)} account rows written")

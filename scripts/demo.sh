@@ -92,11 +92,14 @@ b2b plan --out "$demo/plan-1.json" --csv "$demo/plan-1.csv"
 say "Run 1: write the partners' external address (AD 'mail' for synced users, 'otherMails' in the cloud for cloud-only ones) and invite the cloud-only partner"
 b2b run
 
-say "Entra Connect sync cycle: the synced users' new 'mail' flows from AD to the cloud"
+say "Explain a blocked partner: why p.baker is held back, the fix, and what happens next (from the state store, no network)"
+b2b explain p.baker
+
+say "Entra Connect sync cycle. The admin has already changed the Entra Connect rule that wrote onPremisesUserPrincipalName (docs/operations.md), so this first cycle runs without it: the synced users' new 'mail' flows from AD to the cloud, and p.baker's onPremisesUserPrincipalName is cleared"
 control -X POST "$base/_emulator/connect/cycle" -d "{\"ldapUrl\":\"$AD_LDAPS_URL\",\"bindDn\":\"$AD_ADMIN_BIND\",\"password\":\"$AD_ADMIN_PASSWORD\",\"caFile\":\"$LAB_CA\",\"baseDn\":\"$AD_PARTNERS_DN\",\"writeOnPremisesUserPrincipalName\":false}"
 echo
 
-say "Run 2: the synced partners now show their address in the cloud, so they are invited"
+say "Run 2: the synced partners now show their address in the cloud, so they are invited; p.baker is no longer blocked, so his address is written to AD 'mail' (he waits for the next cycle)"
 b2b run
 
 say "The partners accept their invitations (as each would, in their browser)"
@@ -106,7 +109,7 @@ for id in $pending; do control -X POST "$base/_emulator/users/$id/accept" -d '{}
 say "Run 3: the accepted partners' on-premises passwords are set to unknown random values"
 b2b run
 
-say "Half an hour later: the admin has changed the Entra Connect rule that wrote onPremisesUserPrincipalName, so the next cycle clears it and p.baker is no longer blocked; run 4 invites him"
+say "Half an hour later: the next Entra Connect cycle carries p.baker's 'mail' to the cloud; run 4 invites him"
 control -X POST "$base/_emulator/connect/cycle" -d "{\"ldapUrl\":\"$AD_LDAPS_URL\",\"bindDn\":\"$AD_ADMIN_BIND\",\"password\":\"$AD_ADMIN_PASSWORD\",\"caFile\":\"$LAB_CA\",\"baseDn\":\"$AD_PARTNERS_DN\",\"writeOnPremisesUserPrincipalName\":false}"
 echo
 b2b run
@@ -138,8 +141,14 @@ say "Status: the migration funnel (and the same as one HTML page for the auditor
 b2b status --html "$demo/status.html" --format table
 echo "HTML report: $demo/status.html"
 
-say "What the last run that changed something did (from the journal)"
-b2b report "$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1").fetchone()[0])' "$demo/state/b2bsync.db")"
+say "Every account, one row each, with the counts per partner domain (the HTML page has the same list)"
+b2b status --accounts
+
+say "Explain a converted partner: p.adams, with every write of the journal"
+b2b explain p.adams
+
+say "What the last run that changed something did (from the journal; report skips the runs that changed nothing, and says so)"
+b2b report --format table
 
 echo
 echo "The demo's files are in $demo (config, plans, state). Run 'scripts/demo.sh --keep' to look around afterwards."

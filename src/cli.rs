@@ -165,17 +165,36 @@ pub enum Command {
     Rollback {
         /// The run id (from `status --format json` or `report`).
         run: String,
+        /// Show what would be reverted, reading the current values, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also revert the address of an account already invited or accepted.
+        #[arg(long)]
+        force: bool,
     },
     /// The migration funnel from the state store: accounts per state, blocked and unmatched
     /// reasons with their fixes, invitations pending by age, and what each run changed.
     /// No network.
     #[command(
-        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format json\n  b2bsync status --format csv > funnel.csv\n  b2bsync status --html /srv/reports/b2bsync.html\n  b2bsync status --pending-days 30 --html status.html --format table\n  b2bsync status --print-template > status.html.j2"
+        after_help = "Examples:\n  b2bsync status\n  b2bsync status --format json\n  b2bsync status --format csv > funnel.csv\n  b2bsync status --html /srv/reports/b2bsync.html\n  b2bsync status --pending-days 30 --html status.html --format table\n  b2bsync status --print-template > status.html.j2\n  b2bsync status --accounts --state invited --domain fabrikam.example\n  b2bsync status --accounts --format csv > accounts.csv"
     )]
     Status {
         /// Output on stdout [default: table, or nothing when --html is given].
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// The same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// One row per account (name, DN, state, reason, partner domain, invited, accepted,
+        /// randomized) and the counts per partner domain, instead of the funnel.
+        #[arg(long)]
+        accounts: bool,
+        /// With --accounts: only accounts in this state.
+        #[arg(long, value_name = "STATE", requires = "accounts", value_parser = parse_state)]
+        state: Option<crate::model::Lifecycle>,
+        /// With --accounts: only accounts whose external address is in this partner domain.
+        #[arg(long, value_name = "PARTNER_DOMAIN", requires = "accounts")]
+        domain: Option<String>,
         /// Invitations pending at least this many days are listed.
         #[arg(long, default_value_t = 14)]
         pending_days: i64,
@@ -186,6 +205,19 @@ pub enum Command {
         /// `[report] template`.
         #[arg(long, exclusive = true)]
         print_template: bool,
+    },
+    /// Everything the state store knows of one account: state, kind, join, the reason it is
+    /// held back and the fix, the next step and what it waits for, and every write of the
+    /// journal. No network.
+    #[command(
+        after_help = "Examples:\n  b2bsync explain p.baker\n  b2bsync explain bob.baker@contoso-partner.example\n  b2bsync explain \"CN=Bob Baker,OU=Partners,DC=corp,DC=example\" --format json"
+    )]
+    Explain {
+        /// sAMAccountName, UPN, DN, external address or cloud object id (case-insensitive).
+        account: String,
+        /// `table` (text) or `json`.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// What a run changed, from the journal (the latest run when RUN is not given).
     #[command(
@@ -199,6 +231,18 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// A lifecycle state as `--state` takes it (`invited`, `awaiting_sync`, ...).
+fn parse_state(text: &str) -> Result<crate::model::Lifecycle, String> {
+    report::FUNNEL
+        .iter()
+        .copied()
+        .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+        .ok_or_else(|| {
+            let all: Vec<&str> = report::FUNNEL.iter().map(|s| s.as_str()).collect();
+            format!("unknown state; one of: {}", all.join(", "))
+        })
 }
 
 /// Sets up `tracing` on stderr.
@@ -649,15 +693,22 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 .map_err(pipeline_failure)?;
             let verdict = crate::guard::check(&plan, &inputs.limits, false);
             print!("{}", report::plan_text(&plan));
-            for e in &verdict.exceeded {
-                println!("\nover threshold: {e}");
-            }
             if let Some(path) = out {
                 let json = serde_json::to_string_pretty(&plan).map_err(json_failure)? + "\n";
                 write_file(&path, &json)?;
             }
             if let Some(path) = csv {
                 write_file(&path, &report::plan_csv(&plan).map_err(csv_failure)?)?;
+            }
+            if !verdict.exceeded.is_empty() {
+                // As `run` says it, and with its exit code: a scheduler or a reviewer sees it.
+                for e in &verdict.exceeded {
+                    eprintln!("error: over threshold: {e}");
+                }
+                eprintln!(
+                    "help: review the plan; `b2bsync run --allow-over-threshold` applies it once, or raise the limit in [limits]"
+                );
+                return Ok(Exit::OverThreshold);
             }
             Ok(Exit::Ok)
         }
@@ -699,35 +750,17 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             allow_over_threshold,
             full,
         } => execute(&cli.config, "run", allow_over_threshold, full, None).await,
-        Command::Rollback { run } => {
-            let config = Config::load(&cli.config)?;
-            let dir = directory(&config)?;
-            let graph = cloud(&config)?;
-            let session = pipeline::Session::begin(&config.state.path, "rollback")?;
-            let new_run = session.run_id().to_string();
-            let undos = apply::rollback::rollback(session.store(), &run, &new_run, &dir, &graph)
-                .await
-                .map_err(|e| Failure::new(Exit::Failed, e.to_string(), e.help()))?;
-            for u in &undos {
-                println!(
-                    "{:<12} {:<20} {}: {}",
-                    u.result, u.action, u.account, u.detail
-                );
-            }
-            let count = |result| undos.iter().filter(|u| u.result == result).count();
-            let failed = count(UndoResult::Failed);
-            let reverted = count(UndoResult::Reverted);
-            let irreversible = count(UndoResult::Irreversible);
-            let summary = format!(
-                "rollback of run {run}: {reverted} reverted, {irreversible} cannot be undone, {failed} failed"
-            );
-            println!("{summary}");
-            let exit = if failed > 0 { Exit::Partial } else { Exit::Ok };
-            session.finish(exit as i64, &summary)?;
-            Ok(exit)
-        }
+        Command::Rollback {
+            run,
+            dry_run,
+            force,
+        } => rollback(&cli.config, &run, dry_run, force).await,
         Command::Status {
             format,
+            json,
+            accounts,
+            state,
+            domain,
             pending_days,
             html,
             print_template,
@@ -736,13 +769,28 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 print!("{}", report::html::TEMPLATE);
                 return Ok(Exit::Ok);
             }
+            let format = if json { Some(Format::Json) } else { format };
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
             let now = jiff::Timestamp::now();
-            let accounts = store.accounts()?;
-            let mut s = report::status(&accounts, store.runs()?, pending_days, now);
-            let mut history = report::history::Builder::new(&accounts);
-            drop(accounts);
+            let rows = store.accounts()?;
+            let names = store.names()?;
+            if accounts && html.is_none() {
+                let filter = report::AccountFilter { state, domain };
+                let list = report::account_list(&rows, &names, &filter);
+                let text = match format.unwrap_or(Format::Table) {
+                    Format::Table => report::accounts_text(&list),
+                    Format::Csv => report::accounts_csv(&list).map_err(csv_failure)?,
+                    Format::Json => {
+                        serde_json::to_string_pretty(&list).map_err(json_failure)? + "\n"
+                    }
+                };
+                print!("{text}");
+                return Ok(Exit::Ok);
+            }
+            let mut s = report::status(&rows, store.runs()?, pending_days, now);
+            s.about = about(&config);
+            let mut history = report::history::Builder::new(&rows);
             // One query per run keeps memory bounded by the largest run, not the whole journal.
             for run in &mut s.runs {
                 let entries = store.journal_entries(Some(&run.run.id))?;
@@ -763,11 +811,13 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                     Some((path, text)) => report::html::Template::File { path, text },
                     None => report::html::Template::BuiltIn,
                 };
+                s.accounts = report::account_list(&rows, &names, &report::AccountFilter::default());
                 let page = report::html::render(&s, now, template)
                     .map_err(|e| Failure::new(Exit::InvalidConfig, e.to_string(), e.help()))?;
                 write_file(path, &page)?;
                 tracing::info!(path = %path.display(), "wrote the HTML status report");
             }
+            drop(rows);
             let format = match (format, &html) {
                 (Some(f), _) => f,
                 (None, Some(_)) => return Ok(Exit::Ok),
@@ -781,28 +831,78 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             print!("{text}");
             Ok(Exit::Ok)
         }
+        Command::Explain { account, format } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.path)?;
+            let rows = store.accounts()?;
+            let names = store.names()?;
+            let found = report::explain::find(&rows, &names, &account)
+                .map_err(|e| Failure::new(Exit::Failed, e.to_string(), e.help()))?;
+            let x = report::explain::explain(found, &names, store.account_journal(&found.key)?);
+            let text = match format {
+                Format::Json => serde_json::to_string_pretty(&x).map_err(json_failure)? + "\n",
+                Format::Table | Format::Csv => report::explain::explain_text(&x),
+            };
+            print!("{text}");
+            Ok(Exit::Ok)
+        }
         Command::Report { run, format, out } => {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.path)?;
-            let run = match run {
-                Some(r) => r,
-                None => match store.runs()?.last() {
-                    Some(r) => r.id.clone(),
-                    None => {
+            let runs = store.runs()?;
+            let entries = match run {
+                Some(r) => {
+                    if !runs.iter().any(|known| known.id == r) {
+                        return Err(Failure::new(
+                            Exit::Failed,
+                            format!("run {r:?} is not in the state store"),
+                            "pass a run id from `b2bsync status --format json` (field runs), or none for the latest run that changed something",
+                        ));
+                    }
+                    let entries = store.journal_entries(Some(&r))?;
+                    if entries.is_empty() {
+                        eprintln!("note: run {r} changed nothing: the journal has no record of it");
+                    }
+                    entries
+                }
+                None => {
+                    let Some(latest) = runs.last() else {
                         return Err(Failure::new(
                             Exit::Failed,
                             "the state store has no run yet",
                             "run `b2bsync run` (or `apply`) first",
                         ));
+                    };
+                    // The latest run that changed something: a no-op run has nothing to show.
+                    let mut found = None;
+                    for r in runs.iter().rev() {
+                        let entries = store.journal_entries(Some(&r.id))?;
+                        if !entries.is_empty() {
+                            found = Some((r.id.clone(), entries));
+                            break;
+                        }
                     }
-                },
-            };
-            let entries =
-                report::journal_rows(store.journal_entries(Some(&run))?, &store.accounts()?);
-            let text = match format {
-                Format::Csv | Format::Table => {
-                    report::journal_csv(&entries).map_err(csv_failure)?
+                    match found {
+                        Some((id, entries)) => {
+                            if id != latest.id {
+                                eprintln!(
+                                    "note: the latest run {} changed nothing; showing run {id}, the latest that did",
+                                    latest.id
+                                );
+                            }
+                            entries
+                        }
+                        None => {
+                            eprintln!("note: no run has changed anything yet");
+                            Vec::new()
+                        }
+                    }
                 }
+            };
+            let entries = report::journal_rows(entries, &store.accounts()?, &store.names()?);
+            let text = match format {
+                Format::Csv => report::journal_csv(&entries).map_err(csv_failure)?,
+                Format::Table => report::journal_text(&entries),
                 Format::Json => {
                     serde_json::to_string_pretty(&entries).map_err(json_failure)? + "\n"
                 }
@@ -814,6 +914,118 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// What the HTML report describes: the tenant and the directory (its URL and the search
+/// bases of the mappings, when they load).
+fn about(config: &Config) -> report::About {
+    let bases: Vec<String> = MappingSet::load_dir(&config.mappings.dir)
+        .map(|set| {
+            set.mappings()
+                .iter()
+                .flat_map(|m| m.scope.base_dns.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    report::About {
+        tenant: config.graph.tenant.clone(),
+        directory: if bases.is_empty() {
+            config.ldap.url.clone()
+        } else {
+            format!("{} ({})", config.ldap.url, bases.join("; "))
+        },
+    }
+}
+
+/// `rollback RUN [--dry-run] [--force]`.
+async fn rollback(
+    config_path: &std::path::Path,
+    run: &str,
+    dry_run: bool,
+    force: bool,
+) -> Result<Exit, Failure> {
+    let config = Config::load(config_path)?;
+    let dir = directory(&config)?;
+    let graph = cloud(&config)?;
+    let options = apply::rollback::Options { dry_run, force };
+    let rollback_failure =
+        |e: apply::rollback::Error| Failure::new(Exit::Failed, e.to_string(), e.help());
+    if dry_run {
+        // No lock, no run, no journal record: a dry run writes nothing.
+        let store = std::sync::Mutex::new(Store::open(&config.state.path)?);
+        let undos = apply::rollback::rollback(&store, run, "", &dir, &graph, options)
+            .await
+            .map_err(rollback_failure)?;
+        print_undos(&undos);
+        println!("{}", rollback_summary(run, &undos, true));
+        return Ok(Exit::Ok);
+    }
+    let session = pipeline::Session::begin(&config.state.path, "rollback")?;
+    let new_run = session.run_id().to_string();
+    let undos = apply::rollback::rollback(session.store(), run, &new_run, &dir, &graph, options)
+        .await
+        .map_err(rollback_failure)?;
+    print_undos(&undos);
+    let summary = rollback_summary(run, &undos, false);
+    println!("{summary}");
+    if undos
+        .iter()
+        .any(|u| u.result == UndoResult::Reverted && u.is_address())
+    {
+        println!(
+            "note: the next scheduled run writes the address again unless the mapping or the scope changes (docs/operations.md, \"Rolling back\")"
+        );
+    }
+    let failed = undos
+        .iter()
+        .filter(|u| matches!(u.result, UndoResult::Failed | UndoResult::Conflict))
+        .count();
+    let refused = undos
+        .iter()
+        .filter(|u| u.result == UndoResult::Refused)
+        .count();
+    let exit = if failed + refused > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    };
+    session.finish(exit as i64, &summary)?;
+    Ok(exit)
+}
+
+fn print_undos(undos: &[apply::rollback::Undo]) {
+    for u in undos {
+        println!(
+            "{:<13} {:<20} {}: {}",
+            u.result,
+            u.action,
+            report::terminal_safe(&u.account),
+            report::terminal_safe(&u.detail)
+        );
+    }
+}
+
+fn rollback_summary(run: &str, undos: &[apply::rollback::Undo], dry_run: bool) -> String {
+    let count = |result| undos.iter().filter(|u| u.result == result).count();
+    let head = if dry_run {
+        format!(
+            "dry run of the rollback of run {run}: {} would be reverted",
+            count(UndoResult::WouldRevert)
+        )
+    } else {
+        format!(
+            "rollback of run {run}: {} reverted",
+            count(UndoResult::Reverted)
+        )
+    };
+    format!(
+        "{head}, {} cannot be undone, {} changed since (left alone), {} refused (invited or accepted; --force reverts them), {} failed{}",
+        count(UndoResult::Irreversible),
+        count(UndoResult::Conflict),
+        count(UndoResult::Refused),
+        count(UndoResult::Failed),
+        if dry_run { "; nothing was written" } else { "" }
+    )
 }
 
 /// `run` and `apply`: lock, reconcile, plan, guard, apply, save, summarise.

@@ -739,6 +739,54 @@ impl CloudUser {
     }
 }
 
+/// How people know an account, the one way b2bsync names it everywhere (plan review, log lines,
+/// reports, `explain`): a human name (the cloud user's UPN when the account is joined to one,
+/// else `sAMAccountName`/`uid`) plus the DN, `name (DN)`. A cloud-only account is named by its
+/// UPN, never by its object id alone. Without either name it falls back to the DN, then to the
+/// state-store key. The values come from the directory and the tenant: whoever shows the name
+/// on a terminal or in a page still escapes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountName<'a> {
+    /// The cloud user's `userPrincipalName`.
+    pub upn: Option<&'a str>,
+    /// `sAMAccountName` (AD) or `uid` (generic LDAP).
+    pub account_name: Option<&'a str>,
+    pub dn: Option<&'a str>,
+    /// The state-store key: the last resort.
+    pub key: &'a str,
+}
+
+impl<'a> AccountName<'a> {
+    /// The human part alone: the UPN, else the account name (`None` without either).
+    pub fn human(&self) -> Option<&'a str> {
+        self.upn
+            .filter(|u| !u.is_empty())
+            .or(self.account_name.filter(|n| !n.is_empty()))
+    }
+}
+
+impl fmt::Display for AccountName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dn = self.dn.filter(|d| !d.is_empty());
+        match (self.human(), dn) {
+            (Some(name), Some(dn)) => write!(f, "{name} ({dn})"),
+            (Some(name), None) => f.write_str(name),
+            (None, Some(dn)) => f.write_str(dn),
+            (None, None) => f.write_str(self.key),
+        }
+    }
+}
+
+/// The names the state store keeps of an account, beside its DN: what [`AccountName`] shows
+/// and what `explain` finds an account by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    /// `sAMAccountName` (AD) or `uid` (generic LDAP).
+    pub account_name: Option<String>,
+    /// The joined cloud user's `userPrincipalName`.
+    pub upn: Option<String>,
+}
+
 /// Where an account stands in the lifecycle (docs/architecture.md, "The lifecycle of one
 /// account"). Ordered: an account only ever moves forward.
 #[derive(
@@ -816,6 +864,35 @@ pub struct Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounts_are_named_by_a_human_name_and_their_dn() {
+        let name = |upn, account_name, dn| {
+            AccountName {
+                upn,
+                account_name,
+                dn,
+                key: "k1",
+            }
+            .to_string()
+        };
+        const DN: &str = "CN=Ana Adams,OU=Partners,DC=corp,DC=example";
+        let dn = Some(DN);
+        assert_eq!(
+            name(Some("ana@corp.example"), Some("p.adams"), dn),
+            "ana@corp.example (CN=Ana Adams,OU=Partners,DC=corp,DC=example)"
+        );
+        assert_eq!(
+            name(None, Some("p.adams"), dn),
+            "p.adams (CN=Ana Adams,OU=Partners,DC=corp,DC=example)"
+        );
+        assert_eq!(
+            name(Some("wei@corp.example"), None, None),
+            "wei@corp.example"
+        );
+        assert_eq!(name(None, Some(""), dn), DN);
+        assert_eq!(name(None, None, Some("")), "k1");
+    }
 
     #[test]
     fn anchor_matches_entra_connect_encoding() {

@@ -126,8 +126,7 @@ fn log_decisions(plan: &Plan) {
         let warning = account.warnings.first().map(|w| w.message.as_str());
         let actions = actions.get(account.key.as_str()).copied().unwrap_or(0);
         tracing::debug!(
-            account = account.account_name.as_deref().unwrap_or(&account.key),
-            dn = %account.dn,
+            account = %account.name(),
             mapping = %account.mapping,
             state = %account.state,
             next = %account.next,
@@ -273,6 +272,7 @@ impl Session {
             // Ends the journal's writer thread and closes its connection.
             drop(journal);
             save_accounts_without_actions(store, &plan, &progress, now)?;
+            save_names(store, &plan)?;
             RunEnd::Applied(outcome)
         };
         Ok(RunResult {
@@ -326,6 +326,22 @@ fn save_accounts_without_actions(
             let reason = account.reasons.first().map(|r| r.reason.code());
             let kind = account.kind.map(|k| k.to_string());
             s.save_account(&account.key, Some(&account.dn), kind.as_deref(), reason, &p)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Every account of the plan keeps the names people know it by (`explain`, `status
+/// --accounts`), beside the progress saved above.
+fn save_names(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error> {
+    lock(store).transaction(|s| {
+        for account in &plan.accounts {
+            let names = crate::model::Names {
+                account_name: account.account_name.clone(),
+                upn: account.upn.clone(),
+            };
+            s.save_names(&account.key, &names)?;
         }
         Ok(())
     })?;

@@ -256,6 +256,9 @@ pub struct AccountOutcome {
     pub account_name: Option<String>,
     pub kind: Option<AccountKind>,
     pub cloud_id: Option<String>,
+    /// The joined cloud user's `userPrincipalName` (how a cloud-only account is named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
     /// The external address the mapping yields (when valid).
     pub address: Option<String>,
     /// The state now, as observed.
@@ -273,6 +276,16 @@ pub struct AccountOutcome {
 }
 
 impl AccountOutcome {
+    /// How people know the account ([`crate::model::AccountName`]).
+    pub fn name(&self) -> crate::model::AccountName<'_> {
+        crate::model::AccountName {
+            upn: self.upn.as_deref(),
+            account_name: self.account_name.as_deref(),
+            dn: Some(&self.dn),
+            key: &self.key,
+        }
+    }
+
     /// An outcome with nothing but its state (and where it goes: nowhere) and its stage:
     /// no key, names, user, address, reason or warning yet.
     pub(crate) fn undecided(state: Lifecycle, stage: Lifecycle) -> Self {
@@ -283,6 +296,7 @@ impl AccountOutcome {
             account_name: None,
             kind: None,
             cloud_id: None,
+            upn: None,
             address: None,
             state,
             stage,

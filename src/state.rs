@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Lifecycle, Progress};
 
 /// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
-/// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run) and
-/// `accounts.accepted_at`.
+/// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run),
+/// `accounts.accepted_at`, `accounts.account_name` and `accounts.upn` (how people name the account).
 const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_randomized_at TEXT,
     updated_at TEXT NOT NULL,
     sessions_revoked_at TEXT,
-    accepted_at TEXT
+    accepted_at TEXT,
+    account_name TEXT,
+    upn TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -456,6 +458,8 @@ impl Store {
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
             add_column(&conn, "accounts", "accepted_at TEXT")?;
             add_column(&conn, "runs", "state_counts TEXT")?;
+            add_column(&conn, "accounts", "account_name TEXT")?;
+            add_column(&conn, "accounts", "upn TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -531,6 +535,33 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// The names of every account that has some, keyed by account key.
+    pub fn names(&self) -> Result<BTreeMap<String, crate::model::Names>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, account_name, upn FROM accounts
+             WHERE account_name IS NOT NULL OR upn IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::model::Names {
+                    account_name: r.get(1)?,
+                    upn: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the names of an account already saved (no row: nothing to name).
+    pub fn save_names(&self, key: &str, names: &crate::model::Names) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE accounts SET account_name = ?2, upn = ?3 WHERE key = ?1",
+            params![key, names.account_name, names.upn],
+        )?;
+        Ok(())
     }
 
     /// Writes an account's progress and what the plan said of it.
@@ -733,6 +764,11 @@ impl Store {
     /// Journal records, oldest first, of one run or all.
     pub fn journal_entries(&self, run_id: Option<&str>) -> Result<Vec<JournalEntry>, Error> {
         self.select_journal("?1 IS NULL OR run_id = ?1", params![run_id])
+    }
+
+    /// Journal records, oldest first, of one account (its timeline, for `explain`).
+    pub fn account_journal(&self, account_key: &str) -> Result<Vec<JournalEntry>, Error> {
+        self.select_journal("account_key = ?1", params![account_key])
     }
 
     /// The first journal record of `action_key` after `seq`. For an action a run left

@@ -203,7 +203,8 @@ async fn assert_rollback_restores_every_address(w: &World) -> usize {
     drop(store);
     let mut reverted = 0;
     for run in runs.iter().rev() {
-        let out = w.b2bsync(&["rollback", run]);
+        // --force: the cloud-only partners are invited, and their addresses go back too.
+        let out = w.b2bsync(&["rollback", run, "--force"]);
         assert_eq!(out.status.code(), Some(0), "rollback {run}: {}", text(&out));
         reverted += String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -19,8 +19,9 @@ use b2bsync::plan::{self, OtherAddress, Plan, Policy, Tenant};
 use sha2::{Digest, Sha256};
 
 /// sha256 of `serde_json::to_vec_pretty(&plan)`, recorded at the commit before the identity
-/// types (issue 11).
-const GOLDEN_SHA256: &str = "cd6e9a3143a0d0c238311635d4dbdd798ede05ea5fbf151ccd0a96d5b0dd4cd0";
+/// types (issue 11), and again when each joined account's outcome gained the cloud user's
+/// `upn` (issue 13: accounts are named the same way everywhere).
+const GOLDEN_SHA256: &str = "c35d97c4ae0eeaf3ce1f3b3acf87101b74db1bf720582eaa8845f615cc51c10f";
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 

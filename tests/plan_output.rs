@@ -1,6 +1,7 @@
 //! What `plan` shows of hostile directory values, against the lab's Samba AD and the Graph
 //! emulator: control characters never reach the terminal raw, and each account the plan holds
-//! back is one `debug` event naming the account and the reason.
+//! back is one `debug` event naming the account (as everywhere: its UPN and its DN) and the
+//! reason.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -40,14 +41,17 @@ async fn plan_escapes_control_characters_and_logs_each_blocked_account() {
     );
 
     let sam = w.sam("evil");
+    // Named as everywhere: the joined cloud user's UPN, then the DN.
+    let named = |v: &serde_json::Value, sam: &str| {
+        v["account"].as_str().is_some_and(|a| {
+            a.to_ascii_lowercase()
+                .starts_with(&format!("{sam}@lab.example.com (cn="))
+        })
+    };
     let event = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| {
-            v["level"] == "DEBUG"
-                && v["account"] == sam.as_str()
-                && v["message"] == "Plan decision."
-        })
+        .find(|v| v["level"] == "DEBUG" && named(v, &sam) && v["message"] == "Plan decision.")
         .unwrap_or_else(|| panic!("no debug event for {sam}:\n{stderr}"));
     assert_eq!(event["reason"], "invalid_address", "{event}");
     assert_eq!(event["state"], "blocked", "{event}");
@@ -56,7 +60,7 @@ async fn plan_escapes_control_characters_and_logs_each_blocked_account() {
     let event = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["account"] == baker.as_str() && v["message"] == "Plan decision.")
+        .find(|v| named(v, &baker) && v["message"] == "Plan decision.")
         .unwrap_or_else(|| panic!("no decision event for {baker}:\n{stderr}"));
     assert!(
         event["reason"].is_null(),

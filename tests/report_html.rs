@@ -354,6 +354,39 @@ fn json_numbers(status: &Value) -> BTreeMap<String, u64> {
     want
 }
 
+/// The numbers of the per-account section, from `status --accounts --format json`.
+fn account_numbers(list: &Value) -> BTreeMap<String, u64> {
+    let mut want = BTreeMap::new();
+    want.insert(
+        "accounts.total".into(),
+        list["accounts"].as_array().unwrap().len() as u64,
+    );
+    for d in list["domains"].as_array().unwrap() {
+        let domain = d["partner_domain"].as_str().unwrap_or("(no address yet)");
+        want.insert(format!("domain.{domain}"), d["accounts"].as_u64().unwrap());
+    }
+    want
+}
+
+/// The text of each `data-field` of the `<tr data-account="KEY">` row in `dom`.
+fn account_row(dom: &str, key: &str) -> BTreeMap<String, String> {
+    let at = dom
+        .find(&format!("<tr data-account=\"{key}\""))
+        .unwrap_or_else(|| panic!("no row for account {key}"));
+    let row = &dom[at..at + dom[at..].find("</tr>").unwrap()];
+    let mut fields = BTreeMap::new();
+    let mut rest = row;
+    while let Some(f) = rest.find("data-field=\"") {
+        rest = &rest[f + 12..];
+        let name = rest[..rest.find('"').unwrap()].to_string();
+        let open = rest.find('>').unwrap();
+        let close = rest.find('<').unwrap();
+        fields.insert(name, decode(&rest[open + 1..close]));
+        rest = &rest[close..];
+    }
+    fields
+}
+
 /// Undoes the escaping Chromium's DOM serializer applies to text and attribute values.
 fn decode(s: &str) -> String {
     s.replace("&lt;", "<")
@@ -471,7 +504,12 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
 
     // Every number of the JSON is on the page, and the page shows no other number.
     let shown = page_numbers(&dom);
-    let want = json_numbers(&json);
+    let mut want = json_numbers(&json);
+    let accounts: Value = serde_json::from_slice(
+        &b2bsync(&config, &["status", "--accounts", "--format", "json"]).stdout,
+    )
+    .expect("status --accounts --format json");
+    want.extend(account_numbers(&accounts));
     assert_eq!(shown, want, "page (left) and JSON (right) differ");
 
     // The progress chart: one dot per run and series, with the JSON's counts. Runs 1, 3 and
@@ -616,6 +654,116 @@ fn the_html_report_renders_the_numbers_of_the_json_report() {
         png.len()
     );
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// The per-account section (issue 13) shows every row of `status --accounts --format json`,
+/// the page names the tenant and the directory it describes, and its bars are shares of the
+/// total.
+#[test]
+fn the_html_report_lists_every_account_as_status_accounts_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("b2bsync.db");
+    let store = seed(&state);
+    store
+        .save_names(
+            "anchor022",
+            &b2bsync::model::Names {
+                account_name: Some("p.done".into()),
+                upn: Some("done.partner@lab.example.com".into()),
+            },
+        )
+        .unwrap();
+    store
+        .save_names(
+            "anchor001",
+            &b2bsync::model::Names {
+                account_name: Some("p.unmatched".into()),
+                upn: None,
+            },
+        )
+        .unwrap();
+    drop(store);
+    let config = config(dir.path(), &state);
+    let list: Value = serde_json::from_slice(
+        &b2bsync(&config, &["status", "--accounts", "--format", "json"]).stdout,
+    )
+    .expect("status --accounts --format json");
+    let rows = list["accounts"].as_array().unwrap();
+    assert_eq!(rows.len(), 25, "{list:#}");
+
+    let page = dir.path().join("status.html");
+    b2bsync(&config, &["status", "--html", page.to_str().unwrap()]);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = run_with_deadline(
+        browser(profile.path())
+            .arg("--dump-dom")
+            .arg(format!("file://{}", page.display())),
+        Duration::from_secs(90),
+    );
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8(dom.stdout).unwrap();
+
+    let day = |v: &Value| {
+        v.as_str().map_or(String::new(), |t| {
+            let t: jiff::Timestamp = t.parse().unwrap();
+            t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+        })
+    };
+    for r in rows {
+        let key = r["key"].as_str().unwrap();
+        let shown = account_row(&dom, key);
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let name = match r["name"].as_str().unwrap() {
+            "" => "-".to_string(),
+            n => n.to_string(),
+        };
+        let want = BTreeMap::from([
+            ("name".to_string(), name),
+            ("dn".to_string(), s(&r["dn"])),
+            ("state".to_string(), s(&r["state"])),
+            ("partner_domain".to_string(), s(&r["partner_domain"])),
+            ("invited".to_string(), day(&r["invited_at"])),
+            ("accepted".to_string(), day(&r["accepted_at"])),
+            ("randomized".to_string(), day(&r["password_randomized_at"])),
+        ]);
+        let mut shown_without_reason = shown.clone();
+        let reason = shown_without_reason.remove("reason");
+        assert_eq!(shown_without_reason, want, "account {key}");
+        assert_eq!(reason.as_deref(), r["reason"].as_str(), "account {key}");
+    }
+    let text = decode(&dom);
+    assert!(text.contains("done.partner@lab.example.com"));
+    assert!(text.contains(NASTY_DN) && !dom.contains("<script"));
+    // Counts per partner domain, as the JSON has them.
+    let shown = page_numbers(&dom);
+    for (k, v) in account_numbers(&list) {
+        assert_eq!(shown.get(&k), Some(&v), "{k}");
+    }
+
+    // The tenant and the directory the page describes.
+    assert!(
+        dom.contains("data-about=\"tenant\">00000000-0000-0000-0000-000000000000<"),
+        "the tenant is not named"
+    );
+    assert!(
+        dom.contains("data-about=\"directory\">ldaps://127.0.0.1:636"),
+        "the directory is not named"
+    );
+    // Bars are shares of the total (25 accounts): 4 done is 16 %, 7 invited 28 %.
+    for (state, width) in [("done", "16.0"), ("invited", "28.0"), ("ready", "0.0")] {
+        let at = dom
+            .find(&format!("<tr data-state=\"{state}\""))
+            .unwrap_or_else(|| panic!("no funnel row {state}"));
+        let row = &dom[at..at + dom[at..].find("</tr>").unwrap()];
+        assert!(
+            row.contains(&format!("width: {width}%")) || row.contains(&format!("width:{width}%")),
+            "{state}: {row}"
+        );
+    }
 }
 
 /// `[report] template` (relative to the configuration file) replaces the built-in page; a

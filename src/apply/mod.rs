@@ -598,6 +598,14 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     ended: &(dyn Fn() + Sync),
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
+    // Every log line about the account names it as people know it.
+    let name = match outcome {
+        Some(o) => o.name().to_string(),
+        None => actions
+            .first()
+            .map(|a| a.account.clone())
+            .unwrap_or_default(),
+    };
     let mut succeeded: Vec<&Op> = Vec::new();
     let mut invitation_id = None;
     let mut failed = false;
@@ -654,7 +662,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                 };
                 match read_back(&pending, directory, cloud, settle_waits).await {
                     Some(why) => {
-                        tracing::warn!(action = %key, op = action.op.name(), error = %e.message, shown = %why, "The answer was lost, but the call took effect: recorded, not repeated.");
+                        tracing::warn!(account = %name, action = %key, op = action.op.name(), error = %e.message, shown = %why, "The answer was lost, but the call took effect: recorded, not repeated.");
                         Ok(Effect {
                             ids: None,
                             invitation_id: None,
@@ -683,9 +691,9 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     )
                     .await
                 {
-                    tracing::error!(action = %key, "the journal could not record a finished action: {e}");
+                    tracing::error!(account = %name, action = %key, "the journal could not record a finished action: {e}");
                 }
-                tracing::info!(action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
+                tracing::info!(account = %name, action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
                 ended();
                 if effect.invitation_id.is_some() {
                     invitation_id = effect.invitation_id;
@@ -702,7 +710,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             Err(mut e) => {
                 failed = true;
                 if e.halts_run && !halted.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(action = %key, error = %e.message, "A server asked for a wait past the maximum: no further action is started in this run; the next run continues where it stopped.");
+                    tracing::warn!(account = %name, action = %key, error = %e.message, "A server asked for a wait past the maximum: no further action is started in this run; the next run continues where it stopped.");
                 }
                 if e.unknown_outcome && action.op.non_idempotent() {
                     // Whether the service processed it is unknown: the `started` record
@@ -723,9 +731,9 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                     )
                     .await
                 {
-                    tracing::error!(action = %key, "the journal could not record a failed action: {j}");
+                    tracing::error!(account = %name, action = %key, "the journal could not record a failed action: {j}");
                 }
-                tracing::warn!(action = %key, op = action.op.name(), "failed: {}", e.message);
+                tracing::warn!(account = %name, action = %key, op = action.op.name(), "failed: {}", e.message);
                 ended();
                 results.push(ActionResult {
                     key,
@@ -755,7 +763,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             })
             .await;
         if let Err(e) = saved {
-            tracing::error!(account = %outcome.key, "cannot save the account's progress: {e}");
+            tracing::error!(account = %name, "cannot save the account's progress: {e}");
         }
     }
     results

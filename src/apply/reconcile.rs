@@ -479,20 +479,21 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
     cloud: &C,
     run_id: &str,
 ) -> Result<Reconciled, Error> {
-    let (unfinished, mut accounts) = {
+    let (unfinished, mut accounts, names) = {
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
         let unfinished = guard.unfinished()?;
         // Read once, and only when there is something to settle.
-        let accounts: HashMap<String, AccountRecord> = if unfinished.is_empty() {
-            HashMap::new()
+        let (accounts, names): (HashMap<String, AccountRecord>, _) = if unfinished.is_empty() {
+            (HashMap::new(), Default::default())
         } else {
-            guard
+            let accounts = guard
                 .accounts()?
                 .into_iter()
                 .map(|a| (a.key.clone(), a))
-                .collect()
+                .collect();
+            (accounts, guard.names()?)
         };
-        (unfinished, accounts)
+        (unfinished, accounts, names)
     };
     let mut result = Reconciled::default();
     for entry in unfinished {
@@ -551,8 +552,11 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
             }
         }
         drop(guard);
+        let dn = accounts
+            .get(&entry.account_key)
+            .and_then(|r| r.dn.as_deref());
         tracing::debug!(
-            account = %entry.account_key,
+            account = %crate::report::account_name(&entry.account_key, dn, &names),
             action = %entry.action_key,
             verdict = verdict.as_str(),
             why = verdict.why(),

@@ -10,7 +10,12 @@
 //! first, so it finds them even when no run came after the crash. A reconciliation's
 //! verdict on another run's action is that run's write, not the reconciling run's. Before
 //! writing a value back, the attribute is read: an attribute that no longer holds what the
-//! run wrote is left alone.
+//! run wrote is left alone and reported as a conflict (compare-and-set).
+//!
+//! The address of an account already invited (or accepted, or done) is not reverted without
+//! `force`: the invitation went to it, and the guest is known by it. `dry_run` reads the
+//! current values and says what would be reverted, and writes nothing at all: no
+//! reconciliation, no journal record.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +24,7 @@ use serde::Serialize;
 use super::Journal;
 use super::reconcile::{Pending, Verdict, settle};
 use crate::cloud::{Cloud, UserPatch};
+use crate::model::Lifecycle;
 use crate::source::Directory;
 use crate::state::{Action, JournalEntry, Phase, Store, Values};
 
@@ -32,23 +38,54 @@ pub struct Undo {
     pub detail: String,
 }
 
+impl Undo {
+    /// Whether the action wrote an address (AD `mail`, the cloud's `mail`/`otherMails`): the
+    /// next scheduled run writes it again unless the mapping or the scope changes.
+    pub fn is_address(&self) -> bool {
+        is_address(self.action)
+    }
+}
+
+fn is_address(action: Action) -> bool {
+    matches!(action, Action::SetDirectoryMail | Action::SetCloudAddress)
+}
+
+/// How a rollback runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Read the current values and say what would be reverted; write nothing.
+    pub dry_run: bool,
+    /// Revert the address of an account already invited or accepted too.
+    pub force: bool,
+}
+
 /// What became of one action in a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UndoResult {
     /// The value from before is back (written now, or already there).
     Reverted,
-    /// It could not be written back, or was changed since and left alone.
+    /// Dry run: the attribute still holds what the run wrote; a rollback would write the
+    /// value from before.
+    WouldRevert,
+    /// The attribute was changed since the run: left alone (compare-and-set).
+    Conflict,
+    /// The address of an account already invited or accepted: left alone without `force`.
+    Refused,
+    /// It could not be read or written back.
     Failed,
     /// It has no inverse (an invitation, a randomized password).
     Irreversible,
 }
 
 impl UndoResult {
-    /// `reverted`, `failed` or `irreversible`.
+    /// `reverted`, `would_revert`, `conflict`, `refused`, `failed` or `irreversible`.
     pub fn as_str(self) -> &'static str {
         match self {
             UndoResult::Reverted => "reverted",
+            UndoResult::WouldRevert => "would_revert",
+            UndoResult::Conflict => "conflict",
+            UndoResult::Refused => "refused",
             UndoResult::Failed => "failed",
             UndoResult::Irreversible => "irreversible",
         }
@@ -152,13 +189,15 @@ fn inverse(entry: &JournalEntry, dn: Option<&str>, cloud_id: Option<&str>) -> In
     }
 }
 
-/// Reverts the done actions of `run` (newest first), journaling each under `new_run`.
+/// Reverts the done actions of `run` (newest first), journaling each under `new_run`; with
+/// `options.dry_run`, only says what it would revert (`new_run` is then unused).
 pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
     store: &std::sync::Mutex<Store>,
     run: &str,
     new_run: &str,
     directory: &D,
     cloud: &C,
+    options: Options,
 ) -> Result<Vec<Undo>, Error> {
     {
         let guard = lock(store);
@@ -172,30 +211,43 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             };
         }
     }
-    // Settle what a crash left unfinished, so that its writes are found below.
-    super::reconcile(store, directory, cloud, new_run).await?;
+    // Settle what a crash left unfinished, so that its writes are found below. A dry run
+    // writes nothing: it sees only what earlier runs settled.
+    if !options.dry_run {
+        super::reconcile(store, directory, cloud, new_run).await?;
+    }
     let (done, accounts) = {
         let guard = lock(store);
         let done = written(&guard, run)?;
-        let accounts: BTreeMap<String, (Option<String>, Option<String>)> = guard
+        let names = guard.names()?;
+        let accounts: BTreeMap<String, Target> = guard
             .accounts()?
             .into_iter()
-            .map(|a| (a.key, (a.dn, a.progress.cloud_id)))
+            .map(|a| {
+                let name = crate::report::account_name(&a.key, a.dn.as_deref(), &names).to_string();
+                let target = Target {
+                    dn: a.dn,
+                    cloud_id: a.progress.cloud_id,
+                    state: a.progress.state,
+                    name,
+                };
+                (a.key, target)
+            })
             .collect();
         (done, accounts)
     };
-    let journal = Journal::new(store, new_run);
+    let journal = (!options.dry_run).then(|| Journal::new(store, new_run));
     let mut undos = Vec::new();
     for entry in done.iter().rev() {
-        let (dn, cloud_id) = accounts
-            .get(&entry.account_key)
-            .map(|(d, c)| (d.as_deref(), c.as_deref()))
-            .unwrap_or((None, None));
+        let target = accounts.get(&entry.account_key);
+        let dn = target.and_then(|t| t.dn.as_deref());
+        let cloud_id = target.and_then(|t| t.cloud_id.as_deref());
         let key = format!("rollback/{}", entry.action_key);
         let undo_action = entry.action.rollback();
         let record = |phase: Phase, error: Option<&str>| {
-            let Some(action) = undo_action else {
-                // `revert` records only actions with an inverse, which all have an undo.
+            let (Some(action), Some(journal)) = (undo_action, &journal) else {
+                // `revert` records only actions with an inverse, which all have an undo; a
+                // dry run records nothing.
                 return Ok(());
             };
             journal.with(|s| {
@@ -213,7 +265,7 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
                 )
             })
         };
-        let account = dn.unwrap_or(&entry.account_key).to_string();
+        let account = target.map_or_else(|| entry.account_key.clone(), |t| t.name.clone());
         let undo = |result: UndoResult, detail: String| Undo {
             action_key: entry.action_key.clone(),
             action: entry.action,
@@ -228,6 +280,24 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             }
             inverse => inverse,
         };
+        let invited = target.is_some_and(|t| t.state >= Lifecycle::Invited);
+        let warning = if invited && is_address(entry.action) {
+            let state = target.map_or(Lifecycle::Invited, |t| t.state);
+            if !options.force {
+                undos.push(undo(
+                    UndoResult::Refused,
+                    format!(
+                        "the account is {state}: the invitation went to this address and the guest is known by it; left alone; help: `rollback {run} --force` reverts it anyway"
+                    ),
+                ));
+                continue;
+            }
+            format!(
+                "warning: the account is {state} and the invitation went to this address; reverted because of --force; "
+            )
+        } else {
+            String::new()
+        };
         let pending = Pending {
             action: entry.action,
             before: entry.before.as_ref(),
@@ -240,14 +310,24 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             undos.push(undo(result, detail));
             continue;
         }
+        let before = entry
+            .before
+            .as_ref()
+            .map_or_else(|| "(nothing)".to_string(), Values::to_json);
+        if options.dry_run {
+            undos.push(undo(
+                UndoResult::WouldRevert,
+                format!("{warning}still what the run wrote; would go back to {before}"),
+            ));
+            continue;
+        }
         match revert(inverse, &record, directory, cloud).await? {
             Ok(()) => {
                 record(Phase::Done, None)?;
-                let before = entry
-                    .before
-                    .as_ref()
-                    .map_or_else(|| "(nothing)".to_string(), Values::to_json);
-                undos.push(undo(UndoResult::Reverted, format!("back to {before}")));
+                undos.push(undo(
+                    UndoResult::Reverted,
+                    format!("{warning}back to {before}"),
+                ));
             }
             Err((message, help)) => {
                 record(Phase::Failed, Some(&message))?;
@@ -256,6 +336,15 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
         }
     }
     Ok(undos)
+}
+
+/// What rollback needs of an account from the state store.
+struct Target {
+    dn: Option<String>,
+    cloud_id: Option<String>,
+    state: Lifecycle,
+    /// How people know it ([`crate::model::AccountName`]).
+    name: String,
 }
 
 fn lock(store: &std::sync::Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -317,7 +406,7 @@ async fn still_written<D: Directory + Sync, C: Cloud + Sync>(
             detail: format!("already back: {why}; nothing written"),
         },
         Ok(Verdict::ChangedElsewhere(why)) => Still::No {
-            result: UndoResult::Failed,
+            result: UndoResult::Conflict,
             detail: format!(
                 "changed since the run: {why}; left alone; help: set the value by hand if it should go back"
             ),
@@ -363,7 +452,6 @@ mod tests {
     use crate::apply::fakes::{
         DN, FakeCloud, FakeDirectory, USER, account, interrupted, set_cloud_address, set_mail, user,
     };
-    use crate::model::Lifecycle;
 
     #[tokio::test]
     async fn rollback_of_a_crashed_run_restores_the_write_a_later_run_confirmed() {
@@ -377,18 +465,32 @@ mod tests {
             .unwrap();
         assert_eq!(r.confirmed, 1);
         // Rolling back B does not touch what A wrote.
-        let undos = rollback(&store, "run-b", "rb-1", &directory, &cloud)
-            .await
-            .unwrap();
+        let undos = rollback(
+            &store,
+            "run-b",
+            "rb-1",
+            &directory,
+            &cloud,
+            Options::default(),
+        )
+        .await
+        .unwrap();
         assert!(undos.is_empty(), "{undos:?}");
         assert_eq!(
             directory.get(DN).mail.as_deref(),
             Some("ana@fabrikam.example")
         );
         // Rolling back A restores the address A wrote.
-        let undos = rollback(&store, "run-a", "rb-2", &directory, &cloud)
-            .await
-            .unwrap();
+        let undos = rollback(
+            &store,
+            "run-a",
+            "rb-2",
+            &directory,
+            &cloud,
+            Options::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(undos.len(), 1, "{undos:?}");
         assert_eq!(undos[0].result, UndoResult::Reverted, "{undos:?}");
         assert_eq!(
@@ -404,9 +506,16 @@ mod tests {
             Some("ana@fabrikam.example"),
             &["ana@fabrikam.example"],
         )]);
-        let undos = rollback(&store, "run-a", "rb-1", &FakeDirectory::default(), &cloud)
-            .await
-            .unwrap();
+        let undos = rollback(
+            &store,
+            "run-a",
+            "rb-1",
+            &FakeDirectory::default(),
+            &cloud,
+            Options::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             undos.iter().map(|u| u.result).collect::<Vec<_>>(),
             vec![UndoResult::Reverted]
@@ -423,17 +532,56 @@ mod tests {
         let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
         let quiet = store.lock().unwrap().begin_run("run").unwrap();
         let (directory, cloud) = (FakeDirectory::default(), FakeCloud::default());
-        let undos = rollback(&store, &quiet, "rb-1", &directory, &cloud).await;
+        let undos = rollback(
+            &store,
+            &quiet,
+            "rb-1",
+            &directory,
+            &cloud,
+            Options::default(),
+        )
+        .await;
         assert!(undos.is_ok_and(|u| u.is_empty()));
-        let err = rollback(&store, "no-such-run", "rb-2", &directory, &cloud)
-            .await
-            .expect_err("unknown run");
+        let err = rollback(
+            &store,
+            "no-such-run",
+            "rb-2",
+            &directory,
+            &cloud,
+            Options::default(),
+        )
+        .await
+        .expect_err("unknown run");
         assert!(matches!(err, Error::UnknownRun(_)) && !err.help().is_empty());
     }
 
     #[tokio::test]
     async fn rollback_leaves_an_address_changed_since_the_run_alone() {
-        let (_d, store) = interrupted(&set_mail(), Lifecycle::NeedsAddress);
+        let (_d, store) = wrote_mail(Lifecycle::NeedsAddress);
+        // An admin set another address since.
+        let directory = FakeDirectory::with(vec![account(Some("new@fabrikam.example"), None)]);
+        let undos = rollback(
+            &store,
+            "run-a",
+            "rb-1",
+            &directory,
+            &FakeCloud::default(),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(undos.len(), 1);
+        assert_eq!(undos[0].result, UndoResult::Conflict);
+        assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("new@fabrikam.example")
+        );
+    }
+
+    /// A store whose run `run-a` wrote AD mail (`done`), the account in `state`.
+    fn wrote_mail(state: Lifecycle) -> (tempfile::TempDir, std::sync::Mutex<Store>) {
+        let (d, store) = interrupted(&set_mail(), state);
         store
             .lock()
             .unwrap()
@@ -456,17 +604,67 @@ mod tests {
                 None,
             )
             .unwrap();
-        // An admin set another address since.
-        let directory = FakeDirectory::with(vec![account(Some("new@fabrikam.example"), None)]);
-        let undos = rollback(&store, "run-a", "rb-1", &directory, &FakeCloud::default())
+        (d, store)
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_says_what_it_would_revert_and_writes_nothing() {
+        let (_d, store) = wrote_mail(Lifecycle::AwaitingSync);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        let records = store.lock().unwrap().journal_entries(None).unwrap().len();
+        let dry = Options {
+            dry_run: true,
+            force: false,
+        };
+        let undos = rollback(&store, "run-a", "", &directory, &FakeCloud::default(), dry)
             .await
             .unwrap();
-        assert_eq!(undos.len(), 1);
-        assert_eq!(undos[0].result, UndoResult::Failed);
-        assert!(undos[0].detail.contains("left alone") && undos[0].detail.contains("help:"));
+        assert_eq!(undos.len(), 1, "{undos:?}");
+        assert_eq!(undos[0].result, UndoResult::WouldRevert, "{undos:?}");
+        assert!(undos[0].detail.contains("old@contoso.example"), "{undos:?}");
         assert_eq!(
             directory.get(DN).mail.as_deref(),
-            Some("new@fabrikam.example")
+            Some("ana@fabrikam.example")
+        );
+        // No journal record: no undo, no reconciliation verdict.
+        let store = store.lock().unwrap();
+        assert_eq!(store.journal_entries(None).unwrap().len(), records);
+    }
+
+    #[tokio::test]
+    async fn the_address_of_an_invited_account_goes_back_only_with_force() {
+        let (_d, store) = wrote_mail(Lifecycle::Invited);
+        let directory = FakeDirectory::with(vec![account(Some("ana@fabrikam.example"), None)]);
+        let cloud = FakeCloud::default();
+        let undos = rollback(
+            &store,
+            "run-a",
+            "rb-1",
+            &directory,
+            &cloud,
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(undos.len(), 1, "{undos:?}");
+        assert_eq!(undos[0].result, UndoResult::Refused, "{undos:?}");
+        assert!(undos[0].detail.contains("--force"), "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("ana@fabrikam.example")
+        );
+        let force = Options {
+            dry_run: false,
+            force: true,
+        };
+        let undos = rollback(&store, "run-a", "rb-2", &directory, &cloud, force)
+            .await
+            .unwrap();
+        assert_eq!(undos[0].result, UndoResult::Reverted, "{undos:?}");
+        assert!(undos[0].detail.starts_with("warning: "), "{undos:?}");
+        assert_eq!(
+            directory.get(DN).mail.as_deref(),
+            Some("old@contoso.example")
         );
     }
 }

@@ -399,6 +399,7 @@ impl<'a> Context<'a> {
             return Err((Lifecycle::Unmatched, Vec::new()));
         };
         out.cloud_id = Some(user.id.clone());
+        out.upn = Some(user.user_principal_name.clone());
         if let Some(was) = prev.and_then(|p| p.cloud_id.as_ref())
             && *was != user.id
         {

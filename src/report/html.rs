@@ -163,7 +163,7 @@ fn exit_meaning(code: i64) -> &'static str {
     super::Exit::from_code(code).map_or("unknown exit code", super::Exit::meaning)
 }
 
-/// Width of a bar in percent of `max`, at least a sliver when the value is not zero, as the
+/// Width of a bar in percent of `max` (the total it is a share of), at least a sliver when the value is not zero, as the
 /// text of a CSS percentage (`12.5`).
 fn width(value: usize, max: usize) -> String {
     if value == 0 || max == 0 {
@@ -224,6 +224,46 @@ pub struct Page {
     pub runs: Vec<RunRow>,
     /// Progress over time, from the journal.
     pub history: HistoryView,
+    /// `[graph] tenant`: the tenant the page describes.
+    pub tenant: String,
+    /// The directory the page describes: its URL and the mappings' search bases.
+    pub directory: String,
+    /// One row per account (the first [`ACCOUNT_ROWS`], by name).
+    pub accounts: Vec<AccountView>,
+    /// Every account the state store holds (the list may show fewer).
+    pub accounts_total: usize,
+    /// Accounts per partner domain.
+    pub partner_domains: Vec<DomainView>,
+}
+
+/// Most accounts the page lists one by one; `status --accounts --format csv` lists them all.
+pub const ACCOUNT_ROWS: usize = 5000;
+
+/// One account of the per-account section.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub key: String,
+    /// UPN or account name; `-` when the store has neither yet.
+    pub name: String,
+    pub dn: String,
+    pub state: &'static str,
+    pub class: &'static str,
+    pub reason: String,
+    pub help: String,
+    pub partner_domain: String,
+    pub invited: String,
+    pub accepted: String,
+    pub randomized: String,
+}
+
+/// One partner domain's count.
+#[derive(Debug, Serialize)]
+pub struct DomainView {
+    /// `(no address yet)` for accounts without one.
+    pub domain: String,
+    pub accounts: usize,
+    /// `invited=3 done=2`.
+    pub states: String,
 }
 
 /// The charts (inline SVG, already escaped and marked safe) and the projection.
@@ -262,7 +302,7 @@ pub struct FunnelRow {
     pub meaning: &'static str,
     /// `stop`, `work`, `wait` or `done`.
     pub class: &'static str,
-    /// The bar's width in percent of the largest state.
+    /// The bar's width in percent of the accounts in scope.
     pub width: String,
     pub accounts: usize,
     pub share: String,
@@ -342,24 +382,17 @@ impl Page {
                 .map_or(0, |c| c.accounts)
         };
         let pending: usize = s.invitations_by_age.iter().map(|b| b.invitations).sum();
-        let max = s.states.iter().map(|c| c.accounts).max().unwrap_or(0);
         let funnel = FUNNEL
             .iter()
             .map(|&state| FunnelRow {
                 state: state.as_str(),
                 meaning: state_meaning(state),
                 class: state_class(state),
-                width: width(count(state), max),
+                width: width(count(state), s.total),
                 accounts: count(state),
                 share: percent(count(state), s.total),
             })
             .collect();
-        let max_age = s
-            .invitations_by_age
-            .iter()
-            .map(|b| b.invitations)
-            .max()
-            .unwrap_or(0);
         let ages = s
             .invitations_by_age
             .iter()
@@ -371,7 +404,7 @@ impl Page {
                     Some(d) if d >= 14 => "work",
                     _ => "wait",
                 },
-                width: width(b.invitations, max_age),
+                width: width(b.invitations, pending),
                 invitations: b.invitations,
             })
             .collect();
@@ -430,7 +463,56 @@ impl Page {
                 })
                 .collect(),
             history: history_view(&s.history),
+            tenant: s.about.tenant.clone(),
+            directory: s.about.directory.clone(),
+            accounts: s
+                .accounts
+                .accounts
+                .iter()
+                .take(ACCOUNT_ROWS)
+                .map(account_view)
+                .collect(),
+            accounts_total: s.accounts.accounts.len(),
+            partner_domains: s
+                .accounts
+                .domains
+                .iter()
+                .map(|d| DomainView {
+                    domain: d
+                        .partner_domain
+                        .clone()
+                        .unwrap_or_else(|| "(no address yet)".into()),
+                    accounts: d.accounts,
+                    states: d
+                        .states
+                        .iter()
+                        .map(|c| format!("{}={}", c.state.as_str(), c.accounts))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })
+                .collect(),
         }
+    }
+}
+
+fn account_view(r: &super::AccountRow) -> AccountView {
+    let day = |t: Option<jiff::Timestamp>| t.map(utc).unwrap_or_default();
+    AccountView {
+        key: r.key.clone(),
+        name: if r.name.is_empty() {
+            "-".into()
+        } else {
+            r.name.clone()
+        },
+        dn: r.dn.clone().unwrap_or_default(),
+        state: r.state.as_str(),
+        class: state_class(r.state),
+        reason: r.reason.clone().unwrap_or_default(),
+        help: r.help.clone().unwrap_or_default(),
+        partner_domain: r.partner_domain.clone().unwrap_or_default(),
+        invited: day(r.invited_at),
+        accepted: day(r.accepted_at),
+        randomized: day(r.password_randomized_at),
     }
 }
 

@@ -8,6 +8,7 @@
 //! ([`csv_cell`]), and control characters never reach a terminal raw ([`terminal_safe`]).
 
 pub mod chart;
+pub mod explain;
 pub mod history;
 pub mod html;
 
@@ -114,6 +115,22 @@ pub struct Status {
     pub history: history::History,
     /// Sign-in sessions revoked after the password randomization (issue 19).
     pub sessions: Sessions,
+    /// The tenant and the directory the report describes (filled in by the caller, which
+    /// knows the configuration).
+    pub about: About,
+    /// Every account, for the HTML report's per-account section (filled in by the caller;
+    /// not in `status --format json`: `status --accounts --format json` has them).
+    #[serde(skip)]
+    pub accounts: AccountList,
+}
+
+/// What a report describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct About {
+    /// `[graph] tenant`.
+    pub tenant: String,
+    /// The directory's URL and the mappings' search bases.
+    pub directory: String,
 }
 
 /// What the state store records of sign-in session revocations.
@@ -300,7 +317,222 @@ pub fn status(
         reads: Vec::new(),
         history: history::History::default(),
         sessions,
+        about: About::default(),
+        accounts: AccountList::default(),
     }
+}
+
+/// One account as `status --accounts` lists it, from the state store alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRow {
+    /// How people know it: UPN or account name ([`crate::model::AccountName::human`]); empty
+    /// when the store has neither yet (a store written before names were kept).
+    pub name: String,
+    pub dn: Option<String>,
+    pub state: Lifecycle,
+    /// The block or unmatched reason's code, for a held-back account.
+    pub reason: Option<String>,
+    /// The reason's fix.
+    pub help: Option<String>,
+    /// The domain of the external address (lowercase); `None` until an address is known.
+    pub partner_domain: Option<String>,
+    pub invited_at: Option<jiff::Timestamp>,
+    /// When the partner accepted; `None` until the state store records it.
+    pub accepted_at: Option<jiff::Timestamp>,
+    pub password_randomized_at: Option<jiff::Timestamp>,
+    /// `synced` or `cloud_only`, once joined.
+    pub kind: Option<String>,
+    pub cloud_id: Option<String>,
+    pub key: String,
+}
+
+/// How many accounts one partner domain has, per state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DomainCount {
+    /// `None`: accounts without an external address yet.
+    pub partner_domain: Option<String>,
+    pub accounts: usize,
+    /// Per state, funnel order, states with no account left out.
+    pub states: Vec<StateCount>,
+}
+
+/// `status --accounts`: every account that passes the filters, and the counts per partner
+/// domain of those accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AccountList {
+    pub accounts: Vec<AccountRow>,
+    pub domains: Vec<DomainCount>,
+}
+
+/// Which accounts `status --accounts` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    pub state: Option<Lifecycle>,
+    /// A partner domain, compared case-insensitively.
+    pub domain: Option<String>,
+}
+
+/// The partner domain of an external address, lowercase.
+pub fn partner_domain(address: Option<&str>) -> Option<String> {
+    let (_, domain) = address?.rsplit_once('@')?;
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+/// The per-account list of the store's rows that pass `filter`, sorted by name then key.
+pub fn account_list(
+    accounts: &[AccountRecord],
+    names: &BTreeMap<String, crate::model::Names>,
+    filter: &AccountFilter,
+) -> AccountList {
+    let mut rows: Vec<AccountRow> = accounts
+        .iter()
+        .map(|a| {
+            let held = matches!(a.progress.state, Lifecycle::Blocked | Lifecycle::Unmatched);
+            let reason = a.reason.clone().filter(|_| held);
+            AccountRow {
+                name: account_name(&a.key, a.dn.as_deref(), names)
+                    .human()
+                    .unwrap_or_default()
+                    .to_string(),
+                dn: a.dn.clone(),
+                state: a.progress.state,
+                help: reason.as_deref().and_then(reason_help),
+                reason,
+                partner_domain: partner_domain(a.progress.address.as_deref()),
+                invited_at: a.progress.invited_at,
+                accepted_at: None,
+                password_randomized_at: a.progress.password_randomized_at,
+                kind: a.kind.clone(),
+                cloud_id: a.progress.cloud_id.clone(),
+                key: a.key.clone(),
+            }
+        })
+        .filter(|r| filter.state.is_none_or(|s| r.state == s))
+        .filter(|r| {
+            filter.domain.as_deref().is_none_or(|d| {
+                r.partner_domain
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(d.trim_start_matches('@')))
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
+    let mut per_domain: BTreeMap<Option<String>, BTreeMap<Lifecycle, usize>> = BTreeMap::new();
+    for r in &rows {
+        *per_domain
+            .entry(r.partner_domain.clone())
+            .or_default()
+            .entry(r.state)
+            .or_default() += 1;
+    }
+    let domains = per_domain
+        .into_iter()
+        .map(|(partner_domain, states)| DomainCount {
+            partner_domain,
+            accounts: states.values().sum(),
+            states: FUNNEL
+                .iter()
+                .filter_map(|s| {
+                    states.get(s).map(|n| StateCount {
+                        state: *s,
+                        accounts: *n,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    AccountList {
+        accounts: rows,
+        domains,
+    }
+}
+
+/// The CSV columns of `status --accounts`.
+const ACCOUNT_COLUMNS: [&str; 12] = [
+    "name",
+    "dn",
+    "state",
+    "reason",
+    "help",
+    "partner_domain",
+    "invited_at",
+    "accepted_at",
+    "password_randomized_at",
+    "kind",
+    "cloud_id",
+    "key",
+];
+
+fn account_cells(r: &AccountRow) -> [String; 12] {
+    let t = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    [
+        r.name.clone(),
+        o(&r.dn),
+        r.state.as_str().to_string(),
+        o(&r.reason),
+        o(&r.help),
+        o(&r.partner_domain),
+        t(r.invited_at),
+        t(r.accepted_at),
+        t(r.password_randomized_at),
+        o(&r.kind),
+        o(&r.cloud_id),
+        r.key.clone(),
+    ]
+}
+
+/// `status --accounts --format csv`: one row per account, the header always.
+pub fn accounts_csv(list: &AccountList) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(ACCOUNT_COLUMNS)?;
+    for r in &list.accounts {
+        write_cells(&mut w, account_cells(r).iter().map(String::as_str))?;
+    }
+    csv_text(w)
+}
+
+/// `status --accounts` as a table: one line per account, then the counts per partner domain.
+pub fn accounts_text(list: &AccountList) -> String {
+    let day = |t: Option<jiff::Timestamp>| {
+        t.map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = format!(
+        "{:<28} {:<13} {:<24} {:<22} {:<10} {:<10} {:<10} dn\n",
+        "name", "state", "reason", "partner domain", "invited", "accepted", "randomized"
+    );
+    for r in &list.accounts {
+        out.push_str(&format!(
+            "{:<28} {:<13} {:<24} {:<22} {:<10} {:<10} {:<10} {}\n",
+            terminal_safe(if r.name.is_empty() { "-" } else { &r.name }),
+            r.state.as_str(),
+            terminal_safe(r.reason.as_deref().unwrap_or("-")),
+            terminal_safe(r.partner_domain.as_deref().unwrap_or("-")),
+            day(r.invited_at),
+            day(r.accepted_at),
+            day(r.password_randomized_at),
+            terminal_safe(r.dn.as_deref().unwrap_or(&r.key)),
+        ));
+    }
+    out.push_str(&format!("{} accounts\n", list.accounts.len()));
+    if !list.domains.is_empty() {
+        out.push_str("\nper partner domain\n");
+        for d in &list.domains {
+            let states: Vec<String> = d
+                .states
+                .iter()
+                .map(|c| format!("{}={}", c.state.as_str(), c.accounts))
+                .collect();
+            out.push_str(&format!(
+                "  {:>6}  {}: {}\n",
+                d.accounts,
+                terminal_safe(d.partner_domain.as_deref().unwrap_or("(no address yet)")),
+                states.join(" ")
+            ));
+        }
+    }
+    out
 }
 
 /// Reason counts, most frequent first, each with its fix.
@@ -381,24 +613,21 @@ pub fn status_text(s: &Status) -> String {
             s.sessions.revoked, s.sessions.not_revoked
         ));
     }
-    if !s.blocked.is_empty() {
-        out.push_str("\nblocked because\n");
-        for b in &s.blocked {
-            out.push_str(&format!(
-                "  {:>6}  {}\n",
-                b.accounts,
-                terminal_safe(&b.reason)
-            ));
+    for (title, list) in [("blocked", &s.blocked), ("unmatched", &s.unmatched)] {
+        if list.is_empty() {
+            continue;
         }
-    }
-    if !s.unmatched.is_empty() {
-        out.push_str("\nunmatched because\n");
-        for b in &s.unmatched {
+        out.push_str(&format!("\n{title} because\n"));
+        for b in list {
             out.push_str(&format!(
                 "  {:>6}  {}\n",
                 b.accounts,
                 terminal_safe(&b.reason)
             ));
+            let help = b.help.as_deref().unwrap_or(
+                "this b2bsync does not know the reason code: run `b2bsync plan` to see it",
+            );
+            out.push_str(&format!("          help: {}\n", terminal_safe(help)));
         }
     }
     if s.invitations_by_age.iter().any(|b| b.invitations > 0) {
@@ -456,13 +685,46 @@ pub fn status_csv(s: &Status) -> Result<String, csv::Error> {
 /// Journal records as CSV, one row per record.
 pub fn journal_csv(entries: &[JournalRow]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    if !entries.is_empty() {
-        w.write_record(JournalRow::COLUMNS)?;
-    }
+    // The header even without rows: a file with only the header says "nothing", a 0-byte
+    // one looks like a failure.
+    w.write_record(JournalRow::COLUMNS)?;
     for e in entries {
         write_cells(&mut w, e.cells().iter().map(String::as_str))?;
     }
     csv_text(w)
+}
+
+/// Journal records as a table for a terminal: time, account, action, phase, before -> after.
+pub fn journal_text(entries: &[JournalRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<40} {:<26} {:<8} change\n",
+        "at", "account", "action", "phase"
+    );
+    for e in entries {
+        let at = e.at.get(..19).unwrap_or(&e.at).replace('T', " ");
+        let change = match (&e.before, &e.after, &e.error) {
+            (_, _, Some(err)) => format!("error: {err}"),
+            (before, Some(after), None) => {
+                format!("{} -> {after}", before.as_deref().unwrap_or("(nothing)"))
+            }
+            (Some(before), None, None) => format!("was {before}"),
+            (None, None, None) => String::new(),
+        };
+        let account = if e.account.is_empty() {
+            &e.account_key
+        } else {
+            &e.account
+        };
+        out.push_str(&format!(
+            "{at:<20} {:<40} {:<26} {:<8} {}\n",
+            terminal_safe(account),
+            e.action,
+            e.phase,
+            terminal_safe(&change)
+        ));
+    }
+    out.push_str(&format!("{} journal records\n", entries.len()));
+    out
 }
 
 /// A journal record with the account it concerns named as an auditor recognizes it.
@@ -471,7 +733,8 @@ pub struct JournalRow {
     pub seq: i64,
     pub at: String,
     pub run_id: String,
-    /// The account's DN (empty when the state store no longer knows the account).
+    /// The account as people know it: UPN or account name, and DN (empty when the state
+    /// store no longer knows the account).
     pub account: String,
     pub action: String,
     pub phase: String,
@@ -485,6 +748,25 @@ pub struct JournalRow {
 }
 
 impl JournalRow {
+    /// The row of a journal record, its account named `account`.
+    pub fn of(e: JournalEntry, account: String) -> JournalRow {
+        JournalRow {
+            account,
+            seq: e.seq,
+            at: e.at.to_string(),
+            run_id: e.run_id,
+            action: e.action.as_str().to_string(),
+            phase: e.phase.as_str().to_string(),
+            before: e.before.as_ref().map(Values::to_json),
+            after: e.after.as_ref().map(Values::to_json),
+            request_id: e.request_id,
+            client_request_id: e.client_request_id,
+            error: e.error,
+            action_key: e.action_key,
+            account_key: e.account_key,
+        }
+    }
+
     /// The CSV header: the field names, in order.
     const COLUMNS: [&'static str; 13] = [
         "seq",
@@ -523,34 +805,42 @@ impl JournalRow {
     }
 }
 
-/// Names each record's account by its DN from the state store's accounts.
-pub fn journal_rows(entries: Vec<JournalEntry>, accounts: &[AccountRecord]) -> Vec<JournalRow> {
-    let dns: BTreeMap<&str, &str> = accounts
+/// Names each record's account as people know it ([`crate::model::AccountName`]: its UPN or
+/// account name and its DN) from the state store's accounts and names.
+pub fn journal_rows(
+    entries: Vec<JournalEntry>,
+    accounts: &[AccountRecord],
+    names: &BTreeMap<String, crate::model::Names>,
+) -> Vec<JournalRow> {
+    let dns: BTreeMap<&str, Option<&str>> = accounts
         .iter()
-        .filter_map(|a| a.dn.as_deref().map(|d| (a.key.as_str(), d)))
+        .map(|a| (a.key.as_str(), a.dn.as_deref()))
         .collect();
     entries
         .into_iter()
-        .map(|e| JournalRow {
-            account: dns
-                .get(e.account_key.as_str())
-                .copied()
-                .unwrap_or_default()
-                .to_string(),
-            seq: e.seq,
-            at: e.at.to_string(),
-            run_id: e.run_id,
-            action: e.action.as_str().to_string(),
-            phase: e.phase.as_str().to_string(),
-            before: e.before.as_ref().map(Values::to_json),
-            after: e.after.as_ref().map(Values::to_json),
-            request_id: e.request_id,
-            client_request_id: e.client_request_id,
-            error: e.error,
-            action_key: e.action_key,
-            account_key: e.account_key,
+        .map(|e| {
+            let account = match dns.get(e.account_key.as_str()) {
+                Some(dn) => account_name(&e.account_key, *dn, names).to_string(),
+                None => String::new(),
+            };
+            JournalRow::of(e, account)
         })
         .collect()
+}
+
+/// How people know the account `key` of the state store, from its DN and its stored names.
+pub fn account_name<'a>(
+    key: &'a str,
+    dn: Option<&'a str>,
+    names: &'a BTreeMap<String, crate::model::Names>,
+) -> crate::model::AccountName<'a> {
+    let n = names.get(key);
+    crate::model::AccountName {
+        upn: n.and_then(|n| n.upn.as_deref()),
+        account_name: n.and_then(|n| n.account_name.as_deref()),
+        dn,
+        key,
+    }
 }
 
 /// A CSV cell as spreadsheet tools should get it: a value starting with `=`, `+`, `-`, `@`, a
@@ -630,11 +920,12 @@ fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// One line describing an operation: what changes, from what, to what.
+/// What an operation changes, from what, to what, and on which object (the account itself is
+/// named by the caller, [`crate::model::AccountName`]).
 fn describe_op(op: &Op) -> String {
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
     match op {
-        Op::SetDirectoryMail { dn, from, to } => format!("{dn}: AD mail {} -> {to}", show(from)),
+        Op::SetDirectoryMail { from, to, .. } => format!("AD mail {} -> {to}", show(from)),
         Op::SetCloudAddress {
             user_id,
             other_mails_from,
@@ -649,25 +940,25 @@ fn describe_op(op: &Op) -> String {
             if let Some(to) = mail_to {
                 parts.push(format!("mail {} -> {to}", show(mail_from)));
             }
-            format!("user {user_id}: {}", parts.join(", "))
+            format!("{} (cloud user {user_id})", parts.join(", "))
         }
         Op::Invite(inv) => format!(
-            "user {}: invite {} (redirect {})",
-            inv.user_id, inv.email, inv.redirect_url
+            "invite {} (redirect {}; cloud user {})",
+            inv.email, inv.redirect_url, inv.user_id
         ),
         Op::Reinvite(inv) => format!(
-            "user {}: re-invite {} (attempt {})",
-            inv.user_id, inv.email, inv.attempt
+            "re-invite {} (attempt {}; cloud user {})",
+            inv.email, inv.attempt, inv.user_id
         ),
-        Op::RandomizePassword { dn, .. } => {
-            format!("{dn}: on-premises password -> random, unknown")
-        }
-        Op::RevokeSessions { user_id } => {
-            format!("user {user_id}: revoke sign-in sessions (refresh tokens, session cookies)")
-        }
-        Op::SetUserType { user_id, from, to } => {
-            format!("user {user_id}: userType {} -> {}", show(from), to.as_str())
-        }
+        Op::RandomizePassword { .. } => "on-premises password -> random, unknown".to_string(),
+        Op::RevokeSessions { user_id } => format!(
+            "revoke sign-in sessions (refresh tokens, session cookies; cloud user {user_id})"
+        ),
+        Op::SetUserType { user_id, from, to } => format!(
+            "userType {} -> {} (cloud user {user_id})",
+            show(from),
+            to.as_str()
+        ),
     }
 }
 
@@ -675,12 +966,18 @@ fn describe_op(op: &Op) -> String {
 /// reason with the fix, then the funnel the plan leads to.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
+    let outcomes: BTreeMap<&str, &crate::plan::AccountOutcome> =
+        plan.accounts.iter().map(|a| (a.key.as_str(), a)).collect();
     let mut by_op: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for a in &plan.actions {
+        let name = match outcomes.get(a.account.as_str()) {
+            Some(o) => o.name().to_string(),
+            None => a.account.clone(),
+        };
         by_op
             .entry(a.op.name())
             .or_default()
-            .push(terminal_safe(&describe_op(&a.op)).into_owned());
+            .push(terminal_safe(&format!("{name}: {}", describe_op(&a.op))).into_owned());
     }
     out.push_str(&format!(
         "plan: {} accounts in scope, {} actions\n",
@@ -699,7 +996,7 @@ pub fn plan_text(plan: &Plan) -> String {
             && matches!(acct.state, Lifecycle::Blocked | Lifecycle::Unmatched)
         {
             blocked.entry(r.reason.code()).or_default().push((
-                terminal_safe(acct.account_name.as_deref().unwrap_or(&acct.dn)).into_owned(),
+                terminal_safe(&acct.name().to_string()).into_owned(),
                 terminal_safe(&r.message).into_owned(),
                 terminal_safe(&r.help).into_owned(),
             ));
@@ -743,7 +1040,7 @@ pub fn plan_csv(plan: &Plan) -> Result<String, csv::Error> {
         write_cells(
             &mut w,
             [
-                acct.account_name.as_deref().unwrap_or(&acct.key),
+                acct.name().human().unwrap_or(&acct.key),
                 &acct.dn,
                 &acct.kind.map(|k| k.to_string()).unwrap_or_default(),
                 acct.state.as_str(),
@@ -1137,6 +1434,7 @@ mod tests {
                     account_name: Some(name.into()),
                     kind: None,
                     cloud_id: None,
+                    upn: None,
                     address: None,
                     state: Lifecycle::Blocked,
                     stage: Lifecycle::Blocked,
@@ -1156,6 +1454,7 @@ mod tests {
                     account_name: Some(name.into()),
                     kind: None,
                     cloud_id: None,
+                    upn: None,
                     address: Some(address.into()),
                     state: Lifecycle::NeedsAddress,
                     stage: Lifecycle::NeedsAddress,
@@ -1224,7 +1523,10 @@ mod tests {
             "seq,at,run_id,account,action,phase,before,after,request_id,client_request_id,error,action_key,account_key\n\
              1,2026-11-23T00:00:00Z,r,'=1+1,set_directory_mail,done,,'+x@fabrikam.example,,,'@error,k/0/set_directory_mail,k\n"
         );
-        assert_eq!(journal_csv(&[]).expect("csv"), "");
+        assert_eq!(
+            journal_csv(&[]).expect("csv"),
+            format!("{}\n", JournalRow::COLUMNS.join(","))
+        );
     }
 
     // See: issue 10, finding 8 (ESC sequences from the directory reached the terminal).
