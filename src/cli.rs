@@ -199,6 +199,28 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Invitations from the state store. `--pending`: those sent without Microsoft's email
+    /// (`send_message = false`) and not accepted yet, with the redeem link to deliver.
+    /// `--clear-mismatch`: lets the next run invite an account again after its invitation
+    /// was answered with another user and an admin checked it. No network.
+    #[command(
+        after_help = "Examples:\n  b2bsync invitations --pending\n  b2bsync invitations --pending --out links.csv\n  b2bsync invitations --pending --format json\n  b2bsync invitations --clear-mismatch 1MOyofblGAcpOktcbX6PkA=="
+    )]
+    Invitations {
+        /// List the invitations waiting for their partner, with their redeem links.
+        #[arg(long, required_unless_present = "clear_mismatch")]
+        pending: bool,
+        /// Output format [default: csv with --out, else table].
+        #[arg(long, value_enum, requires = "pending")]
+        format: Option<Format>,
+        /// Write to this file (atomically, owner-only: it holds redeem links) instead of stdout.
+        #[arg(long, requires = "pending")]
+        out: Option<PathBuf>,
+        /// The account (its state-store key, as `status` and the journal show it) whose
+        /// invitation mismatch an admin has checked.
+        #[arg(long, value_name = "ACCOUNT", conflicts_with = "pending")]
+        clear_mismatch: Option<String>,
+    },
 }
 
 /// Sets up `tracing` on stderr.
@@ -736,6 +758,46 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 Format::Json => {
                     serde_json::to_string_pretty(&entries).map_err(json_failure)? + "\n"
                 }
+            };
+            match out {
+                Some(path) => write_file(&path, &text)?,
+                None => print!("{text}"),
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Invitations {
+            pending: _,
+            format,
+            out,
+            clear_mismatch,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.path)?;
+            if let Some(key) = clear_mismatch {
+                if !store.clear_invitation_mismatch(&key)? {
+                    return Err(Failure::new(
+                        Exit::Failed,
+                        format!(
+                            "no account `{key}` with an invitation mismatch in the state store"
+                        ),
+                        "`b2bsync status` lists the blocked accounts with the reason invitation_answer_mismatch; pass the account's key as the journal shows it",
+                    ));
+                }
+                println!(
+                    "cleared the invitation mismatch of {key}: the next run decides it afresh"
+                );
+                return Ok(Exit::Ok);
+            }
+            let links = store.pending_links()?;
+            let format = format.unwrap_or(if out.is_some() {
+                Format::Csv
+            } else {
+                Format::Table
+            });
+            let text = match format {
+                Format::Csv => report::pending::csv(&links).map_err(csv_failure)?,
+                Format::Json => report::pending::json(&links),
+                Format::Table => report::pending::table(&links),
             };
             match out {
                 Some(path) => write_file(&path, &text)?,

@@ -799,6 +799,10 @@ pub struct Progress {
     pub password_randomized_at: Option<jiff::Timestamp>,
     /// When the cloud user's sign-in sessions were revoked (after the randomization).
     pub sessions_revoked_at: Option<jiff::Timestamp>,
+    /// An invitation was answered with something other than this account's conversion
+    /// (what came back): the account stays blocked until an admin clears it.
+    #[serde(default)]
+    pub invitation_mismatch: Option<String>,
 }
 
 #[cfg(test)]

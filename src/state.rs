@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Lifecycle, Progress};
 
 /// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     invitations_sent INTEGER NOT NULL DEFAULT 0,
     password_randomized_at TEXT,
     updated_at TEXT NOT NULL,
-    sessions_revoked_at TEXT
+    sessions_revoked_at TEXT,
+    invitation_mismatch TEXT,
+    redeem_url TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -301,6 +303,17 @@ pub struct AccountRecord {
     pub progress: Progress,
 }
 
+/// An invitation waiting for its partner, with the link to deliver (`invitations
+/// --pending`). Deliberately not `Serialize`/`Debug`: the link is written only where an admin
+/// asks for it.
+pub struct PendingLink {
+    pub key: String,
+    pub dn: Option<String>,
+    pub address: Option<String>,
+    pub invited_at: Option<jiff::Timestamp>,
+    pub redeem_url: String,
+}
+
 /// The open state store.
 pub struct Store {
     conn: Connection,
@@ -437,6 +450,8 @@ impl Store {
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
+            add_column(&conn, "accounts", "invitation_mismatch TEXT")?;
+            add_column(&conn, "accounts", "redeem_url TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -464,7 +479,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
                     invited_at, invitations_sent, password_randomized_at, updated_at,
-                    sessions_revoked_at
+                    sessions_revoked_at, invitation_mismatch
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -483,6 +498,7 @@ impl Store {
                 password_randomized_at: r.get(11)?,
                 updated_at: r.get(12)?,
                 sessions_revoked_at: r.get(13)?,
+                invitation_mismatch: r.get(14)?,
             })
         })?;
         let mut out = Vec::new();
@@ -504,8 +520,8 @@ impl Store {
         self.conn.execute(
             "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
                  invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at,
-                 sessions_revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 sessions_revoked_at, invitation_mismatch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (key) DO UPDATE SET dn = excluded.dn, kind = excluded.kind,
                  state = excluded.state, reason = excluded.reason, cloud_id = excluded.cloud_id,
                  address = excluded.address, address_staged_at = excluded.address_staged_at,
@@ -513,7 +529,8 @@ impl Store {
                  invitations_sent = excluded.invitations_sent,
                  password_randomized_at = excluded.password_randomized_at,
                  updated_at = excluded.updated_at,
-                 sessions_revoked_at = excluded.sessions_revoked_at",
+                 sessions_revoked_at = excluded.sessions_revoked_at,
+                 invitation_mismatch = excluded.invitation_mismatch",
             params![
                 key,
                 dn,
@@ -528,10 +545,64 @@ impl Store {
                 p.invitations_sent,
                 p.password_randomized_at.map(|t| t.to_string()),
                 now(),
-                p.sessions_revoked_at.map(|t| t.to_string())
+                p.sessions_revoked_at.map(|t| t.to_string()),
+                p.invitation_mismatch
             ],
         )?;
         Ok(())
+    }
+
+    /// Keeps the redeem link of the account's last invitation (an account row must exist).
+    /// The link is as sensitive as a one-time password: it stays in this owner-only file.
+    pub fn set_redeem_url(&self, key: &str, url: &str) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE accounts SET redeem_url = ?2 WHERE key = ?1",
+            params![key, url],
+        )?;
+        Ok(())
+    }
+
+    /// The accounts invited and not accepted yet that have a redeem link, sorted by key.
+    pub fn pending_links(&self) -> Result<Vec<PendingLink>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, dn, address, invited_at, redeem_url FROM accounts
+             WHERE state = 'invited' AND redeem_url IS NOT NULL ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, dn, address, invited_at, redeem_url) = row?;
+            let invited_at = invited_at
+                .map(|t| time(&t, &format!("accounts row {key}, invited_at")))
+                .transpose()?;
+            out.push(PendingLink {
+                key,
+                dn,
+                address,
+                invited_at,
+                redeem_url,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets an account's invitation mismatch (an admin checked it), so that the next
+    /// run decides it afresh. `false`: no account with this key had one.
+    pub fn clear_invitation_mismatch(&self, key: &str) -> Result<bool, Error> {
+        let changed = self.conn.execute(
+            "UPDATE accounts SET invitation_mismatch = NULL, reason = NULL
+             WHERE key = ?1 AND invitation_mismatch IS NOT NULL",
+            params![key],
+        )?;
+        Ok(changed > 0)
     }
 
     /// Runs `f` in one transaction (used to save a whole plan's outcome atomically).
@@ -847,6 +918,7 @@ struct StoredAccount {
     password_randomized_at: Option<String>,
     updated_at: String,
     sessions_revoked_at: Option<String>,
+    invitation_mismatch: Option<String>,
 }
 
 impl StoredAccount {
@@ -869,6 +941,7 @@ impl StoredAccount {
                 self.password_randomized_at.as_deref(),
             )?,
             sessions_revoked_at: at("sessions_revoked_at", self.sessions_revoked_at.as_deref())?,
+            invitation_mismatch: self.invitation_mismatch,
         };
         let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
         Ok(AccountRecord {

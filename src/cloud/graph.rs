@@ -238,10 +238,17 @@ struct VerifiedDomainDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct InvitationDto {
-    id: String,
+    id: Option<String>,
     status: Option<String>,
     invite_redeem_url: Option<String>,
-    invited_user: Option<IdDto>,
+    invited_user: Option<InvitedUserDto>,
+}
+
+/// `invitedUser` of an invitation answer: checked by the caller, so a missing id is kept
+/// missing rather than refused here.
+#[derive(Deserialize)]
+struct InvitedUserDto {
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -674,12 +681,11 @@ impl Cloud for GraphClient {
                 url: url.clone(),
                 reason: printable(&e.to_string()),
             })?;
+        // As it came: the caller checks it against the user asked for (never filled in
+        // from the request, which would hide a new guest created instead).
         Ok(InvitationSent {
-            invitation_id: dto.id,
-            user_id: dto
-                .invited_user
-                .map(|u| u.id)
-                .unwrap_or_else(|| inv.user_id.clone()),
+            invitation_id: dto.id.unwrap_or_default(),
+            user_id: dto.invited_user.and_then(|u| u.id).unwrap_or_default(),
             status: dto.status.unwrap_or_default(),
             redeem_url: dto.invite_redeem_url,
             ids: answer.ids,

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod history;
 pub mod html;
+pub mod pending;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -1008,6 +1009,7 @@ mod tests {
             BlockReason::ProtectedGroup { group: "g".into() },
             BlockReason::DenyList { entry: "e".into() },
             BlockReason::Disabled { side: Side::Cloud },
+            BlockReason::InvitationAnswerMismatch { answer: "a".into() },
         ];
         for r in &all {
             match r {
@@ -1028,7 +1030,8 @@ mod tests {
                 | BlockReason::AdminCount
                 | BlockReason::ProtectedGroup { .. }
                 | BlockReason::DenyList { .. }
-                | BlockReason::Disabled { .. } => {}
+                | BlockReason::Disabled { .. }
+                | BlockReason::InvitationAnswerMismatch { .. } => {}
             }
         }
         all
