@@ -431,6 +431,8 @@ pub(crate) struct Emulator {
     pub time_scale: Mutex<f64>,
     /// Replication-delay mode (control API): how long a newly invited user refuses writes.
     pub replication_delay: Mutex<std::time::Duration>,
+    /// `allowInvitesFrom` of `/policies/authorizationPolicy`.
+    pub allow_invites_from: Mutex<String>,
     /// The router itself, for `$batch` to dispatch inner requests through the same handlers.
     pub router: OnceLock<Router>,
 }
