@@ -456,6 +456,8 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
             None
         }
     };
+    // The accounts in scope as read, for the checks that join them to cloud users.
+    let mut in_scope: Vec<(String, crate::model::SourceAccount)> = Vec::new();
     match directory(&config) {
         Err(f) => report_line(false, "ldap", f.message, f.help),
         Ok(dir) => match dir.connect().await {
@@ -495,12 +497,23 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                     format!("{}: {} accounts under {}", search.mapping, a.len(), search.base_dn),
                                     String::new(),
                                 );
-                                if let Some(first) = a.first() {
+                                // Rights are tested on an account b2bsync would write: one that
+                                // no protection (adminCount, protected group, deny list) stops.
+                                let found: Vec<_> = a
+                                    .into_iter()
+                                    .map(|x| (search.mapping.clone(), x))
+                                    .collect();
+                                let target = unprotected(inputs, found.clone());
+                                in_scope.extend(found);
+                                if target.is_none() {
+                                    println!("info  ldap rights: not checked: every account under {} is protected or disabled", search.base_dn);
+                                }
+                                if let Some(first) = target {
                                     match dir.mail_rights(&first.dn).await {
                                         Rights::MayWriteMail => report_line(
                                             true,
                                             "ldap rights",
-                                            format!("may write mail on {} (allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", report::terminal_safe(&first.dn)),
+                                            format!("may write mail on {} (not protected; allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", report::terminal_safe(&first.dn)),
                                             String::new(),
                                         ),
                                         Rights::MayNotWriteMail => report_line(
@@ -558,13 +571,48 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     ),
                 );
                 match client.users().await {
-                    Ok(users) => report_line(
-                        true,
-                        "graph users",
-                        format!("{} users readable", users.len()),
-                        String::new(),
-                    ),
+                    Ok(users) => {
+                        report_line(
+                            true,
+                            "graph users",
+                            format!("{} users readable", users.len()),
+                            String::new(),
+                        );
+                        if let Some(inputs) = &inputs {
+                            let found = std::mem::take(&mut in_scope);
+                            let blocked = on_premises_upn_accounts(inputs, found, users);
+                            report_line(
+                                blocked.is_empty(),
+                                "onPremisesUserPrincipalName",
+                                if blocked.is_empty() {
+                                    "no account in scope has a cloud user with it".to_string()
+                                } else {
+                                    format!(
+                                        "{} account(s) in scope have a cloud user with onPremisesUserPrincipalName, which Entra ID refuses to convert (first: {})",
+                                        blocked.len(),
+                                        report::terminal_safe(&blocked[0])
+                                    )
+                                },
+                                crate::plan::ReasonCode::OnPremisesUserPrincipalName.help(),
+                            );
+                        }
+                    }
                     Err(e) => report_line(false, "graph users", e.to_string(), e.help()),
+                }
+                match client.allow_invites_from().await {
+                    Ok(allow) => match invitation_policy(&allow) {
+                        Ok(detail) => report_line(true, "invitation policy", detail, String::new()),
+                        Err((detail, help)) => {
+                            report_line(false, "invitation policy", detail, help)
+                        }
+                    },
+                    Err(e) if e.status() == Some(403) => println!(
+                        "warn  invitation policy: could not be read (GET /policies/authorizationPolicy needs Policy.Read.All): whether the tenant lets the app invite is unknown\n      help: grant Policy.Read.All to have `check` read it, or look at External collaboration settings in the Entra admin center"
+                    ),
+                    Err(e) => println!(
+                        "warn  invitation policy: could not be read: {e}\n      help: {}",
+                        e.help()
+                    ),
                 }
             }
         },
@@ -579,6 +627,58 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
         } else {
             Exit::Failed
         })
+    }
+}
+
+/// The first of `found` that b2bsync would write: in scope of one mapping, no protection
+/// (adminCount, protected group, deny list), not disabled.
+fn unprotected(
+    inputs: &Inputs,
+    found: Vec<(String, crate::model::SourceAccount)>,
+) -> Option<crate::mapping::AccountFacts> {
+    crate::mapping::map_accounts(&inputs.mappings, found)
+        .into_iter()
+        .find(|m| m.protection.is_empty() && m.also_in.is_empty() && !m.account.disabled)
+        .map(|m| m.account)
+}
+
+/// The DNs of the accounts in scope whose joined cloud user has
+/// `onPremisesUserPrincipalName` (Entra ID refuses to convert them).
+fn on_premises_upn_accounts(
+    inputs: &Inputs,
+    found: Vec<(String, crate::model::SourceAccount)>,
+    users: Vec<crate::model::CloudUser>,
+) -> Vec<String> {
+    let mapped = crate::mapping::map_accounts(&inputs.mappings, found);
+    let joined = crate::join::join(mapped, users);
+    joined
+        .iter()
+        .filter_map(|(account, outcome)| match outcome {
+            crate::join::JoinOutcome::Joined { user, .. } => joined
+                .users
+                .get(*user)
+                .filter(|u| u.on_premises_user_principal_name.is_some())
+                .map(|_| account.account.dn.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `allowInvitesFrom` means for an app inviting with User.Invite.All: a line for
+/// `check`, or the failure and its fix.
+fn invitation_policy(allow: &str) -> Result<String, (String, String)> {
+    match allow {
+        "everyone" | "adminsGuestInvitersAndAllMembers" | "adminsAndGuestInviters" => Ok(format!(
+            "allowInvitesFrom = {allow}: the tenant lets an app with User.Invite.All invite"
+        )),
+        "none" => Err((
+            "allowInvitesFrom = none: nobody in the tenant may invite, not even admins or apps; every invitation would be refused".to_string(),
+            "in the Entra admin center, External Identities > External collaboration settings > Guest invite settings, allow at least admins and users in the Guest Inviter role to invite".to_string(),
+        )),
+        other => Err((
+            format!("allowInvitesFrom = `{other}`, a value b2bsync does not know"),
+            "check External collaboration settings in the Entra admin center; b2bsync knows none, adminsAndGuestInviters, adminsGuestInvitersAndAllMembers and everyone".to_string(),
+        )),
     }
 }
 

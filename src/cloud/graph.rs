@@ -313,6 +313,27 @@ impl GraphClient {
         Ok(token_roles(token.expose_secret()))
     }
 
+    /// The tenant's `allowInvitesFrom` (`GET /policies/authorizationPolicy`, which needs
+    /// Policy.Read.All): who may invite guests. `check` reads it; the text is as sent, made
+    /// printable and bounded (an unknown value is the caller's to report).
+    pub async fn allow_invites_from(&self) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct PolicyDto {
+            allow_invites_from: Option<String>,
+        }
+        let url = format!(
+            "{}/policies/authorizationPolicy?$select=allowInvitesFrom",
+            self.api
+        );
+        let answer = self.send(Method::GET, &url, None, true).await?;
+        let dto: PolicyDto = serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
+            url: url.clone(),
+            reason: printable(&e.to_string()),
+        })?;
+        Ok(printable(&dto.allow_invites_from.unwrap_or_default()))
+    }
+
     /// Sends one request with retries. `idempotent == false` repeats only when the service
     /// says it did not process the request (429, 503, 504).
     async fn send(
