@@ -730,6 +730,37 @@ mod tests {
     }
 
     #[test]
+    fn an_invitation_answer_is_the_conversion_only_with_the_requested_id_an_id_and_a_status() {
+        let sent = |invitation_id: &str, user_id: &str, status: &str| InvitationSent {
+            invitation_id: invitation_id.into(),
+            user_id: user_id.into(),
+            status: status.into(),
+            redeem_url: Some("https://login.microsoftonline.com/redeem?rd=secret".into()),
+            ids: RequestIds {
+                request_id: Some("r-1".into()),
+                client_request_id: "c-1".into(),
+            },
+        };
+        assert_eq!(sent("i", "U-1", "PendingAcceptance").problem("u-1"), None);
+        let other = sent("i", "u-2\u{1b}[2J", "PendingAcceptance");
+        let problem = other.problem("u-1").unwrap();
+        assert!(
+            problem.contains("invitedUser.id u-2[2J instead of u-1"),
+            "{problem}"
+        );
+        assert_eq!(
+            sent("", "", "").problem("u-1").as_deref(),
+            Some("no invitedUser.id, no invitation id, no status")
+        );
+        let described = other.described();
+        assert!(described.contains("request-id r-1"), "{described}");
+        assert!(
+            !described.contains("secret"),
+            "the redeem link is never described"
+        );
+    }
+
+    #[test]
     fn printable_drops_escapes_and_bidi_overrides_and_is_bounded() {
         assert_eq!(
             printable("\u{1b}[31mred\u{1b}[0m\r\nnext\u{7}\u{9b}2J\u{202e}txt"),
