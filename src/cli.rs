@@ -231,6 +231,28 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Invitations from the state store. `--pending`: those sent without Microsoft's email
+    /// (`send_message = false`) and not accepted yet, with the redeem link to deliver.
+    /// `--clear-mismatch`: lets the next run invite an account again after its invitation
+    /// was answered with another user and an admin checked it. No network.
+    #[command(
+        after_help = "Examples:\n  b2bsync invitations --pending\n  b2bsync invitations --pending --out links.csv\n  b2bsync invitations --pending --format json\n  b2bsync invitations --clear-mismatch 1MOyofblGAcpOktcbX6PkA=="
+    )]
+    Invitations {
+        /// List the invitations waiting for their partner, with their redeem links.
+        #[arg(long, required_unless_present = "clear_mismatch")]
+        pending: bool,
+        /// Output format [default: csv with --out, else table].
+        #[arg(long, value_enum, requires = "pending")]
+        format: Option<Format>,
+        /// Write to this file (atomically, owner-only: it holds redeem links) instead of stdout.
+        #[arg(long, requires = "pending")]
+        out: Option<PathBuf>,
+        /// The account (its state-store key, as `status` and the journal show it) whose
+        /// invitation mismatch an admin has checked.
+        #[arg(long, value_name = "ACCOUNT", conflicts_with = "pending")]
+        clear_mismatch: Option<String>,
+    },
 }
 
 /// A lifecycle state as `--state` takes it (`invited`, `awaiting_sync`, ...).
@@ -540,6 +562,8 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
             None
         }
     };
+    // The accounts in scope as read, for the checks that join them to cloud users.
+    let mut in_scope: Vec<(String, crate::model::SourceAccount)> = Vec::new();
     match directory(&config) {
         Err(f) => report_line(false, "ldap", f.message, f.help),
         Ok(dir) => match dir.connect().await {
@@ -585,14 +609,25 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                                 let anchorless = a.iter().filter(|x| x.anchor().is_none()).count();
                                 if anchorless > 0 {
                                     println!("warn  anchors: {}: {anchorless} of {} accounts have no anchor and are keyed by their DN", search.mapping, a.len());
-                                    println!("      help: a rename or move of such an account is seen as one account leaving and another arriving; use a directory attribute that every account has as [join] anchor (docs/mapping.md)");
+                                    println!("      help: such an account is recognised after a rename or move only by the cloud user it was joined to; use a directory attribute that every account has as [join] anchor (docs/mapping.md)");
                                 }
-                                if let Some(first) = a.first() {
+                                // Rights are tested on an account b2bsync would write: one that
+                                // no protection (adminCount, protected group, deny list) stops.
+                                let found: Vec<_> = a
+                                    .into_iter()
+                                    .map(|x| (search.mapping.clone(), x))
+                                    .collect();
+                                let target = unprotected(inputs, found.clone());
+                                in_scope.extend(found);
+                                if target.is_none() {
+                                    println!("info  ldap rights: not checked: every account under {} is protected or disabled", search.base_dn);
+                                }
+                                if let Some(first) = target {
                                     match dir.mail_rights(&first.dn).await {
                                         Rights::MayWriteMail => report_line(
                                             true,
                                             "ldap rights",
-                                            format!("may write mail on {} (allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", report::terminal_safe(&first.dn)),
+                                            format!("may write mail on {} (not protected; allowedAttributesEffective); the reset-password right has no read-only check in AD and shows on the first randomization", report::terminal_safe(&first.dn)),
                                             String::new(),
                                         ),
                                         Rights::MayNotWriteMail => report_line(
@@ -650,13 +685,48 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     ),
                 );
                 match client.users().await {
-                    Ok(users) => report_line(
-                        true,
-                        "graph users",
-                        format!("{} users readable", users.len()),
-                        String::new(),
-                    ),
+                    Ok(users) => {
+                        report_line(
+                            true,
+                            "graph users",
+                            format!("{} users readable", users.len()),
+                            String::new(),
+                        );
+                        if let Some(inputs) = &inputs {
+                            let found = std::mem::take(&mut in_scope);
+                            let blocked = on_premises_upn_accounts(inputs, found, users);
+                            report_line(
+                                blocked.is_empty(),
+                                "onPremisesUserPrincipalName",
+                                if blocked.is_empty() {
+                                    "no account in scope has a cloud user with it".to_string()
+                                } else {
+                                    format!(
+                                        "{} account(s) in scope have a cloud user with onPremisesUserPrincipalName, which Entra ID refuses to convert (first: {})",
+                                        blocked.len(),
+                                        report::terminal_safe(&blocked[0])
+                                    )
+                                },
+                                crate::plan::ReasonCode::OnPremisesUserPrincipalName.help(),
+                            );
+                        }
+                    }
                     Err(e) => report_line(false, "graph users", e.to_string(), e.help()),
+                }
+                match client.allow_invites_from().await {
+                    Ok(allow) => match invitation_policy(&allow) {
+                        Ok(detail) => report_line(true, "invitation policy", detail, String::new()),
+                        Err((detail, help)) => {
+                            report_line(false, "invitation policy", detail, help)
+                        }
+                    },
+                    Err(e) if e.status() == Some(403) => println!(
+                        "warn  invitation policy: could not be read (GET /policies/authorizationPolicy needs Policy.Read.All): whether the tenant lets the app invite is unknown\n      help: grant Policy.Read.All to have `check` read it, or look at External collaboration settings in the Entra admin center"
+                    ),
+                    Err(e) => println!(
+                        "warn  invitation policy: could not be read: {e}\n      help: {}",
+                        e.help()
+                    ),
                 }
             }
         },
@@ -671,6 +741,58 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
         } else {
             Exit::Failed
         })
+    }
+}
+
+/// The first of `found` that b2bsync would write: in scope of one mapping, no protection
+/// (adminCount, protected group, deny list), not disabled.
+fn unprotected(
+    inputs: &Inputs,
+    found: Vec<(String, crate::model::SourceAccount)>,
+) -> Option<crate::mapping::AccountFacts> {
+    crate::mapping::map_accounts(&inputs.mappings, found)
+        .into_iter()
+        .find(|m| m.protection.is_empty() && m.also_in.is_empty() && !m.account.disabled)
+        .map(|m| m.account)
+}
+
+/// The DNs of the accounts in scope whose joined cloud user has
+/// `onPremisesUserPrincipalName` (Entra ID refuses to convert them).
+fn on_premises_upn_accounts(
+    inputs: &Inputs,
+    found: Vec<(String, crate::model::SourceAccount)>,
+    users: Vec<crate::model::CloudUser>,
+) -> Vec<String> {
+    let mapped = crate::mapping::map_accounts(&inputs.mappings, found);
+    let joined = crate::join::join(mapped, users);
+    joined
+        .iter()
+        .filter_map(|(account, outcome)| match outcome {
+            crate::join::JoinOutcome::Joined { user, .. } => joined
+                .users
+                .get(*user)
+                .filter(|u| u.on_premises_user_principal_name.is_some())
+                .map(|_| account.account.dn.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `allowInvitesFrom` means for an app inviting with User.Invite.All: a line for
+/// `check`, or the failure and its fix.
+fn invitation_policy(allow: &str) -> Result<String, (String, String)> {
+    match allow {
+        "everyone" | "adminsGuestInvitersAndAllMembers" | "adminsAndGuestInviters" => Ok(format!(
+            "allowInvitesFrom = {allow}: the tenant lets an app with User.Invite.All invite"
+        )),
+        "none" => Err((
+            "allowInvitesFrom = none: nobody in the tenant may invite, not even admins or apps; every invitation would be refused".to_string(),
+            "in the Entra admin center, External Identities > External collaboration settings > Guest invite settings, allow at least admins and users in the Guest Inviter role to invite".to_string(),
+        )),
+        other => Err((
+            format!("allowInvitesFrom = `{other}`, a value b2bsync does not know"),
+            "check External collaboration settings in the Entra admin center; b2bsync knows none, adminsAndGuestInviters, adminsGuestInvitersAndAllMembers and everyone".to_string(),
+        )),
     }
 }
 
@@ -906,6 +1028,46 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
                 Format::Json => {
                     serde_json::to_string_pretty(&entries).map_err(json_failure)? + "\n"
                 }
+            };
+            match out {
+                Some(path) => write_file(&path, &text)?,
+                None => print!("{text}"),
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Invitations {
+            pending: _,
+            format,
+            out,
+            clear_mismatch,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.path)?;
+            if let Some(key) = clear_mismatch {
+                if !store.clear_invitation_mismatch(&key)? {
+                    return Err(Failure::new(
+                        Exit::Failed,
+                        format!(
+                            "no account `{key}` with an invitation mismatch in the state store"
+                        ),
+                        "`b2bsync status` lists the blocked accounts with the reason invitation_answer_mismatch; pass the account's key as the journal shows it",
+                    ));
+                }
+                println!(
+                    "cleared the invitation mismatch of {key}: the next run decides it afresh"
+                );
+                return Ok(Exit::Ok);
+            }
+            let links = store.pending_links()?;
+            let format = format.unwrap_or(if out.is_some() {
+                Format::Csv
+            } else {
+                Format::Table
+            });
+            let text = match format {
+                Format::Csv => report::pending::csv(&links).map_err(csv_failure)?,
+                Format::Json => report::pending::json(&links),
+                Format::Table => report::pending::table(&links),
             };
             match out {
                 Some(path) => write_file(&path, &text)?,

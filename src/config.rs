@@ -323,8 +323,27 @@ impl Config {
         }
         config.source = path.to_path_buf();
         config.resolve_paths();
+        config.default_redirect();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Without `[invitation] redirect_url`, invitations send the partner to My Apps of this
+    /// tenant: Teams and My Apps need the tenant id to open the resource tenant, not the
+    /// partner's own (`https://myapps.microsoft.com/?tenantid=<tenant>`). A mapping's own
+    /// `redirect_url` still wins.
+    fn default_redirect(&mut self) {
+        let tenant = self.graph.tenant.trim();
+        let plain = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if self.invitation.redirect_url.is_none() && plain {
+            self.invitation.redirect_url = Some(format!(
+                "{}/?tenantid={tenant}",
+                crate::plan::DEFAULT_REDIRECT_URL
+            ));
+        }
     }
 
     /// Makes relative paths relative to the configuration file's directory.
@@ -716,6 +735,24 @@ client_secret_env = "GRAPH_SECRET"
         assert_eq!(c.ldap.page_size, 1000);
         assert_eq!(c.graph.graph_url, "https://graph.microsoft.com");
         assert_eq!(c.state.path, PathBuf::from("/etc/b2bsync/b2bsync.db"));
+    }
+
+    #[test]
+    fn the_default_redirect_names_the_tenant_unless_one_is_set() {
+        let c = parse(GOOD, &[]).expect("valid");
+        assert_eq!(
+            c.invitation.redirect_url.as_deref(),
+            Some("https://myapps.microsoft.com/?tenantid=t")
+        );
+        let own = format!("{GOOD}\n[invitation]\nredirect_url = \"https://apps.example.com/\"\n");
+        let c = parse(&own, &[]).expect("valid");
+        assert_eq!(
+            c.invitation.redirect_url.as_deref(),
+            Some("https://apps.example.com/")
+        );
+        let odd = GOOD.replace("tenant = \"t\"", "tenant = \"t&x=1\"");
+        let c = parse(&odd, &[]).expect("valid");
+        assert_eq!(c.invitation.redirect_url, None, "not put in a URL as is");
     }
 
     #[test]

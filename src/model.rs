@@ -859,6 +859,10 @@ pub struct Progress {
     /// when plausible (not in the future, not before the invitation), else when b2bsync first
     /// read `Accepted`.
     pub accepted_at: Option<jiff::Timestamp>,
+    /// An invitation was answered with something other than this account's conversion
+    /// (what came back): the account stays blocked until an admin clears it.
+    #[serde(default)]
+    pub invitation_mismatch: Option<String>,
 }
 
 #[cfg(test)]

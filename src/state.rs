@@ -15,7 +15,8 @@ use crate::model::{Lifecycle, Progress};
 
 /// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
 /// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run),
-/// `accounts.accepted_at`, `accounts.account_name` and `accounts.upn` (how people name the account).
+/// `accounts.accepted_at`, `accounts.account_name`, `accounts.upn` (how people name the
+/// account), `accounts.invitation_mismatch` and `accounts.redeem_url`.
 const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
@@ -36,7 +37,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     sessions_revoked_at TEXT,
     accepted_at TEXT,
     account_name TEXT,
-    upn TEXT
+    upn TEXT,
+    invitation_mismatch TEXT,
+    redeem_url TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -320,6 +323,17 @@ pub struct AccountRecord {
     pub progress: Progress,
 }
 
+/// An invitation waiting for its partner, with the link to deliver (`invitations
+/// --pending`). Deliberately not `Serialize`/`Debug`: the link is written only where an admin
+/// asks for it.
+pub struct PendingLink {
+    pub key: String,
+    pub dn: Option<String>,
+    pub address: Option<String>,
+    pub invited_at: Option<jiff::Timestamp>,
+    pub redeem_url: String,
+}
+
 /// The open state store.
 pub struct Store {
     conn: Connection,
@@ -460,6 +474,8 @@ impl Store {
             add_column(&conn, "runs", "state_counts TEXT")?;
             add_column(&conn, "accounts", "account_name TEXT")?;
             add_column(&conn, "accounts", "upn TEXT")?;
+            add_column(&conn, "accounts", "invitation_mismatch TEXT")?;
+            add_column(&conn, "accounts", "redeem_url TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -487,7 +503,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
                     invited_at, invitations_sent, password_randomized_at, updated_at,
-                    sessions_revoked_at, accepted_at
+                    sessions_revoked_at, accepted_at, invitation_mismatch
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -507,6 +523,7 @@ impl Store {
                 updated_at: r.get(12)?,
                 sessions_revoked_at: r.get(13)?,
                 accepted_at: r.get(14)?,
+                invitation_mismatch: r.get(15)?,
             })
         })?;
         let mut out = Vec::new();
@@ -576,8 +593,8 @@ impl Store {
         self.conn.execute(
             "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
                  invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at,
-                 sessions_revoked_at, accepted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 sessions_revoked_at, accepted_at, invitation_mismatch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (key) DO UPDATE SET dn = excluded.dn, kind = excluded.kind,
                  state = excluded.state, reason = excluded.reason, cloud_id = excluded.cloud_id,
                  address = excluded.address, address_staged_at = excluded.address_staged_at,
@@ -586,7 +603,8 @@ impl Store {
                  password_randomized_at = excluded.password_randomized_at,
                  updated_at = excluded.updated_at,
                  sessions_revoked_at = excluded.sessions_revoked_at,
-                 accepted_at = excluded.accepted_at",
+                 accepted_at = excluded.accepted_at,
+                 invitation_mismatch = excluded.invitation_mismatch",
             params![
                 key,
                 dn,
@@ -602,10 +620,64 @@ impl Store {
                 p.password_randomized_at.map(|t| t.to_string()),
                 now(),
                 p.sessions_revoked_at.map(|t| t.to_string()),
-                p.accepted_at.map(|t| t.to_string())
+                p.accepted_at.map(|t| t.to_string()),
+                p.invitation_mismatch
             ],
         )?;
         Ok(())
+    }
+
+    /// Keeps the redeem link of the account's last invitation (an account row must exist).
+    /// The link is as sensitive as a one-time password: it stays in this owner-only file.
+    pub fn set_redeem_url(&self, key: &str, url: &str) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE accounts SET redeem_url = ?2 WHERE key = ?1",
+            params![key, url],
+        )?;
+        Ok(())
+    }
+
+    /// The accounts invited and not accepted yet that have a redeem link, sorted by key.
+    pub fn pending_links(&self) -> Result<Vec<PendingLink>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, dn, address, invited_at, redeem_url FROM accounts
+             WHERE state = 'invited' AND redeem_url IS NOT NULL ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, dn, address, invited_at, redeem_url) = row?;
+            let invited_at = invited_at
+                .map(|t| time(&t, &format!("accounts row {key}, invited_at")))
+                .transpose()?;
+            out.push(PendingLink {
+                key,
+                dn,
+                address,
+                invited_at,
+                redeem_url,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets an account's invitation mismatch (an admin checked it), so that the next
+    /// run decides it afresh. `false`: no account with this key had one.
+    pub fn clear_invitation_mismatch(&self, key: &str) -> Result<bool, Error> {
+        let changed = self.conn.execute(
+            "UPDATE accounts SET invitation_mismatch = NULL, reason = NULL
+             WHERE key = ?1 AND invitation_mismatch IS NOT NULL",
+            params![key],
+        )?;
+        Ok(changed > 0)
     }
 
     /// Runs `f` in one transaction (used to save a whole plan's outcome atomically).
@@ -976,6 +1048,7 @@ struct StoredAccount {
     updated_at: String,
     sessions_revoked_at: Option<String>,
     accepted_at: Option<String>,
+    invitation_mismatch: Option<String>,
 }
 
 impl StoredAccount {
@@ -999,6 +1072,7 @@ impl StoredAccount {
             )?,
             sessions_revoked_at: at("sessions_revoked_at", self.sessions_revoked_at.as_deref())?,
             accepted_at: at("accepted_at", self.accepted_at.as_deref())?,
+            invitation_mismatch: self.invitation_mismatch,
         };
         let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
         Ok(AccountRecord {

@@ -164,3 +164,91 @@ async fn broken_set_ups_each_fail_with_the_fix() {
     );
     eprintln!("--- check with a scope outside the delegation\n{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_the_blockers_before_anyone_is_invited() {
+    let mut partners = partners();
+    for (sam, address) in [
+        ("baker", "bo@fabrikam.example"),
+        ("chen", "wei@northwind.example"),
+    ] {
+        partners.push(Partner::new(
+            sam,
+            sam,
+            Some(address),
+            Tenancy::SyncedWithOnPremUpn,
+        ));
+    }
+    let w = world_with(&partners, "", |o| {
+        o.tenant.apps[0].permissions.push("Policy.Read.All".into());
+    })
+    .await;
+    // Every account but adams is on the deny list: rights are tested on adams.
+    let mapping = w.dir.path().join("mappings/partners.toml");
+    let denied = format!(
+        "[scope]\ndeny = [\"{}\", \"{}\"]",
+        w.sam("baker"),
+        w.sam("chen")
+    );
+    std::fs::write(
+        &mapping,
+        std::fs::read_to_string(&mapping)
+            .unwrap()
+            .replacen("[scope]", &denied, 1),
+    )
+    .unwrap();
+    let (code, out) = check(&w);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  onPremisesUserPrincipalName: 2 account(s) in scope")
+            && out.contains(
+                "help: Entra ID refuses to convert users with onPremisesUserPrincipalName"
+            ),
+        "{out}"
+    );
+    let adams = &w.dns[&w.sam("adams")];
+    assert!(
+        out.contains(&format!(
+            "ok    ldap rights: may write mail on {adams} (not protected"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    invitation policy: allowInvitesFrom = everyone"),
+        "{out}"
+    );
+    eprintln!("--- check with two onPremisesUserPrincipalName users\n{out}");
+
+    // Nobody may invite.
+    w.control(
+        reqwest::Method::POST,
+        "/authorization-policy",
+        Some(serde_json::json!({"allowInvitesFrom": "none"})),
+    )
+    .await;
+    let (code, out) = check(&w);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  invitation policy: allowInvitesFrom = none")
+            && out.contains("help: in the Entra admin center, External Identities"),
+        "{out}"
+    );
+    eprintln!("--- check with allowInvitesFrom = none\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_says_when_the_invitation_policy_cannot_be_read() {
+    // The world's app has no Policy.Read.All: a warning, not a failure.
+    let w = world(&partners(), "").await;
+    let (code, out) = check(&w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warn  invitation policy: could not be read")
+            && out.contains("Policy.Read.All"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    onPremisesUserPrincipalName: no account in scope"),
+        "{out}"
+    );
+}

@@ -125,6 +125,8 @@ enum Write {
         reason: Option<&'static str>,
         progress: Progress,
     },
+    /// An invitation's redeem link, for the account's row (saved after its progress).
+    RedeemUrl { key: String, url: String },
 }
 
 impl Write {
@@ -159,6 +161,7 @@ impl Write {
                 reason,
                 progress,
             } => store.save_account(key, Some(dn), kind.as_deref(), *reason, progress),
+            Write::RedeemUrl { key, url } => store.set_redeem_url(key, url),
         }
     }
 }
@@ -408,6 +411,9 @@ struct Effect {
     invitation_id: Option<String>,
     /// The answer was lost and the effect was read back instead: what the read showed.
     read_back: Option<String>,
+    /// The invitation's `inviteRedeemUrl`, kept when Microsoft sends no email (the admin
+    /// delivers it). Goes to the state store only, never to a log or the journal.
+    redeem_url: Option<String>,
 }
 
 impl Effect {
@@ -416,8 +422,33 @@ impl Effect {
             ids,
             invitation_id,
             read_back: None,
+            redeem_url: None,
         }
     }
+}
+
+/// The longest redeem link kept (Graph's are a few hundred characters).
+const MAX_REDEEM_URL: usize = 4096;
+
+/// A redeem link worth keeping: https, bounded, no whitespace or control characters (the
+/// answer is untrusted and the link ends up in a file an admin opens).
+fn usable_redeem_url(url: &str) -> bool {
+    url.len() <= MAX_REDEEM_URL
+        && url.starts_with("https://")
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// What a run shares across its concurrent accounts to stop work: a server asking for a
+/// wait past the maximum stops every action; an invitation answered with something else than
+/// the conversion asked for stops every further invitation. The first invitation of a run
+/// goes alone, so a service (or a proxy, or an SDK) that answers wrongly is caught after
+/// exactly one invitation.
+#[derive(Default)]
+struct Gates {
+    halted: AtomicBool,
+    invitations_stopped: AtomicBool,
+    /// `true` once an invitation of this run was answered as asked.
+    invitation_verified: tokio::sync::Mutex<bool>,
 }
 
 /// The waits before each read that settles, within the run, an action whose answer was
@@ -468,6 +499,31 @@ struct OpError {
     /// The service asked for a wait past [`cloud::MAX_WAIT`]: no further action of this run
     /// is started, and the next run continues.
     halts_run: bool,
+    /// An invitation answer that is not the conversion asked for (what came back): no
+    /// further invitation is sent in this run, and the account is blocked.
+    bad_answer: Option<String>,
+    /// The ids of the answer, when one came.
+    ids: Option<cloud::RequestIds>,
+}
+
+impl OpError {
+    /// An invitation answered with something other than the conversion of `user_id`.
+    fn bad_invitation_answer(
+        user_id: &str,
+        what: String,
+        ids: Option<cloud::RequestIds>,
+    ) -> OpError {
+        OpError {
+            message: format!(
+                "the invitation of user {user_id} was not answered as its conversion: {what}; no further invitation is sent in this run and the account is blocked"
+            ),
+            help: crate::plan::ReasonCode::InvitationAnswerMismatch.help(),
+            unknown_outcome: false,
+            halts_run: false,
+            bad_answer: Some(what),
+            ids,
+        }
+    }
 }
 
 impl From<source::Error> for OpError {
@@ -477,6 +533,8 @@ impl From<source::Error> for OpError {
             message: e.to_string(),
             unknown_outcome: false,
             halts_run: false,
+            bad_answer: None,
+            ids: None,
         }
     }
 }
@@ -488,6 +546,8 @@ impl From<cloud::Error> for OpError {
             message: e.to_string(),
             unknown_outcome: matches!(e, cloud::Error::Transport { .. }),
             halts_run: matches!(e, cloud::Error::WaitTooLong { .. }),
+            bad_answer: None,
+            ids: None,
         }
     }
 }
@@ -499,6 +559,8 @@ impl From<password::Error> for OpError {
             message: e.to_string(),
             unknown_outcome: false,
             halts_run: false,
+            bad_answer: None,
+            ids: None,
         }
     }
 }
@@ -539,8 +601,38 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 cc: inv.cc.clone(),
                 reset_redemption: matches!(op, Op::Reinvite(_)),
             };
-            let sent = cloud.invite(&invitation).await?;
-            Ok(Effect::of(Some(sent.ids), Some(sent.invitation_id)))
+            let sent = match cloud.invite(&invitation).await {
+                Ok(sent) => sent,
+                // A 201 whose body does not read: something was created, but what is unknown.
+                Err(e @ cloud::Error::Decode { .. }) => {
+                    return Err(OpError::bad_invitation_answer(
+                        &inv.user_id,
+                        format!("an answer b2bsync cannot read ({e})"),
+                        None,
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(problem) = sent.problem(&inv.user_id) {
+                let what = format!("{problem} ({})", sent.described());
+                return Err(OpError::bad_invitation_answer(
+                    &inv.user_id,
+                    what,
+                    Some(sent.ids),
+                ));
+            }
+            let redeem_url = match sent.redeem_url {
+                Some(url) if !inv.send_message && usable_redeem_url(&url) => Some(url),
+                Some(_) if !inv.send_message => {
+                    tracing::warn!(user_id = %inv.user_id, "The invitation's redeem link is not an https link b2bsync keeps; it is dropped (not shown).");
+                    None
+                }
+                _ => None,
+            };
+            Ok(Effect {
+                redeem_url,
+                ..Effect::of(Some(sent.ids), Some(sent.invitation_id))
+            })
         }
         Op::RandomizePassword {
             dn,
@@ -565,6 +657,8 @@ async fn execute_op<D: Directory + Sync, C: Cloud + Sync>(
                 help: "check the directory's password policy".into(),
                 unknown_outcome: false,
                 halts_run: false,
+                bad_answer: None,
+                ids: None,
             }))
         }
         Op::RevokeSessions { user_id } => {
@@ -594,7 +688,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     options: &Options,
     now: jiff::Timestamp,
     settle_waits: &[std::time::Duration],
-    halted: &AtomicBool,
+    gates: &Gates,
     ended: &(dyn Fn() + Sync),
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
@@ -608,10 +702,25 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
     };
     let mut succeeded: Vec<&Op> = Vec::new();
     let mut invitation_id = None;
+    let mut redeem_url = None;
+    let mut bad_answer = None;
     let mut failed = false;
     for action in actions {
         let key = action.key();
-        if failed || halted.load(Ordering::Relaxed) {
+        let invites = matches!(action.op, Op::Invite(_) | Op::Reinvite(_));
+        // Until an invitation of this run was answered as asked, invitations go one at a
+        // time: this one holds the gate until its answer is checked.
+        let mut alone = None;
+        if invites && !failed && !gates.halted.load(Ordering::Relaxed) {
+            let verified = gates.invitation_verified.lock().await;
+            if !*verified {
+                alone = Some(verified);
+            }
+        }
+        if failed
+            || gates.halted.load(Ordering::Relaxed)
+            || (invites && gates.invitations_stopped.load(Ordering::Relaxed))
+        {
             results.push(ActionResult {
                 key,
                 account: action.account.clone(),
@@ -666,6 +775,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                         Ok(Effect {
                             ids: None,
                             invitation_id: None,
+                            redeem_url: None,
                             read_back: Some(format!(
                                 "answer lost ({}); read back: {why}",
                                 e.message
@@ -695,8 +805,14 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                 }
                 tracing::info!(account = %name, action = %key, op = action.op.name(), request_id = request_id.as_deref(), "done");
                 ended();
+                if let Some(mut verified) = alone.take() {
+                    *verified = true;
+                }
                 if effect.invitation_id.is_some() {
                     invitation_id = effect.invitation_id;
+                }
+                if effect.redeem_url.is_some() {
+                    redeem_url = effect.redeem_url;
                 }
                 succeeded.push(&action.op);
                 results.push(ActionResult {
@@ -709,7 +825,19 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             }
             Err(mut e) => {
                 failed = true;
-                if e.halts_run && !halted.swap(true, Ordering::Relaxed) {
+                if let Some(what) = &e.bad_answer {
+                    gates.invitations_stopped.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        action = %key,
+                        account = %name,
+                        request_id = e.ids.as_ref().and_then(|i| i.request_id.as_deref()),
+                        answer = %what,
+                        "An invitation was not answered as the conversion asked for: no further invitation is sent in this run, and the account is blocked until an admin checks it."
+                    );
+                    bad_answer = Some(what.clone());
+                }
+                drop(alone.take());
+                if e.halts_run && !gates.halted.swap(true, Ordering::Relaxed) {
                     tracing::warn!(account = %name, action = %key, error = %e.message, "A server asked for a wait past the maximum: no further action is started in this run; the next run continues where it stopped.");
                 }
                 if e.unknown_outcome && action.op.non_idempotent() {
@@ -726,7 +854,7 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                         Phase::Failed,
                         before.as_ref(),
                         None,
-                        None,
+                        e.ids.as_ref(),
                         Some(&e.message),
                     )
                     .await
@@ -743,15 +871,21 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
                         error: e.message,
                         help: e.help,
                     },
-                    request_id: None,
+                    request_id: e.ids.and_then(|i| i.request_id),
                 });
             }
         }
     }
     if let Some(outcome) = outcome {
-        let progress =
+        let mut progress =
             plan::progress_after(previous, outcome, &succeeded, invitation_id.as_deref(), now);
-        let reason = outcome.reasons.first().map(|r| r.reason.code());
+        let mut reason = outcome.reasons.first().map(|r| r.reason.code());
+        if let Some(what) = bad_answer {
+            // Never carried on as if converted: blocked until an admin clears it.
+            progress.state = crate::model::Lifecycle::Blocked;
+            progress.invitation_mismatch = Some(what);
+            reason = Some(plan::ReasonCode::InvitationAnswerMismatch.code());
+        }
         let kind = outcome.kind.map(|k| k.to_string());
         let saved = journal
             .commit(Write::Progress {
@@ -764,6 +898,11 @@ async fn run_account<D: Directory + Sync, C: Cloud + Sync>(
             .await;
         if let Err(e) = saved {
             tracing::error!(account = %name, "cannot save the account's progress: {e}");
+        } else if let Some(url) = redeem_url {
+            let key = outcome.key.clone();
+            if let Err(e) = journal.commit(Write::RedeemUrl { key, url }).await {
+                tracing::error!(account = %name, "cannot save the invitation's redeem link: {e}");
+            }
         }
     }
     results
@@ -792,7 +931,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
     }
     let outcomes: BTreeMap<&str, &AccountOutcome> =
         plan.accounts.iter().map(|a| (a.key.as_str(), a)).collect();
-    let halted = AtomicBool::new(false);
+    let gates = Gates::default();
     let tasks = by_account.into_iter().map(|(account, mut actions)| {
         actions.sort_by_key(|a| a.seq);
         run_account(
@@ -805,7 +944,7 @@ pub async fn execute<D: Directory + Sync, C: Cloud + Sync>(
             options,
             now,
             &SETTLE_WAITS,
-            &halted,
+            &gates,
             ended,
         )
     });
@@ -861,7 +1000,7 @@ mod tests {
             &Options::default(),
             jiff::Timestamp::now(),
             &[std::time::Duration::ZERO; 2],
-            &AtomicBool::new(false),
+            &Gates::default(),
             &|| {},
         )
         .await;
@@ -940,7 +1079,7 @@ mod tests {
         if let Op::Invite(inv) = &mut second.op {
             inv.user_id = "u-2".into();
         }
-        let halted = AtomicBool::new(false);
+        let gates = Gates::default();
         let mut results = Vec::new();
         for action in [&first, &second] {
             results.extend(
@@ -954,14 +1093,14 @@ mod tests {
                     &Options::default(),
                     jiff::Timestamp::now(),
                     &[],
-                    &halted,
+                    &gates,
                     &|| {},
                 )
                 .await,
             );
         }
         drop(journal);
-        assert!(halted.load(Ordering::Relaxed));
+        assert!(gates.halted.load(Ordering::Relaxed));
         assert!(
             matches!(&results[0].status, Status::Failed { error, .. } if error.contains("5-minute maximum")),
             "{results:?}"

@@ -246,10 +246,17 @@ struct VerifiedDomainDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct InvitationDto {
-    id: String,
+    id: Option<String>,
     status: Option<String>,
     invite_redeem_url: Option<String>,
-    invited_user: Option<IdDto>,
+    invited_user: Option<InvitedUserDto>,
+}
+
+/// `invitedUser` of an invitation answer: checked by the caller, so a missing id is kept
+/// missing rather than refused here.
+#[derive(Deserialize)]
+struct InvitedUserDto {
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +319,27 @@ impl GraphClient {
     pub async fn token_roles(&self) -> Result<Vec<String>, Error> {
         let token = self.tokens.token().await?;
         Ok(token_roles(token.expose_secret()))
+    }
+
+    /// The tenant's `allowInvitesFrom` (`GET /policies/authorizationPolicy`, which needs
+    /// Policy.Read.All): who may invite guests. `check` reads it; the text is as sent, made
+    /// printable and bounded (an unknown value is the caller's to report).
+    pub async fn allow_invites_from(&self) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct PolicyDto {
+            allow_invites_from: Option<String>,
+        }
+        let url = format!(
+            "{}/policies/authorizationPolicy?$select=allowInvitesFrom",
+            self.api
+        );
+        let answer = self.send(Method::GET, &url, None, true).await?;
+        let dto: PolicyDto = serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
+            url: url.clone(),
+            reason: printable(&e.to_string()),
+        })?;
+        Ok(printable(&dto.allow_invites_from.unwrap_or_default()))
     }
 
     /// Sends one request with retries. `idempotent == false` repeats only when the service
@@ -696,12 +724,11 @@ impl Cloud for GraphClient {
                 url: url.clone(),
                 reason: printable(&e.to_string()),
             })?;
+        // As it came: the caller checks it against the user asked for (never filled in
+        // from the request, which would hide a new guest created instead).
         Ok(InvitationSent {
-            invitation_id: dto.id,
-            user_id: dto
-                .invited_user
-                .map(|u| u.id)
-                .unwrap_or_else(|| inv.user_id.clone()),
+            invitation_id: dto.id.unwrap_or_default(),
+            user_id: dto.invited_user.and_then(|u| u.id).unwrap_or_default(),
             status: dto.status.unwrap_or_default(),
             redeem_url: dto.invite_redeem_url,
             ids: answer.ids,

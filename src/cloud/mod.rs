@@ -54,14 +54,64 @@ pub struct Invitation {
     pub reset_redemption: bool,
 }
 
-/// What the service answered to an invitation.
+/// What the service answered to an invitation, as it came (an empty text: the field was
+/// missing). [`InvitationSent::problem`] says whether it is the conversion asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationSent {
     pub invitation_id: String,
+    /// `invitedUser.id` of the answer.
     pub user_id: String,
     pub status: String,
+    /// `inviteRedeemUrl`: a credential-like link, never logged.
     pub redeem_url: Option<String>,
     pub ids: RequestIds,
+}
+
+impl InvitationSent {
+    /// What is wrong with this answer to an invitation of the user `requested`, or `None`
+    /// when it is well-formed (an invitation id, a status) and its `invitedUser.id` is
+    /// `requested`. Anything else (a new guest created because the id was dropped on the way)
+    /// is no conversion of that user. Server text is made printable and bounded.
+    pub fn problem(&self, requested: &str) -> Option<String> {
+        let mut problems = Vec::new();
+        if self.user_id.trim().is_empty() {
+            problems.push("no invitedUser.id".to_string());
+        } else if !self.user_id.trim().eq_ignore_ascii_case(requested) {
+            problems.push(format!(
+                "invitedUser.id {} instead of {requested} (a different user, perhaps a new guest)",
+                printable(&self.user_id)
+            ));
+        }
+        if self.invitation_id.trim().is_empty() {
+            problems.push("no invitation id".to_string());
+        }
+        if self.status.trim().is_empty() {
+            problems.push("no status".to_string());
+        }
+        (!problems.is_empty()).then(|| problems.join(", "))
+    }
+
+    /// What came back, for the journal and the messages: the ids and the status, never the
+    /// redeem link.
+    pub fn described(&self) -> String {
+        let shown = |s: &str| {
+            if s.trim().is_empty() {
+                "none".to_string()
+            } else {
+                printable(s)
+            }
+        };
+        format!(
+            "answer: invitation {}, invitedUser.id {}, status {}, request-id {}",
+            shown(&self.invitation_id),
+            shown(&self.user_id),
+            shown(&self.status),
+            self.ids
+                .request_id
+                .as_deref()
+                .map_or("none".to_string(), printable)
+        )
+    }
 }
 
 /// What changed among the tenant's users since a delta link (`/users/delta`).
@@ -687,6 +737,37 @@ mod tests {
         assert_eq!(token_lifetime(Some(u64::MAX)), MAX_TOKEN_LIFETIME);
         assert_eq!(token_lifetime(Some(3599)), Duration::from_secs(3599));
         assert_eq!(token_lifetime(None), Duration::from_secs(3599));
+    }
+
+    #[test]
+    fn an_invitation_answer_is_the_conversion_only_with_the_requested_id_an_id_and_a_status() {
+        let sent = |invitation_id: &str, user_id: &str, status: &str| InvitationSent {
+            invitation_id: invitation_id.into(),
+            user_id: user_id.into(),
+            status: status.into(),
+            redeem_url: Some("https://login.microsoftonline.com/redeem?rd=secret".into()),
+            ids: RequestIds {
+                request_id: Some("r-1".into()),
+                client_request_id: "c-1".into(),
+            },
+        };
+        assert_eq!(sent("i", "U-1", "PendingAcceptance").problem("u-1"), None);
+        let other = sent("i", "u-2\u{1b}[2J", "PendingAcceptance");
+        let problem = other.problem("u-1").unwrap();
+        assert!(
+            problem.contains("invitedUser.id u-2[2J instead of u-1"),
+            "{problem}"
+        );
+        assert_eq!(
+            sent("", "", "").problem("u-1").as_deref(),
+            Some("no invitedUser.id, no invitation id, no status")
+        );
+        let described = other.described();
+        assert!(described.contains("request-id r-1"), "{described}");
+        assert!(
+            !described.contains("secret"),
+            "the redeem link is never described"
+        );
     }
 
     #[test]

@@ -308,6 +308,14 @@ impl<'a> Context<'a> {
             Ok(user) => user,
             Err((state, reasons)) => return finish(out, state, reasons),
         };
+        // An invitation answered with another user (a new guest?) is never carried on as if
+        // converted, nor sent again blindly: blocked until an admin clears it.
+        if let Some(answer) = prev.and_then(|p| p.invitation_mismatch.as_ref()) {
+            let reason = BlockReason::InvitationAnswerMismatch {
+                answer: answer.clone(),
+            };
+            return finish(out, Lifecycle::Blocked, vec![reason]);
+        }
         let subject = Subject {
             m,
             mapping: self.mappings.get(&m.mapping),

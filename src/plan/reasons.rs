@@ -64,6 +64,9 @@ pub enum BlockReason {
     DenyList { entry: String },
     /// The account is disabled.
     Disabled { side: Side },
+    /// An invitation of this account was answered with something other than its
+    /// conversion (another `invitedUser.id`, perhaps a new guest; or a malformed answer).
+    InvitationAnswerMismatch { answer: String },
 }
 
 impl BlockReason {
@@ -90,6 +93,7 @@ impl BlockReason {
             BlockReason::ProtectedGroup { .. } => ReasonCode::ProtectedGroup,
             BlockReason::DenyList { .. } => ReasonCode::DenyList,
             BlockReason::Disabled { .. } => ReasonCode::Disabled,
+            BlockReason::InvitationAnswerMismatch { .. } => ReasonCode::InvitationAnswerMismatch,
         }
     }
 
@@ -169,6 +173,10 @@ impl fmt::Display for BlockReason {
                 Side::OnPremises => write!(f, "the account is disabled on-premises"),
                 Side::Cloud => write!(f, "the cloud user is disabled"),
             },
+            BlockReason::InvitationAnswerMismatch { answer } => write!(
+                f,
+                "an invitation of this account was not answered as its conversion: {answer}"
+            ),
         }
     }
 }
@@ -276,11 +284,12 @@ pub enum ReasonCode {
     ProtectedGroup,
     DenyList,
     Disabled,
+    InvitationAnswerMismatch,
 }
 
 impl ReasonCode {
     /// Every code, in the order of [`BlockReason`]'s variants.
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 19] = [
         ReasonCode::NoCloudUser,
         ReasonCode::SeveralCloudUsers,
         ReasonCode::CloudUserShared,
@@ -299,6 +308,7 @@ impl ReasonCode {
         ReasonCode::ProtectedGroup,
         ReasonCode::DenyList,
         ReasonCode::Disabled,
+        ReasonCode::InvitationAnswerMismatch,
     ];
 
     /// The snake_case code (reports, summaries, the state store).
@@ -322,6 +332,7 @@ impl ReasonCode {
             ReasonCode::ProtectedGroup => "protected_group",
             ReasonCode::DenyList => "deny_list",
             ReasonCode::Disabled => "disabled",
+            ReasonCode::InvitationAnswerMismatch => "invitation_answer_mismatch",
         }
     }
 
@@ -347,6 +358,7 @@ impl ReasonCode {
             ReasonCode::ProtectedGroup => "members of the mapping's protected groups are never touched: remove the account from the group, or the group from `scope.protected_groups`".to_string(),
             ReasonCode::DenyList => "the account is on the mapping's deny list (`scope.deny`): remove it there to migrate it".to_string(),
             ReasonCode::Disabled => "the account is disabled: a disabled partner is not invited. Enable it if the partner still needs access; otherwise leave it (or remove it from scope)".to_string(),
+            ReasonCode::InvitationAnswerMismatch => "the service (or a proxy or SDK in between) did not convert the user asked for: find the user named by invitedUser.id in the answer (`b2bsync status` and the journal keep it, with the request-id), delete it if it is a new guest, and fix what changes the request; then `b2bsync invitations --clear-mismatch ACCOUNT` lets the next run invite again".to_string(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod chart;
 pub mod explain;
 pub mod history;
 pub mod html;
+pub mod pending;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -1305,6 +1306,7 @@ mod tests {
             BlockReason::ProtectedGroup { group: "g".into() },
             BlockReason::DenyList { entry: "e".into() },
             BlockReason::Disabled { side: Side::Cloud },
+            BlockReason::InvitationAnswerMismatch { answer: "a".into() },
         ];
         for r in &all {
             match r {
@@ -1325,7 +1327,8 @@ mod tests {
                 | BlockReason::AdminCount
                 | BlockReason::ProtectedGroup { .. }
                 | BlockReason::DenyList { .. }
-                | BlockReason::Disabled { .. } => {}
+                | BlockReason::Disabled { .. }
+                | BlockReason::InvitationAnswerMismatch { .. } => {}
             }
         }
         all

@@ -267,6 +267,36 @@ pub(crate) async fn set_replication_delay(
     ok(&json!({ "ms": body.ms }))
 }
 
+/// Body of `POST /_emulator/authorization-policy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuthorizationPolicy {
+    allow_invites_from: String,
+}
+
+/// `POST /_emulator/authorization-policy` `{"allowInvitesFrom": "none"}`: what
+/// `GET /policies/authorizationPolicy` answers from now on.
+pub(crate) async fn set_authorization_policy(
+    State(emu): State<Arc<Emulator>>,
+    req: Request,
+) -> Response {
+    let ctx = Ctx::of(&req);
+    let body: AuthorizationPolicy = match json_body(req).await {
+        Ok(body) => body,
+        Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    if !super::organization::ALLOW_INVITES_FROM.contains(&body.allow_invites_from.as_str()) {
+        return graph_error(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "allowInvitesFrom must be one of none, adminsAndGuestInviters, adminsGuestInvitersAndAllMembers, everyone.",
+        );
+    }
+    *lock(&emu.allow_invites_from) = body.allow_invites_from.clone();
+    ok(&json!({ "allowInvitesFrom": body.allow_invites_from }))
+}
+
 /// `POST /_emulator/throttle/reset`: forgets all throttling usage.
 pub(crate) async fn reset_throttle(State(emu): State<Arc<Emulator>>) -> Response {
     lock(&emu.throttle).reset();

@@ -135,6 +135,11 @@ pub(crate) struct InvitationRecord {
     pub invited_user_email_address: String,
     pub reset_redemption: bool,
     pub conversion: bool,
+    /// The request's `inviteRedirectUrl` and `sendInvitationMessage`, and the answer's
+    /// `inviteRedeemUrl`.
+    pub invite_redirect_url: String,
+    pub send_invitation_message: bool,
+    pub invite_redeem_url: String,
 }
 
 /// One recorded `revokeSignInSessions` (contract §2.5).
@@ -392,6 +397,11 @@ pub(crate) struct FaultSpec {
     /// without a `Content-Length`.
     #[serde(default)]
     pub body_bytes: Option<u64>,
+    /// Hostile: a conversion invitation (one naming `invitedUser.id`) is answered as if the
+    /// id had been dropped on the way: a fresh guest is created for the address and named
+    /// in the answer's `invitedUser.id`; the requested user is left as it was.
+    #[serde(default)]
+    pub invitation_new_guest: bool,
 }
 
 /// Keys for the access tokens the emulator issues (ES256).
@@ -421,6 +431,8 @@ pub(crate) struct Emulator {
     pub time_scale: Mutex<f64>,
     /// Replication-delay mode (control API): how long a newly invited user refuses writes.
     pub replication_delay: Mutex<std::time::Duration>,
+    /// `allowInvitesFrom` of `/policies/authorizationPolicy`.
+    pub allow_invites_from: Mutex<String>,
     /// The router itself, for `$batch` to dispatch inner requests through the same handlers.
     pub router: OnceLock<Router>,
 }

@@ -27,6 +27,7 @@ enum Route {
     Invite,
     Batch,
     Organization,
+    AuthorizationPolicy,
     DirectoryRoles,
     RoleMembers(String),
     NoSegment(String),
@@ -66,6 +67,7 @@ fn route(method: &Method, segments: &[String]) -> Route {
         (&Method::POST, ["invitations"]) => Route::Invite,
         (&Method::POST, ["$batch"]) => Route::Batch,
         (&Method::GET, ["organization"]) => Route::Organization,
+        (&Method::GET, ["policies", "authorizationPolicy"]) => Route::AuthorizationPolicy,
         (&Method::GET, ["directoryRoles"]) => Route::DirectoryRoles,
         (&Method::GET, ["directoryRoles", id, "members"]) => Route::RoleMembers((*id).to_owned()),
         (_, ["users"] | ["users", _] | ["invitations"] | ["$batch"]) => Route::MethodNotAllowed,
@@ -87,6 +89,7 @@ fn charge(route: &Route, query: &Query) -> Option<Charge> {
         | Route::Delta
         | Route::GetUser(_)
         | Route::Organization
+        | Route::AuthorizationPolicy
         | Route::DirectoryRoles
         | Route::RoleMembers(_) => (1, 0, false),
         Route::PatchUser(_) | Route::RevokeSessions(_) => (1, 1, false),
@@ -206,6 +209,7 @@ pub(crate) async fn graph(State(emu): State<Arc<Emulator>>, req: Request) -> Res
         Route::Invite => invitations::invite(&call),
         Route::Batch => batch::batch(&call).await,
         Route::Organization => organization::organization(&call),
+        Route::AuthorizationPolicy => organization::authorization_policy(&call),
         Route::DirectoryRoles => organization::directory_roles(&call),
         Route::RoleMembers(id) => organization::role_members(&call, &id),
         Route::NoSegment(segment) => graph_error(

@@ -105,8 +105,26 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
     }
     let emu = call.emu;
     let now = now_graph();
+    let new_guest = new_guest_fault(emu) && invited_id.is_some();
+    let guest = || {
+        new_guest_user(
+            emu,
+            &email,
+            &local,
+            &domain,
+            display_name.as_deref(),
+            &user_type,
+            &now,
+        )
+    };
     let mut dir = lock(&emu.dir);
     let (index, conversion) = match &invited_id {
+        Some(_) if new_guest => {
+            // Hostile fault: the id is treated as dropped, and the address held by the
+            // requested user does not stop a new guest (as it would in Graph, P6).
+            dir.entries.push(Entry::new(guest()));
+            (dir.entries.len() - 1, false)
+        }
         Some(id) => {
             let Some(index) = dir.find(id) else {
                 return not_found(ctx, id);
@@ -205,27 +223,7 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
                     ));
                 }
                 None => {
-                    let upn = format!("{local}_{domain}#EXT#@{}", emu.initial_domain);
-                    let user = User {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        user_principal_name: upn.clone(),
-                        display_name: Some(display_name.clone().unwrap_or_else(|| local.clone())),
-                        mail: Some(email.clone()),
-                        mail_nickname: Some(format!("{local}_{domain}#EXT#")),
-                        other_mails: vec![email.clone()],
-                        proxy_addresses: vec![format!("SMTP:{email}")],
-                        user_type: Some(user_type.clone()),
-                        account_enabled: Some(true),
-                        created_date_time: Some(now.clone()),
-                        creation_type: Some("Invitation".to_owned()),
-                        identities: vec![ObjectIdentity {
-                            sign_in_type: Some("userPrincipalName".to_owned()),
-                            issuer: Some(emu.initial_domain.clone()),
-                            issuer_assigned_id: Some(upn),
-                        }],
-                        ..User::default()
-                    };
-                    dir.entries.push(Entry::new(user));
+                    dir.entries.push(Entry::new(guest()));
                     (dir.entries.len() - 1, false)
                 }
             }
@@ -243,18 +241,6 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
     }
     let user_id = dir.entries[index].user.id.clone();
     let upn = dir.entries[index].user.user_principal_name.clone();
-    let invitation_id = uuid::Uuid::new_v4().to_string();
-    dir.invitations.push(InvitationRecord {
-        id: invitation_id.clone(),
-        time: now,
-        app_id: call.principal.app_id.clone(),
-        invited_user_id: user_id.clone(),
-        invited_user_email_address: email.clone(),
-        reset_redemption: reset,
-        conversion,
-    });
-    drop(dir);
-
     let ticket = percent_encode(&base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         uuid::Uuid::new_v4().as_bytes(),
@@ -267,6 +253,21 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
         "https://login.microsoftonline.com/redeem?rd={}",
         lowercase_escapes(&percent_encode(&inner))
     );
+    let invitation_id = uuid::Uuid::new_v4().to_string();
+    dir.invitations.push(InvitationRecord {
+        id: invitation_id.clone(),
+        time: now,
+        app_id: call.principal.app_id.clone(),
+        invited_user_id: user_id.clone(),
+        invited_user_email_address: email.clone(),
+        reset_redemption: reset,
+        conversion,
+        invite_redirect_url: redirect.clone(),
+        send_invitation_message: send_message,
+        invite_redeem_url: redeem_url.clone(),
+    });
+    drop(dir);
+
     let cc_out = if cc.is_empty() {
         json!([{"emailAddress": {"name": null, "address": null}}])
     } else {
@@ -311,6 +312,48 @@ pub(crate) fn invite(call: &Call<'_>) -> Response {
         invited_user_email_address: Some(email),
     });
     response
+}
+
+/// Whether the `invitationNewGuest` fault applies to `/invitations` now.
+fn new_guest_fault(emu: &super::directory::Emulator) -> bool {
+    lock(&emu.faults).as_ref().is_some_and(|f| {
+        f.invitation_new_guest
+            && f.path_prefix
+                .as_deref()
+                .is_none_or(|p| "/v1.0/invitations".starts_with(p))
+    })
+}
+
+/// A new guest for `email`, as an invitation without `invitedUser.id` creates it.
+fn new_guest_user(
+    emu: &super::directory::Emulator,
+    email: &str,
+    local: &str,
+    domain: &str,
+    display_name: Option<&str>,
+    user_type: &str,
+    now: &str,
+) -> User {
+    let upn = format!("{local}_{domain}#EXT#@{}", emu.initial_domain);
+    User {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_principal_name: upn.clone(),
+        display_name: Some(display_name.unwrap_or(local).to_owned()),
+        mail: Some(email.to_owned()),
+        mail_nickname: Some(format!("{local}_{domain}#EXT#")),
+        other_mails: vec![email.to_owned()],
+        proxy_addresses: vec![format!("SMTP:{email}")],
+        user_type: Some(user_type.to_owned()),
+        account_enabled: Some(true),
+        created_date_time: Some(now.to_owned()),
+        creation_type: Some("Invitation".to_owned()),
+        identities: vec![ObjectIdentity {
+            sign_in_type: Some("userPrincipalName".to_owned()),
+            issuer: Some(emu.initial_domain.clone()),
+            issuer_assigned_id: Some(upn),
+        }],
+        ..User::default()
+    }
 }
 
 /// Entra writes escapes in lowercase (`%3a%2f%2f`).

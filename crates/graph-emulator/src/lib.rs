@@ -64,6 +64,9 @@ pub struct Options {
     /// How throttling limits are enforced: a strict sliding window (the default) or the
     /// refilling token bucket.
     pub throttle_model: ThrottleModel,
+    /// `allowInvitesFrom` of the tenant's authorization policy: `none`,
+    /// `adminsAndGuestInviters`, `adminsGuestInvitersAndAllMembers` or `everyone` (default).
+    pub allow_invites_from: String,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Options {
             login_base: DEFAULT_LOGIN_BASE.to_owned(),
             token_lifetime_secs: 3599,
             throttle_model: ThrottleModel::Window,
+            allow_invites_from: "everyone".to_owned(),
         }
     }
 }

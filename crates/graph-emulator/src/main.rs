@@ -40,6 +40,10 @@ struct Args {
     /// `bucket` (a token bucket that starts full and refills continuously).
     #[arg(long, default_value = "window")]
     throttle_model: graph_emulator::ThrottleModel,
+    /// `allowInvitesFrom` of the tenant's authorization policy (`none`,
+    /// `adminsAndGuestInviters`, `adminsGuestInvitersAndAllMembers`, `everyone`).
+    #[arg(long, default_value = "everyone", value_parser = ["none", "adminsAndGuestInviters", "adminsGuestInvitersAndAllMembers", "everyone"])]
+    allow_invites_from: String,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         opts.login_base = args.login_base;
         opts.token_lifetime_secs = args.token_lifetime;
         opts.throttle_model = args.throttle_model;
+        opts.allow_invites_from = args.allow_invites_from;
         let running = graph_emulator::spawn(opts).await?;
         std::fs::write(&args.ca_out, &running.ca_pem)
             .with_context(|| format!("writing the CA to {}", args.ca_out.display()))?;

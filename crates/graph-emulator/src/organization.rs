@@ -22,6 +22,18 @@ const READ_ORGANIZATION: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 
+/// `GET /policies/authorizationPolicy`: Policy.Read.All is the least privileged application
+/// permission, Policy.ReadWrite.Authorization the higher one (contract §1.7).
+const READ_AUTHORIZATION_POLICY: &[&str] = &["Policy.Read.All", "Policy.ReadWrite.Authorization"];
+
+/// The values of `allowInvitesFrom`, most restrictive first.
+pub(crate) const ALLOW_INVITES_FROM: [&str; 4] = [
+    "none",
+    "adminsAndGuestInviters",
+    "adminsGuestInvitersAndAllMembers",
+    "everyone",
+];
+
 /// `GET /directoryRoles` and `/members`: RoleManagement.Read.Directory is the least privileged.
 const READ_ROLES: &[&str] = &[
     "RoleManagement.Read.Directory",
@@ -101,6 +113,38 @@ fn roles(call: &Call<'_>) -> BTreeMap<String, (String, Vec<String>)> {
         }
     }
     out
+}
+
+/// `GET /v1.0/policies/authorizationPolicy`: the tenant's singleton, with the
+/// `allowInvitesFrom` set by `--allow-invites-from` or the control API (default `everyone`).
+pub(crate) fn authorization_policy(call: &Call<'_>) -> Response {
+    if !call.principal.has_any(READ_AUTHORIZATION_POLICY) {
+        return denied(call.ctx);
+    }
+    let allow = lock(&call.emu.allow_invites_from).clone();
+    let policy = json!({
+        "id": "authorizationPolicy",
+        "displayName": "Authorization Policy",
+        "description": "Used to manage authorization related settings across the company.",
+        "allowInvitesFrom": allow,
+        "allowedToSignUpEmailBasedSubscriptions": true,
+        "allowedToUseSSPR": true,
+        "allowEmailVerifiedUsersToJoinOrganization": false,
+        "blockMsolPowerShell": false,
+        "guestUserRoleId": "10dae51f-b6af-4016-8d66-8c2a99b929b3",
+    });
+    let Value::Object(policy) = policy else {
+        return denied(call.ctx);
+    };
+    let mut body = select(call, policy);
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/v1.0/$metadata#policies/authorizationPolicy/$entity",
+            call.emu.base_url
+        )),
+    );
+    odata(StatusCode::OK, &Value::Object(body))
 }
 
 /// `GET /v1.0/directoryRoles`.

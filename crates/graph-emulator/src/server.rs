@@ -119,6 +119,10 @@ fn router(emu: Arc<Emulator>) -> Router {
         )
         .route("/_emulator/tenant", get(control::tenant))
         .route("/_emulator/time-scale", post(control::set_time_scale))
+        .route(
+            "/_emulator/authorization-policy",
+            post(control::set_authorization_policy),
+        )
         .route("/_emulator/throttle/reset", post(control::reset_throttle))
         .route(
             "/_emulator/replication-delay",
@@ -179,6 +183,7 @@ fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Er
         throttle: Mutex::new(Throttle::new(opts.throttle_model)),
         time_scale: Mutex::new(opts.time_scale),
         replication_delay: Mutex::new(std::time::Duration::ZERO),
+        allow_invites_from: Mutex::new(opts.allow_invites_from.clone()),
         router: OnceLock::new(),
     });
     let app = router(emu.clone());
