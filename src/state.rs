@@ -328,6 +328,8 @@ pub struct AccountRecord {
 /// asks for it.
 pub struct PendingLink {
     pub key: String,
+    /// How people name the account (its UPN, else its sAMAccountName), when known.
+    pub name: Option<String>,
     pub dn: Option<String>,
     pub address: Option<String>,
     pub invited_at: Option<jiff::Timestamp>,
@@ -640,8 +642,8 @@ impl Store {
     /// The accounts invited and not accepted yet that have a redeem link, sorted by key.
     pub fn pending_links(&self) -> Result<Vec<PendingLink>, Error> {
         let mut stmt = self.conn.prepare(
-            "SELECT key, dn, address, invited_at, redeem_url FROM accounts
-             WHERE state = 'invited' AND redeem_url IS NOT NULL ORDER BY key",
+            "SELECT key, dn, address, invited_at, redeem_url, coalesce(upn, account_name)
+             FROM accounts WHERE state = 'invited' AND redeem_url IS NOT NULL ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -650,16 +652,18 @@ impl Store {
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, dn, address, invited_at, redeem_url) = row?;
+            let (key, dn, address, invited_at, redeem_url, name) = row?;
             let invited_at = invited_at
                 .map(|t| time(&t, &format!("accounts row {key}, invited_at")))
                 .transpose()?;
             out.push(PendingLink {
                 key,
+                name,
                 dn,
                 address,
                 invited_at,

@@ -560,6 +560,12 @@ async fn a_run_moves_progress_remembered_under_the_dn_to_the_anchor_before_any_w
         "{:?}",
         result.plan.carried
     );
+    // The review says so before anything is written.
+    let review = crate::report::plan_text(&result.plan);
+    assert!(
+        review.contains("key changed, progress carried over (3)"),
+        "{review}"
+    );
     // No second randomization: the conversion the DN-keyed rows remember still holds.
     assert!(result.plan.actions.is_empty(), "{:?}", result.plan.actions);
     assert_eq!(

@@ -338,7 +338,7 @@ pub struct AccountRow {
     /// The domain of the external address (lowercase); `None` until an address is known.
     pub partner_domain: Option<String>,
     pub invited_at: Option<jiff::Timestamp>,
-    /// When the partner accepted; `None` until the state store records it.
+    /// When the partner accepted (see `Progress::accepted_at`); `None` until then.
     pub accepted_at: Option<jiff::Timestamp>,
     pub password_randomized_at: Option<jiff::Timestamp>,
     /// `synced` or `cloud_only`, once joined.
@@ -401,7 +401,7 @@ pub fn account_list(
                 reason,
                 partner_domain: partner_domain(a.progress.address.as_deref()),
                 invited_at: a.progress.invited_at,
-                accepted_at: None,
+                accepted_at: a.progress.accepted_at,
                 password_randomized_at: a.progress.password_randomized_at,
                 kind: a.kind.clone(),
                 cloud_id: a.progress.cloud_id.clone(),
@@ -989,6 +989,27 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push_str(&format!("\n{op} ({})\n", lines.len()));
         for l in lines {
             out.push_str(&format!("  {l}\n"));
+        }
+    }
+    if !plan.carried.is_empty() {
+        // Written to the store by `run` before any action: say so in the review.
+        out.push_str(&format!(
+            "\nkey changed, progress carried over ({})\n",
+            plan.carried.len()
+        ));
+        for c in &plan.carried {
+            let name = match outcomes.get(c.to.as_str()) {
+                Some(o) => o.name().to_string(),
+                None => c.to.clone(),
+            };
+            let by = match c.by {
+                crate::plan::CarriedBy::Dn => "its DN-keyed record",
+                crate::plan::CarriedBy::CloudUser => "the record joined to the same cloud user",
+            };
+            out.push_str(&format!(
+                "  {}\n",
+                terminal_safe(&format!("{name}: was {} ({by})", c.from))
+            ));
         }
     }
     let mut blocked: BTreeMap<&str, Vec<(String, String, String)>> = BTreeMap::new();

@@ -10,9 +10,13 @@ use crate::state::PendingLink;
 /// The columns, in order (the CSV header is written even when no invitation is pending).
 pub const COLUMNS: [&str; 5] = ["account", "dn", "partner_address", "invited_at", "link"];
 
-/// A name an admin recognizes for the account: the value of the DN's first RDN (`CN=Ann
-/// Lee,OU=…` → `Ann Lee`), or the DN itself, or the state store's key.
+/// A name an admin recognizes for the account: its UPN or sAMAccountName as the state store
+/// names it (the same name as every other report), else the value of the DN's first RDN
+/// (`CN=Ann Lee,OU=…` → `Ann Lee`), or the DN itself, or the state store's key.
 fn account_name(link: &PendingLink) -> String {
+    if let Some(name) = link.name.as_deref().filter(|n| !n.trim().is_empty()) {
+        return name.to_string();
+    }
     let Some(dn) = link.dn.as_deref() else {
         return link.key.clone();
     };
@@ -119,6 +123,7 @@ mod tests {
     fn link(dn: Option<&str>) -> PendingLink {
         PendingLink {
             key: "k1".into(),
+            name: None,
             dn: dn.map(str::to_string),
             address: Some("ann@fabrikam.example".into()),
             invited_at: Some("2026-12-01T10:00:00Z".parse().unwrap()),
@@ -133,6 +138,13 @@ mod tests {
             "Lee, Ann"
         );
         assert_eq!(account_name(&link(None)), "k1");
+    }
+
+    #[test]
+    fn the_account_is_named_as_every_report_names_it_when_the_store_knows() {
+        let mut l = link(Some("CN=Lee\\, Ann,OU=Partners,DC=corp"));
+        l.name = Some("ann.lee@corp.example".into());
+        assert_eq!(account_name(&l), "ann.lee@corp.example");
     }
 
     #[test]
