@@ -32,7 +32,7 @@ cargo build --locked --workspace --all-targets
 step "headless Chromium for tests/report_html.rs (installed when missing)"
 "$here/install-chromium.sh"
 
-step "starting the directory lab (Samba AD DC + OpenLDAP with $OL_BULK_COUNT bulk accounts)"
+step "starting the directory lab (Samba AD DC with its KDC, OpenLDAP with $OL_BULK_COUNT bulk accounts, 389 Directory Server)"
 "$here/lab-up.sh" --bulk "$OL_BULK_COUNT"
 # shellcheck disable=SC1091
 source "$B2BSYNC_LAB/lab.env"

@@ -695,20 +695,23 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                         if let Some(inputs) = &inputs {
                             let found = std::mem::take(&mut in_scope);
                             let blocked = on_premises_upn_accounts(inputs, found, users);
-                            report_line(
-                                blocked.is_empty(),
-                                "onPremisesUserPrincipalName",
-                                if blocked.is_empty() {
-                                    "no account in scope has a cloud user with it".to_string()
-                                } else {
-                                    format!(
-                                        "{} account(s) in scope have a cloud user with onPremisesUserPrincipalName, which Entra ID refuses to convert (first: {})",
-                                        blocked.len(),
-                                        report::terminal_safe(&blocked[0])
-                                    )
-                                },
-                                crate::plan::ReasonCode::OnPremisesUserPrincipalName.help(),
-                            );
+                            // A warning, not a failure: the plan blocks just these accounts
+                            // (with the same reason) and converts the others.
+                            if blocked.is_empty() {
+                                report_line(
+                                    true,
+                                    "onPremisesUserPrincipalName",
+                                    "no account in scope has a cloud user with it".to_string(),
+                                    String::new(),
+                                );
+                            } else {
+                                println!(
+                                    "warn  onPremisesUserPrincipalName: {} account(s) in scope have a cloud user with onPremisesUserPrincipalName, which Entra ID refuses to convert; they stay blocked until it is gone (first: {})\n      help: {}",
+                                    blocked.len(),
+                                    report::terminal_safe(&blocked[0]),
+                                    crate::plan::ReasonCode::OnPremisesUserPrincipalName.help()
+                                );
+                            }
                         }
                     }
                     Err(e) => report_line(false, "graph users", e.to_string(), e.help()),
