@@ -1158,4 +1158,38 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(CloudUser::from(dto).has_mailbox);
     }
+
+    #[test]
+    fn the_last_successful_sign_in_is_kept_only_when_it_is_a_time() {
+        let sign_in = |activity: &str| {
+            let dto: UserDto = serde_json::from_str(&format!(
+                r#"{{"id":"1","userPrincipalName":"a@b","signInActivity":{activity}}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            CloudUser::from(dto).last_successful_sign_in
+        };
+        assert_eq!(
+            sign_in(
+                r#"{"lastSuccessfulSignInDateTime":"2026-11-30T08:15:00.1234567Z","lastSignInDateTime":null}"#
+            ),
+            Some("2026-11-30T08:15:00.1234567Z".to_string())
+        );
+        assert_eq!(
+            sign_in(r#"{"lastSuccessfulSignInDateTime":"2026-11-30T09:15:00+01:00"}"#),
+            Some("2026-11-30T08:15:00Z".to_string())
+        );
+        assert_eq!(sign_in("null"), None);
+        assert_eq!(sign_in(r#"{"lastSuccessfulSignInDateTime":null}"#), None);
+        assert_eq!(
+            sign_in(r#"{"lastSuccessfulSignInDateTime":"yesterday"}"#),
+            None
+        );
+        assert_eq!(
+            sign_in(&format!(
+                r#"{{"lastSuccessfulSignInDateTime":"{}"}}"#,
+                "9".repeat(5000)
+            )),
+            None
+        );
+    }
 }
