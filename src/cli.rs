@@ -402,6 +402,8 @@ fn cloud(config: &Config) -> Result<GraphClient, Failure> {
     };
     let mut settings = GraphSettings::new(&g.graph_url, &g.authority, &g.tenant, &g.client_id);
     settings.ca_file = g.ca_file.clone();
+    settings.sign_in_activity =
+        config.policy.randomize_password == crate::plan::RandomizeWhen::AfterSignIn;
     if let Some(resource) = &g.resource {
         settings.resource = resource.trim_end_matches('/').to_string();
     }
@@ -662,6 +664,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     &roles,
                     config.graph.verified_domains.is_some(),
                     config.policy.revoke_sessions,
+                    config.policy.randomize_password == crate::plan::RandomizeWhen::AfterSignIn,
                 );
                 report_line(
                     missing.is_empty(),

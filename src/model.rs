@@ -715,6 +715,10 @@ pub struct CloudUser {
     pub has_mailbox: bool,
     /// Directory roles the user holds (display names).
     pub roles: Vec<String>,
+    /// `signInActivity.lastSuccessfulSignInDateTime` (RFC 3339, validated), read only when
+    /// `[policy] randomize_password = "after_sign_in"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_sign_in: Option<String>,
 }
 
 impl CloudUser {

@@ -51,6 +51,10 @@ pub enum RandomizeWhen {
     AfterAcceptance,
     /// As soon as the invitation is sent (stops internal sign-in earlier).
     AfterInvitation,
+    /// Once the cloud user's `signInActivity` shows a successful sign-in after the
+    /// acceptance (Microsoft's advice: make the internal password unknown once the external
+    /// sign-in works). Reading `signInActivity` needs `AuditLog.Read.All`.
+    AfterSignIn,
     /// Never (another process handles the on-premises account).
     Never,
 }

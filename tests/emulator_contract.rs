@@ -2677,3 +2677,81 @@ async fn s2_5_revoke_sign_in_sessions_unknown_user() {
     .await;
     assert!(revoked_ids(&lab).await.is_empty());
 }
+
+/// §2.6: `signInActivity` only when selected, `null` until a sign-in is recorded through
+/// the control API, and only for a token with `AuditLog.Read.All` (else 403 on list and get).
+#[tokio::test]
+async fn s2_6_sign_in_activity_needs_select_and_audit_log_read_all() {
+    const AUDIT: (&str, &str) = ("77777777-7777-4777-8777-777777777777", "audit-secret");
+    let mut tenant = fixture();
+    tenant.apps.push(
+        serde_json::from_value(json!({
+            "appId": AUDIT.0,
+            "clientSecrets": [AUDIT.1],
+            "permissions": ["User.Read.All", "AuditLog.Read.All"],
+        }))
+        .unwrap(),
+    );
+    let lab = lab_with(tenant, |_| {}).await;
+    let one = format!("/users/{CARL}?$select=id,signInActivity");
+    let all = "/users?$select=id,signInActivity";
+    for path in [one.as_str(), all] {
+        let denied = lab.call(RW, Method::GET, path, None, &[]).await;
+        assert_error(
+            denied,
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
+        .await;
+    }
+    let read = |path: String| {
+        let lab = &lab;
+        async move {
+            let response = lab.call(AUDIT, Method::GET, &path, None, &[]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(read(one.clone()).await["signInActivity"], Value::Null);
+    // Not returned without $select, even to a token that may read it.
+    let plain = read(format!("/users/{CARL}")).await;
+    assert!(plain.get("signInActivity").is_none(), "{plain}");
+
+    let at = "2026-11-30T08:15:00Z";
+    let recorded = lab
+        .control(
+            Method::POST,
+            &format!("/users/{CARL}/sign-in"),
+            Some(json!({"time": at})),
+        )
+        .await;
+    assert_eq!(recorded.status(), StatusCode::OK);
+    let body = read(one.clone()).await;
+    let activity = &body["signInActivity"];
+    assert_eq!(activity["lastSuccessfulSignInDateTime"], at);
+    assert_eq!(activity["lastSignInDateTime"], at);
+    assert_eq!(activity["lastNonInteractiveSignInDateTime"], Value::Null);
+    assert!(activity["lastSuccessfulSignInRequestId"].is_string());
+    let listed = read(all.to_string()).await;
+    let carl = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == CARL)
+        .unwrap();
+    assert_eq!(carl["signInActivity"]["lastSuccessfulSignInDateTime"], at);
+
+    let bad = lab
+        .control(
+            Method::POST,
+            &format!("/users/{CARL}/sign-in"),
+            Some(json!({"time": "yesterday"})),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let unknown = lab
+        .control(Method::POST, "/users/nobody@contoso.example/sign-in", None)
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}

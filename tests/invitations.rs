@@ -8,22 +8,8 @@
 
 mod common;
 
-use common::world::{Partner, Tenancy, World, status_json, text, world};
+use common::world::{World, cloud_partners, status_json, text, world};
 use serde_json::{Value, json};
-
-/// `n` cloud-only partners `c0..`: each is staged and invited in one run.
-fn cloud_partners(n: usize) -> Vec<Partner> {
-    (0..n)
-        .map(|i| {
-            Partner::new(
-                &format!("c{i}"),
-                &format!("Cloud Partner {i}"),
-                Some(&format!("cloud{i}@northwind.example")),
-                Tenancy::CloudOnly,
-            )
-        })
-        .collect()
-}
 
 /// `POST /invitations` requests the emulator logged (answered or not).
 async fn invitation_posts(w: &World) -> Vec<Value> {

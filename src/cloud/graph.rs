@@ -65,6 +65,9 @@ pub struct GraphSettings {
     /// Graph. Only a rehearsal against the emulator running with `--time-scale` changes it
     /// (environment `B2BSYNC_GRAPH_BUDGET_TIME_SCALE`).
     pub budget_time_scale: f64,
+    /// Read the users' `signInActivity` too (`[policy] randomize_password =
+    /// "after_sign_in"`; needs `AuditLog.Read.All`).
+    pub sign_in_activity: bool,
 }
 
 /// The environment variable that sets [`GraphSettings::budget_time_scale`].
@@ -88,6 +91,7 @@ impl GraphSettings {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .unwrap_or(1.0),
+            sign_in_activity: false,
         }
     }
 
@@ -146,6 +150,16 @@ struct UserDto {
     creation_type: Option<String>,
     #[serde(default)]
     assigned_plans: Option<Vec<AssignedPlanDto>>,
+    #[serde(default)]
+    sign_in_activity: Option<SignInActivityDto>,
+}
+
+/// The part of `signInActivity` b2bsync reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignInActivityDto {
+    #[serde(default)]
+    last_successful_sign_in_date_time: Option<String>,
 }
 
 /// `GET /users/{id}?$select=id,signInSessionsValidFromDateTime`.
@@ -190,6 +204,12 @@ impl From<UserDto> for CloudUser {
             creation_type: u.creation_type,
             has_mailbox,
             roles: Vec::new(),
+            // Untrusted: kept only when it is a time (normalized), else "no sign-in read".
+            last_successful_sign_in: u
+                .sign_in_activity
+                .and_then(|a| a.last_successful_sign_in_date_time)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.to_string()),
         }
     }
 }
@@ -279,6 +299,16 @@ struct Answer {
 }
 
 impl GraphClient {
+    /// The `$select` of a full users read: [`USER_SELECT`], plus `signInActivity` when the
+    /// settings ask for it (Graph returns it only when selected).
+    fn user_select(&self) -> String {
+        if self.settings.sign_in_activity {
+            format!("{USER_SELECT},signInActivity")
+        } else {
+            USER_SELECT.to_string()
+        }
+    }
+
     /// Builds the HTTP client (rustls; the CA file replaces the OS store when given).
     /// Refuses settings that are not https ([`GraphSettings::validate`]) and a CA file with
     /// no PEM certificate in it. No redirect is ever followed: a token request re-sent to
@@ -542,7 +572,7 @@ impl Cloud for GraphClient {
         // Each page becomes domain users as it arrives: the wire DTOs of a 100,000-user
         // tenant are never all held at once.
         let mut users: Vec<CloudUser> = Vec::new();
-        let first = format!("{}/users?$select={USER_SELECT}&$top=999", self.api);
+        let first = format!("{}/users?$select={}&$top=999", self.api, self.user_select());
         let mut walk = Walk::new(self, &first);
         let mut next = Some(first);
         while let Some(url) = next {
@@ -625,7 +655,12 @@ impl Cloud for GraphClient {
     }
 
     async fn user(&self, id: &str) -> Result<Option<CloudUser>, Error> {
-        let url = format!("{}/users/{}?$select={USER_SELECT}", self.api, urlencode(id));
+        let url = format!(
+            "{}/users/{}?$select={}",
+            self.api,
+            urlencode(id),
+            self.user_select()
+        );
         match self.get_json::<UserDto>(&url).await {
             Ok(dto) => Ok(Some(dto.into())),
             Err(Error::Graph { status: 404, .. }) => Ok(None),
@@ -1122,5 +1157,39 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(CloudUser::from(dto).has_mailbox);
+    }
+
+    #[test]
+    fn the_last_successful_sign_in_is_kept_only_when_it_is_a_time() {
+        let sign_in = |activity: &str| {
+            let dto: UserDto = serde_json::from_str(&format!(
+                r#"{{"id":"1","userPrincipalName":"a@b","signInActivity":{activity}}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            CloudUser::from(dto).last_successful_sign_in
+        };
+        assert_eq!(
+            sign_in(
+                r#"{"lastSuccessfulSignInDateTime":"2026-11-30T08:15:00.1234567Z","lastSignInDateTime":null}"#
+            ),
+            Some("2026-11-30T08:15:00.1234567Z".to_string())
+        );
+        assert_eq!(
+            sign_in(r#"{"lastSuccessfulSignInDateTime":"2026-11-30T09:15:00+01:00"}"#),
+            Some("2026-11-30T08:15:00Z".to_string())
+        );
+        assert_eq!(sign_in("null"), None);
+        assert_eq!(sign_in(r#"{"lastSuccessfulSignInDateTime":null}"#), None);
+        assert_eq!(
+            sign_in(r#"{"lastSuccessfulSignInDateTime":"yesterday"}"#),
+            None
+        );
+        assert_eq!(
+            sign_in(&format!(
+                r#"{{"lastSuccessfulSignInDateTime":"{}"}}"#,
+                "9".repeat(5000)
+            )),
+            None
+        );
     }
 }

@@ -5,11 +5,13 @@
 /// The permissions `roles` (a token's `roles` claim) lack for a run, by the name an admin
 /// grants. `verified_domains_configured`: `[graph] verified_domains` is set, so the tenant's
 /// domains need not be read. `revoke_sessions`: `[policy] revoke_sessions` is on, so sign-in
-/// sessions are revoked after the randomization.
+/// sessions are revoked after the randomization. `sign_in_activity`: `[policy]
+/// randomize_password = "after_sign_in"`, so the users' `signInActivity` is read.
 pub fn missing(
     roles: &[String],
     verified_domains_configured: bool,
     revoke_sessions: bool,
+    sign_in_activity: bool,
 ) -> Vec<&'static str> {
     let has = |r: &str| roles.iter().any(|x| x == r);
     let directory_read = has("Directory.Read.All") || has("Directory.ReadWrite.All");
@@ -24,12 +26,16 @@ pub fn missing(
         || has("Organization.ReadWrite.All")
         || directory_read;
     let revoke = !revoke_sessions || has("User.RevokeSessions.All") || write;
+    let audit = !sign_in_activity || has("AuditLog.Read.All");
     let mut missing = Vec::new();
     if !(read && write) {
         missing.push("User.ReadWrite.All");
     }
     if !revoke {
         missing.push("User.RevokeSessions.All (or set [policy] revoke_sessions = false)");
+    }
+    if !audit {
+        missing.push("AuditLog.Read.All (for [policy] randomize_password = \"after_sign_in\")");
     }
     if !invite {
         missing.push("User.Invite.All");
@@ -76,7 +82,11 @@ mod tests {
         ];
         for (granted, configured, lacking) in cases {
             let granted: Vec<String> = granted.iter().map(|r| r.to_string()).collect();
-            assert_eq!(missing(&granted, configured, false), lacking, "{granted:?}");
+            assert_eq!(
+                missing(&granted, configured, false, false),
+                lacking,
+                "{granted:?}"
+            );
         }
     }
 
@@ -88,12 +98,30 @@ mod tests {
             names.iter().chain(&others).map(|r| r.to_string()).collect()
         };
         let read = roles(&["User.Read.All"]);
-        assert!(missing(&read, true, true).contains(&revoke));
-        assert!(!missing(&read, true, false).contains(&revoke));
+        assert!(missing(&read, true, true, false).contains(&revoke));
+        assert!(!missing(&read, true, false, false).contains(&revoke));
         let narrow = roles(&["User.Read.All", "User.RevokeSessions.All"]);
-        assert!(!missing(&narrow, true, true).contains(&revoke));
+        assert!(!missing(&narrow, true, true, false).contains(&revoke));
         for broad in ["User.ReadWrite.All", "Directory.ReadWrite.All"] {
-            assert_eq!(missing(&roles(&[broad]), true, true), Vec::<&str>::new());
+            assert_eq!(
+                missing(&roles(&[broad]), true, true, false),
+                Vec::<&str>::new()
+            );
         }
+    }
+
+    #[test]
+    fn after_sign_in_needs_audit_log_read_all_and_nothing_broader_stands_in() {
+        let full: Vec<String> = ["Directory.ReadWrite.All", "User.RevokeSessions.All"]
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let lacking = missing(&full, true, true, true);
+        assert_eq!(lacking.len(), 1, "{lacking:?}");
+        assert!(lacking[0].starts_with("AuditLog.Read.All"), "{lacking:?}");
+        assert!(missing(&full, true, true, false).is_empty());
+        let mut granted = full.clone();
+        granted.push("AuditLog.Read.All".into());
+        assert!(missing(&granted, true, true, true).is_empty());
     }
 }

@@ -177,6 +177,11 @@ fn source_fingerprint(inputs: &Inputs, search: &Search) -> String {
     format!("{:x}", h.finalize())
 }
 
+/// Whether the plan needs the users' `signInActivity`, which only a full read returns.
+fn signs_in(inputs: &Inputs) -> bool {
+    inputs.policy.randomize_password == crate::plan::RandomizeWhen::AfterSignIn
+}
+
 fn cloud_fingerprint(inputs: &Inputs) -> String {
     let mut h = Sha256::new();
     h.update(SNAPSHOT_FORMAT.as_bytes());
@@ -184,6 +189,10 @@ fn cloud_fingerprint(inputs: &Inputs) -> String {
     h.update(inputs.read_identity.as_bytes());
     h.update([0]);
     h.update(crate::cloud::graph::USER_SELECT.as_bytes());
+    h.update([0]);
+    // `signInActivity` is not tracked by `/users/delta`: with `after_sign_in` every run
+    // reads the users in full (see `read`).
+    h.update([u8::from(signs_in(inputs))]);
     format!("{:x}", h.finalize())
 }
 
@@ -233,7 +242,9 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
         }
         let fingerprint = cloud_fingerprint(inputs);
         let mark: Option<CloudMark> = decode(&store, CLOUD_SIDE)?;
-        let mark = mark.filter(|m| usable(inputs, &fingerprint, &m.fingerprint, m.full_at, now));
+        let mark = mark.filter(|m| {
+            !signs_in(inputs) && usable(inputs, &fingerprint, &m.fingerprint, m.full_at, now)
+        });
         (marks, (fingerprint, mark))
     };
 

@@ -471,6 +471,9 @@ impl<'a> Context<'a> {
         let want_password = match self.policy.randomize_password {
             RandomizeWhen::Never => false,
             RandomizeWhen::AfterAcceptance => stage >= Lifecycle::Accepted,
+            RandomizeWhen::AfterSignIn => {
+                stage >= Lifecycle::Accepted && self.signed_in_since_acceptance(s, &mut out)
+            }
             RandomizeWhen::AfterInvitation => true,
         };
         if stage == Lifecycle::Invited {
@@ -487,6 +490,30 @@ impl<'a> Context<'a> {
             self.user_type_op(s.mapping, s.user, &mut ops);
         }
         (out, ops)
+    }
+
+    /// `after_sign_in`: whether the cloud user's last successful sign-in is at or after the
+    /// acceptance (`accepted_at`, else the invitation time) and not in the future. When not
+    /// (no sign-in read, unparseable, too early), the account waits with a warning saying so.
+    fn signed_in_since_acceptance(&self, s: &Subject<'_>, out: &mut AccountOutcome) -> bool {
+        if s.randomized {
+            return true;
+        }
+        let since = s
+            .prev
+            .and_then(|p| p.accepted_at.or(p.invited_at))
+            .or(out.accepted_change);
+        let signed_in = parse_time(s.user.last_successful_sign_in.as_deref());
+        let ok = match (since, signed_in) {
+            (Some(since), Some(at)) => at >= since && at <= self.now,
+            _ => false,
+        };
+        if !ok {
+            out.warnings.push(Context::warn(Warning::AwaitingSignIn {
+                since: since.map(|t| t.to_string()),
+            }));
+        }
+        ok
     }
 
     /// An account not invited yet: every precondition of the lifecycle (docs/architecture.md),

@@ -197,6 +197,9 @@ pub enum Warning {
     NoInvitationEmail,
     /// A cloud-only user is invited while `mail` does not hold the address.
     MailDiffers { mail: Option<String> },
+    /// `randomize_password = "after_sign_in"`: accepted, but `signInActivity` shows no
+    /// successful sign-in since the acceptance (`since`, RFC 3339) yet.
+    AwaitingSignIn { since: Option<String> },
     /// A synced account was invited, and AD `mail` no longer holds the invited address.
     DirectoryMailChanged {
         invited: String,
@@ -214,6 +217,7 @@ impl Warning {
             Warning::ReinviteImpossible { .. } => "re-invite this user by hand, or fix the cause".to_string(),
             Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (Graph returns it, apply records it) yourself".to_string(),
             Warning::DirectoryMailChanged { .. } => "AD is the source of authority for a synced user: restore AD `mail` to the invited address, or Entra Connect will change the cloud `mail` the partner signs in with".to_string(),
+            Warning::AwaitingSignIn { .. } => "`[policy] randomize_password = \"after_sign_in\"`: the on-premises password is randomized once the partner signs in with the external account (Entra reports `signInActivity` with a delay of hours); ask the partner to sign in, or choose another policy value".to_string(),
             Warning::MailDiffers { .. } => "Microsoft's current guidance invites with the address in User.Mail (and the partner must redeem with an account of that domain): add `mail` to `write.cloud_only`".to_string(),
         }
     }
@@ -243,6 +247,10 @@ impl fmt::Display for Warning {
                 directory
                     .as_deref()
                     .map_or("empty".to_string(), |d| format!("`{d}`"))
+            ),
+            Warning::AwaitingSignIn { since } => format!(
+                "waiting for the partner's first external sign-in since {}",
+                since.as_deref().unwrap_or("the acceptance")
             ),
             Warning::MailDiffers { mail } => format!(
                 "invited while `mail` is {}",

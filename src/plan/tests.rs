@@ -1130,3 +1130,85 @@ fn an_ambiguous_earlier_key_carries_nothing_over() {
     fresh.progress.clear();
     assert!(fresh.plan().carried.is_empty());
 }
+
+/// Issue 13: `after_sign_in` randomizes only once `signInActivity` shows a successful
+/// sign-in at or after the acceptance (else the invitation time), never in the future;
+/// until then the account waits, without actions, and says what for.
+#[test]
+fn after_sign_in_waits_for_a_successful_sign_in_since_the_acceptance() {
+    let accepted = days_ago(2);
+    let with = |sign_in: Option<String>, accepted_at: Option<Timestamp>| {
+        move |a: &mut SourceAccount, u: &mut CloudUser, w: &mut World| {
+            u.external_user_state = Some("Accepted".into());
+            u.last_successful_sign_in = sign_in;
+            w.policy.randomize_password = RandomizeWhen::AfterSignIn;
+            w.progress.insert(
+                a.object_guid.as_ref().unwrap().as_str().into(),
+                Progress {
+                    state: Lifecycle::Accepted,
+                    invited_at: Some(days_ago(5)),
+                    invitations_sent: 1,
+                    accepted_at,
+                    ..Progress::default()
+                },
+            );
+        }
+    };
+    let since = accepted.to_string();
+    let waits = [
+        ("no sign-in", None, Some(accepted)),
+        (
+            "before the acceptance",
+            Some(days_ago(3).to_string()),
+            Some(accepted),
+        ),
+        ("unparseable", Some("yesterday".to_string()), Some(accepted)),
+        (
+            "in the future",
+            Some(days_ago(-1).to_string()),
+            Some(accepted),
+        ),
+        ("before the invitation", Some(days_ago(6).to_string()), None),
+    ];
+    for kind in BOTH {
+        for (case, sign_in, accepted_at) in waits.clone() {
+            let (p, _) = one(kind, with(sign_in, accepted_at));
+            assert!(p.actions.is_empty(), "{kind} {case}: {:?}", ops(&p));
+            let o = &p.accounts[0];
+            assert_eq!(
+                (o.state, o.next),
+                (Lifecycle::Accepted, Lifecycle::Accepted)
+            );
+            let want = accepted_at.unwrap_or(days_ago(5)).to_string();
+            assert_eq!(
+                o.warnings[0].reason,
+                Warning::AwaitingSignIn { since: Some(want) },
+                "{kind} {case}"
+            );
+        }
+        assert_eq!(
+            Warning::AwaitingSignIn {
+                since: Some(since.clone())
+            }
+            .to_string(),
+            format!("waiting for the partner's first external sign-in since {since}")
+        );
+
+        // Signed in after the acceptance (or, without accepted_at, after the invitation):
+        // randomized once, and the next plan over the applied state does nothing more.
+        for accepted_at in [Some(accepted), None] {
+            let (p, mut w) = one(kind, with(Some(days_ago(1).to_string()), accepted_at));
+            assert_eq!(
+                ops(&p),
+                vec!["randomize_password", "revoke_sessions"],
+                "{kind}"
+            );
+            assert_eq!(p.accounts[0].next, Lifecycle::Done);
+            assert!(p.accounts[0].warnings.is_empty());
+            w.apply(&p);
+            let again = w.plan();
+            assert!(again.actions.is_empty(), "{kind}: {:?}", ops(&again));
+            assert_eq!(again.accounts[0].state, Lifecycle::Done);
+        }
+    }
+}

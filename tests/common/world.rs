@@ -104,6 +104,20 @@ pub fn eligible_partners(n: usize) -> Vec<Partner> {
     v
 }
 
+/// `n` cloud-only partners `c0..`: each is staged and invited in one run.
+pub fn cloud_partners(n: usize) -> Vec<Partner> {
+    (0..n)
+        .map(|i| {
+            Partner::new(
+                &format!("c{i}"),
+                &format!("Cloud Partner {i}"),
+                Some(&format!("cloud{i}@northwind.example")),
+                Tenancy::CloudOnly,
+            )
+        })
+        .collect()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",

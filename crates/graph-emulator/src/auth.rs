@@ -57,6 +57,9 @@ pub(crate) const INVITE: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 
+/// Read `signInActivity` (contract §2.6): no user or directory permission stands in.
+pub(crate) const AUDIT_LOG_READ: &[&str] = &["AuditLog.Read.All"];
+
 /// Revoke a user's sign-in sessions (contract §2.5).
 pub(crate) const REVOKE_SESSIONS: &[&str] = &[
     "User.RevokeSessions.All",

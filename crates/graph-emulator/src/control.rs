@@ -102,6 +102,63 @@ pub(crate) async fn accept(
     ok(&Value::Object(view))
 }
 
+/// Body of `POST /_emulator/users/{id}/sign-in`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignIn {
+    /// When (RFC 3339); now when absent.
+    time: Option<String>,
+    /// `false`: a non-interactive sign-in.
+    interactive: Option<bool>,
+}
+
+/// `POST /_emulator/users/{id}/sign-in`: records a successful sign-in of the user in its
+/// `signInActivity` (contract §2.6). The change counter is not bumped: delta does not
+/// report sign-in activity [A].
+pub(crate) async fn sign_in(
+    State(emu): State<Arc<Emulator>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let ctx = Ctx::of(&req);
+    let body: SignIn = match json_body(req).await {
+        Ok(body) => body,
+        Err(message) => return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    let time = match body.time.as_deref().map(str::parse::<jiff::Timestamp>) {
+        None => now_graph(),
+        Some(Ok(t)) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(Err(e)) => {
+            let message = format!("`time` is not an RFC 3339 time: {e}");
+            return graph_error(&ctx, StatusCode::BAD_REQUEST, "BadRequest", &message);
+        }
+    };
+    let mut dir = lock(&emu.dir);
+    let Some(index) = dir.find(&id) else {
+        return super::users::not_found(&ctx, &id);
+    };
+    let entry = &mut dir.entries[index];
+    let activity = entry
+        .user
+        .sign_in_activity
+        .get_or_insert_with(Default::default);
+    let request_id = Some(uuid::Uuid::new_v4().to_string());
+    if body.interactive == Some(false) {
+        activity.last_non_interactive_sign_in_date_time = Some(time.clone());
+        activity.last_non_interactive_sign_in_request_id = request_id.clone();
+    } else {
+        activity.last_sign_in_date_time = Some(time.clone());
+        activity.last_sign_in_request_id = request_id.clone();
+    }
+    activity.last_successful_sign_in_date_time = Some(time);
+    activity.last_successful_sign_in_request_id = request_id;
+    let value = serde_json::to_value(&*activity).unwrap_or(Value::Null);
+    entry
+        .view
+        .insert("signInActivity".to_owned(), value.clone());
+    ok(&value)
+}
+
 /// `POST /_emulator/connect/cycle`: one Entra Connect import/sync/export from the AD.
 pub(crate) async fn connect_cycle(State(emu): State<Arc<Emulator>>, req: Request) -> Response {
     let ctx = Ctx::of(&req);

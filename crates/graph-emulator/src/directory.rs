@@ -51,6 +51,7 @@ pub(crate) const USER_PROPERTIES: &[(&str, bool)] = &[
     ("onPremisesUserPrincipalName", false),
     ("otherMails", false),
     ("proxyAddresses", false),
+    ("signInActivity", false),
     ("signInSessionsValidFromDateTime", false),
     ("userType", false),
 ];

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use server::throwaway_tls;
-pub use tenant::{App, FederatedCredential, ObjectIdentity, Tenant, User};
+pub use tenant::{App, FederatedCredential, ObjectIdentity, SignInActivity, Tenant, User};
 pub use throttle::Model as ThrottleModel;
 
 /// The Graph root that tokens are issued for when nothing else is configured.

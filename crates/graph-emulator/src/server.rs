@@ -102,6 +102,7 @@ fn token_keys() -> Result<TokenKeys, Error> {
 fn router(emu: Arc<Emulator>) -> Router {
     let control = Router::new()
         .route("/_emulator/users/{id}/accept", post(control::accept))
+        .route("/_emulator/users/{id}/sign-in", post(control::sign_in))
         .route(
             "/_emulator/users/{id}",
             axum::routing::delete(control::delete_user),

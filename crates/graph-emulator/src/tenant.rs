@@ -89,6 +89,20 @@ pub struct ObjectIdentity {
     pub issuer_assigned_id: Option<String>,
 }
 
+/// `signInActivity`: the user's last sign-ins (Graph returns it only when `$select`ed, and
+/// only to a token with `AuditLog.Read.All`); `null` until the user signs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct SignInActivity {
+    pub last_sign_in_date_time: Option<String>,
+    pub last_sign_in_request_id: Option<String>,
+    pub last_non_interactive_sign_in_date_time: Option<String>,
+    pub last_non_interactive_sign_in_request_id: Option<String>,
+    pub last_successful_sign_in_date_time: Option<String>,
+    pub last_successful_sign_in_request_id: Option<String>,
+}
+
 /// A user: Graph properties (camelCase, as Graph names them) plus private fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -124,6 +138,7 @@ pub struct User {
     pub external_user_state_change_date_time: Option<String>,
     /// Set to the time of the last `revokeSignInSessions` (contract §2.5).
     pub sign_in_sessions_valid_from_date_time: Option<String>,
+    pub sign_in_activity: Option<SignInActivity>,
     pub identities: Vec<ObjectIdentity>,
     /// Private: directory roles the user holds (never returned by Graph).
     pub roles: Vec<String>,
@@ -163,6 +178,7 @@ impl Default for User {
             external_user_state: None,
             external_user_state_change_date_time: None,
             sign_in_sessions_valid_from_date_time: None,
+            sign_in_activity: None,
             identities: Vec::new(),
             roles: Vec::new(),
             mailbox: false,

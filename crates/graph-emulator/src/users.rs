@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use super::auth::{READ_USERS, REVOKE_SESSIONS, WRITE_USERS};
+use super::auth::{AUDIT_LOG_READ, READ_USERS, REVOKE_SESSIONS, WRITE_USERS};
 use super::directory::{RevocationRecord, default_properties, lock, now_graph};
 use super::filter::{self, FilterError, Need};
 use super::http::{Ctx, graph_error, not_implemented, odata};
@@ -267,6 +267,21 @@ fn page_size(ctx: &Ctx, query: &Query) -> Result<usize, Response> {
 }
 
 /// GET `/users`.
+/// The parsed `$select`, or Graph's answer to it: 400 for an unknown property, 403 for
+/// `signInActivity` without `AuditLog.Read.All` (contract §2.6).
+fn selected(call: &Call<'_>) -> Result<Option<Vec<&'static str>>, Response> {
+    let ctx = call.ctx;
+    let select = parse_select(call.query)
+        .map_err(|message| graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", &message))?;
+    let activity = select
+        .as_deref()
+        .is_some_and(|s| s.contains(&"signInActivity"));
+    if activity && !call.principal.has_any(AUDIT_LOG_READ) {
+        return Err(denied(ctx));
+    }
+    Ok(select)
+}
+
 pub(crate) fn list(call: &Call<'_>) -> Response {
     let ctx = call.ctx;
     if !call.principal.has_any(READ_USERS) {
@@ -275,9 +290,9 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
     if collection_unsupported(call.query.get("select").unwrap_or_default().split(',')).is_some() {
         return not_implemented(ctx);
     }
-    let select = match parse_select(call.query) {
+    let select = match selected(call) {
         Ok(select) => select,
-        Err(message) => return graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
+        Err(response) => return response,
     };
     if call.query.get("skip").is_some() {
         return graph_error(
@@ -383,9 +398,9 @@ pub(crate) fn get(call: &Call<'_>, key: &str) -> Response {
             &format!("Resource not found for the segment '{key}'."),
         );
     }
-    let select = match parse_select(call.query) {
+    let select = match selected(call) {
         Ok(select) => select,
-        Err(message) => return graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", &message),
+        Err(response) => return response,
     };
     let view = {
         let dir = lock(&call.emu.dir);
