@@ -109,6 +109,8 @@ pub struct FakeDirectory {
     pub delay: Mutex<Duration>,
     /// Writes in flight.
     pub in_flight: InFlight,
+    /// The directory cannot tell its changes (and why): every read is full, without a mark.
+    pub no_marks: Mutex<Option<String>>,
     changes: Mutex<Changes>,
 }
 
@@ -222,6 +224,15 @@ impl Directory for FakeDirectory {
             server: FAKE_SERVER.into(),
             mark: changes.last.to_string(),
         };
+        if let Some(why) = self.no_marks.lock().unwrap().clone() {
+            drop(changes);
+            self.log("read full".into());
+            return Ok(Read::Full {
+                accounts: self.in_scope(scope, None),
+                position: None,
+                fell_back: Some(format!("incremental reads are off: {why}")),
+            });
+        }
         let from = since
             .filter(|p| p.server == FAKE_SERVER)
             .and_then(|p| p.mark.parse::<u64>().ok());

@@ -85,6 +85,17 @@ struct SourceUpdate {
     side: String,
     update: Update<SourceAccount>,
     mark: Option<SourceMark>,
+    /// Why no mark is kept, when the directory cannot tell its changes (for `status`).
+    incremental_off: Option<String>,
+}
+
+/// What is stored for a search whose directory cannot tell its changes: when it was last
+/// read (in full, as every read of it is) and why. No [`SourceMark`] decodes from it, so the
+/// next read is full too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NoMark {
+    full_at: jiff::Timestamp,
+    incremental_off: String,
 }
 
 /// What a read changes in the state store's snapshot and watermarks; written by
@@ -131,6 +142,9 @@ pub struct ReadState {
     pub last_full_read: Option<jiff::Timestamp>,
     /// When the scheduled full read is due (`[reads] full_every_hours` after the last one).
     pub full_read_due: Option<jiff::Timestamp>,
+    /// Why every read of this side is full (the directory cannot tell its changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental_off: Option<String>,
 }
 
 /// Where every side's reads stand: its snapshot and its last and next full read.
@@ -141,13 +155,20 @@ pub fn read_states(store: &Store, reads: &Reads) -> Result<Vec<ReadState>, crate
         if side != CLOUD_SIDE && !side.starts_with("source:") {
             continue;
         }
-        let last_full_read = serde_json::from_str::<serde_json::Value>(&value)
-            .ok()
+        let stored = serde_json::from_str::<serde_json::Value>(&value).ok();
+        let last_full_read = stored
+            .as_ref()
             .and_then(|v| v.get("full_at")?.as_str()?.parse::<jiff::Timestamp>().ok());
+        let incremental_off = stored
+            .as_ref()
+            .and_then(|v| Some(v.get("incremental_off")?.as_str()?.to_string()));
         out.push(ReadState {
             rows: store.snapshot_len(&side)?,
-            full_read_due: last_full_read.and_then(|t| t.checked_add(every).ok()),
+            full_read_due: last_full_read
+                .filter(|_| incremental_off.is_none())
+                .and_then(|t| t.checked_add(every).ok()),
             last_full_read,
+            incremental_off,
             side,
         });
     }
@@ -317,9 +338,11 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 position,
                 fell_back,
             } => {
-                if let Some(why) = fell_back {
+                if let Some(why) = &fell_back {
                     tracing::warn!(mapping = %search.mapping, base = %search.base_dn, %why, "reading the directory in full");
                 }
+                let mark = new_mark(position, now);
+                let incremental_off = fell_back.filter(|_| mark.is_none());
                 tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = accounts.len(), "read the directory");
                 summary.searches_full += 1;
                 summary.entries_read += accounts.len();
@@ -330,7 +353,8 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                     update: Update::Full {
                         rows: start..found.len(),
                     },
-                    mark: new_mark(position, now),
+                    mark,
+                    incremental_off,
                 });
             }
             Read::Changes {
@@ -363,6 +387,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                     side,
                     update: Update::Changes { put, delete },
                     mark: new_mark(Some(position), full_at),
+                    incremental_off: None,
                 });
             }
         }
@@ -532,9 +557,16 @@ pub fn persist(store: &std::sync::Mutex<Store>, observed: &Observed) -> Result<(
                     }
                 }
             }
-            match &source.mark {
-                Some(mark) => s.set_watermark(&source.side, &to_json(mark)?)?,
-                None => s.clear_watermark(&source.side)?,
+            match (&source.mark, &source.incremental_off) {
+                (Some(mark), _) => s.set_watermark(&source.side, &to_json(mark)?)?,
+                (None, Some(why)) => {
+                    let no_mark = NoMark {
+                        full_at: jiff::Timestamp::now(),
+                        incremental_off: why.clone(),
+                    };
+                    s.set_watermark(&source.side, &to_json(&no_mark)?)?
+                }
+                (None, None) => s.clear_watermark(&source.side)?,
             }
         }
         match &refresh.cloud {

@@ -584,3 +584,63 @@ async fn a_run_moves_progress_remembered_under_the_dn_to_the_anchor_before_any_w
             .all(|p| p.password_randomized_at == Some(earlier))
     );
 }
+
+#[tokio::test]
+async fn a_directory_that_cannot_tell_its_changes_is_read_in_full_and_status_says_why() {
+    let w = world();
+    *w.directory
+        .no_marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) =
+        Some("the schema has neither entryCSN nor modifyTimestamp".into());
+    for _ in 0..2 {
+        let observed = w.observe().await;
+        assert!(!observed.refresh.source_incremental());
+        assert_eq!(observed.found.len(), 3);
+    }
+    let calls = w
+        .directory
+        .calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert_eq!(
+        calls.iter().filter(|c| c.as_str() == "read full").count(),
+        2,
+        "{calls:?}"
+    );
+    let states =
+        reads::read_states(&lock(&w.store), &w.inputs.reads).unwrap_or_else(|e| panic!("{e}"));
+    let source = states
+        .iter()
+        .find(|s| s.side.starts_with("source:"))
+        .unwrap_or_else(|| panic!("no source side in {states:?}"));
+    assert_eq!(
+        source.incremental_off.as_deref(),
+        Some("incremental reads are off: the schema has neither entryCSN nor modifyTimestamp")
+    );
+    assert!(source.last_full_read.is_some());
+    assert_eq!(source.full_read_due, None);
+    let mut status = crate::report::status(&[], Vec::new(), 14, jiff::Timestamp::now());
+    status.reads = states.clone();
+    let text = crate::report::status_text(&status);
+    assert!(
+        text.contains("every read is full")
+            && text.contains("the schema has neither entryCSN nor modifyTimestamp"),
+        "{text}"
+    );
+
+    // Once the directory tells its changes again, reads go back to changes after one full read.
+    *w.directory
+        .no_marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    assert!(!w.observe().await.refresh.source_incremental());
+    assert!(w.observe().await.refresh.source_incremental());
+    let states =
+        reads::read_states(&lock(&w.store), &w.inputs.reads).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        states.iter().all(|s| s.incremental_off.is_none()),
+        "{states:?}"
+    );
+}

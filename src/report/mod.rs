@@ -661,13 +661,21 @@ reads (the next run reads changes only, until the full read is due)
                 t.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_else(|| "unknown".into())
             };
-            out.push_str(&format!(
-                "  {}: {} in the snapshot, last full read {}, next due {}\n",
-                terminal_safe(&r.side),
-                r.rows,
-                when(r.last_full_read),
-                when(r.full_read_due)
-            ));
+            match &r.incremental_off {
+                Some(why) => out.push_str(&format!(
+                    "  {}: every read is full (last {}): {}\n",
+                    terminal_safe(&r.side),
+                    when(r.last_full_read),
+                    terminal_safe(why)
+                )),
+                None => out.push_str(&format!(
+                    "  {}: {} in the snapshot, last full read {}, next due {}\n",
+                    terminal_safe(&r.side),
+                    r.rows,
+                    when(r.last_full_read),
+                    when(r.full_read_due)
+                )),
+            }
         }
     }
     out

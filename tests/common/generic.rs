@@ -310,4 +310,25 @@ ca_file = "graph-ca.pem"
         tenant_dump().await["invitations"].as_array().unwrap().len(),
         names.len()
     );
+
+    // A change between runs, seen by the next incremental run: the locked partner is
+    // unlocked, and the next scheduled run, reading only the directory's changes, invites her.
+    let mut ldap = admin(server).connect().await.expect("admin");
+    ldap.modify(&locked_dn, vec![ldap3::Mod::Delete(lock.0, HashSet::new())])
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("unlock {locked_dn}: {e}"));
+    let _ = ldap.unbind().await;
+    let out = b2bsync(&["--log-format", "json", "run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let read = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "read both sides")
+        .unwrap_or_else(|| panic!("no `read both sides` line in:\n{stderr}"));
+    assert_eq!(read["searches_incremental"], 1, "{read}");
+    assert_eq!(read["searches_full"], 0, "{read}");
+    let invited = tenant_dump().await["invitations"].as_array().unwrap().len();
+    assert_eq!(invited, names.len() + 1, "the unlocked partner is invited");
 }
