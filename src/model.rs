@@ -761,6 +761,22 @@ pub struct AccountName<'a> {
 }
 
 impl<'a> AccountName<'a> {
+    /// How people know the account `key` of the state store, from its DN and the names the
+    /// store keeps for it.
+    pub fn stored(
+        key: &'a str,
+        dn: Option<&'a str>,
+        names: &'a std::collections::BTreeMap<String, Names>,
+    ) -> Self {
+        let n = names.get(key);
+        AccountName {
+            upn: n.and_then(|n| n.upn.as_deref()),
+            account_name: n.and_then(|n| n.account_name.as_deref()),
+            dn,
+            key,
+        }
+    }
+
     /// The human part alone: the UPN, else the account name (`None` without either).
     pub fn human(&self) -> Option<&'a str> {
         self.upn

@@ -556,7 +556,7 @@ pub async fn reconcile<D: Directory + Sync, C: Cloud + Sync>(
             .get(&entry.account_key)
             .and_then(|r| r.dn.as_deref());
         tracing::debug!(
-            account = %crate::report::account_name(&entry.account_key, dn, &names),
+            account = %crate::model::AccountName::stored(&entry.account_key, dn, &names),
             action = %entry.action_key,
             verdict = verdict.as_str(),
             why = verdict.why(),

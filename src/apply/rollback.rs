@@ -224,7 +224,8 @@ pub async fn rollback<D: Directory + Sync, C: Cloud + Sync>(
             .accounts()?
             .into_iter()
             .map(|a| {
-                let name = crate::report::account_name(&a.key, a.dn.as_deref(), &names).to_string();
+                let name =
+                    crate::model::AccountName::stored(&a.key, a.dn.as_deref(), &names).to_string();
                 let target = Target {
                     dn: a.dn,
                     cloud_id: a.progress.cloud_id,

@@ -843,13 +843,7 @@ pub fn account_name<'a>(
     dn: Option<&'a str>,
     names: &'a BTreeMap<String, crate::model::Names>,
 ) -> crate::model::AccountName<'a> {
-    let n = names.get(key);
-    crate::model::AccountName {
-        upn: n.and_then(|n| n.upn.as_deref()),
-        account_name: n.and_then(|n| n.account_name.as_deref()),
-        dn,
-        key,
-    }
+    crate::model::AccountName::stored(key, dn, names)
 }
 
 /// A CSV cell as spreadsheet tools should get it: a value starting with `=`, `+`, `-`, `@`, a
