@@ -75,7 +75,7 @@ async fn explain_and_the_account_list_answer_per_account_from_the_state_store() 
         adams["next_step"]
             .as_str()
             .unwrap()
-            .starts_with("waiting for the Entra Connect cycle since "),
+            .starts_with("waiting for the sync cycle (Entra Connect or Cloud Sync) since "),
         "{adams}"
     );
     let timeline = adams["timeline"].as_array().unwrap();

@@ -211,12 +211,12 @@ impl Warning {
     /// What to do about it.
     pub fn help(&self) -> String {
         match self {
-            Warning::AwaitingSyncLong { .. } => "Entra Connect has not flowed AD `mail` to the cloud yet: check that the sync cycle runs and that the account is in its scope".to_string(),
+            Warning::AwaitingSyncLong { .. } => "the sync engine (Entra Connect or Cloud Sync) has not flowed AD `mail` to the cloud yet: check that its sync cycle runs and that the account is in its scope (Cloud Sync: the provisioning logs; it syncs every few minutes, and a first full cycle takes hours)".to_string(),
             Warning::InvitationPending { .. } => "the partner has not accepted: contact them, or raise `policy.reinvite_max`".to_string(),
             Warning::AddressChanged { .. } => "the invitation went to the old address; re-invitations use the address the cloud user shows".to_string(),
             Warning::ReinviteImpossible { .. } => "re-invite this user by hand, or fix the cause".to_string(),
             Warning::NoInvitationEmail => "`send_message = false`: Microsoft sends no email; deliver the redeem URL (Graph returns it, apply records it) yourself".to_string(),
-            Warning::DirectoryMailChanged { .. } => "AD is the source of authority for a synced user: restore AD `mail` to the invited address, or Entra Connect will change the cloud `mail` the partner signs in with".to_string(),
+            Warning::DirectoryMailChanged { .. } => "AD is the source of authority for a synced user: restore AD `mail` to the invited address, or the sync engine will change the cloud `mail` the partner signs in with".to_string(),
             Warning::AwaitingSignIn { .. } => "`[policy] randomize_password = \"after_sign_in\"`: the on-premises password is randomized once the partner signs in with the external account (Entra reports `signInActivity` with a delay of hours); ask the partner to sign in, or choose another policy value".to_string(),
             Warning::MailDiffers { .. } => "Microsoft's current guidance invites with the address in User.Mail (and the partner must redeem with an account of that domain): add `mail` to `write.cloud_only`".to_string(),
         }
@@ -227,7 +227,7 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let message = match self {
             Warning::AwaitingSyncLong { minutes } => {
-                format!("waiting {minutes} minutes for Entra Connect to flow `mail`")
+                format!("waiting {minutes} minutes for the sync engine to flow `mail`")
             }
             Warning::InvitationPending {
                 days,
@@ -354,7 +354,7 @@ impl ReasonCode {
             ReasonCode::CloudUserChanged => "the account joined a different cloud user in an earlier run: check which one is right; to accept the new one, clear the account's state (`b2bsync status` shows it)".to_string(),
             ReasonCode::InSeveralScopes => "the account is in the scope of several mapping files: narrow `scope.base_dns`, `scope.filter` or `scope.when`, or use `scope.deny` in all but one".to_string(),
             ReasonCode::MappingFailed => "fix the expression in the mapping file (`b2bsync check` evaluates it), or the attribute value it trips on".to_string(),
-            ReasonCode::OnPremisesUserPrincipalName => "Entra ID refuses to convert users with onPremisesUserPrincipalName: change the Entra Connect sync rule that writes it (see docs/operations.md, \"The Entra Connect rule change\"), then run a sync cycle".to_string(),
+            ReasonCode::OnPremisesUserPrincipalName => "Entra ID refuses to convert users with onPremisesUserPrincipalName: change the sync rule that writes it (Entra Connect: an outbound rule, Cloud Sync: the attribute mapping; see docs/operations.md, \"The Entra Connect rule change\" and \"Entra Cloud Sync\"), then run a sync cycle".to_string(),
             ReasonCode::RoleHolder => "an app cannot change or convert a directory-role holder: remove the role assignments (or convert this user by hand as a Privileged Role Administrator)".to_string(),
             ReasonCode::Mailbox => "the user has an Exchange mailbox, whose address cannot be changed to an external one: change it in Exchange first (or remove the mailbox), then rerun".to_string(),
             ReasonCode::NoAddress => "the mapping yields no external address for this account: set the source attribute (or the lookup table row) the `address` expression reads".to_string(),
@@ -395,7 +395,7 @@ impl FromStr for ReasonCode {
 
 fn no_cloud_user_help(kind_hint: &str) -> String {
     format!(
-        "no cloud user matches ({kind_hint}); a synced account appears after the next Entra Connect cycle, a cloud-only one needs the `join.cloud_only` pair to match"
+        "no cloud user matches ({kind_hint}); a synced account appears after the next sync cycle (Entra Connect or Cloud Sync), a cloud-only one needs the `join.cloud_only` pair to match"
     )
 }
 
@@ -433,7 +433,7 @@ mod tests {
         let w = Warning::AwaitingSyncLong { minutes: 180 };
         assert_eq!(
             w.to_string(),
-            "waiting 180 minutes for Entra Connect to flow `mail`"
+            "waiting 180 minutes for the sync engine to flow `mail`"
         );
     }
 }

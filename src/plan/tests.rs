@@ -792,7 +792,11 @@ fn join_failures_leave_the_account_unmatched_with_a_reason() {
     let p = w.plan();
     assert_eq!(p.accounts[0].state, Lifecycle::Unmatched);
     assert_eq!(codes(&p), vec!["no_cloud_user"]);
-    assert!(p.accounts[0].reasons[0].help.contains("Entra Connect"));
+    assert!(
+        p.accounts[0].reasons[0]
+            .help
+            .contains("next sync cycle (Entra Connect or Cloud Sync)")
+    );
 
     // Two cloud-only users with the same UPN.
     let a = account(1, "p.adams", Some("a@fabrikam.example"));

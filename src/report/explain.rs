@@ -116,10 +116,10 @@ fn next_step(a: &AccountRecord) -> String {
             "the next run writes {address} to the cloud user's otherMails and mail (Graph)"
         ),
         Lifecycle::NeedsAddress => format!(
-            "the next run writes {address} to AD mail; the invitation follows once Entra Connect carries it to the cloud"
+            "the next run writes {address} to AD mail; the invitation follows once the sync engine (Entra Connect or Cloud Sync) carries it to the cloud"
         ),
         Lifecycle::AwaitingSync => format!(
-            "waiting for the Entra Connect cycle since {}: AD mail holds {address}; the first run after the cycle reads the cloud user and invites it (`plan` reads the tenant to see whether the cycle ran)",
+            "waiting for the sync cycle (Entra Connect or Cloud Sync) since {}: AD mail holds {address}; the first run after the cycle reads the cloud user and invites it (`plan` reads the tenant to see whether the cycle ran)",
             when(p.address_staged_at)
         ),
         Lifecycle::Ready => format!("the next run invites {address}"),
@@ -334,7 +334,7 @@ mod tests {
         let x = explain(&a, &BTreeMap::new(), vec![]);
         assert!(
             x.next_step
-                .starts_with("waiting for the Entra Connect cycle since 2026-11-23 10:32 UTC"),
+                .starts_with("waiting for the sync cycle (Entra Connect or Cloud Sync) since 2026-11-23 10:32 UTC"),
             "{}",
             x.next_step
         );

@@ -137,7 +137,7 @@ fn state_meaning(state: Lifecycle) -> &'static str {
         Lifecycle::Unmatched => "in scope on-premises, no cloud user joined (or several)",
         Lifecycle::Blocked => "a precondition fails: see the reasons and fixes below",
         Lifecycle::NeedsAddress => "joined; the external address is not staged yet",
-        Lifecycle::AwaitingSync => "AD holds the address; waiting for Entra Connect",
+        Lifecycle::AwaitingSync => "AD holds the address; waiting for the sync cycle",
         Lifecycle::Ready => "the cloud shows the address; to be invited",
         Lifecycle::Invited => "invitation sent; waiting for the partner to accept",
         Lifecycle::Accepted => "accepted; on-premises password not yet randomized",

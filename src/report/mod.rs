@@ -1278,7 +1278,7 @@ mod tests {
             s.unmatched[0]
                 .help
                 .as_deref()
-                .is_some_and(|h| h.contains("Entra Connect cycle"))
+                .is_some_and(|h| h.contains("next sync cycle"))
         );
         assert_eq!(s.unmatched[1].reason, "unknown");
         assert_eq!(s.unmatched[1].help, None);
