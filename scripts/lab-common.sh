@@ -10,6 +10,7 @@ LAB_REPO="$(cd "$LAB_SCRIPTS/.." && pwd)"
 LAB_FIXTURE="${LAB_FIXTURE:-$LAB_REPO/tests/fixtures/partners.json}"
 PKI="$LAB/pki"
 SAMBA_DIR="$LAB/samba"
+SAMBA2_DIR="$LAB/samba2"      # the second DC (scripts/samba-dc2-up.sh)
 OL_DIR="$LAB/openldap"
 DS_DIR="$LAB/389ds"
 LAB_ENV_FILE="$LAB/lab.env"
@@ -32,8 +33,15 @@ AD_ADMIN_BIND="Administrator@$AD_UPN_SUFFIX"
 AD_SVC_SAM="svc-b2bsync"
 AD_SVC_BIND="$AD_SVC_SAM@$AD_UPN_SUFFIX"
 AD_SVC_DN="CN=$AD_SVC_SAM,CN=Users,$AD_BASE_DN"
-AD_LDAPS_URL="ldaps://127.0.0.1:636"
-AD_LDAP_URL="ldap://127.0.0.1:389"
+# The DCs' loopback addresses: a private lab (own B2BSYNC_LAB) picks others, e.g. 127.0.0.3/127.0.0.4.
+AD_ADDR="${LAB_AD_ADDR:-127.0.0.1}"
+AD_DC2_ADDR="${LAB_AD_DC2_ADDR:-127.0.0.2}"
+AD_DC2_HOST="dc2"
+AD_LDAPS_URL="ldaps://$AD_ADDR:636"
+AD_LDAP_URL="ldap://$AD_ADDR:389"
+AD_DC2_LDAPS_URL="ldaps://$AD_DC2_ADDR:636"
+AD_DC2_LDAP_URL="ldap://$AD_DC2_ADDR:389"
+AD_DC2_SAMBA_CONF="$SAMBA2_DIR/etc/smb.conf"
 AD_MAX_RUNTIME="${LAB_AD_MAX_RUNTIME:-14400}"
 
 OL_BASE_DN="dc=lab,dc=example,dc=com"
@@ -128,10 +136,19 @@ require_tools() {
 # ---- processes / ports -------------------------------------------------------------
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
-# port_listening PORT: true when something listens on 127.0.0.1:PORT (TCP).
+# port_listening PORT [ADDR]: true when something listens on PORT (TCP); with ADDR (an IPv4 address),
+# only when it listens on ADDR or on every address (0.0.0.0).
 port_listening() {
     local hex
     hex=$(printf '%04X' "$1")
+    if [ -n "${2:-}" ]; then
+        local a b c d ip
+        IFS=. read -r a b c d <<< "$2"
+        ip=$(printf '%02X%02X%02X%02X' "$d" "$c" "$b" "$a")   # /proc/net/tcp: little-endian
+        awk -v a="$ip:$hex" -v any="00000000:$hex" 'NR > 1 && $4 == "0A" && ($2 == a || $2 == any) { f = 1 } END { exit !f }' \
+            /proc/net/tcp
+        return
+    fi
     # state 0A = LISTEN; local address column 2
     awk -v h=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' \
         /proc/net/tcp /proc/net/tcp6
@@ -161,7 +178,8 @@ pid_matches() {
 
 # stop_pid NAME PIDFILE DIR [PORT...]: SIGTERM the pid from PIDFILE (only if it belongs to the
 # instance in DIR, see pid_matches), wait for it to exit and for each PORT to be free; SIGKILL after
-# LAB_STOP_TIMEOUT seconds. Never fails when nothing runs.
+# LAB_STOP_TIMEOUT seconds. Never fails when nothing runs. With STOP_ADDR set, the ports are only
+# waited for on that address (two DCs use the same ports on different addresses).
 stop_pid() {
     local name=$1 pidfile=$2 needle=$3 pid t0 deadline port
     shift 3
@@ -186,7 +204,7 @@ stop_pid() {
     done
     for port in "$@"; do
         deadline=$(( $(date +%s) + 10 ))
-        while port_listening "$port"; do
+        while port_listening "$port" "${STOP_ADDR:-}"; do
             [ "$(date +%s)" -lt "$deadline" ] || { log "$name: warning: port $port still in use"; break; }
             sleep 0.1
         done
@@ -213,7 +231,8 @@ write_lab_env() {
                  OL_SVC_DN OL_SVC_PASSWORD OL_LDAPI_URL OL_BULK_COUNT LAB_PARTNER_PASSWORD \
                  LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON LAB_KRB5_CONFIG \
                  DS_LDAPS_URL DS_LDAP_URL DS_BASE_DN DS_PARTNERS_DN DS_ADMIN_DN DS_ADMIN_PASSWORD \
-                 DS_SVC_DN DS_SVC_PASSWORD DS_PROTECTED_GROUP_DN DS_INSTANCE; do
+                 DS_SVC_DN DS_SVC_PASSWORD DS_PROTECTED_GROUP_DN DS_INSTANCE \
+                 AD_ADDR AD_DC2_ADDR AD_DC2_LDAPS_URL AD_DC2_LDAP_URL AD_DC2_SAMBA_CONF; do
             printf "export %s='%s'\n" "$v" "${!v//\'/\'\\\'\'}"
         done
     } > "$tmp"
@@ -232,7 +251,7 @@ LAB_EXTERNAL_MAIL_ATTR="otherMailbox"
 LAB_ACCOUNTS_JSON="$LAB/accounts.json"
 LAB_KRB5_CONFIG="$LAB/krb5.conf"
 
-# write_krb5_conf: a krb5.conf for kinit against the lab DC's own KDC (127.0.0.1:88), with
+# write_krb5_conf: a krb5.conf for kinit against the lab DC's own KDC ($AD_ADDR:88), with
 # DNS lookups off, so that tests can prove an old password is refused by Kerberos too.
 write_krb5_conf() {
     mkdir -p "$LAB"
@@ -247,7 +266,7 @@ write_krb5_conf() {
 
 [realms]
     $AD_REALM = {
-        kdc = 127.0.0.1
+        kdc = $AD_ADDR
     }
 
 [domain_realm]

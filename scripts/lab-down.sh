@@ -12,6 +12,7 @@ case "${1:-}" in
     *) die "usage: $0 [--purge]" ;;
 esac
 rc=0
+"$LAB_SCRIPTS/samba-dc2-down.sh" || rc=1
 "$LAB_SCRIPTS/samba-down.sh" || rc=1
 "$LAB_SCRIPTS/openldap-down.sh" || rc=1
 # 389 Directory Server: --purge also removes the instance (it lives in /etc/dirsrv and /var/lib/dirsrv)

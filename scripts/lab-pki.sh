@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway CA + one server certificate for the lab directories, in $LAB/pki.
 #   ca.crt / ca.key          CA (basicConstraints CA:TRUE critical, keyUsage keyCertSign+cRLSign)
-#   server.crt / server.key  leaf: SAN IP:127.0.0.1, IP:::1, DNS:localhost, DNS:dc1.lab.example.com;
+#   server.crt / server.key  leaf: SAN IP:127.0.0.1-4, IP:::1, DNS:localhost, DNS:dc1/dc2.lab.example.com;
 #                            serverAuth EKU, CA:FALSE; key mode 0600 (Samba refuses anything else)
 # Reuses existing files when they verify and are valid for at least 7 more days; --force regenerates.
 set -euo pipefail
@@ -20,7 +20,7 @@ pki_ok() {
     [ -s "$PKI/ca.crt" ] && [ -s "$PKI/ca.key" ] && [ -s "$PKI/server.crt" ] && [ -s "$PKI/server.key" ] || return 1
     openssl verify -CAfile "$PKI/ca.crt" -purpose sslserver "$PKI/server.crt" >/dev/null 2>&1 || return 1
     openssl x509 -in "$PKI/server.crt" -noout -checkend 604800 >/dev/null 2>&1 || return 1
-    openssl x509 -in "$PKI/server.crt" -noout -ext subjectAltName 2>/dev/null | grep -q 'IP Address:127.0.0.1' || return 1
+    openssl x509 -in "$PKI/server.crt" -noout -ext subjectAltName 2>/dev/null | grep -q 'IP Address:127.0.0.2' || return 1
 }
 
 t0=$(lab_now)
@@ -47,7 +47,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, IP:::1, DNS:localhost, DNS:dc1.lab.example.com
+subjectAltName = IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3, IP:127.0.0.4, IP:::1, DNS:localhost, DNS:dc1.lab.example.com, DNS:dc2.lab.example.com
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 CNF

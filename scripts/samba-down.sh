@@ -8,4 +8,4 @@ set -euo pipefail
 pidfile="$SAMBA_DIR/samba.pid"
 # fall back on Samba's own pidfile if ours is gone
 [ -f "$pidfile" ] || [ ! -f "$SAMBA_DIR/run/samba.pid" ] || pidfile="$SAMBA_DIR/run/samba.pid"
-stop_pid samba "$pidfile" "$SAMBA_DIR" 636 389 3268
+STOP_ADDR="$AD_ADDR" stop_pid samba "$pidfile" "$SAMBA_DIR" 636 389 3268

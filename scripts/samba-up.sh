@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Samba AD DC for the lab on 127.0.0.1 (LDAP 389 + StartTLS, LDAPS 636, GC 3268, its KDC on 88),
+# Samba AD DC for the lab on $AD_ADDR (LAB_AD_ADDR, default 127.0.0.1) (LDAP 389 + StartTLS, LDAPS 636, GC 3268, its KDC on 88),
 # state in $LAB/samba.
 #
 #   samba-up.sh            stop a running lab DC (if any), provision a fresh domain, start, seed, delegate
@@ -28,7 +28,7 @@ t_all=$(lab_now)
 "$LAB_SCRIPTS/lab-pki.sh"
 
 if [ "$reuse" -eq 1 ] && [ -f "$PIDFILE" ] && pid_matches "$(cat "$PIDFILE")" "$T" \
-   && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" && port_listening 88; then
+   && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" && port_listening 88 "$AD_ADDR"; then
     write_krb5_conf
     write_lab_env
     log "samba: reusing running DC pid $(cat "$PIDFILE") ($(lab_elapsed "$t_all"))"
@@ -37,7 +37,7 @@ fi
 
 "$LAB_SCRIPTS/samba-down.sh"
 for port in 389 636 3268 88; do
-    port_listening "$port" && die "samba: port $port is in use by another process (system slapd/samba?)"
+    port_listening "$port" "$AD_ADDR" && die "samba: port $port on $AD_ADDR is in use by another process (system slapd/samba?)"
 done
 
 # ---- provision ---------------------------------------------------------------
@@ -46,7 +46,8 @@ rm -rf "$T"
 mkdir -p "$T/run" "$T/log"
 samba-tool domain provision --targetdir="$T" --realm="$AD_REALM" --domain="$AD_DOMAIN" --server-role=dc \
     --dns-backend=NONE --use-rfc2307 --host-name="$AD_HOST" --adminpass="$AD_ADMIN_PASSWORD" \
-    --option="interfaces=lo" --option="bind interfaces only=yes" --option="server services=ldap kdc" \
+    --option="interfaces=$AD_ADDR/8" --option="bind interfaces only=yes" \
+    --option="server services=ldap kdc rpc cldap drepl kcc" \
     --option="pid directory=$T/run" --option="ncalrpc dir=$T/run/ncalrpc" \
     --option="winbindd socket directory=$T/run/winbindd" --option="ntp signd socket directory=$T/run/ntp_signd" \
     --option="log file=$T/log/log.%m" --option="ldb:nosync=true" --option="tls enabled=yes" \
@@ -97,7 +98,7 @@ log "samba: delegated reset-password + write mail on $AD_PARTNERS_DN to $AD_SVC_
 
 # ---- ready -----------------------------------------------------------------------
 wait_for ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" || die "samba: service account cannot bind over LDAPS"
-wait_for port_listening 88 || die "samba: its KDC does not listen on 127.0.0.1:88"
+wait_for port_listening 88 "$AD_ADDR" || die "samba: its KDC does not listen on $AD_ADDR:88"
 write_krb5_conf
 write_lab_env
 log "samba: ready on $AD_LDAPS_URL and $AD_LDAP_URL (StartTLS) in $(lab_elapsed "$t_all"); env: $LAB_ENV_FILE"

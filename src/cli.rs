@@ -432,7 +432,11 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
 /// How the LDAP connection of `config` is protected, in words that are true for a bind that
 /// succeeded: a cleartext bind only succeeds when `allow_cleartext` let it.
 fn ldap_transport(config: &Config) -> &'static str {
-    if config.ldap.url.to_ascii_lowercase().starts_with("ldaps://") {
+    let urls = config.ldap.all_urls();
+    if urls
+        .iter()
+        .all(|u| u.to_ascii_lowercase().starts_with("ldaps://"))
+    {
         "over TLS (LDAPS)"
     } else if config.ldap.starttls {
         "over TLS (StartTLS)"
@@ -582,7 +586,7 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     "ldap bind",
                     format!(
                         "{} as {} {} ({flavour})",
-                        config.ldap.url,
+                        dir.current_url(),
                         config.ldap.bind_dn,
                         ldap_transport(&config)
                     ),
@@ -1098,9 +1102,13 @@ fn about(config: &Config) -> report::About {
     report::About {
         tenant: config.graph.tenant.clone(),
         directory: if bases.is_empty() {
-            config.ldap.url.clone()
+            config.ldap.all_urls().join(", ")
         } else {
-            format!("{} ({})", config.ldap.url, bases.join("; "))
+            format!(
+                "{} ({})",
+                config.ldap.all_urls().join(", "),
+                bases.join("; ")
+            )
         },
     }
 }

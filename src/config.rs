@@ -71,7 +71,12 @@ impl Error {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
+    /// One directory server. `url` or `urls` is required, not both.
+    #[serde(default)]
     pub url: String,
+    /// Several domain controllers of one domain, tried in order (see `source::connect`).
+    #[serde(default)]
+    pub urls: Vec<String>,
     #[serde(default)]
     pub starttls: bool,
     pub bind_dn: String,
@@ -92,6 +97,17 @@ pub struct LdapConfig {
     /// (writes in flight during it, clock difference between b2bsync and the server).
     #[serde(default = "default_change_overlap_secs")]
     pub change_overlap_secs: u64,
+}
+
+impl LdapConfig {
+    /// The directory URLs in the order they are tried: `urls`, or `url` alone.
+    pub fn all_urls(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
 }
 
 fn default_change_overlap_secs() -> u64 {
@@ -322,6 +338,7 @@ impl Config {
                 })?;
         }
         config.source = path.to_path_buf();
+        config.check_urls(text)?;
         config.resolve_paths();
         config.default_redirect();
         config.validate()?;
@@ -373,6 +390,49 @@ impl Config {
         fix_opt(&mut self.graph.private_key_file);
         fix_opt(&mut self.graph.federated_token_file);
         fix_opt(&mut self.report.template);
+    }
+
+    /// `[ldap] url` or `urls`, not both, and `urls` not empty: a mistake names its line and
+    /// column in the file (or, made by an environment override, the file alone).
+    fn check_urls(&self, text: &str) -> Result<(), Error> {
+        #[derive(Deserialize)]
+        struct File {
+            ldap: Option<Ldap>,
+        }
+        #[derive(Deserialize)]
+        struct Ldap {
+            url: Option<toml::Spanned<toml::Value>>,
+            urls: Option<toml::Spanned<toml::Value>>,
+        }
+        let message = match (self.ldap.url.is_empty(), self.ldap.urls.is_empty()) {
+            (false, false) => {
+                "[ldap] has both url and urls: keep one (urls = [...] lists every domain controller, in the order they are tried)"
+            }
+            (true, true) => {
+                "[ldap] needs url = \"ldaps://host:636\" or urls = [\"ldaps://dc1:636\", \"ldaps://dc2:636\"]"
+            }
+            _ if self.ldap.urls.iter().any(|u| u.trim().is_empty()) => {
+                "[ldap] urls has an empty URL"
+            }
+            _ => return Ok(()),
+        };
+        let spans = toml::from_str::<File>(text).ok().and_then(|f| f.ldap);
+        let span = spans.and_then(|l| l.urls.or(l.url)).map(|v| v.span());
+        Err(match span {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                Error::Parse {
+                    path: self.source.clone(),
+                    line,
+                    column,
+                    message: message.into(),
+                }
+            }
+            None => Error::Invalid {
+                path: self.source.clone(),
+                message: message.into(),
+            },
+        })
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -429,8 +489,10 @@ impl Config {
             self.ldap.password_env.as_deref(),
             self.ldap.password_file.as_deref(),
         )?;
+        let mut urls = self.ldap.all_urls().into_iter();
         Ok(LdapSettings {
-            url: self.ldap.url.clone(),
+            url: urls.next().unwrap_or_default(),
+            failover_urls: urls.collect(),
             starttls: self.ldap.starttls,
             ca_file: self.ldap.ca_file.clone(),
             bind_dn: self.ldap.bind_dn.clone(),
@@ -908,6 +970,50 @@ client_secret_env = "GRAPH_SECRET"
             "{}",
             err.help()
         );
+    }
+
+    #[test]
+    fn several_domain_controllers_are_listed_in_order() {
+        let text = GOOD.replace(
+            "url = \"ldaps://127.0.0.1:636\"",
+            "urls = [\"ldaps://dc1:636\", \"ldaps://dc2:636\"]",
+        );
+        let c = parse(&text, &[]).expect("valid");
+        assert_eq!(c.ldap.all_urls(), ["ldaps://dc1:636", "ldaps://dc2:636"]);
+        let c = parse(GOOD, &[]).expect("valid");
+        assert_eq!(
+            c.ldap.all_urls(),
+            ["ldaps://127.0.0.1:636"],
+            "url alone stays valid"
+        );
+    }
+
+    #[test]
+    fn url_and_urls_together_or_neither_are_refused_with_their_position() {
+        let both = GOOD.replace("bind_dn =", "urls = [\"ldaps://dc1:636\"]\nbind_dn =");
+        let err = parse(&both, &[]).expect_err("both");
+        let msg = err.to_string();
+        // Line 4 (`urls = ...`), column 8: where its value starts.
+        assert!(msg.starts_with("/etc/b2bsync/b2bsync.toml:4:8:"), "{msg}");
+        assert!(msg.contains("both url and urls"), "{msg}");
+        assert!(err.help().contains("docs/operations.md"), "{}", err.help());
+        let neither = GOOD.replace("url = \"ldaps://127.0.0.1:636\"\n", "");
+        let msg = parse(&neither, &[]).expect_err("neither").to_string();
+        assert!(msg.contains("needs url"), "{msg}");
+        let empty = GOOD.replace("url = \"ldaps://127.0.0.1:636\"", "urls = []");
+        let msg = parse(&empty, &[]).expect_err("empty list").to_string();
+        assert!(msg.starts_with("/etc/b2bsync/b2bsync.toml:3:8:"), "{msg}");
+        let blank = GOOD.replace(
+            "url = \"ldaps://127.0.0.1:636\"",
+            "urls = [\"ldaps://dc1:636\", \" \"]",
+        );
+        let msg = parse(&blank, &[]).expect_err("blank URL").to_string();
+        assert!(msg.contains("empty URL"), "{msg}");
+        // Made by an override: the file alone is named.
+        let msg = parse(GOOD, &[("B2BSYNC__LDAP__URLS", "[\"ldaps://dc2:636\"]")])
+            .expect_err("both by override")
+            .to_string();
+        assert!(msg.contains("both url and urls"), "{msg}");
     }
 
     #[test]

@@ -249,6 +249,7 @@ concurrency = 2
     // The old password of the first and the last account no longer binds.
     let settings = LdapSettings {
         url: env["OL_LDAPS_URL"].clone(),
+        failover_urls: Vec::new(),
         starttls: false,
         ca_file: Some(env["LAB_CA"].clone().into()),
         bind_dn: env["OL_ADMIN_DN"].clone(),

@@ -101,6 +101,9 @@ pub struct FakeDirectory {
     pub unreachable: Mutex<bool>,
     /// Writes to these DNs fail (the service account lacks the right).
     pub refuse_writes: Mutex<HashSet<String>>,
+    /// Writes to these DNs take effect, but their answer is lost: the connection to the
+    /// domain controller broke after the request went out.
+    pub lose_answers: Mutex<HashSet<String>>,
     /// Every password set, in order: for tests that prove where a password goes.
     pub passwords: Mutex<Vec<String>>,
     /// Every call, in order (`set_mail <dn>`, `read full`, `read changes`, ...).
@@ -195,6 +198,14 @@ impl FakeDirectory {
             });
         }
         self.update(dn, f);
+        if self.lose_answers.lock().unwrap().contains(dn) {
+            return Err(source::Error::Write {
+                operation: "fake write",
+                dn: dn.to_string(),
+                rc: 80,
+                message: "connection reset by peer".into(),
+            });
+        }
         Ok(())
     }
 }

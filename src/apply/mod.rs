@@ -531,7 +531,7 @@ impl From<source::Error> for OpError {
         OpError {
             help: e.help(),
             message: e.to_string(),
-            unknown_outcome: false,
+            unknown_outcome: e.outcome_unknown(),
             halts_run: false,
             bad_answer: None,
             ids: None,
@@ -1323,6 +1323,38 @@ mod tests {
                 Status::Skipped => "skipped",
             })
             .collect()
+    }
+
+    // Issue 14: a domain controller that went away while a write was in flight.
+    #[tokio::test]
+    async fn a_directory_write_whose_connection_broke_is_read_back_and_not_sent_again() {
+        let (directory, cloud) = world(2);
+        let (lost, _, _) = nth(0);
+        directory.lose_answers.lock().unwrap().insert(lost.clone());
+        let actions = vec![step(0, 0, "mail"), step(1, 0, "mail")];
+        let (results, records) = execute_plan(actions, &directory, &cloud, 1).await;
+        // The write took effect; reading the entry back shows it: done, sent once.
+        assert_eq!(status_names(&results), ["done", "done"]);
+        assert_eq!(
+            directory.calls(),
+            [
+                format!("set_mail {lost}"),
+                "set_mail CN=p1,OU=Partners,DC=lab".to_string()
+            ]
+        );
+        assert_eq!(
+            records,
+            [
+                "started anchor-0/0/set_directory_mail",
+                "done anchor-0/0/set_directory_mail",
+                "started anchor-1/0/set_directory_mail",
+                "done anchor-1/0/set_directory_mail",
+            ]
+        );
+        assert_eq!(
+            directory.get(&lost).mail.as_deref(),
+            Some("p0@fabrikam.example")
+        );
     }
 
     #[tokio::test]

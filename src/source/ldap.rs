@@ -19,12 +19,15 @@ use zeroize::Zeroizing;
 use super::capabilities::{
     self, AnchorName, Capabilities, ChangeMark, PASSWORD_MODIFY_OID, ServerFacts,
 };
+use super::connect::{self, Failover};
 use super::{Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope};
 use crate::model::{Anchor, Dn, SourceAccount};
 
-/// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks.
+/// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks,
+/// to the next domain controller when several are configured.
 pub struct LdapDirectory {
     settings: LdapSettings,
+    dcs: Failover,
     connection: Mutex<Option<(Ldap, Server)>>,
 }
 
@@ -72,31 +75,45 @@ impl Server {
 impl LdapDirectory {
     /// Checks the settings (URL, cleartext policy, CA file) without connecting.
     pub fn new(settings: LdapSettings) -> Result<Self, Error> {
-        let lower = settings.url.to_ascii_lowercase();
-        if !(lower.starts_with("ldaps://") || lower.starts_with("ldap://")) {
-            return Err(Error::Url {
-                url: settings.url.clone(),
-                reason: "the scheme must be ldaps:// or ldap://".into(),
-            });
-        }
-        if lower.starts_with("ldaps://") && settings.starttls {
-            return Err(Error::Url {
-                url: settings.url.clone(),
-                reason: "StartTLS is for ldap:// URLs; ldaps:// is already encrypted".into(),
-            });
-        }
-        if !settings.encrypted() && !settings.allow_cleartext {
-            return Err(Error::CleartextBind {
-                url: settings.url.clone(),
-            });
+        let urls: Vec<String> = std::iter::once(settings.url.clone())
+            .chain(settings.failover_urls.iter().cloned())
+            .collect();
+        for url in &urls {
+            check_url(&LdapSettings {
+                url: url.clone(),
+                ..settings.clone()
+            })?;
         }
         if let Some(path) = &settings.ca_file {
             load_roots(path)?;
         }
         Ok(LdapDirectory {
             settings,
+            dcs: Failover::new(urls),
             connection: Mutex::new(None),
         })
+    }
+
+    /// The settings for one of the configured URLs.
+    fn settings_for(&self, url: String) -> LdapSettings {
+        LdapSettings {
+            url,
+            ..self.settings.clone()
+        }
+    }
+
+    /// The URL of the domain controller in use (or last used).
+    pub fn current_url(&self) -> &str {
+        self.dcs.current()
+    }
+
+    /// Forgets the connection after `e`; when `e` says the connection broke, the next one
+    /// starts with the next domain controller.
+    async fn forget(&self, e: &Error) {
+        *self.connection.lock().await = None;
+        if connect::broke(e) {
+            self.dcs.broke();
+        }
     }
 
     /// The settings this directory was made with.
@@ -107,18 +124,26 @@ impl LdapDirectory {
     /// Opens a new connection and binds with the configured account. Used by `check` and by
     /// tests that need a connection of their own.
     pub async fn connect(&self) -> Result<Ldap, Error> {
-        connect_and_bind(
-            &self.settings,
-            &self.settings.bind_dn,
-            self.settings.password.expose_secret(),
-        )
-        .await
+        self.dcs
+            .connect(|url| {
+                let settings = self.settings_for(url);
+                async move {
+                    connect_and_bind(
+                        &settings,
+                        &settings.bind_dn,
+                        settings.password.expose_secret(),
+                    )
+                    .await
+                }
+            })
+            .await
     }
 
     /// Tries a simple bind as another account over the same transport; says whether it
     /// succeeded. This is how the demo and the tests prove an old password no longer works.
     pub async fn try_bind(&self, bind_dn: &str, password: &SecretString) -> Result<bool, Error> {
-        match connect_and_bind(&self.settings, bind_dn, password.expose_secret()).await {
+        let settings = self.settings_for(self.current_url().to_string());
+        match connect_and_bind(&settings, bind_dn, password.expose_secret()).await {
             Ok(mut ldap) => {
                 let _ = ldap.unbind().await;
                 Ok(true)
@@ -187,9 +212,9 @@ impl LdapDirectory {
             );
         }
         if let ChangeMark::None { reason } = &capabilities.change_mark {
-            tracing::warn!(url = %self.settings.url, %reason, "incremental reads are off for this directory: every read is full");
+            tracing::warn!(url = %self.current_url(), %reason, "incremental reads are off for this directory: every read is full");
         }
-        tracing::debug!(url = %self.settings.url, vendor = %capabilities.vendor, marks = %capabilities.change_mark, anchor = ?capabilities.anchor, "LDAP server capabilities.");
+        tracing::debug!(url = %self.current_url(), vendor = %capabilities.vendor, marks = %capabilities.change_mark, anchor = ?capabilities.anchor, "LDAP server capabilities.");
         let server = Server {
             flavour,
             facts: Arc::new(facts),
@@ -199,13 +224,12 @@ impl LdapDirectory {
         Ok((ldap, server))
     }
 
-    /// Forgets a connection that failed at the transport level.
+    /// Forgets a connection that failed at the transport level; the next one starts with
+    /// the next domain controller.
     async fn forget_if_broken(&self, err: &LdapError) {
-        if matches!(
-            err,
-            LdapError::Io { .. } | LdapError::OpSend { .. } | LdapError::ResultRecv { .. }
-        ) {
+        if transport(err) {
             *self.connection.lock().await = None;
+            self.dcs.broke();
         }
     }
 
@@ -799,12 +823,23 @@ impl Directory for LdapDirectory {
     }
 
     async fn read(&self, scope: &SearchScope, since: Option<&Position>) -> Result<Read, Error> {
-        let (mut ldap, server) = self.handle().await?;
-        let result = self.read_with(&mut ldap, &server, scope, since).await;
-        if result.is_err() {
-            *self.connection.lock().await = None;
+        // A connection that breaks during the read restarts it on the next domain controller,
+        // each at most once. A change mark from the first DC means nothing on another (marks
+        // are per DC, by `invocationId`): `read_with` reads in full there and says why.
+        let mut restarts: usize = 0;
+        loop {
+            let (mut ldap, server) = self.handle().await?;
+            let e = match self.read_with(&mut ldap, &server, scope, since).await {
+                Ok(read) => return Ok(read),
+                Err(e) => e,
+            };
+            self.forget(&e).await;
+            if !connect::broke(&e) || restarts.saturating_add(1) >= self.dcs.len() {
+                return Err(e);
+            }
+            restarts = restarts.saturating_add(1);
+            tracing::warn!(url = %self.current_url(), error = %e, "The connection broke during the read; reading again from the next domain controller.");
         }
-        result
     }
 
     async fn account(&self, scope: &SearchScope, dn: &str) -> Result<Option<SourceAccount>, Error> {
@@ -873,7 +908,7 @@ impl Directory for LdapDirectory {
                     )
                     .await;
                 if let Err(e) = result {
-                    *self.connection.lock().await = None;
+                    self.forget(&e).await;
                     return Err(e);
                 }
             }
@@ -889,7 +924,7 @@ impl Directory for LdapDirectory {
             // Nothing ranged is asked for: what settling needs is single-valued.
             Ok(entry) => Ok(entry.map(|e| to_account(e, &server, &[]).0)),
             Err(e) => {
-                *self.connection.lock().await = None;
+                self.forget(&e).await;
                 Err(e)
             }
         }
@@ -921,7 +956,7 @@ impl Directory for LdapDirectory {
     async fn set_password(&self, dn: &str, password: &SecretString) -> Result<(), Error> {
         if !self.settings.encrypted() {
             return Err(Error::PasswordWithoutTls {
-                url: self.settings.url.clone(),
+                url: self.current_url().to_string(),
                 operation: "reset a password",
             });
         }
@@ -1071,6 +1106,41 @@ async fn connect_and_bind(
         }),
         Err(e) => Err(connect_err(e)),
     }
+}
+
+/// The scheme, StartTLS and cleartext policy of one URL.
+fn check_url(settings: &LdapSettings) -> Result<(), Error> {
+    let lower = settings.url.to_ascii_lowercase();
+    if !(lower.starts_with("ldaps://") || lower.starts_with("ldap://")) {
+        return Err(Error::Url {
+            url: settings.url.clone(),
+            reason: "the scheme must be ldaps:// or ldap://".into(),
+        });
+    }
+    if lower.starts_with("ldaps://") && settings.starttls {
+        return Err(Error::Url {
+            url: settings.url.clone(),
+            reason: "StartTLS is for ldap:// URLs; ldaps:// is already encrypted".into(),
+        });
+    }
+    if !settings.encrypted() && !settings.allow_cleartext {
+        return Err(Error::CleartextBind {
+            url: settings.url.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether ldap3 failed below LDAP: the connection broke, or no answer came in time (then
+/// whether the server acted is unknown).
+fn transport(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::Io { .. }
+            | LdapError::OpSend { .. }
+            | LdapError::ResultRecv { .. }
+            | LdapError::Timeout { .. }
+    )
 }
 
 fn search_error(base: &str, e: LdapError) -> Error {
@@ -1674,6 +1744,7 @@ mod tests {
     fn cleartext_is_refused_unless_allowed() {
         let mut settings = LdapSettings {
             url: "ldap://127.0.0.1:389".into(),
+            failover_urls: Vec::new(),
             starttls: false,
             ca_file: None,
             bind_dn: "svc".into(),
@@ -1690,7 +1761,14 @@ mod tests {
         ));
         settings.allow_cleartext = true;
         assert!(LdapDirectory::new(settings.clone()).is_ok());
+        // Every URL is checked, the failover ones too.
+        settings.failover_urls = vec!["ldap://127.0.0.2:389".into(), "ftp://x".into()];
+        assert!(matches!(
+            LdapDirectory::new(settings.clone()),
+            Err(Error::Url { url, .. }) if url == "ftp://x"
+        ));
         settings.url = "ftp://x".into();
+        settings.failover_urls.clear();
         assert!(matches!(
             LdapDirectory::new(settings),
             Err(Error::Url { .. })

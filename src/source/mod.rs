@@ -7,6 +7,7 @@
 //! refuse to run without TLS whatever the configuration says.
 
 pub mod capabilities;
+pub mod connect;
 pub mod ldap;
 pub mod password;
 pub mod rights;
@@ -65,6 +66,9 @@ pub enum Flavour {
 pub struct LdapSettings {
     /// `ldaps://host:636` or `ldap://host:389` (then `starttls` should be true).
     pub url: String,
+    /// Further domain controllers of the same domain, tried in order when `url` does not
+    /// answer, and after a connection broke in the middle of a run (see `source::connect`).
+    pub failover_urls: Vec<String>,
     /// Upgrade an `ldap://` connection with StartTLS before binding.
     pub starttls: bool,
     /// PEM file of the CA that issued the server's certificate. `None` uses the OS store.
@@ -241,6 +245,14 @@ impl Error {
             }
             Error::Unsupported { .. } => "set [ldap] flavour to match the server".into(),
         }
+    }
+
+    /// Whether a write may have been made though it failed: the connection broke (or no
+    /// answer came in time) after the request may have been sent. Apply reads such a write
+    /// back, from the next domain controller when several are configured, before recording
+    /// it; it is never sent again blindly.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::Write { rc: 80, .. })
     }
 
     /// The LDAP result code, when the server answered with one.

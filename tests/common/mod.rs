@@ -112,6 +112,7 @@ pub fn settings(
         } else {
             server.ldaps_url()
         },
+        failover_urls: Vec::new(),
         starttls,
         ca_file: Some(lab_ca()),
         bind_dn: bind,
