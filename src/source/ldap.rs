@@ -85,13 +85,16 @@ impl LdapDirectory {
                 reason: "StartTLS is for ldap:// URLs; ldaps:// is already encrypted".into(),
             });
         }
-        if !settings.encrypted() && !settings.allow_cleartext {
+        if !settings.encrypted() && !settings.allow_cleartext && settings.kerberos.is_none() {
             return Err(Error::CleartextBind {
                 url: settings.url.clone(),
             });
         }
         if let Some(path) = &settings.ca_file {
             load_roots(path)?;
+        }
+        if let Some(kerberos) = &settings.kerberos {
+            kerberos.service_host(&settings.url)?;
         }
         Ok(LdapDirectory {
             settings,
@@ -107,6 +110,11 @@ impl LdapDirectory {
     /// Opens a new connection and binds with the configured account. Used by `check` and by
     /// tests that need a connection of their own.
     pub async fn connect(&self) -> Result<Ldap, Error> {
+        if let Some(kerberos) = &self.settings.kerberos {
+            let mut ldap = open(&self.settings).await?;
+            super::gssapi::bind(&mut ldap, &self.settings, kerberos).await?;
+            return Ok(ldap);
+        }
         connect_and_bind(
             &self.settings,
             &self.settings.bind_dn,
@@ -1029,6 +1037,24 @@ async fn connect_and_bind(
             url: settings.url.clone(),
         });
     }
+    let mut ldap = open(settings).await?;
+    match ldap.simple_bind(bind_dn, password).await {
+        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) => Err(Error::Bind {
+            url: settings.url.clone(),
+            bind_dn: bind_dn.to_string(),
+            rc: result.rc,
+            message: result.text,
+        }),
+        Err(e) => Err(Error::Connect {
+            url: settings.url.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens a connection (LDAPS, StartTLS, or cleartext), not yet bound.
+async fn open(settings: &LdapSettings) -> Result<Ldap, Error> {
     let mut conn_settings = LdapConnSettings::new()
         .set_conn_timeout(settings.timeout)
         .set_starttls(settings.starttls);
@@ -1061,16 +1087,7 @@ async fn connect_and_bind(
     .map_err(connect_err)?;
     ldap3::drive!(conn);
     ldap.with_timeout(settings.timeout);
-    match ldap.simple_bind(bind_dn, password).await {
-        Ok(result) if result.rc == 0 => Ok(ldap),
-        Ok(result) => Err(Error::Bind {
-            url: settings.url.clone(),
-            bind_dn: bind_dn.to_string(),
-            rc: result.rc,
-            message: result.text,
-        }),
-        Err(e) => Err(connect_err(e)),
-    }
+    Ok(ldap)
 }
 
 fn search_error(base: &str, e: LdapError) -> Error {
@@ -1683,6 +1700,7 @@ mod tests {
             page_size: 1000,
             timeout: std::time::Duration::from_secs(5),
             change_overlap: std::time::Duration::from_secs(60),
+            kerberos: None,
         };
         assert!(matches!(
             LdapDirectory::new(settings.clone()),
