@@ -92,15 +92,16 @@ log() { printf '%s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---- packages -------------------------------------------------------------------
-# Installs the Debian packages the lab needs, only when one is missing.
-install_packages() {
+# apt_install PACKAGE...: installs those of the Debian packages that are missing (needs root).
+# Returns 1 when nothing was missing.
+apt_install() {
     local missing=() p t0 apt_tmp created_policy=0
-    for p in "${LAB_PACKAGES[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
         log "install: all packages present"
-        return 0
+        return 1
     fi
     [ "$(id -u)" -eq 0 ] || die "install: need root to install: ${missing[*]}"
     t0=$(lab_now)
@@ -118,14 +119,19 @@ install_packages() {
         LAB_APT_UPDATED=1
     fi
     TMPDIR="$apt_tmp" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${LAB_PACKAGES[@]}" >"$apt_tmp/install.log" 2>&1 || { cat "$apt_tmp/install.log" >&2; die "install: apt-get install failed"; }
+        "${missing[@]}" >"$apt_tmp/install.log" 2>&1 || { cat "$apt_tmp/install.log" >&2; die "install: apt-get install failed"; }
     rm -rf "$apt_tmp"
     [ "$created_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    log "install: ${#missing[@]} missing package(s) installed in $(lab_elapsed "$t0")"
+}
+
+# Installs the Debian packages the lab needs, only when one is missing.
+install_packages() {
+    apt_install "${LAB_PACKAGES[@]}" || return 0
     # On a systemd host the packages may still have started daemons: stop them if so.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         systemctl stop slapd smbd nmbd samba-ad-dc 2>/dev/null || true
     fi
-    log "install: ${#missing[@]} missing package(s) installed in $(lab_elapsed "$t0")"
 }
 
 require_tools() {
@@ -227,6 +233,7 @@ write_lab_env() {
         for v in LAB_DIR LAB_CA \
                  AD_LDAPS_URL AD_LDAP_URL AD_BASE_DN AD_PARTNERS_DN AD_ADMIN_BIND AD_ADMIN_PASSWORD \
                  AD_SVC_BIND AD_SVC_DN AD_SVC_PASSWORD AD_REALM AD_DOMAIN AD_SAMBA_CONF \
+                 AD_SVC_KEYTAB AD_DC_FQDN \
                  OL_LDAPS_URL OL_LDAP_URL OL_BASE_DN OL_PARTNERS_DN OL_ADMIN_DN OL_ADMIN_PASSWORD \
                  OL_SVC_DN OL_SVC_PASSWORD OL_LDAPI_URL OL_BULK_COUNT LAB_PARTNER_PASSWORD \
                  LAB_EXTERNAL_MAIL_ATTR LAB_ACCOUNTS_JSON LAB_KRB5_CONFIG \
@@ -250,6 +257,10 @@ DS_SVC_PASSWORD="$LAB_SVC_PASSWORD"
 LAB_EXTERNAL_MAIL_ATTR="otherMailbox"
 LAB_ACCOUNTS_JSON="$LAB/accounts.json"
 LAB_KRB5_CONFIG="$LAB/krb5.conf"
+# The service account's keys (samba-up.sh exports them; they change with its password, which
+# no test changes) and the DC's host name, the host of its service principal ldap/<host>.
+AD_SVC_KEYTAB="$LAB/svc-b2bsync.keytab"
+AD_DC_FQDN="$AD_HOST.$AD_UPN_SUFFIX"
 
 # write_krb5_conf: a krb5.conf for kinit against the lab DC's own KDC ($AD_ADDR:88), with
 # DNS lookups off, so that tests can prove an old password is refused by Kerberos too.

@@ -7,7 +7,8 @@
 #
 # Fresh by default: tests change passwords and mail, so every run starts from the fixture.
 # Ready only when a real LDAPS simple bind as the service account succeeds and the KDC listens.
-# Writes $LAB/lab.env and $LAB/krb5.conf (kinit against the DC's KDC; LAB_KRB5_CONFIG).
+# Writes $LAB/lab.env, $LAB/krb5.conf (kinit against the DC's KDC; LAB_KRB5_CONFIG) and the
+# service account's keytab (AD_SVC_KEYTAB, mode 0600) for Kerberos binds.
 set -euo pipefail
 # shellcheck source=scripts/lab-common.sh
 . "$(dirname "$0")/lab-common.sh"
@@ -27,8 +28,28 @@ t_all=$(lab_now)
 
 "$LAB_SCRIPTS/lab-pki.sh"
 
+# add_ldap_spn: the DC's service principal ldap/<fqdn>, for Kerberos (GSSAPI) binds. A Windows
+# DC registers it itself; Samba's samba_spnupdate would, but this DC runs only ldap and kdc.
+add_ldap_spn() {
+    local spn="ldap/$AD_DC_FQDN"
+    samba-tool spn list "$AD_HOST\$" -H "$T/private/sam.ldb" -s "$CONF" 2>/dev/null | grep -qix "[[:space:]]*$spn" && return 0
+    samba-tool spn add "$spn" "$AD_HOST\$" -H "$T/private/sam.ldb" -s "$CONF" >"$T/log/spn.log" 2>&1 \
+        || { tail -n 20 "$T/log/spn.log" >&2; die "samba: could not add the SPN $spn"; }
+}
+
+# export_svc_keytab: (re)write the keytab of svc-b2bsync from the DC's database, mode 0600.
+export_svc_keytab() {
+    local tmp="$AD_SVC_KEYTAB.new"
+    rm -f "$tmp"
+    (umask 077; samba-tool domain exportkeytab "$tmp" --principal="$AD_SVC_SAM@$AD_REALM" -s "$CONF" \
+        >"$T/log/keytab.log" 2>&1) || { tail -n 20 "$T/log/keytab.log" >&2; die "samba: keytab export failed"; }
+    mv -f "$tmp" "$AD_SVC_KEYTAB"
+}
+
 if [ "$reuse" -eq 1 ] && [ -f "$PIDFILE" ] && pid_matches "$(cat "$PIDFILE")" "$T" \
    && ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" && port_listening 88 "$AD_ADDR"; then
+    add_ldap_spn
+    export_svc_keytab
     write_krb5_conf
     write_lab_env
     log "samba: reusing running DC pid $(cat "$PIDFILE") ($(lab_elapsed "$t_all"))"
@@ -56,6 +77,11 @@ samba-tool domain provision --targetdir="$T" --realm="$AD_REALM" --domain="$AD_D
 # provision silently drops this option; without it an old password keeps binding for 60 minutes
 sed -i 's/^\[global\]$/[global]\n\told password allowed period = 0/' "$CONF"
 grep -q 'old password allowed period = 0' "$CONF" || die "samba: could not patch $CONF"
+# Kerberos (GSSAPI) binds over LDAPS without a SASL sign/seal layer, as a Windows DC accepts
+# them (the TLS channel carries the protection); Samba's default refuses them ("Sign or Seal
+# are required"). Simple binds still need TLS, and cleartext SASL still needs sign/seal.
+sed -i 's/^\[global\]$/[global]\n\tldap server require strong auth = allow_sasl_over_tls/' "$CONF"
+grep -q 'ldap server require strong auth = allow_sasl_over_tls' "$CONF" || die "samba: could not patch $CONF"
 log "samba: provisioned in $(lab_elapsed "$t0")"
 
 # ---- start -------------------------------------------------------------------
@@ -99,6 +125,10 @@ log "samba: delegated reset-password + write mail on $AD_PARTNERS_DN to $AD_SVC_
 # ---- ready -----------------------------------------------------------------------
 wait_for ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" || die "samba: service account cannot bind over LDAPS"
 wait_for port_listening 88 "$AD_ADDR" || die "samba: its KDC does not listen on $AD_ADDR:88"
+t0=$(lab_now)
+add_ldap_spn
+export_svc_keytab
+log "samba: added the SPN ldap/$AD_DC_FQDN, exported the keytab of $AD_SVC_SAM to $AD_SVC_KEYTAB in $(lab_elapsed "$t0")"
 write_krb5_conf
 write_lab_env
 log "samba: ready on $AD_LDAPS_URL and $AD_LDAP_URL (StartTLS) in $(lab_elapsed "$t_all"); env: $LAB_ENV_FILE"

@@ -26,6 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+step "build dependencies (libkrb5-dev, libclang-dev for the Kerberos bind; installed when missing)"
+"$here/install-build-deps.sh"
+
 step "building b2bsync and graph-emulator"
 cargo build --locked --workspace --all-targets
 

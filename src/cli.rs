@@ -309,6 +309,23 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format, cli.verbose);
+    // A Kerberos keytab reaches the GSSAPI library through the environment, which only a new
+    // process gets without `unsafe`: start again with it, before any thread exists. A config
+    // that does not load is reported by the command itself.
+    if let Ok(config) = Config::load(&cli.config)
+        && config.ldap.bind == crate::config::BindMethod::Gssapi
+        && let Some(keytab) = &config.ldap.keytab
+        && let Some(e) = crate::source::gssapi::exec_with_keytab(keytab)
+    {
+        return fail(Failure::new(
+            Exit::Failed,
+            format!(
+                "cannot start b2bsync again with the keytab {}: {e}",
+                keytab.display()
+            ),
+            "check that the b2bsync program can be run by this user (it starts itself once more with KRB5_CLIENT_KTNAME set)",
+        ));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -440,6 +457,8 @@ fn ldap_transport(config: &Config) -> &'static str {
         "over TLS (LDAPS)"
     } else if config.ldap.starttls {
         "over TLS (StartTLS)"
+    } else if config.ldap.bind == crate::config::BindMethod::Gssapi {
+        "sealed by Kerberos, without TLS (password resets are refused)"
     } else {
         "in cleartext (allowed by [ldap] allow_cleartext = true; only for a lab)"
     }
@@ -581,17 +600,27 @@ async fn check(config_path: &std::path::Path) -> Result<Exit, Failure> {
                     .await
                     .map(|f| format!("{f:?}"))
                     .unwrap_or_default();
+                let who = match &dir.settings().kerberos {
+                    Some(k) => k.describe(),
+                    None => config.ldap.bind_dn.clone(),
+                };
                 report_line(
                     true,
                     "ldap bind",
                     format!(
-                        "{} as {} {} ({flavour})",
+                        "{} as {who} {} ({flavour})",
                         dir.current_url(),
-                        config.ldap.bind_dn,
                         ldap_transport(&config)
                     ),
                     String::new(),
                 );
+                if dir.settings().kerberos.is_some() && !dir.settings().encrypted() {
+                    let e = crate::source::Error::PasswordWithoutTls {
+                        url: config.ldap.url.clone(),
+                        operation: "reset a password",
+                    };
+                    report_line(false, "ldap tls", e.to_string(), e.help());
+                }
                 for (detail, help) in capabilities_report(&dir, inputs.as_ref()).await {
                     report_line(false, "join anchor", detail, help);
                 }

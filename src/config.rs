@@ -79,7 +79,21 @@ pub struct LdapConfig {
     pub urls: Vec<String>,
     #[serde(default)]
     pub starttls: bool,
+    /// How b2bsync authenticates: a simple bind with `bind_dn` and a password, or Kerberos.
+    #[serde(default)]
+    pub bind: BindMethod,
+    /// Simple binds: the DN or UPN. Unused (and refused) with `bind = "gssapi"`.
+    #[serde(default)]
     pub bind_dn: String,
+    /// `bind = "gssapi"`: the keytab of the service account. Unset: the credential cache of
+    /// the user b2bsync runs as (`KRB5CCNAME`).
+    pub keytab: Option<PathBuf>,
+    /// `bind = "gssapi"`: the client principal (`svc-b2bsync@EXAMPLE.COM`). Unset: the
+    /// keytab's first principal or the cache's default one.
+    pub principal: Option<String>,
+    /// `bind = "gssapi"`: the host of the directory's service principal `ldap/<host>` when
+    /// the URL does not name the DC by it (an IP address, a load balancer's name).
+    pub spn_host: Option<String>,
     /// Name of the environment variable holding the bind password.
     pub password_env: Option<String>,
     /// File holding the bind password (systemd credentials, a 0600 file, a Kubernetes secret).
@@ -108,6 +122,17 @@ impl LdapConfig {
             self.urls.clone()
         }
     }
+}
+
+/// How b2bsync binds to the directory (`[ldap] bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMethod {
+    /// Simple bind with `bind_dn` and the password from `password_env` or `password_file`.
+    #[default]
+    Simple,
+    /// SASL GSSAPI (Kerberos) with a keytab or the credential cache; no password.
+    Gssapi,
 }
 
 fn default_change_overlap_secs() -> u64 {
@@ -384,6 +409,7 @@ impl Config {
         fix(&mut self.mappings.dir);
         fix_opt(&mut self.ldap.ca_file);
         fix_opt(&mut self.ldap.password_file);
+        fix_opt(&mut self.ldap.keytab);
         fix_opt(&mut self.graph.ca_file);
         fix_opt(&mut self.graph.client_secret_file);
         fix_opt(&mut self.graph.certificate_file);
@@ -440,11 +466,7 @@ impl Config {
             path: self.source.clone(),
             message,
         };
-        if self.ldap.password_env.is_none() && self.ldap.password_file.is_none() {
-            return Err(invalid(
-                "[ldap] needs password_env or password_file (the password itself never goes in this file)".into(),
-            ));
-        }
+        self.validate_bind().map_err(invalid)?;
         if !(1..=1000).contains(&self.ldap.page_size) {
             return Err(invalid(format!(
                 "[ldap] page_size = {} must be between 1 and 1000 (AD's MaxPageSize)",
@@ -482,13 +504,84 @@ impl Config {
         Ok(())
     }
 
-    /// The LDAP settings with the bind password read from its environment variable or file.
+    /// The `[ldap]` keys of the bind method: each method has what it needs and nothing of
+    /// the other's (a password left beside a keytab would be a secret kept for nothing).
+    fn validate_bind(&self) -> Result<(), String> {
+        let l = &self.ldap;
+        match l.bind {
+            BindMethod::Simple => {
+                if l.bind_dn.trim().is_empty() {
+                    return Err("[ldap] needs bind_dn (or bind = \"gssapi\" for Kerberos)".into());
+                }
+                if l.password_env.is_none() && l.password_file.is_none() {
+                    return Err("[ldap] needs password_env or password_file (the password itself never goes in this file), or bind = \"gssapi\" for Kerberos".into());
+                }
+                for (key, set) in [
+                    ("keytab", l.keytab.is_some()),
+                    ("principal", l.principal.is_some()),
+                    ("spn_host", l.spn_host.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "[ldap] {key} is for Kerberos binds: add bind = \"gssapi\" or remove it"
+                        ));
+                    }
+                }
+            }
+            BindMethod::Gssapi => {
+                for (key, set) in [
+                    ("bind_dn", !l.bind_dn.is_empty()),
+                    ("password_env", l.password_env.is_some()),
+                    ("password_file", l.password_file.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "[ldap] bind = \"gssapi\" authenticates with Kerberos credentials (keytab or credential cache), so {key} is not used: remove it (name the client with principal)"
+                        ));
+                    }
+                }
+                if let Some(p) = &l.principal
+                    && (p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
+                    return Err(format!(
+                        "[ldap] principal = {p:?} is not a Kerberos principal (like svc-b2bsync@EXAMPLE.COM)"
+                    ));
+                }
+                if let Some(h) = &l.spn_host
+                    && (h.is_empty()
+                        || h.contains(['/', '@', ':'])
+                        || h.chars().any(char::is_whitespace))
+                {
+                    return Err(format!(
+                        "[ldap] spn_host = {h:?} must be a bare host name (dc1.example.com): the service principal is ldap/<spn_host>"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The LDAP settings with the bind password read from its environment variable or file
+    /// (simple binds), or where the Kerberos credentials come from (`bind = "gssapi"`).
     pub fn ldap_settings(&self) -> Result<LdapSettings, Error> {
-        let password = read_secret(
-            "[ldap] password",
-            self.ldap.password_env.as_deref(),
-            self.ldap.password_file.as_deref(),
-        )?;
+        let (password, kerberos) = match self.ldap.bind {
+            BindMethod::Simple => (
+                read_secret(
+                    "[ldap] password",
+                    self.ldap.password_env.as_deref(),
+                    self.ldap.password_file.as_deref(),
+                )?,
+                None,
+            ),
+            BindMethod::Gssapi => (
+                SecretString::from(String::new()),
+                Some(crate::source::gssapi::Kerberos {
+                    keytab: self.ldap.keytab.clone(),
+                    principal: self.ldap.principal.clone(),
+                    spn_host: self.ldap.spn_host.clone(),
+                }),
+            ),
+        };
         let mut urls = self.ldap.all_urls().into_iter();
         Ok(LdapSettings {
             url: urls.next().unwrap_or_default(),
@@ -502,6 +595,7 @@ impl Config {
             page_size: self.ldap.page_size,
             timeout: Duration::from_secs(self.ldap.timeout_secs),
             change_overlap: Duration::from_secs(self.ldap.change_overlap_secs),
+            kerberos,
         })
     }
 
@@ -732,6 +826,7 @@ impl Config {
         let candidates = [
             ("config", Some(&self.source)),
             ("[ldap] password_file", self.ldap.password_file.as_ref()),
+            ("[ldap] keytab", self.ldap.keytab.as_ref()),
             (
                 "[graph] client_secret_file",
                 self.graph.client_secret_file.as_ref(),
@@ -789,6 +884,117 @@ client_secret_env = "GRAPH_SECRET"
             text,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    /// GOOD with its simple bind replaced by a Kerberos one.
+    fn kerberos(extra: &str) -> String {
+        GOOD.replace(
+            "bind_dn = \"svc@lab.example.com\"\npassword_env = \"LDAP_PW\"\n",
+            &format!("bind = \"gssapi\"\n{extra}"),
+        )
+    }
+
+    #[test]
+    fn a_gssapi_bind_needs_no_password_and_names_its_keytab() {
+        let text = kerberos(
+            "keytab = \"b2bsync.keytab\"\nprincipal = \"svc-b2bsync@LAB.EXAMPLE.COM\"\nspn_host = \"dc1.lab.example.com\"\n",
+        );
+        let c = parse(&text, &[]).expect("valid");
+        assert_eq!(c.ldap.bind, BindMethod::Gssapi);
+        let settings = c.ldap_settings().expect("no secret to read");
+        let k = settings.kerberos.expect("a Kerberos bind");
+        assert_eq!(
+            k.keytab,
+            Some(PathBuf::from("/etc/b2bsync/b2bsync.keytab")),
+            "relative to the config file"
+        );
+        assert_eq!(k.principal.as_deref(), Some("svc-b2bsync@LAB.EXAMPLE.COM"));
+        assert_eq!(k.spn_host.as_deref(), Some("dc1.lab.example.com"));
+        // The credential cache alone is enough too.
+        let c = parse(&kerberos(""), &[]).expect("valid");
+        assert_eq!(
+            c.ldap_settings().unwrap().kerberos,
+            Some(Default::default())
+        );
+        // A simple bind stays the default and carries no Kerberos settings.
+        let c = parse(GOOD, &[("LDAP_PW", "x")]).expect("valid");
+        assert_eq!(c.ldap.bind, BindMethod::Simple);
+    }
+
+    #[test]
+    fn a_gssapi_bind_refuses_the_keys_of_a_simple_one() {
+        for extra in [
+            "password_env = \"LDAP_PW\"\n",
+            "password_file = \"bind.pw\"\n",
+            "bind_dn = \"svc@lab.example.com\"\n",
+        ] {
+            let key = extra.split(' ').next().unwrap();
+            let err = parse(&kerberos(extra), &[]).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Invalid { .. }), "{msg}");
+            assert!(msg.contains(key) && msg.contains("gssapi"), "{msg}");
+            assert!(err.help().contains("operations.md"), "{}", err.help());
+        }
+        for (extra, word) in [
+            ("principal = \"svc b2bsync\"\n", "principal"),
+            ("principal = \"\"\n", "principal"),
+            ("spn_host = \"ldap/dc1.lab.example.com\"\n", "spn_host"),
+        ] {
+            let msg = parse(&kerberos(extra), &[]).unwrap_err().to_string();
+            assert!(msg.contains(word), "{msg}");
+        }
+        let msg = parse(&kerberos("bind_mode = \"x\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("bind_mode"), "{msg}");
+        let msg = parse(&GOOD.replace("url =", "bind = \"kerberos\"\nurl ="), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("kerberos") && msg.contains("gssapi"), "{msg}");
+    }
+
+    #[test]
+    fn a_simple_bind_needs_its_dn_and_refuses_kerberos_keys() {
+        let msg = parse(
+            &GOOD.replace("bind_dn = \"svc@lab.example.com\"\n", ""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("bind_dn") && msg.contains("gssapi"), "{msg}");
+        for key in ["keytab", "principal", "spn_host"] {
+            let text = GOOD.replace("password_env", &format!("{key} = \"x\"\npassword_env"));
+            let msg = parse(&text, &[]).unwrap_err().to_string();
+            assert!(
+                msg.contains(key) && msg.contains("bind = \"gssapi\""),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_loose_keytab_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keytab = dir.path().join("b2bsync.keytab");
+        std::fs::write(&keytab, [5u8, 2]).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&keytab, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let c = Config::from_text(
+            &dir.path().join("b2bsync.toml"),
+            &kerberos("keytab = \"b2bsync.keytab\"\n"),
+            std::iter::empty(),
+        )
+        .expect("valid");
+        let loose = c.loose_files();
+        assert!(
+            loose
+                .iter()
+                .any(|f| f.what == "[ldap] keytab" && f.path == keytab && f.mode == 0o644),
+            "{loose:?}"
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ concurrency = 2
         page_size: 1000,
         timeout: Duration::from_secs(10),
         change_overlap: Duration::from_secs(60),
+        kerberos: None,
     };
     let dirx = LdapDirectory::new(settings).unwrap();
     for i in [1, N] {

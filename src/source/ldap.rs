@@ -87,6 +87,9 @@ impl LdapDirectory {
         if let Some(path) = &settings.ca_file {
             load_roots(path)?;
         }
+        if let Some(kerberos) = &settings.kerberos {
+            kerberos.service_host(&settings.url)?;
+        }
         Ok(LdapDirectory {
             settings,
             dcs: Failover::new(urls),
@@ -128,6 +131,11 @@ impl LdapDirectory {
             .connect(|url| {
                 let settings = self.settings_for(url);
                 async move {
+                    if let Some(kerberos) = &settings.kerberos {
+                        let mut ldap = open(&settings).await?;
+                        super::gssapi::bind(&mut ldap, &settings, kerberos).await?;
+                        return Ok(ldap);
+                    }
                     connect_and_bind(
                         &settings,
                         &settings.bind_dn,
@@ -1064,6 +1072,24 @@ async fn connect_and_bind(
             url: settings.url.clone(),
         });
     }
+    let mut ldap = open(settings).await?;
+    match ldap.simple_bind(bind_dn, password).await {
+        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) => Err(Error::Bind {
+            url: settings.url.clone(),
+            bind_dn: bind_dn.to_string(),
+            rc: result.rc,
+            message: result.text,
+        }),
+        Err(e) => Err(Error::Connect {
+            url: settings.url.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens a connection (LDAPS, StartTLS, or cleartext), not yet bound.
+async fn open(settings: &LdapSettings) -> Result<Ldap, Error> {
     let mut conn_settings = LdapConnSettings::new()
         .set_conn_timeout(settings.timeout)
         .set_starttls(settings.starttls);
@@ -1096,16 +1122,7 @@ async fn connect_and_bind(
     .map_err(connect_err)?;
     ldap3::drive!(conn);
     ldap.with_timeout(settings.timeout);
-    match ldap.simple_bind(bind_dn, password).await {
-        Ok(result) if result.rc == 0 => Ok(ldap),
-        Ok(result) => Err(Error::Bind {
-            url: settings.url.clone(),
-            bind_dn: bind_dn.to_string(),
-            rc: result.rc,
-            message: result.text,
-        }),
-        Err(e) => Err(connect_err(e)),
-    }
+    Ok(ldap)
 }
 
 /// The scheme, StartTLS and cleartext policy of one URL.
@@ -1123,7 +1140,8 @@ fn check_url(settings: &LdapSettings) -> Result<(), Error> {
             reason: "StartTLS is for ldap:// URLs; ldaps:// is already encrypted".into(),
         });
     }
-    if !settings.encrypted() && !settings.allow_cleartext {
+    // A Kerberos bind seals the connection itself; password operations still require TLS.
+    if !settings.encrypted() && !settings.allow_cleartext && settings.kerberos.is_none() {
         return Err(Error::CleartextBind {
             url: settings.url.clone(),
         });
@@ -1754,6 +1772,7 @@ mod tests {
             page_size: 1000,
             timeout: std::time::Duration::from_secs(5),
             change_overlap: std::time::Duration::from_secs(60),
+            kerberos: None,
         };
         assert!(matches!(
             LdapDirectory::new(settings.clone()),

@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod connect;
+pub mod gssapi;
 pub mod ldap;
 pub mod password;
 pub mod rights;
@@ -88,6 +89,10 @@ pub struct LdapSettings {
     /// not seen, and is read next time if it took less than this and the clocks of b2bsync
     /// and the server differ by less.
     pub change_overlap: Duration,
+    /// Bind with Kerberos (SASL GSSAPI) instead of `bind_dn` and `password`, which are then
+    /// unused. A Kerberos-sealed `ldap://` connection may read, but is not [`Self::encrypted`]:
+    /// password operations still need TLS.
+    pub kerberos: Option<gssapi::Kerberos>,
 }
 
 impl LdapSettings {
@@ -172,6 +177,10 @@ pub enum Error {
     },
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
+    #[error("cannot use the keytab {path}: {reason}")]
+    Keytab { path: PathBuf, reason: String },
+    #[error("Kerberos bind to {url} failed: {reason}")]
+    Kerberos { url: String, reason: String },
     #[error("bind as `{bind_dn}` to {url} failed: {message} (LDAP result {rc})")]
     Bind {
         url: String,
@@ -216,10 +225,16 @@ impl Error {
                 "use ldaps:// or set starttls = true; only a lab may set allow_cleartext = true".into()
             }
             Error::PasswordWithoutTls { .. } => {
-                "password operations always need LDAPS or StartTLS; change [ldap] url or starttls".into()
+                "password operations always need LDAPS or StartTLS (a Kerberos-sealed ldap:// connection is not enough); change [ldap] url or starttls".into()
             }
             Error::Connect { .. } => {
                 "check the host, the port, the firewall, and that the certificate matches the host name and is issued by [ldap] ca_file".into()
+            }
+            Error::Keytab { .. } => {
+                "export a keytab for the service account (samba-tool domain exportkeytab, or ktpass on Windows), make it readable by b2bsync only (chmod 600), and point [ldap] keytab at it".into()
+            }
+            Error::Kerberos { .. } => {
+                "check the keytab or the credential cache (klist -k / klist), the realm and KDC in krb5.conf (KRB5_CONFIG), the clocks, and that the directory has the service principal ldap/<host> (set [ldap] spn_host when the URL does not name the DC by its host name)".into()
             }
             Error::Bind { rc: 49, .. } => {
                 "the bind DN or password is wrong (AD: use the UPN, DOMAIN\\name or the full DN)".into()

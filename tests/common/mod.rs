@@ -122,6 +122,7 @@ pub fn settings(
         page_size: 1000,
         timeout: Duration::from_secs(10),
         change_overlap: Duration::from_secs(60),
+        kerberos: None,
     }
 }
 
