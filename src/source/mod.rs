@@ -7,6 +7,8 @@
 //! refuse to run without TLS whatever the configuration says.
 
 pub mod capabilities;
+pub mod deleted;
+pub mod exchange;
 pub mod ldap;
 pub mod password;
 pub mod rights;
