@@ -92,7 +92,7 @@ pub const FUNNEL: [Lifecycle; 8] = [
 
 /// The funnel's states, then `gone` (accounts that left the directory's scope), which
 /// reports show only when some account is.
-fn states() -> impl Iterator<Item = &'static Lifecycle> {
+fn reported_states() -> impl Iterator<Item = &'static Lifecycle> {
     FUNNEL.iter().chain(std::iter::once(&Lifecycle::Gone))
 }
 
@@ -302,7 +302,7 @@ pub fn status(
     }
     pending.sort_by(|a, b| b.days.cmp(&a.days).then(a.key.cmp(&b.key)));
     Status {
-        states: states()
+        states: reported_states()
             .map(|s| StateCount {
                 state: *s,
                 accounts: per_state.get(s).copied().unwrap_or(0),
@@ -443,7 +443,7 @@ pub fn account_list(
         .map(|(partner_domain, states)| DomainCount {
             partner_domain,
             accounts: states.values().sum(),
-            states: states()
+            states: reported_states()
                 .filter_map(|s| {
                     states.get(s).map(|n| StateCount {
                         state: *s,
