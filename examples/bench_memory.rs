@@ -114,6 +114,7 @@ fn source_account(i: usize, attribute_names: &[String], mixed: bool) -> SourceAc
         member_of: Vec::new(),
         password_changed: None,
         attributes: attributes.into(),
+        exchange: None,
     }
 }
 

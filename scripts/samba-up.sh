@@ -84,6 +84,20 @@ sed -i 's/^\[global\]$/[global]\n\tldap server require strong auth = allow_sasl_
 grep -q 'ldap server require strong auth = allow_sasl_over_tls' "$CONF" || die "samba: could not patch $CONF"
 log "samba: provisioned in $(lab_elapsed "$t0")"
 
+# ---- Exchange's recipient attributes (issue 14): the attributes first, then the class that
+# allows them, each in its own ldbmodify (one transaction cannot use what it adds)
+t0=$(lab_now)
+SCHEMA_DN="CN=Schema,CN=Configuration,$AD_BASE_DN"
+sed "s/\${SCHEMA_DN}/$SCHEMA_DN/g" "$LAB_SCRIPTS/samba-exchange-schema.ldif" > "$T/exchange-schema.ldif"
+awk '/^dn: CN=Mail-Recipient/{exit} {print}' "$T/exchange-schema.ldif" > "$T/exchange-schema-1.ldif"
+awk 'f||/^dn: CN=Mail-Recipient/{f=1; print}' "$T/exchange-schema.ldif" > "$T/exchange-schema-2.ldif"
+for part in 1 2; do
+    ldbmodify -H "$T/private/sam.ldb" --configfile="$CONF" --option="dsdb:schema update allowed=true" \
+        "$T/exchange-schema-$part.ldif" >>"$T/log/exchange-schema.log" 2>&1 \
+        || { tail -n 20 "$T/log/exchange-schema.log" >&2; die "samba: the Exchange schema extension failed"; }
+done
+log "samba: Exchange recipient attributes added to the schema in $(lab_elapsed "$t0")"
+
 # ---- start -------------------------------------------------------------------
 t0=$(lab_now)
 nohup samba -s "$CONF" -F --debug-stdout -d1 -M single --maximum-runtime="$AD_MAX_RUNTIME" \
@@ -121,6 +135,18 @@ samba-tool dsacl set -H "$T/private/sam.ldb" -s "$CONF" --objectdn="$AD_PARTNERS
     --sddl="(OA;CI;CR;$RESET_PASSWORD;$CLASS_USER;$svc_sid)(OA;CI;WP;$ATTR_MAIL;$CLASS_USER;$svc_sid)" \
     >"$T/log/dsacl.log" 2>&1 || { tail -n 20 "$T/log/dsacl.log" >&2; die "samba: dsacl set failed"; }
 log "samba: delegated reset-password + write mail on $AD_PARTNERS_DN to $AD_SVC_SAM ($svc_sid) in $(lab_elapsed "$t0")"
+
+# ---- svc-b2bsync may list Deleted Objects (List Contents, Read Property), as only
+# administrators may by default: incremental runs see deletions (issue 14)
+DELETED_DN="CN=Deleted Objects,$AD_BASE_DN"
+sd=$(ldbsearch -H "$T/private/sam.ldb" --configfile="$CONF" --show-deleted -b "$DELETED_DN" -s base nTSecurityDescriptor 2>/dev/null \
+     | sed -e ':a' -e 'N' -e '$!ba' -e 's/\n //g' | sed -n 's/^nTSecurityDescriptor: //p')
+[[ "$sd" == *"D:"* ]] || die "samba: could not read the security descriptor of $DELETED_DN"
+printf 'dn: %s\nchangetype: modify\nreplace: nTSecurityDescriptor\nnTSecurityDescriptor: %s\n' "$DELETED_DN" \
+    "$(printf '%s' "$sd" | sed -E "s/(D:[A-Z]*)/\1(A;;RPLC;;;$svc_sid)/")" \
+    | ldbmodify -H "$T/private/sam.ldb" --configfile="$CONF" --show-deleted >"$T/log/deleted-acl.log" 2>&1 \
+    || { tail -n 20 "$T/log/deleted-acl.log" >&2; die "samba: could not let $AD_SVC_SAM list $DELETED_DN"; }
+log "samba: $AD_SVC_SAM may list $DELETED_DN"
 
 # ---- ready -----------------------------------------------------------------------
 wait_for ldap_bind_ok "$AD_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD" || die "samba: service account cannot bind over LDAPS"

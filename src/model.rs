@@ -459,6 +459,100 @@ pub struct SourceAccount {
     /// Every text attribute the mapping asked for, keyed by the name the mapping uses
     /// (LDAP names are case-insensitive; the adapter restores the mapping's spelling).
     pub attributes: Attributes,
+    /// Exchange's recipient attributes, when the directory's schema has them and the
+    /// account holds one (`None` otherwise: no Exchange, or a plain user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeRecipient>,
+}
+
+/// What on-premises Exchange wrote on an AD account: `msExchRecipientTypeDetails`,
+/// `msExchRemoteRecipientType`, whether `msExchMailboxGuid` is set, and `targetAddress`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecipient {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_type_details: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_recipient_type: Option<u64>,
+    #[serde(default)]
+    pub mailbox_guid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_address: Option<String>,
+}
+
+/// `msExchRecipientTypeDetails` values of a mailbox in the on-premises organization:
+/// UserMailbox, LinkedMailbox, SharedMailbox, LegacyMailbox, RoomMailbox, EquipmentMailbox.
+const LOCAL_MAILBOXES: [(u64, &str); 6] = [
+    (0x1, "UserMailbox"),
+    (0x2, "LinkedMailbox"),
+    (0x4, "SharedMailbox"),
+    (0x8, "LegacyMailbox"),
+    (0x10, "RoomMailbox"),
+    (0x20, "EquipmentMailbox"),
+];
+
+/// `msExchRecipientTypeDetails` values of a mailbox in Exchange Online that the on-premises
+/// organization routes to (a remote mailbox).
+const REMOTE_MAILBOXES: [(u64, &str); 5] = [
+    (1 << 31, "RemoteUserMailbox"),
+    (1 << 33, "RemoteRoomMailbox"),
+    (1 << 34, "RemoteEquipmentMailbox"),
+    (1 << 35, "RemoteSharedMailbox"),
+    (1 << 38, "RemoteTeamMailbox"),
+];
+
+/// `msExchRecipientTypeDetails` of a mail user: mail-enabled, no mailbox.
+pub const MAIL_USER: u64 = 0x80;
+
+/// `msExchRemoteRecipientType` bits that say a remote mailbox exists: ProvisionMailbox,
+/// Migrated, RoomMailbox, EquipmentMailbox (both: SharedMailbox). DeprovisionMailbox (8)
+/// says it is being removed.
+const REMOTE_MAILBOX_BITS: u64 = 0x1 | 0x4 | 0x20 | 0x40;
+const REMOTE_DEPROVISION: u64 = 0x8;
+
+impl ExchangeRecipient {
+    /// The mailbox this account has in Exchange, on-premises or remote, named as Exchange
+    /// names its kind; `None` for a plain user or a mail user (see docs/mapping.md, "On-premises
+    /// mailboxes"). The recipient type decides when it is set; without it the remote
+    /// recipient type, then the mailbox GUID, then a `targetAddress` in Exchange Online's
+    /// routing domain (`*.mail.onmicrosoft.com`) tell a mailbox.
+    pub fn mailbox(&self) -> Option<String> {
+        if let Some(details) = self.recipient_type_details.filter(|d| *d != 0) {
+            let named = LOCAL_MAILBOXES
+                .iter()
+                .map(|(bit, name)| (bit, format!("on-premises {name}")))
+                .chain(
+                    REMOTE_MAILBOXES
+                        .iter()
+                        .map(|(bit, name)| (bit, format!("remote mailbox ({name})"))),
+                )
+                .find(|(bit, _)| details & **bit != 0)
+                .map(|(_, name)| name);
+            return named;
+        }
+        if let Some(remote) = self.remote_recipient_type
+            && remote & REMOTE_MAILBOX_BITS != 0
+            && remote & REMOTE_DEPROVISION == 0
+        {
+            return Some(format!(
+                "remote mailbox (msExchRemoteRecipientType {remote})"
+            ));
+        }
+        if self.mailbox_guid {
+            return Some("mailbox (msExchMailboxGuid is set)".to_string());
+        }
+        let routing = self.target_address.as_deref().and_then(|t| {
+            let address = t.trim();
+            let address = address
+                .get(..5)
+                .filter(|p| p.eq_ignore_ascii_case("smtp:"))
+                .map_or(address, |_| address.get(5..).unwrap_or(""));
+            address
+                .to_ascii_lowercase()
+                .ends_with(".mail.onmicrosoft.com")
+                .then(|| address.to_string())
+        });
+        routing.map(|a| format!("remote mailbox (targetAddress {a})"))
+    }
 }
 
 impl SourceAccount {
@@ -831,6 +925,10 @@ pub enum Lifecycle {
     Accepted,
     /// Converted and the on-premises password randomized (or not applicable).
     Done,
+    /// No longer in the directory's scope (deleted, moved out of the base DNs or filtered
+    /// out): shown by reports from the state store's `gone_at`; the plan never sees such an
+    /// account, so nothing is written for it. Never stored as a state.
+    Gone,
 }
 
 impl Lifecycle {
@@ -845,6 +943,7 @@ impl Lifecycle {
             Lifecycle::Invited => "invited",
             Lifecycle::Accepted => "accepted",
             Lifecycle::Done => "done",
+            Lifecycle::Gone => "gone",
         }
     }
 }

@@ -273,6 +273,7 @@ impl Session {
             drop(journal);
             save_accounts_without_actions(store, &plan, &progress, now)?;
             save_names(store, &plan)?;
+            mark_gone(store, &plan, now)?;
             RunEnd::Applied(outcome)
         };
         Ok(RunResult {
@@ -345,6 +346,26 @@ fn save_names(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error>
         }
         Ok(())
     })?;
+    Ok(())
+}
+
+/// Accounts the store knows that this run did not find in scope are gone (deleted, moved
+/// out or filtered out); one found again is back, and its lifecycle resumes (docs/operations.md).
+fn mark_gone(
+    store: &std::sync::Mutex<Store>,
+    plan: &Plan,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let present: std::collections::HashSet<&str> =
+        plan.accounts.iter().map(|a| a.key.as_str()).collect();
+    let (left, back) = lock(store).mark_gone(&present, now)?;
+    if left > 0 || back > 0 {
+        tracing::info!(
+            gone = left,
+            back,
+            "accounts left or came back to the directory's scope"
+        );
+    }
     Ok(())
 }
 

@@ -16,8 +16,9 @@ use crate::model::{Lifecycle, Progress};
 /// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
 /// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run),
 /// `accounts.accepted_at`, `accounts.account_name`, `accounts.upn` (how people name the
-/// account), `accounts.invitation_mismatch` and `accounts.redeem_url`.
-const SCHEMA_VERSION: i64 = 4;
+/// account), `accounts.invitation_mismatch` and `accounts.redeem_url`; 5: `accounts.gone_at`
+/// (when the account left the directory's scope: deleted, moved out or filtered out).
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     account_name TEXT,
     upn TEXT,
     invitation_mismatch TEXT,
-    redeem_url TEXT
+    redeem_url TEXT,
+    gone_at TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -321,6 +323,23 @@ pub struct AccountRecord {
     pub reason: Option<String>,
     pub updated_at: jiff::Timestamp,
     pub progress: Progress,
+    /// When a run last found the account gone from the directory's scope (deleted, moved
+    /// out of the base DNs, or no longer matching the filter); `None` while it is in scope.
+    /// Its progress stays as it was; nothing is written for it while it is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<jiff::Timestamp>,
+}
+
+impl AccountRecord {
+    /// Where the account stands for reports: [`Lifecycle::Gone`] while it is gone, else its
+    /// progress's state.
+    pub fn state_now(&self) -> Lifecycle {
+        if self.gone_at.is_some() {
+            Lifecycle::Gone
+        } else {
+            self.progress.state
+        }
+    }
 }
 
 /// An invitation waiting for its partner, with the link to deliver (`invitations
@@ -478,6 +497,7 @@ impl Store {
             add_column(&conn, "accounts", "upn TEXT")?;
             add_column(&conn, "accounts", "invitation_mismatch TEXT")?;
             add_column(&conn, "accounts", "redeem_url TEXT")?;
+            add_column(&conn, "accounts", "gone_at TEXT")?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -505,7 +525,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
                     invited_at, invitations_sent, password_randomized_at, updated_at,
-                    sessions_revoked_at, accepted_at, invitation_mismatch
+                    sessions_revoked_at, accepted_at, invitation_mismatch, gone_at
              FROM accounts ORDER BY key",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -526,6 +546,7 @@ impl Store {
                 sessions_revoked_at: r.get(13)?,
                 accepted_at: r.get(14)?,
                 invitation_mismatch: r.get(15)?,
+                gone_at: r.get(16)?,
             })
         })?;
         let mut out = Vec::new();
@@ -725,10 +746,51 @@ impl Store {
         Ok(())
     }
 
-    /// Accounts per lifecycle state now, all together and per partner domain.
+    /// Records which accounts a run found in the directory's scope (`present`, by key): an
+    /// account row not among them is gone from `now` on (its earlier `gone_at` kept), one
+    /// among them is no longer gone. Returns how many became gone and how many came back.
+    pub fn mark_gone(
+        &mut self,
+        present: &std::collections::HashSet<&str>,
+        now: jiff::Timestamp,
+    ) -> Result<(usize, usize), Error> {
+        self.transaction(|s| {
+            let rows: Vec<(String, bool)> = {
+                let mut stmt = s
+                    .conn
+                    .prepare("SELECT key, gone_at IS NOT NULL FROM accounts")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            let (mut left, mut back) = (0, 0);
+            for (key, gone) in rows {
+                match (present.contains(key.as_str()), gone) {
+                    (false, false) => {
+                        s.conn.execute(
+                            "UPDATE accounts SET gone_at = ?2 WHERE key = ?1",
+                            params![key, now.to_string()],
+                        )?;
+                        left += 1;
+                    }
+                    (true, true) => {
+                        s.conn.execute(
+                            "UPDATE accounts SET gone_at = NULL WHERE key = ?1",
+                            params![key],
+                        )?;
+                        back += 1;
+                    }
+                    _ => {}
+                }
+            }
+            Ok((left, back))
+        })
+    }
+
+    /// Accounts per lifecycle state now (`gone` for an account that is), all together and
+    /// per partner domain.
     pub fn state_counts(&self) -> Result<StateCounts, Error> {
         let mut stmt = self.conn.prepare(
-            "SELECT state,
+            "SELECT CASE WHEN gone_at IS NOT NULL THEN 'gone' ELSE state END,
                     CASE WHEN instr(address, '@') > 0
                          THEN lower(substr(address, instr(address, '@') + 1)) END,
                     count(*)
@@ -1053,6 +1115,7 @@ struct StoredAccount {
     sessions_revoked_at: Option<String>,
     accepted_at: Option<String>,
     invitation_mismatch: Option<String>,
+    gone_at: Option<String>,
 }
 
 impl StoredAccount {
@@ -1079,6 +1142,7 @@ impl StoredAccount {
             invitation_mismatch: self.invitation_mismatch,
         };
         let updated_at = time(&self.updated_at, &format!("accounts row {key}, updated_at"))?;
+        let gone_at = at("gone_at", self.gone_at.as_deref())?;
         Ok(AccountRecord {
             key,
             dn: self.dn,
@@ -1086,6 +1150,7 @@ impl StoredAccount {
             reason: self.reason,
             updated_at,
             progress,
+            gone_at,
         })
     }
 }
@@ -1552,5 +1617,56 @@ mod tests {
         );
         s.put_snapshot("cloud", "k", &1)
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn accounts_not_found_are_gone_with_their_time_and_come_back() {
+        let (_d, mut s) = store();
+        let p = Progress {
+            state: Lifecycle::Invited,
+            ..Progress::default()
+        };
+        for key in ["a", "b", "c"] {
+            s.save_account(key, Some("CN=x"), Some("synced"), None, &p)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let t1: jiff::Timestamp = "2026-12-01T10:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t2: jiff::Timestamp = "2026-12-02T10:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let present = |keys: &[&'static str]| {
+            keys.iter()
+                .copied()
+                .collect::<std::collections::HashSet<&str>>()
+        };
+        assert_eq!(s.mark_gone(&present(&["a"]), t1).ok(), Some((2, 0)));
+        // Still gone the next day: the first time is kept.
+        assert_eq!(s.mark_gone(&present(&["a"]), t2).ok(), Some((0, 0)));
+        let gone = |s: &Store| -> Vec<(String, Option<jiff::Timestamp>, Lifecycle)> {
+            s.accounts()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|a| (a.key.clone(), a.gone_at, a.state_now()))
+                .collect()
+        };
+        assert_eq!(
+            gone(&s),
+            vec![
+                ("a".into(), None, Lifecycle::Invited),
+                ("b".into(), Some(t1), Lifecycle::Gone),
+                ("c".into(), Some(t1), Lifecycle::Gone),
+            ]
+        );
+        // Their progress is kept as it was.
+        let progress = s.progress().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(progress.get("b"), Some(&p));
+        let counts = s.state_counts().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(counts.all.get("gone"), Some(&2));
+        assert_eq!(counts.all.get("invited"), Some(&1));
+        // b comes back (the same anchor): its lifecycle resumes.
+        assert_eq!(s.mark_gone(&present(&["a", "b"]), t2).ok(), Some((0, 1)));
+        assert_eq!(gone(&s)[1], ("b".into(), None, Lifecycle::Invited));
     }
 }

@@ -109,6 +109,7 @@ fn lab_accounts() -> Vec<SourceAccount> {
                 member_of: vec![],
                 password_changed: None,
                 attributes,
+                exchange: None,
             }
         })
         .collect()

@@ -112,6 +112,7 @@ fn generated_passwords_never_leave_the_directory_call() {
                 vec![format!("p{i}@fabrikam.example")],
             )])
             .into(),
+            exchange: None,
         });
         users.push(CloudUser {
             id: format!("00000000-0000-4000-8000-{i:012}"),

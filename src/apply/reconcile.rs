@@ -807,6 +807,7 @@ mod tests {
                 kind: None,
                 reason: None,
                 updated_at: time(recorded),
+                gone_at: None,
                 progress: Progress {
                     state: Lifecycle::Invited,
                     invited_at: Some(time(recorded)),

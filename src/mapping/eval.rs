@@ -60,12 +60,16 @@ pub struct AccountFacts {
     pub mail: Option<String>,
     /// AD marks the account disabled.
     pub disabled: bool,
+    /// The on-premises or remote Exchange mailbox its Exchange attributes describe
+    /// ([`crate::model::ExchangeRecipient::mailbox`]).
+    pub onprem_mailbox: Option<String>,
 }
 
 impl From<SourceAccount> for AccountFacts {
     fn from(account: SourceAccount) -> Self {
         AccountFacts {
             disabled: account.disabled(),
+            onprem_mailbox: account.exchange.as_ref().and_then(|x| x.mailbox()),
             dn: account.dn,
             account_name: account.account_name,
             display_name: account.display_name,

@@ -51,6 +51,7 @@ pub(crate) fn account(sam: &str, ou: &str, other_mailbox: Option<&str>) -> Sourc
         member_of: vec![],
         password_changed: None,
         attributes,
+        exchange: None,
     }
 }
 

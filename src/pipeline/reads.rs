@@ -363,7 +363,9 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 position,
             } => {
                 summary.searches_incremental += 1;
-                summary.entries_read += changed.len() + departed.len();
+                // Departed entries count when known: an AD read also lists every user
+                // deleted or moved anywhere in the domain since the mark (source::deleted).
+                summary.entries_read += changed.len();
                 let full_at = mark.map(|m| m.full_at).unwrap_or(now);
                 let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
                 let mut delete = Vec::new();
@@ -373,6 +375,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                         delete.push(key);
                     }
                 }
+                summary.entries_read += delete.len();
                 let mut put = Vec::new();
                 for account in changed {
                     let key = AccountKey::of(&account).to_string();

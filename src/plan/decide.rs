@@ -538,6 +538,9 @@ impl<'a> Context<'a> {
         if user.has_mailbox {
             reasons.push(BlockReason::Mailbox);
         }
+        if let Some(kind) = &m.account.onprem_mailbox {
+            reasons.push(BlockReason::OnPremMailbox { kind: kind.clone() });
+        }
         let address = match &m.address {
             Err(AddressProblem::Missing) => {
                 reasons.push(BlockReason::NoAddress);

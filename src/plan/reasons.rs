@@ -39,6 +39,9 @@ pub enum BlockReason {
     RoleHolder { roles: Vec<String> },
     /// The cloud user has an Exchange mailbox.
     Mailbox,
+    /// The AD account has a mailbox in on-premises Exchange, or a remote mailbox (its
+    /// Exchange attributes say so; `kind` names which).
+    OnPremMailbox { kind: String },
     /// The mapping yields no address.
     NoAddress,
     /// The mapped address breaks the invitation address rules.
@@ -84,6 +87,7 @@ impl BlockReason {
             }
             BlockReason::RoleHolder { .. } => ReasonCode::RoleHolder,
             BlockReason::Mailbox => ReasonCode::Mailbox,
+            BlockReason::OnPremMailbox { .. } => ReasonCode::OnPremMailbox,
             BlockReason::NoAddress => ReasonCode::NoAddress,
             BlockReason::InvalidAddress { .. } => ReasonCode::InvalidAddress,
             BlockReason::AddressInVerifiedDomain { .. } => ReasonCode::AddressInVerifiedDomain,
@@ -148,6 +152,9 @@ impl fmt::Display for BlockReason {
                 )
             }
             BlockReason::Mailbox => write!(f, "the cloud user has an Exchange mailbox"),
+            BlockReason::OnPremMailbox { kind } => {
+                write!(f, "the account has an Exchange {kind}")
+            }
             BlockReason::NoAddress => write!(f, "the mapping yields no external address"),
             BlockReason::InvalidAddress { address, problem } => {
                 write!(f, "invalid external address `{address}`: {problem}")
@@ -283,6 +290,7 @@ pub enum ReasonCode {
     OnPremisesUserPrincipalName,
     RoleHolder,
     Mailbox,
+    OnPremMailbox,
     NoAddress,
     InvalidAddress,
     AddressInVerifiedDomain,
@@ -297,7 +305,7 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, in the order of [`BlockReason`]'s variants.
-    pub const ALL: [ReasonCode; 19] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::NoCloudUser,
         ReasonCode::SeveralCloudUsers,
         ReasonCode::CloudUserShared,
@@ -307,6 +315,7 @@ impl ReasonCode {
         ReasonCode::OnPremisesUserPrincipalName,
         ReasonCode::RoleHolder,
         ReasonCode::Mailbox,
+        ReasonCode::OnPremMailbox,
         ReasonCode::NoAddress,
         ReasonCode::InvalidAddress,
         ReasonCode::AddressInVerifiedDomain,
@@ -331,6 +340,7 @@ impl ReasonCode {
             ReasonCode::OnPremisesUserPrincipalName => "on_premises_user_principal_name",
             ReasonCode::RoleHolder => "role_holder",
             ReasonCode::Mailbox => "mailbox",
+            ReasonCode::OnPremMailbox => "onprem_mailbox",
             ReasonCode::NoAddress => "no_address",
             ReasonCode::InvalidAddress => "invalid_address",
             ReasonCode::AddressInVerifiedDomain => "address_in_verified_domain",
@@ -357,6 +367,7 @@ impl ReasonCode {
             ReasonCode::OnPremisesUserPrincipalName => "Entra ID refuses to convert users with onPremisesUserPrincipalName: change the sync rule that writes it (Entra Connect: an outbound rule, Cloud Sync: the attribute mapping; see docs/operations.md, \"The Entra Connect rule change\" and \"Entra Cloud Sync\"), then run a sync cycle".to_string(),
             ReasonCode::RoleHolder => "an app cannot change or convert a directory-role holder: remove the role assignments (or convert this user by hand as a Privileged Role Administrator)".to_string(),
             ReasonCode::Mailbox => "the user has an Exchange mailbox, whose address cannot be changed to an external one: change it in Exchange first (or remove the mailbox), then rerun".to_string(),
+            ReasonCode::OnPremMailbox => "the AD account has an on-premises or remote Exchange mailbox, and an external `mail` on it would break mail routing: remove the mailbox, or mail-enable the account as a mail user (MailUser) first, then run again".to_string(),
             ReasonCode::NoAddress => "the mapping yields no external address for this account: set the source attribute (or the lookup table row) the `address` expression reads".to_string(),
             ReasonCode::InvalidAddress => "the external address is not one Graph accepts as invitedUserEmailAddress: correct the source value, or clean it in the `address` expression (trim, lower, normalize_diacritics)".to_string(),
             ReasonCode::AddressInVerifiedDomain => "the external address is in one of the tenant's verified domains; Entra ID refuses such a conversion: use the partner's own address".to_string(),

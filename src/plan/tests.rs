@@ -82,6 +82,7 @@ fn account(n: u8, sam: &str, external: Option<&str>) -> SourceAccount {
         member_of: vec![],
         password_changed: None,
         attributes,
+        exchange: None,
     }
 }
 
@@ -690,6 +691,21 @@ fn every_precondition_blocks_with_a_reason_and_help_for_both_kinds() {
             u.roles = vec!["Reports Reader".into()]
         }),
         ("mailbox", |_, u, _| u.has_mailbox = true),
+        ("onprem_mailbox", |a, _, _| {
+            a.exchange = Some(crate::model::ExchangeRecipient {
+                recipient_type_details: Some(1),
+                mailbox_guid: true,
+                ..Default::default()
+            })
+        }),
+        ("onprem_mailbox", |a, _, _| {
+            a.exchange = Some(crate::model::ExchangeRecipient {
+                recipient_type_details: Some(1 << 31),
+                remote_recipient_type: Some(4),
+                target_address: Some("SMTP:ana@lab.mail.onmicrosoft.com".into()),
+                ..Default::default()
+            })
+        }),
         ("no_address", |a, _, _| {
             a.attributes.remove("otherMailbox");
         }),
@@ -1214,5 +1230,93 @@ fn after_sign_in_waits_for_a_successful_sign_in_since_the_acceptance() {
             assert!(again.actions.is_empty(), "{kind}: {:?}", ops(&again));
             assert_eq!(again.accounts[0].state, Lifecycle::Done);
         }
+    }
+}
+
+#[test]
+fn exchange_attributes_block_a_mailbox_and_let_a_mail_user_through() {
+    use crate::model::ExchangeRecipient;
+    let r = |details: Option<u64>, remote: Option<u64>, guid: bool, target: Option<&str>| {
+        ExchangeRecipient {
+            recipient_type_details: details,
+            remote_recipient_type: remote,
+            mailbox_guid: guid,
+            target_address: target.map(str::to_string),
+        }
+        .mailbox()
+    };
+    // The recipient type decides when set.
+    assert_eq!(
+        r(Some(1), None, true, None).as_deref(),
+        Some("on-premises UserMailbox")
+    );
+    assert_eq!(
+        r(Some(4), None, false, None).as_deref(),
+        Some("on-premises SharedMailbox")
+    );
+    assert_eq!(
+        r(Some(1 << 35), Some(96), false, None).as_deref(),
+        Some("remote mailbox (RemoteSharedMailbox)")
+    );
+    // A mail user is no mailbox, even with a mailbox GUID or a routing address.
+    assert_eq!(
+        r(Some(128), None, true, Some("SMTP:a@x.mail.onmicrosoft.com")),
+        None
+    );
+    // Without it: the remote recipient type, then the GUID, then the routing domain.
+    assert!(r(None, Some(1), false, None).is_some());
+    assert_eq!(
+        r(None, Some(1 | 8), false, None),
+        None,
+        "being deprovisioned"
+    );
+    assert_eq!(r(None, Some(2), false, None), None, "an archive only");
+    assert!(r(None, None, true, None).is_some());
+    assert!(
+        r(
+            None,
+            None,
+            false,
+            Some("smtp:A@Contoso.MAIL.onmicrosoft.com")
+        )
+        .is_some()
+    );
+    assert_eq!(
+        r(None, None, false, Some("SMTP:ana@fabrikam.example")),
+        None
+    );
+    assert_eq!(r(Some(0), None, false, None), None);
+
+    // In the plan: blocked with the reason and its fix, no action; a mail user converts.
+    for (exchange, blocked) in [
+        (r_full(Some(1), true), true),
+        (r_full(Some(128), false), false),
+    ] {
+        let (p, _) = one(AccountKind::Synced, |a, _, _| a.exchange = Some(exchange));
+        let o = &p.accounts[0];
+        let reason = o
+            .reasons
+            .iter()
+            .find(|r| r.reason.code() == "onprem_mailbox");
+        assert_eq!(reason.is_some(), blocked, "{o:#?}");
+        if let Some(reason) = reason {
+            assert_eq!(o.state, Lifecycle::Blocked);
+            assert!(p.actions.is_empty(), "{:?}", p.actions);
+            assert!(
+                reason.help.contains("mail user (MailUser)"),
+                "{}",
+                reason.help
+            );
+        } else {
+            assert!(!p.actions.is_empty(), "a mail user is staged");
+        }
+    }
+}
+
+fn r_full(details: Option<u64>, guid: bool) -> crate::model::ExchangeRecipient {
+    crate::model::ExchangeRecipient {
+        recipient_type_details: details,
+        mailbox_guid: guid,
+        ..Default::default()
     }
 }

@@ -109,7 +109,12 @@ fn next_step(a: &AccountRecord) -> String {
     };
     let address = p.address.as_deref().unwrap_or("the mapped address");
     let cloud_only = a.kind.as_deref() == Some("cloud_only");
-    match p.state {
+    match a.state_now() {
+        Lifecycle::Gone => format!(
+            "nothing: the account left the directory's scope {} (deleted, moved out of the base DNs, or no longer matching the filter); if it comes back with the same anchor (a Recycle Bin restore), its lifecycle resumes where it stood ({})",
+            when(a.gone_at),
+            p.state
+        ),
         Lifecycle::Unmatched => "none until a cloud user joins: the next `plan` or `run` reads the tenant's users again and joins by the anchor (fix the reason below first)".into(),
         Lifecycle::Blocked => "none until the reason below is fixed: the next `plan` or `run` reads the directory and the tenant again and re-checks every precondition".into(),
         Lifecycle::NeedsAddress if cloud_only => format!(
@@ -259,6 +264,7 @@ mod tests {
             kind: Some("synced".into()),
             reason: None,
             updated_at: "2026-11-23T00:00:00Z".parse().expect("time"),
+            gone_at: None,
             progress: Progress {
                 state,
                 address: address.map(str::to_string),

@@ -482,6 +482,7 @@ mod tests {
             kind: None,
             reason: None,
             updated_at: t("2026-11-01T00:00:00Z"),
+            gone_at: None,
             progress: crate::model::Progress {
                 address: Some(address.into()),
                 ..crate::model::Progress::default()

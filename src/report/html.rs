@@ -142,6 +142,9 @@ fn state_meaning(state: Lifecycle) -> &'static str {
         Lifecycle::Invited => "invitation sent; waiting for the partner to accept",
         Lifecycle::Accepted => "accepted; on-premises password not yet randomized",
         Lifecycle::Done => "converted; on-premises password randomized (or not applicable)",
+        Lifecycle::Gone => {
+            "left the directory's scope (deleted, moved out or filtered out); nothing is written for it"
+        }
     }
 }
 
@@ -153,7 +156,7 @@ fn state_class(state: Lifecycle) -> &'static str {
         | Lifecycle::AwaitingSync
         | Lifecycle::Ready
         | Lifecycle::Accepted => "work",
-        Lifecycle::Invited => "wait",
+        Lifecycle::Invited | Lifecycle::Gone => "wait",
         Lifecycle::Done => "done",
     }
 }
@@ -651,6 +654,7 @@ mod tests {
             updated_at: "2026-11-01T00:00:00Z"
                 .parse()
                 .unwrap_or_else(|e| panic!("{e}")),
+            gone_at: None,
             progress: Progress {
                 state: Lifecycle::Invited,
                 invited_at: Some(

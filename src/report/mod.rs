@@ -90,6 +90,12 @@ pub const FUNNEL: [Lifecycle; 8] = [
     Lifecycle::Done,
 ];
 
+/// The funnel's states, then `gone` (accounts that left the directory's scope), which
+/// reports show only when some account is.
+fn reported_states() -> impl Iterator<Item = &'static Lifecycle> {
+    FUNNEL.iter().chain(std::iter::once(&Lifecycle::Gone))
+}
+
 /// The migration funnel, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -232,7 +238,8 @@ pub fn status(
     let mut pending = Vec::new();
     let mut sessions = Sessions::default();
     for a in accounts {
-        *per_state.entry(a.progress.state).or_default() += 1;
+        let state = a.state_now();
+        *per_state.entry(state).or_default() += 1;
         match (
             a.progress.password_randomized_at,
             a.progress.sessions_revoked_at,
@@ -245,12 +252,12 @@ pub fn status(
             (None, None) => {}
         }
         let reason = || a.reason.clone().unwrap_or_else(|| "unknown".into());
-        match a.progress.state {
+        match state {
             Lifecycle::Blocked => *reasons.entry(reason()).or_default() += 1,
             Lifecycle::Unmatched => *unmatched.entry(reason()).or_default() += 1,
             _ => {}
         }
-        if a.progress.state != Lifecycle::Invited {
+        if state != Lifecycle::Invited {
             continue;
         }
         let Some(t) = a.progress.invited_at else {
@@ -295,12 +302,12 @@ pub fn status(
     }
     pending.sort_by(|a, b| b.days.cmp(&a.days).then(a.key.cmp(&b.key)));
     Status {
-        states: FUNNEL
-            .iter()
+        states: reported_states()
             .map(|s| StateCount {
                 state: *s,
                 accounts: per_state.get(s).copied().unwrap_or(0),
             })
+            .filter(|c| c.state != Lifecycle::Gone || c.accounts > 0)
             .collect(),
         blocked: reason_counts(reasons),
         unmatched: reason_counts(unmatched),
@@ -345,6 +352,9 @@ pub struct AccountRow {
     pub kind: Option<String>,
     pub cloud_id: Option<String>,
     pub key: String,
+    /// When a run first found it gone from the directory's scope (state `gone`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<jiff::Timestamp>,
 }
 
 /// How many accounts one partner domain has, per state.
@@ -388,7 +398,8 @@ pub fn account_list(
     let mut rows: Vec<AccountRow> = accounts
         .iter()
         .map(|a| {
-            let held = matches!(a.progress.state, Lifecycle::Blocked | Lifecycle::Unmatched);
+            let state = a.state_now();
+            let held = matches!(state, Lifecycle::Blocked | Lifecycle::Unmatched);
             let reason = a.reason.clone().filter(|_| held);
             AccountRow {
                 name: account_name(&a.key, a.dn.as_deref(), names)
@@ -396,7 +407,8 @@ pub fn account_list(
                     .unwrap_or_default()
                     .to_string(),
                 dn: a.dn.clone(),
-                state: a.progress.state,
+                state,
+                gone_at: a.gone_at,
                 help: reason.as_deref().and_then(reason_help),
                 reason,
                 partner_domain: partner_domain(a.progress.address.as_deref()),
@@ -431,8 +443,7 @@ pub fn account_list(
         .map(|(partner_domain, states)| DomainCount {
             partner_domain,
             accounts: states.values().sum(),
-            states: FUNNEL
-                .iter()
+            states: reported_states()
                 .filter_map(|s| {
                     states.get(s).map(|n| StateCount {
                         state: *s,
@@ -449,7 +460,7 @@ pub fn account_list(
 }
 
 /// The CSV columns of `status --accounts`.
-const ACCOUNT_COLUMNS: [&str; 12] = [
+const ACCOUNT_COLUMNS: [&str; 13] = [
     "name",
     "dn",
     "state",
@@ -462,9 +473,10 @@ const ACCOUNT_COLUMNS: [&str; 12] = [
     "kind",
     "cloud_id",
     "key",
+    "gone_at",
 ];
 
-fn account_cells(r: &AccountRow) -> [String; 12] {
+fn account_cells(r: &AccountRow) -> [String; 13] {
     let t = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     [
@@ -480,6 +492,7 @@ fn account_cells(r: &AccountRow) -> [String; 12] {
         o(&r.kind),
         o(&r.cloud_id),
         r.key.clone(),
+        t(r.gone_at),
     ]
 }
 
@@ -508,7 +521,10 @@ pub fn accounts_text(list: &AccountList) -> String {
             "{:<28} {:<13} {:<24} {:<22} {:<10} {:<10} {:<10} {}\n",
             terminal_safe(if r.name.is_empty() { "-" } else { &r.name }),
             r.state.as_str(),
-            terminal_safe(r.reason.as_deref().unwrap_or("-")),
+            match r.gone_at {
+                Some(t) => format!("since {}", day(Some(t))),
+                None => terminal_safe(r.reason.as_deref().unwrap_or("-")).to_string(),
+            },
             terminal_safe(r.partner_domain.as_deref().unwrap_or("-")),
             day(r.invited_at),
             day(r.accepted_at),
@@ -1172,6 +1188,7 @@ mod tests {
             updated_at: "2026-11-01T00:00:00Z"
                 .parse()
                 .unwrap_or_else(|e| panic!("{e}")),
+            gone_at: None,
             progress: Progress {
                 state,
                 invited_at: invited_at.map(|t| t.parse().unwrap_or_else(|e| panic!("{e}"))),
@@ -1325,6 +1342,9 @@ mod tests {
                 address: "a".into(),
                 accounts: vec![],
             },
+            BlockReason::OnPremMailbox {
+                kind: "on-premises UserMailbox".into(),
+            },
             BlockReason::AdminCount,
             BlockReason::ProtectedGroup { group: "g".into() },
             BlockReason::DenyList { entry: "e".into() },
@@ -1342,6 +1362,7 @@ mod tests {
                 | BlockReason::OnPremisesUserPrincipalName { .. }
                 | BlockReason::RoleHolder { .. }
                 | BlockReason::Mailbox
+                | BlockReason::OnPremMailbox { .. }
                 | BlockReason::NoAddress
                 | BlockReason::InvalidAddress { .. }
                 | BlockReason::AddressInVerifiedDomain { .. }

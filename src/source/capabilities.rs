@@ -24,6 +24,8 @@ pub struct ServerFacts {
     pub naming_contexts: Vec<String>,
     /// The rootDSE's `changelog` (389-ds's retro changelog, when its plugin is on).
     pub changelog: Option<String>,
+    /// The rootDSE's `schemaNamingContext` (AD): where the schema's definitions are.
+    pub schema_naming_context: Option<String>,
     /// Names of every attribute type in the subschema, lower-cased; empty when the
     /// subschema could not be read.
     pub schema_attributes: BTreeSet<String>,
@@ -49,6 +51,7 @@ impl ServerFacts {
                 "supportedextension" => facts.supported_extensions.extend(values.iter().cloned()),
                 "namingcontexts" => facts.naming_contexts.extend(values.iter().cloned()),
                 "changelog" => facts.changelog = first(),
+                "schemanamingcontext" => facts.schema_naming_context = first(),
                 _ => {}
             }
         }
@@ -58,7 +61,7 @@ impl ServerFacts {
         facts
     }
 
-    fn has(&self, attribute: &str) -> bool {
+    pub(crate) fn has(&self, attribute: &str) -> bool {
         self.schema_attributes
             .contains(&attribute.to_ascii_lowercase())
     }
@@ -251,6 +254,9 @@ pub struct Capabilities {
     pub member_of_in_schema: bool,
     /// RFC 3062 password modify is offered.
     pub password_modify: bool,
+    /// Which of Exchange's recipient attributes ([`super::exchange::ATTRIBUTES`]) the
+    /// schema has (AD only; empty without Exchange's schema).
+    pub exchange_attributes: Vec<&'static str>,
 }
 
 /// `LDAP_CAP_ACTIVE_DIRECTORY_OID`: advertised in the rootDSE by AD and Samba AD.
@@ -282,6 +288,10 @@ pub fn detect(facts: &ServerFacts, overlap: Duration) -> Capabilities {
             lock_attributes: vec!["userAccountControl"],
             member_of_in_schema: true,
             password_modify,
+            exchange_attributes: super::exchange::ATTRIBUTES
+                .into_iter()
+                .filter(|a| facts.has(a))
+                .collect(),
         };
     }
     let no_schema = facts.schema_attributes.is_empty();
@@ -320,6 +330,7 @@ pub fn detect(facts: &ServerFacts, overlap: Duration) -> Capabilities {
         lock_attributes,
         member_of_in_schema: facts.has("memberOf"),
         password_modify,
+        exchange_attributes: Vec::new(),
     }
 }
 
@@ -378,6 +389,20 @@ impl Capabilities {
                 }
             },
         ));
+        if self.active_directory {
+            rows.push((
+                "exchange",
+                if self.exchange_attributes.is_empty() {
+                    "no Exchange attributes in the schema: on-premises mailboxes are not looked for"
+                        .into()
+                } else {
+                    format!(
+                        "on-premises and remote mailboxes are blocked (reads {})",
+                        self.exchange_attributes.join(", ")
+                    )
+                },
+            ));
+        }
         rows.push((
             "password reset",
             if self.active_directory {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
 use ldap3::exop::PasswordModify;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
 use rustls::pki_types::CertificateDer;
@@ -20,7 +21,9 @@ use super::capabilities::{
     self, AnchorName, Capabilities, ChangeMark, PASSWORD_MODIFY_OID, ServerFacts,
 };
 use super::connect::{self, Failover};
-use super::{Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope};
+use super::{
+    Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope, deleted,
+};
 use crate::model::{Anchor, Dn, SourceAccount};
 
 /// A directory reached over LDAP. Keeps one bound connection and reconnects when it breaks,
@@ -330,6 +333,14 @@ impl LdapDirectory {
                 attributes.push(a.into());
             }
         }
+        // Only those the schema has: a DC without Exchange is never asked for them.
+        attributes.extend(
+            server
+                .capabilities
+                .exchange_attributes
+                .iter()
+                .map(|a| a.to_string()),
+        );
         for a in &scope.attributes {
             if !attributes.iter().any(|b| b.eq_ignore_ascii_case(a)) {
                 attributes.push(a.clone());
@@ -450,6 +461,58 @@ impl LdapDirectory {
         Ok(())
     }
 
+    /// Active Directory: the accounts deleted or moved out of every base DN since the mark
+    /// (`marker`), from one search of each naming context with the show-deleted control
+    /// (see [`super::deleted`]). Deleted accounts are seen only when the service account
+    /// may list the Deleted Objects container (docs/operations.md).
+    async fn left_since(
+        &self,
+        ldap: &mut Ldap,
+        server: &Server,
+        scope: &SearchScope,
+        marker: &str,
+    ) -> Result<Vec<Departed>, Error> {
+        let wanted: Vec<String> = deleted::ATTRIBUTES.iter().map(|a| a.to_string()).collect();
+        let mut attributes: Vec<String> = vec!["objectGUID".into(), "mS-DS-ConsistencyGuid".into()];
+        attributes.extend(wanted.iter().cloned());
+        let filter = deleted::filter(marker);
+        let mut found = Vec::new();
+        let mut no_csn = None;
+        for base in deleted::search_bases(&scope.base_dns, &server.facts.naming_contexts) {
+            ldap.with_controls(RawControl {
+                ctype: deleted::SHOW_DELETED_OID.into(),
+                crit: true,
+                val: None,
+            });
+            self.search_base(
+                ldap,
+                server,
+                &base,
+                &filter,
+                &wanted,
+                &attributes,
+                &mut found,
+                &mut no_csn,
+            )
+            .await?;
+        }
+        let changed: Vec<deleted::Changed> = found
+            .into_iter()
+            .map(|a| deleted::Changed {
+                deleted: a
+                    .first("isDeleted")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("TRUE")),
+                last_known_parent: a.first("lastKnownParent").map(str::to_string),
+                anchor: a.anchor().cloned(),
+                dn: a.dn,
+            })
+            .collect();
+        for c in changed.iter().filter(|c| c.deleted) {
+            tracing::debug!(dn = %c.dn, last_known_parent = ?c.last_known_parent, "a user was deleted since the last read");
+        }
+        Ok(deleted::departed(changed, &scope.base_dns))
+    }
+
     async fn read_with(
         &self,
         ldap: &mut Ldap,
@@ -564,13 +627,16 @@ impl LdapDirectory {
             )
             .await?;
         }
-        let departed = gone
+        let mut departed: Vec<Departed> = gone
             .into_iter()
             .map(|a| Departed {
                 anchor: a.anchor().cloned(),
                 dn: a.dn,
             })
             .collect();
+        if server.flavour == Flavour::ActiveDirectory {
+            departed.extend(self.left_since(ldap, server, scope, &marker).await?);
+        }
         self.resolve_groups(ldap, server, scope, &mut changed)
             .await?;
         Ok(Read::Changes {
@@ -713,6 +779,7 @@ async fn read_facts(ldap: &mut Ldap) -> Result<ServerFacts, Error> {
             "namingContexts",
             "changelog",
             "subschemaSubentry",
+            "schemaNamingContext",
         ],
     )
     .await?;
@@ -724,6 +791,7 @@ async fn read_facts(ldap: &mut Ldap) -> Result<ServerFacts, Error> {
         std::iter::empty(),
     );
     if facts.active_directory {
+        read_exchange_schema(ldap, &mut facts).await?;
         return Ok(facts);
     }
     let subschema = first_text(&root, "subschemaSubentry").unwrap_or_else(|| "cn=Subschema".into());
@@ -753,6 +821,33 @@ async fn read_facts(ldap: &mut Ldap) -> Result<ServerFacts, Error> {
         }
     }
     Ok(facts)
+}
+
+/// Adds the Exchange attributes AD's schema defines to `facts` (their names, from the
+/// schema naming context: one small search instead of AD's whole subschema).
+async fn read_exchange_schema(ldap: &mut Ldap, facts: &mut ServerFacts) -> Result<(), Error> {
+    let Some(schema) = facts.schema_naming_context.clone() else {
+        return Ok(());
+    };
+    let filter = super::exchange::schema_filter();
+    let result = ldap
+        .search(&schema, Scope::OneLevel, &filter, vec!["lDAPDisplayName"])
+        .await
+        .and_then(|r| r.success());
+    match result {
+        Ok((entries, _)) => {
+            for entry in entries.into_iter().take(64).map(SearchEntry::construct) {
+                if let Some(name) = first_text(&entry, "lDAPDisplayName")
+                    && name.len() <= 128
+                {
+                    facts.schema_attributes.insert(name.to_ascii_lowercase());
+                }
+            }
+            Ok(())
+        }
+        Err(LdapError::LdapResult { result }) if result.rc == 32 => Ok(()),
+        Err(e) => Err(search_error(&schema, e)),
+    }
 }
 
 /// The `member` and `uniqueMember` values of a group; none when it does not exist.
@@ -1272,6 +1367,10 @@ fn to_account(
         member_of: all("memberOf"),
         password_changed: first("pwdLastSet").or_else(|| first("pwdChangedTime")),
         attributes: attributes.into(),
+        exchange: match server.flavour {
+            Flavour::Generic => None,
+            _ => super::exchange::recipient(&first, &|name| binary(name).is_some()),
+        },
         dn,
     };
     (account, pending)

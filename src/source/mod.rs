@@ -8,6 +8,8 @@
 
 pub mod capabilities;
 pub mod connect;
+pub mod deleted;
+pub mod exchange;
 pub mod gssapi;
 pub mod ldap;
 pub mod password;

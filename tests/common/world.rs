@@ -43,6 +43,8 @@ pub struct Partner {
     pub display: String,
     pub external: Option<String>,
     pub tenancy: Tenancy,
+    /// More attributes the account is created with (name, value), such as Exchange's.
+    pub extra: Vec<(String, Vec<u8>)>,
 }
 
 impl Partner {
@@ -52,7 +54,14 @@ impl Partner {
             display: display.into(),
             external: external.map(str::to_string),
             tenancy,
+            extra: Vec::new(),
         }
+    }
+
+    /// The partner, created with one more attribute value.
+    pub fn with_attribute(mut self, name: &str, value: impl Into<Vec<u8>>) -> Partner {
+        self.extra.push((name.to_string(), value.into()));
+        self
     }
 }
 
@@ -356,6 +365,9 @@ pub async fn world_with(
                 b"otherMailbox".to_vec(),
                 HashSet::from([ext.as_bytes().to_vec()]),
             ));
+        }
+        for (name, value) in &p.extra {
+            attrs.push((name.as_bytes().to_vec(), HashSet::from([value.clone()])));
         }
         ldap.add(&dn, attrs)
             .await

@@ -163,3 +163,57 @@ fn text_anchors_round_trip_per_attribute() {
     );
     assert_eq!(AnchorName::parse("uid"), None);
 }
+
+#[test]
+fn exchange_attributes_are_read_only_when_the_schema_has_them() {
+    let mut f = facts(SAMBA);
+    assert!(detect(&f, OVERLAP).exchange_attributes.is_empty());
+    let row = |c: &Capabilities| {
+        c.table(Some(true))
+            .into_iter()
+            .find(|(k, _)| *k == "exchange")
+            .map(|(_, v)| v)
+    };
+    assert!(
+        row(&detect(&f, OVERLAP)).is_some_and(|v| v.contains("not looked for")),
+        "{:?}",
+        row(&detect(&f, OVERLAP))
+    );
+    // What the schema naming context answered on the lab DC with its Exchange extension.
+    for name in ["msexchrecipienttypedetails", "targetaddress"] {
+        f.schema_attributes.insert(name.into());
+    }
+    let c = detect(&f, OVERLAP);
+    assert_eq!(
+        c.exchange_attributes,
+        vec!["msExchRecipientTypeDetails", "targetAddress"]
+    );
+    assert!(row(&c).is_some_and(|v| v.contains("msExchRecipientTypeDetails, targetAddress")));
+    // A generic server never reads them, whatever its schema says.
+    let mut g = facts(OPENLDAP);
+    g.schema_attributes
+        .insert("msexchrecipienttypedetails".into());
+    assert!(detect(&g, OVERLAP).exchange_attributes.is_empty());
+    assert_eq!(row(&detect(&g, OVERLAP)), None);
+}
+
+#[test]
+fn the_schema_naming_context_is_kept_from_the_root_dse() {
+    let f = facts(SAMBA);
+    assert!(
+        f.schema_naming_context
+            .as_deref()
+            .is_none_or(|s| s.starts_with("CN=Schema,")),
+        "{:?}",
+        f.schema_naming_context
+    );
+    let root = [(
+        "schemaNamingContext",
+        &["CN=Schema,CN=Configuration,DC=x".to_string()][..],
+    )];
+    let f = ServerFacts::from_entries(root, std::iter::empty());
+    assert_eq!(
+        f.schema_naming_context.as_deref(),
+        Some("CN=Schema,CN=Configuration,DC=x")
+    );
+}
