@@ -76,7 +76,7 @@ async fn on_premises_and_remote_mailboxes_are_blocked_and_their_neighbours_conve
             .find(|r| r["reason"]["code"] == "onprem_mailbox")
             .map(|r| r["message"].as_str().unwrap_or_default().to_string())
     };
-    let onprem = blocked_kind("onprem").expect("onprem blocked");
+    let onprem = blocked_kind("onprem").unwrap_or_else(|| panic!("onprem blocked: {plan:#}"));
     assert!(onprem.contains("on-premises UserMailbox"), "{onprem}");
     let remote = blocked_kind("remote").expect("remote blocked");
     assert!(

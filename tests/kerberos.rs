@@ -16,12 +16,23 @@ use std::process::Output;
 use common::lab_var;
 use common::world::{Partner, Tenancy, World, text, world};
 
+/// One cloud-only partner: staged in the cloud, invited by the first run.
 fn partners() -> Vec<Partner> {
     vec![Partner::new(
         "kcloud",
         "Kim Cloud",
         Some("kim@northwind.example"),
         Tenancy::CloudOnly,
+    )]
+}
+
+/// One synced partner: her address goes to AD `mail`, over the Kerberos bind.
+fn synced_partner() -> Vec<Partner> {
+    vec![Partner::new(
+        "ksync",
+        "Kim Sync",
+        Some("kim@northwind.example"),
+        Tenancy::Synced,
     )]
 }
 
@@ -103,7 +114,7 @@ fn lab_keytab() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keytab_checks_and_converts_a_partner_with_no_password_configured() {
-    let w = world(&partners(), "").await;
+    let w = world(&synced_partner(), "").await;
     use_kerberos(&w, &lab_keytab(), None);
 
     let out = run(&w, &["check"]);
@@ -124,26 +135,31 @@ async fn a_keytab_checks_and_converts_a_partner_with_no_password_configured() {
     assert!(check.contains("all checks passed"), "{check}");
     assert!(!check.contains(&lab_var("AD_SVC_PASSWORD")), "{check}");
 
-    // Run 1: the cloud-only partner is staged and invited.
+    // Run 1: the synced partner's address is written to AD mail over the Kerberos bind.
     let out = run(&w, &["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
-        w.ad_mail("kcloud").await.as_deref(),
+        w.ad_mail("ksync").await.as_deref(),
         Some("kim@northwind.example"),
         "mail written over the Kerberos bind"
     );
+    assert!(w.invitations().await.is_empty());
+    // The sync cycle carries it to the cloud; run 2 invites her.
+    w.connect_cycle().await;
+    let out = run(&w, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(w.invitations().await.len(), 1);
-    assert!(w.old_password_binds("kcloud").await);
+    assert!(w.old_password_binds("ksync").await);
 
-    // She accepts; run 2 randomizes her on-premises password over LDAPS.
+    // She accepts; run 3 randomizes her on-premises password over LDAPS.
     assert_eq!(w.accept_pending().await, 1);
     let out = run(&w, &["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        !w.old_password_binds("kcloud").await,
+        !w.old_password_binds("ksync").await,
         "the old password still binds after a randomization over the Kerberos bind"
     );
-    assert_eq!(w.revocations().await, ["kcloud"]);
+    assert_eq!(w.revocations().await, ["ksync"]);
     assert!(
         !cache(&w).exists(),
         "the tickets live in the process's memory cache, not in KRB5CCNAME"

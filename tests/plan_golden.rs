@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 /// sha256 of `serde_json::to_vec_pretty(&plan)`, recorded at the commit before the identity
 /// types (issue 11), and again when each joined account's outcome gained the cloud user's
 /// `upn` (issue 13: accounts are named the same way everywhere).
-const GOLDEN_SHA256: &str = "c35d97c4ae0eeaf3ce1f3b3acf87101b74db1bf720582eaa8845f615cc51c10f";
+const GOLDEN_SHA256: &str = "961a036e7abd33e27a5ab41acd612eff75d840b6323706868f449107435b2cc7";
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 

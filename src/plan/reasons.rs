@@ -41,6 +41,7 @@ pub enum BlockReason {
     Mailbox,
     /// The AD account has a mailbox in on-premises Exchange, or a remote mailbox (its
     /// Exchange attributes say so; `kind` names which).
+    #[serde(rename = "onprem_mailbox")]
     OnPremMailbox { kind: String },
     /// The mapping yields no address.
     NoAddress,
@@ -423,6 +424,24 @@ mod tests {
             assert!(ReasonCode::ALL[..i].iter().all(|c| c.code() != code.code()));
         }
         assert!("from_a_newer_build".parse::<ReasonCode>().is_err());
+    }
+
+    #[test]
+    fn the_serialized_code_is_the_reason_code() {
+        // Plans, reports and the state store read the serialized `code` back as a ReasonCode.
+        for r in [
+            BlockReason::OnPremMailbox {
+                kind: "remote mailbox".into(),
+            },
+            BlockReason::OnPremisesUserPrincipalName {
+                value: "p@corp.example".into(),
+            },
+            BlockReason::Mailbox,
+            BlockReason::NoAddress,
+        ] {
+            let json = serde_json::to_value(&r).unwrap();
+            assert_eq!(json["code"], r.code(), "{json}");
+        }
     }
 
     #[test]
