@@ -32,7 +32,7 @@ say "Building b2bsync and the Graph emulator"
 cargo build --locked --workspace --bins
 
 say "Starting a throwaway Active Directory (Samba AD DC on 127.0.0.1) with partner accounts"
-"$here/lab-up.sh"
+"$here/lab-up.sh" --no-dc2   # the demo needs one DC
 # shellcheck disable=SC1091
 source "$B2BSYNC_LAB/lab.env"
 

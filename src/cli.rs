@@ -368,11 +368,24 @@ fn load_inputs(config: &Config, full: bool) -> Result<Inputs, Failure> {
         verified_domains: config.graph.verified_domains.clone(),
         reads: config.reads.clone(),
         force_full_read: full,
+        // The set of DCs, not their order: which DC a mark belongs to is in the mark itself
+        // (invocationId), so reordering `urls` or failing over keeps the snapshot.
         read_identity: format!(
             "{}\n{}\n{}",
-            config.ldap.url, config.graph.graph_url, config.graph.tenant
+            read_urls(&config.ldap),
+            config.graph.graph_url,
+            config.graph.tenant
         ),
     })
+}
+
+/// The directory URLs as the read identity names them: sorted, each once; one URL stays as
+/// it was, so a store written before `urls` existed keeps its snapshot.
+fn read_urls(ldap: &crate::config::LdapConfig) -> String {
+    let mut urls = ldap.all_urls();
+    urls.sort();
+    urls.dedup();
+    urls.join(" ")
 }
 
 fn directory(config: &Config) -> Result<LdapDirectory, Failure> {

@@ -39,13 +39,25 @@ fn use_urls(w: &World, urls: &[String]) {
     let path = w.config_path();
     let text = std::fs::read_to_string(&path).expect("config");
     let one = format!("url = \"{}\"", lab_var("AD_LDAPS_URL"));
-    assert!(text.contains(&one), "{text}");
     let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    std::fs::write(
-        &path,
-        text.replacen(&one, &format!("urls = [{}]", list.join(", ")), 1),
-    )
-    .expect("write config");
+    let line = format!("urls = [{}]", list.join(", "));
+    let text = match text.lines().find(|l| l.starts_with("urls = [")) {
+        Some(old) => text.replacen(old, &line, 1),
+        None => {
+            assert!(text.contains(&one), "{text}");
+            text.replacen(&one, &line, 1)
+        }
+    };
+    std::fs::write(&path, text).expect("write config");
+}
+
+/// The sync cycle carries the AD `mail` written to the cloud; the next run invites each
+/// partner once.
+async fn invited_after_the_sync_cycle(w: &World, expected: usize) {
+    w.connect_cycle().await;
+    let out = w.b2bsync(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_each_invited_once(w, expected).await;
 }
 
 fn dc1() -> String {
@@ -126,8 +138,7 @@ fn ldap_writes(log: &str) -> usize {
 }
 
 // Issue 14: `urls` whose first DC refuses connections: the run uses the next.
-#[tokio::test]
-#[ignore = "issue 14: failed against the private two-DC lab at the deadline, not yet diagnosed"]
+#[tokio::test(flavor = "multi_thread")]
 async fn urls_whose_first_dc_refuses_connections_use_the_next() {
     let w = world(&partners(2), "").await;
     // A port nothing listens on: the connection is refused at once.
@@ -149,19 +160,28 @@ async fn urls_whose_first_dc_refuses_connections_use_the_next() {
     );
     for sam in ["f00", "f01"] {
         assert_eq!(
-            w.ad_mail(&w.sam(sam)).await.as_deref(),
+            w.ad_mail(sam).await.as_deref(),
             Some(format!("{sam}@fabrikam.example").as_str())
         );
     }
-    assert_each_invited_once(&w, 2).await;
+    invited_after_the_sync_cycle(&w, 2).await;
 }
 
 // Issue 14: incremental marks are per DC: after incremental reads from dc1, a read from dc2
 // is full, says why, and (replication having caught up) sends nothing again.
-#[tokio::test]
-#[ignore = "issue 14: failed against the private two-DC lab at the deadline, not yet diagnosed"]
+//
+// Both two-DC scenarios run in one test, one after the other: the second stops dc2, which the
+// first reads from.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_dcs_marks_per_dc_then_a_dc_stopped_in_the_middle_of_a_run() {
+    a_read_from_another_dc_than_last_time_is_full_and_says_why().await;
+    a_dc_stopped_in_the_middle_of_a_run().await;
+}
+
 async fn a_read_from_another_dc_than_last_time_is_full_and_says_why() {
     let w = world(&partners(2), "").await;
+    // The same DCs throughout (the read identity names the set, not the order): dc1 first.
+    use_urls(&w, &[dc1(), dc2()]);
     let first = w.b2bsync(&["run"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let second = w.b2bsync(&["run"]);
@@ -192,14 +212,12 @@ async fn a_read_from_another_dc_than_last_time_is_full_and_says_why() {
     );
     assert!(logged(&log, "read the directory", "read", "full"), "{log}");
     assert_eq!(ldap_writes(&log), 0, "nothing written again: {log}");
-    assert_each_invited_once(&w, 2).await;
+    invited_after_the_sync_cycle(&w, 2).await;
 }
 
 // Issue 14: the DC a run reads from stops before the run writes: the run goes on against the
 // other DC (or stops cleanly), the journal tells the truth, and the next run sends nothing
 // twice.
-#[tokio::test]
-#[ignore = "issue 14: failed against the private two-DC lab at the deadline, not yet diagnosed"]
 async fn a_dc_stopped_in_the_middle_of_a_run() {
     const N: usize = 4;
     let w = world(&partners(N), "[apply]\nconcurrency = 1\n").await;
@@ -241,10 +259,14 @@ async fn a_dc_stopped_in_the_middle_of_a_run() {
     eprintln!("dc2 stopped in {:?}", stopped.elapsed());
     let status = child.wait().expect("wait");
     let log = reader.join().expect("log");
-    let went_on = status.code() == Some(0);
+    // It goes on against dc1: exit 0, or 2 when the write in flight as dc2 stopped has an
+    // outcome only the next run can settle (exit 2: some actions failed or need a human);
+    // or it stops with a help line.
+    let went_on = matches!(status.code(), Some(0) | Some(2));
     assert!(
         went_on || log.contains("help:"),
-        "the run goes on or stops with a help line: {log}"
+        "the run goes on or stops with a help line: {:?} {log}",
+        status.code()
     );
     assert!(
         logged(&log, "Using this domain controller", "url", &dc2()),
@@ -290,11 +312,11 @@ async fn a_dc_stopped_in_the_middle_of_a_run() {
     for i in 0..N {
         let sam = format!("f{i:02}");
         assert_eq!(
-            w.ad_mail(&w.sam(&sam)).await.as_deref(),
+            w.ad_mail(&sam).await.as_deref(),
             Some(format!("{sam}@fabrikam.example").as_str()),
             "{sam} on dc1"
         );
     }
-    assert_each_invited_once(&w, N).await;
+    invited_after_the_sync_cycle(&w, N).await;
     drop(restart);
 }
