@@ -254,7 +254,7 @@ if [ "$BENCH_HEAPTRACK" = 1 ]; then
     heaptrack -o "$nochange/heaptrack" "$bin/b2bsync" --config "$nochange/b2bsync.toml" --log-format json run --full \
         >"$nochange/heaptrack.out" 2>"$nochange/heaptrack.log" || true
     heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
-        --peak-limit 25 "$nochange"/heaptrack.*.zst >"$nochange/heaptrack.txt" 2>&1 || true
+        --peak-limit 25 "$nochange"/heaptrack*.zst >"$nochange/heaptrack.txt" 2>&1 || true
     note "  peak-memory report: $nochange/heaptrack.txt"
 fi
 
