@@ -81,6 +81,8 @@ def scale_figures(a, ldap_b2b, ldap_ls):
     load = json.load(open(f"{nc}/emulator-load.json"))
     peak_kb = int(open(f"{nc}/emulator-peak-kb").read().split()[0])
 
+    # "saved the snapshots", "planned" and "saved the accounts" are per-stage lines a
+    # pipeline may log; without them the table shows "-" and the combined rows below
     def step(a_msg, b_msg):
         return round(at[b_msg] - at[a_msg], 2) if a_msg in at and b_msg in at else None
 
