@@ -17,6 +17,15 @@
 #   BENCH_SERIAL_REAL_SAMPLE=30   more accounts it converts at time scale 1 with the real latency
 #   BENCH_CONCURRENCY=128         b2bsync's [apply] concurrency for the conversion run
 #   BENCH_PROFILE=release         `debug` only to smoke-test the harness (figures meaningless)
+#   BENCH_HEAPTRACK=0             1: one more `run --full` under heaptrack (Debian's heaptrack), after
+#                                 the measured ones; its peak-memory report in
+#                                 $BENCH_LAB/nochange/heaptrack.txt (where the peak goes)
+#   BENCH_PARTS=all               `reads`: only the no-change runs and the LDAP read rate (parts
+#                                 1 to 3), e.g. for BENCH_USERS=1000000; the conversions need
+#                                 no large directory
+#
+# Every run also saves its no-change figures as $BENCH_LAB/scale-$BENCH_USERS.json and prints
+# them beside those of the other sizes saved there (100,000 and 1,000,000 side by side).
 #
 # Needs what the README's set-up installs (Rust, Debian's slapd and ldap-utils via the lab
 # scripts, python3); installs GNU time from Debian when missing.
@@ -34,8 +43,11 @@ BENCH_LATENCY_MS=${BENCH_LATENCY_MS:-50,150}
 BENCH_SERIAL_SAMPLE=${BENCH_SERIAL_SAMPLE:-300}
 BENCH_SERIAL_REAL_SAMPLE=${BENCH_SERIAL_REAL_SAMPLE:-30}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-128}
-BENCH_OL_PORT=${BENCH_OL_PORT:-4389}
-BENCH_OLS_PORT=${BENCH_OLS_PORT:-4636}
+BENCH_PARTS=${BENCH_PARTS:-all}
+BENCH_HEAPTRACK=${BENCH_HEAPTRACK:-0}
+case "$BENCH_PARTS" in all|reads) ;; *) echo "BENCH_PARTS must be all or reads" >&2; exit 1 ;; esac
+BENCH_OL_PORT=${BENCH_OL_PORT:-5389}
+BENCH_OLS_PORT=${BENCH_OLS_PORT:-5636}
 [ "$BENCH_CONVERT" -le "$BENCH_USERS" ] || { echo "BENCH_CONVERT must not exceed BENCH_USERS" >&2; exit 1; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
@@ -61,8 +73,9 @@ else
 fi
 
 # ---- a private OpenLDAP: the lab scripts with this lab's dir and ports ----------------------
-# The shared lab (scripts/lab-up.sh, the tests) owns ports 3389/3636; the benchmark runs its own
-# slapd next to it, in its own directory.
+# The shared lab (scripts/lab-up.sh, the tests) owns ports 3389/3636 (OpenLDAP) and 4389/4636
+# (389 Directory Server); the benchmark runs its own slapd next to it on 5389/5636, in its own
+# directory.
 mkdir -p "$BENCH_LAB"
 chmod 0700 "$BENCH_LAB"
 labscripts="$root/scripts"
@@ -160,11 +173,17 @@ start_emulator() {
     if [ -n "$emu_pid" ]; then kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null || true; fi
     mkdir -p "$emu_dir"
     rm -f "$emu_dir/out"
+    local started
+    started=$(date +%s.%N)
     GRAPH_EMULATOR_LOG=warn "$bin/graph-emulator" --listen 127.0.0.1:0 --tenant "$1" \
         --ca-out "$emu_dir/graph-ca.pem" >"$emu_dir/out" 2>"$emu_dir/log" &
     emu_pid=$!
-    for _ in $(seq 1 600); do grep -q listening "$emu_dir/out" 2>/dev/null && break; sleep 0.1; done
+    # a 1,000,000-user tenant takes about a minute to load on 2 busy cores
+    for _ in $(seq 1 6000); do grep -q listening "$emu_dir/out" 2>/dev/null && break; sleep 0.1; done
     grep -q listening "$emu_dir/out" || { cat "$emu_dir/log" >&2; echo "the emulator did not start" >&2; exit 1; }
+    # its load time and memory (the tenant file parsed, the directory and its index built)
+    python3 -c 'import json, sys; print(json.dumps({"seconds": round(float(sys.argv[2]) - float(sys.argv[1]), 2), "rss_kb": int(sys.argv[3])}))' \
+        "$started" "$(date +%s.%N)" "$(awk '/^VmRSS/{print $2}' "/proc/$emu_pid/status")" >"$emu_dir/load.json"
     base=$(sed -n 's/.*listening on \(https:[^ ]*\).*/\1/p' "$emu_dir/out")
     base=${base%/}
 }
@@ -192,6 +211,7 @@ nochange="$BENCH_LAB/nochange"
 python3 "$here/bench/tenant.py" "$emu_dir/tenant-nochange.json" "$client_id" "$BENCH_GRAPH_SECRET" \
     --users "$BENCH_USERS" --width "$width" --converted
 start_emulator "$emu_dir/tenant-nochange.json"
+cp "$emu_dir/load.json" "$BENCH_LAB/nochange-emulator-load.json"
 write_config "$nochange" "(objectClass=inetOrgPerson)" 8
 note "seeding the state store with a first run (not measured)"
 timed_run "$nochange" seed run
@@ -214,6 +234,7 @@ select=$(sed -n 's/^pub const USER_SELECT: &str = "\([^"]*\)";/\1/p' "$root/src/
 [ -n "$select" ] || { echo "cannot find USER_SELECT in src/cloud/graph.rs" >&2; exit 1; }
 python3 "$here/bench/read-users.py" --base "$base" --ca "$emu_dir/graph-ca.pem" --tenant "$tenant_id" \
     --client-id "$client_id" --select "$select" >"$nochange/emulator-read.json"
+awk '/^VmHWM/{print $2}' "/proc/$emu_pid/status" >"$nochange/emulator-peak-kb"
 
 say "2. The same after one account changed (incremental reads)"
 LDAPTLS_CACERT="$LAB_CA" ldapmodify -x -H "$OL_LDAPS_URL" -D "$OL_ADMIN_DN" -w "$OL_ADMIN_PASSWORD" >/dev/null <<LDIF
@@ -225,6 +246,17 @@ LDIF
 control -X DELETE "$base/_emulator/requests" >/dev/null
 timed_run "$nochange" incremental run
 control "$base/_emulator/requests" >"$nochange/incremental.requests.json"
+
+if [ "$BENCH_HEAPTRACK" = 1 ]; then
+    say "2b. Where the peak memory of a full run goes (heaptrack; not measured)"
+    command -v heaptrack >/dev/null || { echo "BENCH_HEAPTRACK=1 needs heaptrack (apt-get install heaptrack)" >&2; exit 1; }
+    rm -f "$nochange"/heaptrack.*
+    heaptrack -o "$nochange/heaptrack" "$bin/b2bsync" --config "$nochange/b2bsync.toml" --log-format json run --full \
+        >"$nochange/heaptrack.out" 2>"$nochange/heaptrack.log" || true
+    heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+        --peak-limit 25 "$nochange"/heaptrack*.zst >"$nochange/heaptrack.txt" 2>&1 || true
+    note "  peak-memory report: $nochange/heaptrack.txt"
+fi
 
 say "3. LDAP read throughput: b2bsync's adapter against ldapsearch -E pr=1000/noprompt"
 attrs=$(python3 - "$root/src/source/mod.rs" <<'PY'
@@ -255,6 +287,18 @@ for i in $(seq 1 $ldap_runs); do
     best_b2b="$best_b2b $b"; best_ls="$best_ls $ls_json"
 done
 rm -f "$BENCH_LAB/ldapsearch.ldif"
+mv "$BENCH_LAB/nochange-emulator-load.json" "$nochange/emulator-load.json"
+
+if [ "$BENCH_PARTS" = reads ]; then
+    say "Results (parts 1 to 3)"
+    python3 "$here/bench/report.py" --parts reads \
+        --users "$BENCH_USERS" --convert "$BENCH_CONVERT" --time-scale "$BENCH_TIME_SCALE" \
+        --latency "$BENCH_LATENCY_MS" --latency-scaled "-" --concurrency "$BENCH_CONCURRENCY" \
+        --nochange "$nochange" --convert-dir "-" --scale-dir "$BENCH_LAB" \
+        --ldap-b2bsync "$best_b2b" --ldap-ldapsearch "$best_ls" | tee "$results"
+    note "(saved in $results; logs under $BENCH_LAB)"
+    exit 0
+fi
 
 # ================================================================================================
 say "4. Converting $BENCH_CONVERT cloud-only accounts against the throttling emulator (time scale $BENCH_TIME_SCALE)"
@@ -310,6 +354,6 @@ say "Results"
 python3 "$here/bench/report.py" \
     --users "$BENCH_USERS" --convert "$BENCH_CONVERT" --time-scale "$BENCH_TIME_SCALE" \
     --latency "$BENCH_LATENCY_MS" --latency-scaled "$latency_scaled" --concurrency "$BENCH_CONCURRENCY" \
-    --nochange "$nochange" --convert-dir "$convert" \
+    --nochange "$nochange" --convert-dir "$convert" --scale-dir "$BENCH_LAB" \
     --ldap-b2bsync "$best_b2b" --ldap-ldapsearch "$best_ls" | tee "$results"
 note "(saved in $results; logs and request logs under $BENCH_LAB)"

@@ -73,7 +73,8 @@ def main():
     }
     fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(tenant, f)
+        # dumps, not dump: json.dump encodes in pure Python (minutes for 1,000,000 users)
+        f.write(json.dumps(tenant))
 
 
 if __name__ == "__main__":
