@@ -503,8 +503,12 @@ impl<'a> Context<'a> {
             .prev
             .and_then(|p| p.accepted_at.or(p.invited_at))
             .or(out.accepted_change);
+        // Graph's sign-in times have whole seconds; the acceptance may have been recorded
+        // with a fraction (when b2bsync first read it), so a sign-in in that same second
+        // counts: compare from the start of the acceptance's second.
+        let from = since.and_then(|t| jiff::Timestamp::from_second(t.as_second()).ok());
         let signed_in = parse_time(s.user.last_successful_sign_in.as_deref());
-        let ok = match (since, signed_in) {
+        let ok = match (from, signed_in) {
             (Some(since), Some(at)) => at >= since && at <= self.now,
             _ => false,
         };

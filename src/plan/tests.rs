@@ -1174,6 +1174,20 @@ fn after_sign_in_waits_for_a_successful_sign_in_since_the_acceptance() {
             );
         }
     };
+    // Acceptance recorded with a fraction of a second (when b2bsync first read it), the
+    // sign-in in that same second (Graph's times have whole seconds): it counts.
+    let fractional = Timestamp::from_second(accepted.as_second()).unwrap()
+        + jiff::SignedDuration::from_millis(700);
+    let whole = Timestamp::from_second(accepted.as_second()).unwrap();
+    for kind in BOTH {
+        let (p, _) = one(kind, with(Some(whole.to_string()), Some(fractional)));
+        assert!(
+            p.accounts[0].warnings.is_empty(),
+            "{kind}: a sign-in in the acceptance's second counts: {:?}",
+            p.accounts[0].warnings
+        );
+        assert!(!p.actions.is_empty(), "{kind}: randomized");
+    }
     let since = accepted.to_string();
     let waits = [
         ("no sign-in", None, Some(accepted)),
