@@ -165,8 +165,10 @@ async fn fallback(req: axum::extract::Request) -> axum::response::Response {
     )
 }
 
-/// The shared state and the router for `opts`, served at `base_url`.
-fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Error> {
+/// The shared state and the router for `opts`, served at `base_url`. The tenant's users move
+/// into the directory (`opts` keeps none).
+fn build(opts: &mut Options, base_url: String) -> Result<(Arc<Emulator>, Router), Error> {
+    let users = std::mem::take(&mut opts.tenant.users);
     let tenant = &opts.tenant;
     let emu = Arc::new(Emulator {
         tenant_id: tenant.tenant_id.clone(),
@@ -178,7 +180,7 @@ fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Er
         base_url,
         token_lifetime_secs: opts.token_lifetime_secs,
         keys: token_keys()?,
-        dir: Mutex::new(Directory::new(tenant)),
+        dir: Mutex::new(Directory::new(tenant, users)),
         log: Mutex::new(Vec::new()),
         faults: Mutex::new(None),
         throttle: Mutex::new(Throttle::new(opts.throttle_model)),
@@ -198,7 +200,7 @@ fn build(opts: &Options, base_url: String) -> Result<(Arc<Emulator>, Router), Er
 #[error("connection dropped by an injected fault")]
 struct Dropped;
 
-pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
+pub(crate) async fn spawn(mut opts: Options) -> Result<Running, Error> {
     opts.tenant.check(&super::tenant::memory_path())?;
     if !(opts.time_scale > 0.0 && opts.time_scale.is_finite()) {
         return Err(Error::Option(format!(
@@ -224,7 +226,7 @@ pub(crate) async fn spawn(opts: Options) -> Result<Running, Error> {
         SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
     };
     let base_url = format!("https://{host}:{}", addr.port());
-    let (_, app) = build(&opts, base_url.clone())?;
+    let (_, app) = build(&mut opts, base_url.clone())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -311,8 +313,8 @@ mod tests {
     }
 
     async fn control_status(peer: &str) -> u16 {
-        let opts = Options::new("127.0.0.1:0".parse().unwrap(), tenant());
-        let (_emu, app) = build(&opts, "https://127.0.0.1:1".into()).unwrap();
+        let mut opts = Options::new("127.0.0.1:0".parse().unwrap(), tenant());
+        let (_emu, app) = build(&mut opts, "https://127.0.0.1:1".into()).unwrap();
         let mut request = axum::http::Request::get("/_emulator/tenant")
             .body(Body::empty())
             .unwrap();

@@ -110,12 +110,15 @@ fn filter_error(ctx: &Ctx, err: FilterError) -> Response {
 }
 
 /// Users matching `$filter`/`$search` (sorted by `$orderby`, else in list order): their
-/// total, and the Graph views of those in `window` (offset, count); or the error response.
-fn matching(
+/// total, and those in `window` (offset, count) as `render` makes them of their Graph views;
+/// or the error response. A plain list (no filter, search or order) takes its window
+/// straight from the directory, so each page of a large tenant costs its own size only.
+fn matching<T>(
     call: &Call<'_>,
     advanced: bool,
     window: Option<(usize, usize)>,
-) -> Result<(usize, Vec<Map<String, Value>>), Response> {
+    render: impl Fn(&Map<String, Value>) -> T,
+) -> Result<(usize, Vec<T>), Response> {
     let ctx = call.ctx;
     let filter = match call.query.get("filter") {
         Some(text) => {
@@ -152,6 +155,17 @@ fn matching(
         return Err(bad_query(ctx, "Unsupported Query."));
     }
     let dir = lock(&call.emu.dir);
+    if filter.is_none() && search.is_none() && orderby.is_none() {
+        let page = window.map_or_else(Vec::new, |(offset, count)| {
+            dir.entries
+                .iter()
+                .skip(offset)
+                .take(count)
+                .map(|e| render(&e.view))
+                .collect()
+        });
+        return Ok((dir.entries.len(), page));
+    }
     let mut views: Vec<&Map<String, Value>> = dir
         .entries
         .iter()
@@ -198,7 +212,7 @@ fn matching(
             .iter()
             .skip(offset)
             .take(count)
-            .map(|v| (*v).clone())
+            .map(|v| render(v))
             .collect()
     });
     Ok((views.len(), page))
@@ -325,14 +339,11 @@ pub(crate) fn list(call: &Call<'_>) -> Response {
             }
         },
     };
-    let (total, views) = match matching(call, advanced, Some((offset, top))) {
+    let render = |view: &Map<String, Value>| Value::Object(project(view, select.as_deref()));
+    let (total, page) = match matching(call, advanced, Some((offset, top)), render) {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let page: Vec<Value> = views
-        .iter()
-        .map(|view| Value::Object(project(view, select.as_deref())))
-        .collect();
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
@@ -371,7 +382,7 @@ pub(crate) fn count(call: &Call<'_>) -> Response {
             "$count is not currently supported.",
         );
     }
-    match matching(call, true, None) {
+    match matching(call, true, None, |_| ()) {
         Ok((total, _)) => {
             let mut response = (StatusCode::OK, total.to_string()).into_response();
             response.headers_mut().insert(
