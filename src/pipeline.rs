@@ -2,6 +2,9 @@
 //! their changes), map, join, plan, guard, apply, save. `plan`, `apply`, `run` and `check`
 //! are built from these steps; the stages themselves live in their own modules.
 
+#[cfg(test)]
+mod equivalence;
+pub mod incremental;
 pub mod reads;
 #[cfg(test)]
 mod tests;
@@ -18,7 +21,7 @@ use crate::plan::{self, Plan, Policy, Tenant};
 use crate::source::{self, Directory};
 use crate::state::{RunLock, Store};
 
-pub use reads::{ReadSummary, Reads, Refresh, observe, persist};
+pub use reads::{ReadSummary, Reads, Refresh, observe, observe_changes, persist};
 
 /// Why a run cannot proceed. Per-account problems are never errors: they are in the plan.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +77,18 @@ pub struct Inputs {
 
 /// Both sides as read now.
 pub struct Observed {
-    /// Accounts in scope, each with the name of the mapping whose search found it.
+    /// Accounts in scope, each with the name of the mapping whose search found it (none
+    /// when [`Observed::partial`]).
     pub found: Vec<(String, SourceAccount)>,
+    /// Every cloud user (none when [`Observed::partial`]).
     pub users: Vec<CloudUser>,
     pub tenant: Tenant,
     /// What the read changes in the state store's snapshot ([`persist`] writes it).
     pub refresh: Refresh,
     pub summary: ReadSummary,
+    /// Only the changes were read and kept (in `refresh`): the run plans the accounts they
+    /// touch ([`incremental`]), not everyone.
+    pub partial: bool,
 }
 
 /// The pure middle: map, join, plan.
@@ -230,22 +238,35 @@ impl Session {
         let store = &self.store;
         let run_id = self.run_id.as_str();
         let reconciled = apply::reconcile(store, directory, cloud, run_id).await?;
-        let progress = lock(store).progress()?;
         let now = jiff::Timestamp::now();
-        let observed = observe(inputs, directory, cloud, store).await?;
-        persist(store, &observed)?;
+        // A reviewed plan lists everyone: so must the fresh one it is compared with.
+        let observed = if reviewed.is_some() {
+            observe(inputs, directory, cloud, store).await?
+        } else {
+            observe_changes(inputs, directory, cloud, store).await?
+        };
         let source_incremental = observed.refresh.source_incremental();
-        let mut plan = compute(observed, inputs, &progress, now)?;
+        let (mut plan, mut progress) =
+            plan_read(store, inputs, observed, incremental::Seeds::default(), now)?;
         // Accounts about to be written are read again when the directory was read by its
         // changes: some changes (AD group membership) move no mark on the account itself.
-        if source_incremental
-            && !plan.actions.is_empty()
-            && reads::confirm(inputs, directory, store, &plan).await? > 0
-        {
-            let observed = observe(inputs, directory, cloud, store).await?;
-            persist(store, &observed)?;
-            plan = compute(observed, inputs, &progress, now)?;
+        if source_incremental && !plan.actions.is_empty() {
+            // What the accounts confirmed touch, as the index holds them before.
+            let mut seeds = incremental::Seeds::default();
+            seeds.accounts = plan.actions.iter().map(|a| a.account.clone()).collect();
+            seeds.gather(&lock(store))?;
+            if reads::confirm(inputs, directory, store, &plan).await? > 0 {
+                let observed = if reviewed.is_some() {
+                    observe(inputs, directory, cloud, store).await?
+                } else {
+                    observe_changes(inputs, directory, cloud, store).await?
+                };
+                (plan, progress) = plan_read(store, inputs, observed, seeds, now)?;
+            }
         }
+        // Until this plan is applied and saved, the accounts it considered stay unsettled:
+        // a run stopped here plans them again next time.
+        lock(store).transaction(|s| s.unsettle(plan.accounts.iter().map(|a| a.key.as_str())))?;
         let end = 'end: {
             if reviewed.is_some_and(|r| r.fingerprint != plan.fingerprint) {
                 break 'end RunEnd::Stale;
@@ -273,6 +294,7 @@ impl Session {
             drop(journal);
             save_accounts_without_actions(store, &plan, &progress, now)?;
             save_names(store, &plan)?;
+            settle(store, &plan)?;
             RunEnd::Applied(outcome)
         };
         Ok(RunResult {
@@ -281,6 +303,53 @@ impl Session {
             reconciled,
         })
     }
+}
+
+/// Saves what a read changed and plans: everyone, or (after a read of only the changes) the
+/// accounts the changes and `seeds` touch. The progress the plan was computed from.
+fn plan_read(
+    store: &std::sync::Mutex<Store>,
+    inputs: &Inputs,
+    observed: Observed,
+    mut seeds: incremental::Seeds,
+    now: jiff::Timestamp,
+) -> Result<(Plan, BTreeMap<String, Progress>), Error> {
+    if !observed.partial {
+        persist(store, inputs, &observed)?;
+        let progress = lock(store).progress()?;
+        let plan = compute(observed, inputs, &progress, now)?;
+        return Ok((plan, progress));
+    }
+    let (accounts, users) = observed.refresh.changed();
+    seeds
+        .accounts
+        .extend(accounts.into_iter().map(str::to_string));
+    seeds.users.extend(users.into_iter().map(str::to_string));
+    // Before and after the write: the values changed from and to.
+    seeds.gather(&lock(store))?;
+    persist(store, inputs, &observed)?;
+    seeds.gather(&lock(store))?;
+    let considered = seeds.considered(&lock(store))?;
+    lock(store).transaction(|s| s.unsettle(considered.iter().map(String::as_str)))?;
+    let (plan, progress) = incremental::plan(store, inputs, &considered, &observed.tenant, now)?;
+    log_decisions(&plan);
+    Ok((plan, progress))
+}
+
+/// After a plan was applied and saved: its settled accounts are planned again only when a
+/// change touches them (saving marked every saved account unsettled).
+fn settle(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error> {
+    let acting: std::collections::HashSet<&str> =
+        plan.actions.iter().map(|a| a.account.as_str()).collect();
+    lock(store).transaction(|s| {
+        s.settle(
+            plan.accounts
+                .iter()
+                .filter(|a| incremental::settled(a, acting.contains(a.key.as_str())))
+                .map(|a| a.key.as_str()),
+        )
+    })?;
+    Ok(())
 }
 
 /// Moves the progress of accounts the plan recognised under a new key (`Plan::carried`) in
@@ -304,7 +373,10 @@ fn carry_over(
         .collect();
     let mut store = lock(store);
     store.rekey(&moves)?;
-    Ok(store.progress()?)
+    if plan.summary.unchanged == 0 {
+        return Ok(store.progress()?);
+    }
+    Ok(store.progress_of(plan.accounts.iter().map(|a| a.key.as_str()))?)
 }
 
 /// Accounts without actions still record where they stand (for `status`).
