@@ -159,7 +159,8 @@ pub struct Verdict {
 
 /// Checks `plan` against `limits`. `allow_over_threshold` is the command-line override.
 pub fn check(plan: &Plan, limits: &Limits, allow_over_threshold: bool) -> Verdict {
-    let scope = plan.accounts.len();
+    // An incremental plan lists only the accounts it considered: the others are in scope too.
+    let scope = plan.accounts.len() + plan.summary.unchanged;
     let mut exceeded = Vec::new();
     for (category, count) in &plan.summary.actions {
         let threshold = limits.threshold(*category);

@@ -78,23 +78,10 @@ impl<'u> PropertyIndex<'u> {
     fn new(users: &'u [CloudUser], property: CloudProperty) -> Self {
         let mut values = Vec::with_capacity(users.len());
         for (i, u) in users.iter().enumerate() {
-            let mut add = |v: &'u str| {
+            for v in property_values(u, property) {
                 let key = normalized_key(property, v);
                 if !key.is_empty() {
                     values.push((key, i));
-                }
-            };
-            match property {
-                CloudProperty::Id => add(&u.id),
-                CloudProperty::UserPrincipalName => add(&u.user_principal_name),
-                CloudProperty::Mail => u.mail.iter().for_each(|v| add(v)),
-                CloudProperty::OtherMails => u.other_mails.iter().for_each(|v| add(v)),
-                CloudProperty::EmployeeId => u.employee_id.iter().for_each(|v| add(v)),
-                CloudProperty::OnPremisesSamAccountName => {
-                    u.on_premises_sam_account_name.iter().for_each(|v| add(v));
-                }
-                CloudProperty::OnPremisesImmutableId => {
-                    u.on_premises_immutable_id.iter().for_each(|v| add(v));
                 }
             }
         }
@@ -109,6 +96,27 @@ impl<'u> PropertyIndex<'u> {
             .iter()
             .take_while(move |(v, _)| v.as_ref() == key)
             .map(|(_, i)| *i)
+    }
+}
+
+/// A cloud user's values of one property, as read (not normalized).
+pub(crate) fn property_values(u: &CloudUser, property: CloudProperty) -> Vec<&str> {
+    match property {
+        CloudProperty::Id => vec![u.id.as_str()],
+        CloudProperty::UserPrincipalName => vec![u.user_principal_name.as_str()],
+        CloudProperty::Mail => u.mail.iter().map(String::as_str).collect(),
+        CloudProperty::OtherMails => u.other_mails.iter().map(String::as_str).collect(),
+        CloudProperty::EmployeeId => u.employee_id.iter().map(String::as_str).collect(),
+        CloudProperty::OnPremisesSamAccountName => u
+            .on_premises_sam_account_name
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        CloudProperty::OnPremisesImmutableId => u
+            .on_premises_immutable_id
+            .iter()
+            .map(String::as_str)
+            .collect(),
     }
 }
 

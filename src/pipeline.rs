@@ -2,6 +2,9 @@
 //! their changes), map, join, plan, guard, apply, save. `plan`, `apply`, `run` and `check`
 //! are built from these steps; the stages themselves live in their own modules.
 
+#[cfg(test)]
+mod equivalence;
+pub mod incremental;
 pub mod reads;
 #[cfg(test)]
 mod tests;
@@ -18,7 +21,7 @@ use crate::plan::{self, Plan, Policy, Tenant};
 use crate::source::{self, Directory};
 use crate::state::{RunLock, Store};
 
-pub use reads::{ReadSummary, Reads, Refresh, observe, persist};
+pub use reads::{ReadSummary, Reads, Refresh, observe, observe_changes, persist};
 
 /// Why a run cannot proceed. Per-account problems are never errors: they are in the plan.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +77,18 @@ pub struct Inputs {
 
 /// Both sides as read now.
 pub struct Observed {
-    /// Accounts in scope, each with the name of the mapping whose search found it.
+    /// Accounts in scope, each with the name of the mapping whose search found it (none
+    /// when [`Observed::partial`]).
     pub found: Vec<(String, SourceAccount)>,
+    /// Every cloud user (none when [`Observed::partial`]).
     pub users: Vec<CloudUser>,
     pub tenant: Tenant,
     /// What the read changes in the state store's snapshot ([`persist`] writes it).
     pub refresh: Refresh,
     pub summary: ReadSummary,
+    /// Only the changes were read and kept (in `refresh`): the run plans the accounts they
+    /// touch ([`incremental`]), not everyone.
+    pub partial: bool,
 }
 
 /// The pure middle: map, join, plan.
@@ -230,22 +238,34 @@ impl Session {
         let store = &self.store;
         let run_id = self.run_id.as_str();
         let reconciled = apply::reconcile(store, directory, cloud, run_id).await?;
-        let progress = lock(store).progress()?;
         let now = jiff::Timestamp::now();
-        let observed = observe(inputs, directory, cloud, store).await?;
-        persist(store, &observed)?;
-        let source_incremental = observed.refresh.source_incremental();
-        let mut plan = compute(observed, inputs, &progress, now)?;
+        // A reviewed plan lists everyone: so must the fresh one it is compared with.
+        let everyone = reviewed.is_some();
+        let (mut plan, mut progress, source_incremental) = read_and_plan(
+            store,
+            inputs,
+            directory,
+            cloud,
+            everyone,
+            incremental::Seeds::default(),
+            now,
+        )
+        .await?;
         // Accounts about to be written are read again when the directory was read by its
         // changes: some changes (AD group membership) move no mark on the account itself.
-        if source_incremental
-            && !plan.actions.is_empty()
-            && reads::confirm(inputs, directory, store, &plan).await? > 0
-        {
-            let observed = observe(inputs, directory, cloud, store).await?;
-            persist(store, &observed)?;
-            plan = compute(observed, inputs, &progress, now)?;
+        if source_incremental && !plan.actions.is_empty() {
+            // What the accounts confirmed touch, as the index holds them before.
+            let mut seeds = incremental::Seeds::default();
+            seeds.accounts = plan.actions.iter().map(|a| a.account.clone()).collect();
+            seeds.gather(&lock(store))?;
+            if reads::confirm(inputs, directory, store, &plan).await? > 0 {
+                (plan, progress, _) =
+                    read_and_plan(store, inputs, directory, cloud, everyone, seeds, now).await?;
+            }
         }
+        // Until this plan is applied and saved, the accounts it considered stay unsettled:
+        // a run stopped here plans them again next time.
+        lock(store).transaction(|s| s.unsettle(plan.accounts.iter().map(|a| a.key.as_str())))?;
         let end = 'end: {
             if reviewed.is_some_and(|r| r.fingerprint != plan.fingerprint) {
                 break 'end RunEnd::Stale;
@@ -274,6 +294,8 @@ impl Session {
             save_accounts_without_actions(store, &plan, &progress, now)?;
             save_names(store, &plan)?;
             mark_gone(store, &plan, now)?;
+            settle(store, &plan)?;
+            tracing::info!("saved the accounts");
             RunEnd::Applied(outcome)
         };
         Ok(RunResult {
@@ -282,6 +304,84 @@ impl Session {
             reconciled,
         })
     }
+}
+
+/// Reads both sides (by their changes unless `everyone`) and plans; whether the directory
+/// was read by its changes. A stored snapshot row that no longer decodes (another version
+/// wrote it) met while planning only the changes costs a read and a plan of everyone.
+async fn read_and_plan<D: Directory + Sync, C: Cloud + Sync>(
+    store: &std::sync::Mutex<Store>,
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+    everyone: bool,
+    seeds: incremental::Seeds,
+    now: jiff::Timestamp,
+) -> Result<(Plan, BTreeMap<String, Progress>, bool), Error> {
+    if !everyone {
+        let observed = observe_changes(inputs, directory, cloud, store).await?;
+        let source_incremental = observed.refresh.source_incremental();
+        match plan_read(store, inputs, observed, seeds.clone(), now) {
+            Err(Error::State(crate::state::Error::Value(why))) => {
+                tracing::warn!(%why, "a stored snapshot row does not decode; reading and planning everyone");
+            }
+            other => return other.map(|(plan, progress)| (plan, progress, source_incremental)),
+        }
+    }
+    let observed = observe(inputs, directory, cloud, store).await?;
+    let source_incremental = observed.refresh.source_incremental();
+    let (plan, progress) = plan_read(store, inputs, observed, seeds, now)?;
+    Ok((plan, progress, source_incremental))
+}
+
+/// Saves what a read changed and plans: everyone, or (after a read of only the changes) the
+/// accounts the changes and `seeds` touch. The progress the plan was computed from.
+fn plan_read(
+    store: &std::sync::Mutex<Store>,
+    inputs: &Inputs,
+    observed: Observed,
+    mut seeds: incremental::Seeds,
+    now: jiff::Timestamp,
+) -> Result<(Plan, BTreeMap<String, Progress>), Error> {
+    if !observed.partial {
+        persist(store, inputs, &observed)?;
+        tracing::info!("saved the snapshots");
+        let progress = lock(store).progress()?;
+        let plan = compute(observed, inputs, &progress, now)?;
+        tracing::info!(actions = plan.actions.len(), "planned everyone");
+        return Ok((plan, progress));
+    }
+    let (accounts, users) = observed.refresh.changed();
+    seeds
+        .accounts
+        .extend(accounts.into_iter().map(str::to_string));
+    seeds.users.extend(users.into_iter().map(str::to_string));
+    // Before and after the write: the values changed from and to.
+    seeds.gather(&lock(store))?;
+    persist(store, inputs, &observed)?;
+    tracing::info!("saved the changes");
+    seeds.gather(&lock(store))?;
+    let considered = seeds.considered(&lock(store))?;
+    lock(store).transaction(|s| s.unsettle(considered.iter().map(String::as_str)))?;
+    let (plan, progress) = incremental::plan(store, inputs, &considered, &observed.tenant, now)?;
+    log_decisions(&plan);
+    Ok((plan, progress))
+}
+
+/// After a plan was applied and saved: its settled accounts are planned again only when a
+/// change touches them (saving marked every saved account unsettled).
+fn settle(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error> {
+    let acting: std::collections::HashSet<&str> =
+        plan.actions.iter().map(|a| a.account.as_str()).collect();
+    lock(store).transaction(|s| {
+        s.settle(
+            plan.accounts
+                .iter()
+                .filter(|a| incremental::settled(a, acting.contains(a.key.as_str())))
+                .map(|a| a.key.as_str()),
+        )
+    })?;
+    Ok(())
 }
 
 /// Moves the progress of accounts the plan recognised under a new key (`Plan::carried`) in
@@ -305,7 +405,10 @@ fn carry_over(
         .collect();
     let mut store = lock(store);
     store.rekey(&moves)?;
-    Ok(store.progress()?)
+    if plan.summary.unchanged == 0 {
+        return Ok(store.progress()?);
+    }
+    Ok(store.progress_of(plan.accounts.iter().map(|a| a.key.as_str()))?)
 }
 
 /// Accounts without actions still record where they stand (for `status`).
@@ -356,9 +459,14 @@ fn mark_gone(
     plan: &Plan,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
-    let present: std::collections::HashSet<&str> =
-        plan.accounts.iter().map(|a| a.key.as_str()).collect();
-    let (left, back) = lock(store).mark_gone(&present, now)?;
+    let (left, back) = if plan.summary.unchanged > 0 {
+        // Only some accounts were planned: the index knows which are in scope.
+        lock(store).mark_gone_by_index(now)?
+    } else {
+        let present: std::collections::HashSet<&str> =
+            plan.accounts.iter().map(|a| a.key.as_str()).collect();
+        lock(store).mark_gone(&present, now)?
+    };
     if left > 0 || back > 0 {
         tracing::info!(
             gone = left,

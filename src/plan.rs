@@ -319,6 +319,15 @@ pub struct Summary {
     pub states: BTreeMap<Lifecycle, usize>,
     pub reasons: BTreeMap<String, usize>,
     pub actions: BTreeMap<Category, usize>,
+    /// Accounts in scope that an incremental run did not plan again: nothing touched them
+    /// since their last plan, which had no action and a settled state (they are not in
+    /// `accounts`; `status` shows their last state).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A mapping the plan used.
@@ -411,8 +420,21 @@ pub fn plan(
     }
     actions.sort_by(|a, b| a.account.cmp(&b.account).then(a.seq.cmp(&b.seq)));
 
+    assemble(mappings, actions, accounts, carried, 0, now)
+}
+
+/// The plan of these decisions: counts, mappings and fingerprint.
+fn assemble(
+    mappings: &MappingSet,
+    actions: Vec<Action>,
+    accounts: Vec<AccountOutcome>,
+    carried: Vec<Carried>,
+    unchanged: usize,
+    now: Timestamp,
+) -> Plan {
     let mut summary = Summary {
         accounts: accounts.len(),
+        unchanged,
         ..Summary::default()
     };
     for o in &accounts {
@@ -447,6 +469,48 @@ pub fn plan(
         summary,
         carried,
     }
+}
+
+impl Plan {
+    /// The plan of only the accounts in `keep` (what an incremental run considered), with
+    /// `unchanged` accounts in scope left out; counts and fingerprint are of what is kept.
+    pub fn restrict(
+        self,
+        keep: &std::collections::BTreeSet<String>,
+        unchanged: usize,
+        mappings: &MappingSet,
+        now: Timestamp,
+    ) -> Plan {
+        let actions = self
+            .actions
+            .into_iter()
+            .filter(|a| keep.contains(&a.account))
+            .collect();
+        let accounts = self
+            .accounts
+            .into_iter()
+            .filter(|a| keep.contains(&a.key))
+            .collect();
+        let carried = self
+            .carried
+            .into_iter()
+            .filter(|c| keep.contains(&c.to))
+            .collect();
+        assemble(mappings, actions, accounts, carried, unchanged, now)
+    }
+}
+
+/// An address as the uniqueness checks compare it: trimmed, lower case, no `smtp:`.
+pub(crate) fn address_key(address: &str) -> String {
+    decide::address_key(address).into_owned()
+}
+
+/// Every address a cloud user holds, as the uniqueness checks see them ([`address_key`]).
+pub(crate) fn held_addresses(user: &crate::model::CloudUser) -> Vec<String> {
+    decide::holders(std::slice::from_ref(user), &Tenant::default())
+        .into_iter()
+        .map(|(a, _, _)| a.into_owned())
+        .collect()
 }
 
 /// sha256 over what a plan decides: the mappings, every action, and per account its key,

@@ -13,12 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Lifecycle, Progress};
 
+mod index;
+pub use index::IndexRow;
+
 /// The schema version this build writes. 2: the snapshot table; 3: `accounts.sessions_revoked_at`;
 /// 4: `runs.state_counts` (accounts per lifecycle state at the end of each run),
 /// `accounts.accepted_at`, `accounts.account_name`, `accounts.upn` (how people name the
 /// account), `accounts.invitation_mismatch` and `accounts.redeem_url`; 5: `accounts.gone_at`
-/// (when the account left the directory's scope: deleted, moved out or filtered out).
-const SCHEMA_VERSION: i64 = 5;
+/// (when the account left the directory's scope: deleted, moved out or filtered out); 6: the
+/// snapshot's indexes and the unsettled accounts (`index`), filled by the next read.
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -490,6 +494,7 @@ impl Store {
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(index::SCHEMA)?;
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
             add_column(&conn, "accounts", "accepted_at TEXT")?;
             add_column(&conn, "runs", "state_counts TEXT")?;
@@ -522,38 +527,27 @@ impl Store {
 
     /// Every account row, sorted by key.
     pub fn accounts(&self) -> Result<Vec<AccountRecord>, Error> {
-        let mut stmt = self.conn.prepare(
-            "SELECT key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id,
-                    invited_at, invitations_sent, password_randomized_at, updated_at,
-                    sessions_revoked_at, accepted_at, invitation_mismatch, gone_at
-             FROM accounts ORDER BY key",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredAccount {
-                key: r.get(0)?,
-                dn: r.get(1)?,
-                kind: r.get(2)?,
-                state: r.get(3)?,
-                reason: r.get(4)?,
-                cloud_id: r.get(5)?,
-                address: r.get(6)?,
-                address_staged_at: r.get(7)?,
-                invitation_id: r.get(8)?,
-                invited_at: r.get(9)?,
-                invitations_sent: r.get(10)?,
-                password_randomized_at: r.get(11)?,
-                updated_at: r.get(12)?,
-                sessions_revoked_at: r.get(13)?,
-                accepted_at: r.get(14)?,
-                invitation_mismatch: r.get(15)?,
-                gone_at: r.get(16)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY key"
+        ))?;
+        let rows = stmt.query_map([], stored_account)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(row?.parse()?);
         }
         Ok(out)
+    }
+
+    /// One account row, when the store has it.
+    pub fn account(&self, key: &str) -> Result<Option<AccountRecord>, Error> {
+        let row = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key = ?1"
+            ))?
+            .query_row(params![key], stored_account)
+            .optional()?;
+        row.map(StoredAccount::parse).transpose()
     }
 
     /// Moves an account's row and its journal records from the key the store remembers to
@@ -1095,6 +1089,32 @@ impl Store {
             .execute(params![side, key])?;
         Ok(())
     }
+}
+
+/// The columns [`stored_account`] reads, in its order.
+const ACCOUNT_COLUMNS: &str = "key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at, sessions_revoked_at, accepted_at, invitation_mismatch, gone_at";
+
+/// An accounts row as selected with [`ACCOUNT_COLUMNS`].
+fn stored_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAccount> {
+    Ok(StoredAccount {
+        key: r.get(0)?,
+        dn: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        reason: r.get(4)?,
+        cloud_id: r.get(5)?,
+        address: r.get(6)?,
+        address_staged_at: r.get(7)?,
+        invitation_id: r.get(8)?,
+        invited_at: r.get(9)?,
+        invitations_sent: r.get(10)?,
+        password_randomized_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        sessions_revoked_at: r.get(13)?,
+        accepted_at: r.get(14)?,
+        invitation_mismatch: r.get(15)?,
+        gone_at: r.get(16)?,
+    })
 }
 
 /// An accounts row as stored, before its columns are parsed.

@@ -19,10 +19,12 @@ use ldap3::Mod;
 use serde_json::Value;
 
 /// The `read both sides` line of a run's JSON log.
+/// The last read of both sides a run made (the one it planned from).
 fn read_line(out: &std::process::Output) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     stderr
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["message"] == "read both sides")
         .unwrap_or_else(|| panic!("no `read both sides` line in:\n{stderr}"))

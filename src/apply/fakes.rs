@@ -115,6 +115,8 @@ pub struct FakeDirectory {
     /// The directory cannot tell its changes (and why): every read is full, without a mark.
     pub no_marks: Mutex<Option<String>>,
     changes: Mutex<Changes>,
+    /// Entries deleted, with the number of their change: a read of the changes lists them.
+    departed: Mutex<Vec<(u64, source::Departed)>>,
 }
 
 impl FakeDirectory {
@@ -140,6 +142,20 @@ impl FakeDirectory {
     pub fn update(&self, dn: &str, f: impl FnOnce(&mut SourceAccount)) {
         f(self.entries.lock().unwrap().get_mut(dn).unwrap());
         self.changes.lock().unwrap().touch(dn);
+    }
+
+    /// Deletes an entry; a read of the changes since lists it as departed.
+    pub fn remove(&self, dn: &str) {
+        let entry = self.entries.lock().unwrap().remove(dn);
+        let mut changes = self.changes.lock().unwrap();
+        changes.remove(dn);
+        self.departed.lock().unwrap().push((
+            changes.last,
+            source::Departed {
+                dn: dn.to_string(),
+                anchor: entry.and_then(|e| e.object_guid),
+            },
+        ));
     }
 
     /// Changes an entry without moving its change mark, as AD group membership does (a
@@ -252,9 +268,17 @@ impl Directory for FakeDirectory {
                 let dns: Vec<String> = changes.since(from).cloned().collect();
                 drop(changes);
                 self.log("read changes".into());
+                let departed = self
+                    .departed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(n, _)| *n > from)
+                    .map(|(_, d)| d.clone())
+                    .collect();
                 Ok(Read::Changes {
                     changed: self.in_scope(scope, Some(&dns)),
-                    departed: Vec::new(),
+                    departed,
                     position,
                 })
             }

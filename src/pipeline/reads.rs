@@ -3,9 +3,11 @@
 //! snapshot the state store keeps of each side, with a full read on a schedule and whenever
 //! a change mark cannot be trusted.
 //!
-//! The plan always sees every account and every user: an incremental read only changes how
-//! they are obtained, so the pure core (and the address-uniqueness checks that need every
-//! address) is the same for both.
+//! [`observe`] gives every account and every user (the `plan` command, and a run that must
+//! see everyone): an incremental read only changes how they are obtained. A run asks for
+//! [`observe_changes`] instead: when both sides were read by their changes and the indexes
+//! are of the same inputs, it gives only the changes, and the run plans the accounts they
+//! touch (`pipeline::incremental`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -22,10 +24,10 @@ use crate::source::{self, Directory, Position, Read};
 use crate::state::Store;
 
 /// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
-const SNAPSHOT_FORMAT: &str = "1";
+pub(super) const SNAPSHOT_FORMAT: &str = "1";
 
 /// The snapshot side (and watermark name) of the cloud's users.
-const CLOUD_SIDE: &str = "cloud:users";
+pub(super) const CLOUD_SIDE: &str = "cloud:users";
 
 /// `[reads]`: how a run reads both sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +85,10 @@ enum Update<T> {
 #[derive(Debug)]
 struct SourceUpdate {
     side: String,
+    /// The search's mapping.
+    mapping: String,
+    /// Every account of this search in [`Observed::found`] (when the read gives everyone).
+    rows: Range<usize>,
     update: Update<SourceAccount>,
     mark: Option<SourceMark>,
     /// Why no mark is kept, when the directory cannot tell its changes (for `status`).
@@ -105,6 +111,17 @@ pub struct Refresh {
     sources: Vec<SourceUpdate>,
     cloud: Update<CloudUser>,
     cloud_mark: Option<CloudMark>,
+    /// The indexes: rebuilt from everyone read (with the fingerprint of the inputs they are
+    /// for), kept up to date with the changes, or not kept (incremental reads off).
+    index: IndexUpdate,
+}
+
+/// What [`persist`] does to the indexes.
+#[derive(Debug)]
+enum IndexUpdate {
+    Rebuild { fingerprint: String },
+    Changes,
+    Off,
 }
 
 impl Refresh {
@@ -114,6 +131,23 @@ impl Refresh {
         self.sources
             .iter()
             .any(|s| matches!(s.update, Update::Changes { .. }))
+    }
+
+    /// The accounts (keys) and users (ids) read changed or gone.
+    pub fn changed(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut accounts = Vec::new();
+        for source in &self.sources {
+            if let Update::Changes { put, delete } = &source.update {
+                accounts.extend(put.iter().map(|(k, _)| k.as_str()));
+                accounts.extend(delete.iter().map(String::as_str));
+            }
+        }
+        let mut users = Vec::new();
+        if let Update::Changes { put, delete } = &self.cloud {
+            users.extend(put.iter().map(|(k, _)| k.as_str()));
+            users.extend(delete.iter().map(String::as_str));
+        }
+        (accounts, users)
     }
 }
 
@@ -176,7 +210,7 @@ pub fn read_states(store: &Store, reads: &Reads) -> Result<Vec<ReadState>, crate
 }
 
 /// The snapshot side of one directory search.
-fn source_side(search: &Search) -> String {
+pub(super) fn source_side(search: &Search) -> String {
     format!("source:{}:{}", search.mapping, Dn::new(&search.base_dn))
 }
 
@@ -242,12 +276,34 @@ fn decode<T: for<'de> Deserialize<'de>>(store: &Store, name: &str) -> Result<Opt
 }
 
 /// Reads the directory (every mapping's searches, one after the other) and Graph (users and
-/// verified domains) at the same time, each side in full or by its changes.
+/// verified domains) at the same time, each side in full or by its changes; gives every
+/// account and every user (changes are applied to the stored snapshot).
 pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     inputs: &Inputs,
     directory: &D,
     cloud: &C,
     store: &std::sync::Mutex<Store>,
+) -> Result<Observed, Error> {
+    read(inputs, directory, cloud, store, false).await
+}
+
+/// [`observe`], but when both sides were read by their changes and the indexes are of these
+/// inputs, gives only the changes ([`Observed::partial`]): nothing is decoded whole.
+pub async fn observe_changes<D: Directory + Sync, C: Cloud + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+    store: &std::sync::Mutex<Store>,
+) -> Result<Observed, Error> {
+    read(inputs, directory, cloud, store, true).await
+}
+
+async fn read<D: Directory + Sync, C: Cloud + Sync>(
+    inputs: &Inputs,
+    directory: &D,
+    cloud: &C,
+    store: &std::sync::Mutex<Store>,
+    changes_only: bool,
 ) -> Result<Observed, Error> {
     let now = jiff::Timestamp::now();
     let searches = inputs.mappings.searches();
@@ -307,6 +363,22 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     let (reads, cloud_side) = tokio::join!(read_source, read_cloud);
     let reads = reads?;
     let (cloud_read, verified_domains) = cloud_side?;
+    let fingerprint = super::incremental::fingerprint(inputs, &verified_domains);
+    let index = if !inputs.reads.incremental {
+        IndexUpdate::Off
+    } else if changes_only
+        && reads.iter().all(|r| matches!(r, Read::Changes { .. }))
+        && matches!(cloud_read, CloudRead::Changes(..))
+        && lock(store)
+            .watermark(super::incremental::INDEX_MARK)?
+            .as_deref()
+            == Some(fingerprint.as_str())
+    {
+        IndexUpdate::Changes
+    } else {
+        IndexUpdate::Rebuild { fingerprint }
+    };
+    let partial = matches!(index, IndexUpdate::Changes);
 
     let mut summary = ReadSummary::default();
     let mut found: Vec<(String, SourceAccount)> = Vec::new();
@@ -316,6 +388,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
         // Changes need the snapshot they apply to; one that no longer decodes (written by
         // another version) means this search is read again in full.
         let (read, rows) = match read {
+            Read::Changes { .. } if partial => (read, Vec::new()),
             Read::Changes { .. } => {
                 let loaded = decoded(lock(store).snapshot(&side))?;
                 match loaded {
@@ -350,6 +423,8 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
                 sources.push(SourceUpdate {
                     side,
+                    mapping: search.mapping.clone(),
+                    rows: start..found.len(),
                     update: Update::Full {
                         rows: start..found.len(),
                     },
@@ -367,27 +442,58 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
                 // deleted or moved anywhere in the domain since the mark (source::deleted).
                 summary.entries_read += changed.len();
                 let full_at = mark.map(|m| m.full_at).unwrap_or(now);
-                let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
-                let mut delete = Vec::new();
-                for gone in departed {
-                    let key = AccountKey::from_parts(gone.anchor.as_ref(), &gone.dn).to_string();
-                    if merged.remove(&key).is_some() {
-                        delete.push(key);
+                let start = found.len();
+                let (put, delete) = if partial {
+                    // Only the changes: each compared with its stored row, none decoded whole.
+                    let store = lock(store);
+                    let mut delete = Vec::new();
+                    for gone in departed {
+                        let key =
+                            AccountKey::from_parts(gone.anchor.as_ref(), &gone.dn).to_string();
+                        if store.snapshot_row::<SourceAccount>(&side, &key)?.is_some() {
+                            delete.push(key);
+                        }
                     }
-                }
+                    let mut put: Vec<(String, SourceAccount)> = Vec::new();
+                    for account in changed {
+                        let key = AccountKey::of(&account).to_string();
+                        delete.retain(|k| *k != key);
+                        put.retain(|(k, _)| *k != key);
+                        if store.snapshot_row::<SourceAccount>(&side, &key)?.as_ref()
+                            != Some(&account)
+                        {
+                            put.push((key, account));
+                        }
+                    }
+                    tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "changes", changed = put.len(), departed = delete.len(), "read the directory");
+                    (put, delete)
+                } else {
+                    let mut merged: BTreeMap<String, SourceAccount> = rows.into_iter().collect();
+                    let mut delete = Vec::new();
+                    for gone in departed {
+                        let key =
+                            AccountKey::from_parts(gone.anchor.as_ref(), &gone.dn).to_string();
+                        if merged.remove(&key).is_some() {
+                            delete.push(key);
+                        }
+                    }
+                    let mut put = Vec::new();
+                    for account in changed {
+                        let key = AccountKey::of(&account).to_string();
+                        if merged.get(&key) != Some(&account) {
+                            put.push((key.clone(), account.clone()));
+                        }
+                        merged.insert(key, account);
+                    }
+                    tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "changes", changed = put.len(), departed = delete.len(), accounts = merged.len(), "read the directory");
+                    found.extend(merged.into_values().map(|a| (search.mapping.clone(), a)));
+                    (put, delete)
+                };
                 summary.entries_read += delete.len();
-                let mut put = Vec::new();
-                for account in changed {
-                    let key = AccountKey::of(&account).to_string();
-                    if merged.get(&key) != Some(&account) {
-                        put.push((key.clone(), account.clone()));
-                    }
-                    merged.insert(key, account);
-                }
-                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "changes", changed = put.len(), departed = delete.len(), accounts = merged.len(), "read the directory");
-                found.extend(merged.into_values().map(|a| (search.mapping.clone(), a)));
                 sources.push(SourceUpdate {
                     side,
+                    mapping: search.mapping.clone(),
+                    rows: start..found.len(),
                     update: Update::Changes { put, delete },
                     mark: new_mark(Some(position), full_at),
                     incremental_off: None,
@@ -398,6 +504,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
 
     // As for the directory: changes need a snapshot that decodes, or the users are read whole.
     let (cloud_read, cloud_rows) = match cloud_read {
+        CloudRead::Changes(..) if partial => (cloud_read, Vec::new()),
         CloudRead::Changes(..) => {
             let loaded = decoded(lock(store).snapshot(CLOUD_SIDE))?;
             match loaded {
@@ -416,6 +523,30 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
             summary.users_read = users.len();
             let rows = 0..users.len();
             (users, Update::Full { rows }, mark)
+        }
+        CloudRead::Changes(changes, mark) if partial => {
+            summary.cloud_incremental = true;
+            summary.users_read = changes.changed.len() + changes.removed.len();
+            let UserChanges { put, delete, users } = user_changes(
+                &lock(store),
+                changes.changed,
+                changes.removed,
+                &changes.roles,
+                mark.users,
+            )?;
+            tracing::info!(
+                read = "changes",
+                changed = put.len(),
+                removed = delete.len(),
+                users,
+                "read Microsoft Graph"
+            );
+            let mark = CloudMark {
+                delta_link: changes.delta_link,
+                users,
+                ..mark
+            };
+            (Vec::new(), Update::Changes { put, delete }, Some(mark))
         }
         CloudRead::Changes(changes, mark) => {
             summary.cloud_incremental = true;
@@ -484,9 +615,75 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
             sources,
             cloud,
             cloud_mark,
+            index,
         },
         summary,
+        partial,
     })
+}
+
+/// The users to write and the ids to delete for a delta read, each compared with its stored
+/// row, and how many users there are now. Role membership is read whole every run: a user
+/// whose roles changed is written too (the stored role holders are in the index).
+fn user_changes(
+    store: &Store,
+    changed: Vec<CloudUser>,
+    removed: Vec<String>,
+    roles: &HashMap<String, Vec<String>>,
+    known: usize,
+) -> Result<UserChanges, Error> {
+    let mut users = known;
+    let mut delete = Vec::new();
+    for id in removed {
+        if store.snapshot_row::<CloudUser>(CLOUD_SIDE, &id)?.is_some() {
+            users = users.saturating_sub(1);
+            delete.push(id);
+        }
+    }
+    let mut put: BTreeMap<String, CloudUser> = BTreeMap::new();
+    for mut user in changed {
+        user.roles = roles.get(&user.id).cloned().unwrap_or_default();
+        delete.retain(|d| *d != user.id);
+        let stored = store.snapshot_row::<CloudUser>(CLOUD_SIDE, &user.id)?;
+        if stored.is_none() && !put.contains_key(&user.id) {
+            users += 1;
+        }
+        if stored.as_ref() != Some(&user) {
+            put.insert(user.id.clone(), user);
+        } else {
+            put.remove(&user.id);
+        }
+    }
+    let mut holders: std::collections::BTreeSet<String> = roles.keys().cloned().collect();
+    holders.extend(super::incremental::role_holders(store)?);
+    for id in holders {
+        if put.contains_key(&id) || delete.contains(&id) {
+            continue;
+        }
+        let Some(mut user) = store.snapshot_row::<CloudUser>(CLOUD_SIDE, &id)? else {
+            continue;
+        };
+        let now = roles.get(&id).cloned().unwrap_or_default();
+        if user.roles != now {
+            user.roles = now;
+            put.insert(id, user);
+        }
+    }
+    Ok(UserChanges {
+        put: put.into_iter().collect(),
+        delete,
+        users,
+    })
+}
+
+/// What a delta read of the users changes in the snapshot.
+struct UserChanges {
+    /// Users to write, by id.
+    put: Vec<(String, CloudUser)>,
+    /// Ids to delete.
+    delete: Vec<String>,
+    /// How many users there are now.
+    users: usize,
 }
 
 /// Snapshot rows, or `None` (with a warning) when they do not decode.
@@ -535,7 +732,11 @@ enum CloudRead {
 
 /// Writes what a read changed into the snapshot and the watermarks, in one transaction:
 /// after a crash the snapshot and its marks agree, and the next run reads from there.
-pub fn persist(store: &std::sync::Mutex<Store>, observed: &Observed) -> Result<(), Error> {
+pub fn persist(
+    store: &std::sync::Mutex<Store>,
+    inputs: &Inputs,
+    observed: &Observed,
+) -> Result<(), Error> {
     let refresh = &observed.refresh;
     let mut store = lock(store);
     store.transaction(|s| {
@@ -592,8 +793,66 @@ pub fn persist(store: &std::sync::Mutex<Store>, observed: &Observed) -> Result<(
             Some(mark) => s.set_watermark(CLOUD_SIDE, &to_json(mark)?)?,
             None => s.clear_watermark(CLOUD_SIDE)?,
         }
-        Ok(())
+        persist_index(s, &inputs.mappings, observed)
     })?;
+    Ok(())
+}
+
+/// The indexes' part of [`persist`], in its transaction.
+fn persist_index(
+    s: &Store,
+    mappings: &crate::mapping::MappingSet,
+    observed: &Observed,
+) -> Result<(), crate::state::Error> {
+    use super::incremental::{INDEX_MARK, source_rows, user_rows};
+    let refresh = &observed.refresh;
+    let properties = super::incremental::join_properties(mappings);
+    match &refresh.index {
+        IndexUpdate::Off => {
+            // Not kept while every read is full: the next incremental run rebuilds them.
+            s.clear_watermark(INDEX_MARK)?;
+        }
+        IndexUpdate::Rebuild { fingerprint } => {
+            for source in &refresh.sources {
+                s.clear_source_index(&source.side)?;
+                let found = observed.found.get(source.rows.clone()).unwrap_or_default();
+                for (key, rows) in source_rows(mappings, found.iter().map(|(m, a)| (m.as_str(), a)))
+                {
+                    s.put_source_index(&source.side, &key, &rows)?;
+                    // Planned by the next incremental run unless a plan of it is applied.
+                    s.unsettle([key.as_str()])?;
+                }
+            }
+            s.clear_cloud_index()?;
+            for user in &observed.users {
+                s.put_cloud_index(&user.id, &user_rows(user, &properties))?;
+            }
+            s.set_watermark(INDEX_MARK, fingerprint)?;
+        }
+        IndexUpdate::Changes => {
+            for source in &refresh.sources {
+                let Update::Changes { put, delete } = &source.update else {
+                    continue;
+                };
+                for key in delete.iter().chain(put.iter().map(|(k, _)| k)) {
+                    s.put_source_index(&source.side, key, &[])?;
+                    s.unsettle([key.as_str()])?;
+                }
+                let found = put.iter().map(|(_, a)| (source.mapping.as_str(), a));
+                for (key, rows) in source_rows(mappings, found) {
+                    s.put_source_index(&source.side, &key, &rows)?;
+                }
+            }
+            if let Update::Changes { put, delete } = &refresh.cloud {
+                for id in delete {
+                    s.put_cloud_index(id, &[])?;
+                }
+                for (id, user) in put {
+                    s.put_cloud_index(id, &user_rows(user, &properties))?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -669,6 +928,10 @@ pub async fn confirm<D: Directory + Sync>(
             }
             differing += 1;
             tracing::info!(account = %account.key, dn = %account.dn, "the account changed without moving its change mark; planning again");
+            // The index follows the snapshot, and the next plan considers the account (and,
+            // through the index, what it touches).
+            guard.put_source_index(&side, &account.key, &[])?;
+            guard.unsettle([account.key.as_str()])?;
             match now {
                 Some(now) => {
                     // A renamed account (its DN key changed) is written under its new key.
@@ -677,6 +940,11 @@ pub async fn confirm<D: Directory + Sync>(
                         guard.delete_snapshot(&side, &account.key)?;
                     }
                     guard.put_snapshot(&side, &key, &now)?;
+                    let found = std::iter::once((search.mapping.as_str(), &now));
+                    for (key, rows) in super::incremental::source_rows(&inputs.mappings, found) {
+                        guard.put_source_index(&side, &key, &rows)?;
+                    }
+                    guard.unsettle([key.as_str()])?;
                 }
                 None => guard.delete_snapshot(&side, &account.key)?,
             }

@@ -59,8 +59,7 @@ fn world() -> World {
             ..CloudUser::default()
         });
     }
-    let mapping = Mapping::parse(
-        Path::new("mappings/partners.toml"),
+    let inputs = inputs_of(
         &format!(
             r#"address = "lower(trim(otherMailbox))"
 [source]
@@ -72,21 +71,8 @@ protected_groups = ["{TIER0}"]
 anchor = "objectGUID"
 "#
         ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let inputs = Inputs {
-        mappings: MappingSet::from_mappings(vec![mapping]).unwrap_or_else(|e| panic!("{e}")),
-        limits: Limits {
-            allow_over_threshold: true,
-            ..Limits::default()
-        },
-        policy: Policy::default(),
-        invitation: InvitationSettings::default(),
-        verified_domains: None,
-        reads: Reads::default(),
-        force_full_read: false,
-        read_identity: "fake".into(),
-    };
+        None,
+    );
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
     let cloud = FakeCloud::with(users);
@@ -106,7 +92,7 @@ impl World {
         let observed = observe(&self.inputs, &self.directory, &self.cloud, &self.store)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        persist(&self.store, &observed).unwrap_or_else(|e| panic!("{e}"));
+        persist(&self.store, &self.inputs, &observed).unwrap_or_else(|e| panic!("{e}"));
         observed
     }
 
@@ -643,4 +629,24 @@ async fn a_directory_that_cannot_tell_its_changes_is_read_in_full_and_status_say
         states.iter().all(|s| s.incremental_off.is_none()),
         "{states:?}"
     );
+}
+
+/// The inputs of a test run: one mapping (`mappings/partners.toml` with this text), no
+/// threshold, the default policy and invitation.
+pub(super) fn inputs_of(mapping: &str, verified_domains: Option<Vec<String>>) -> Inputs {
+    let mapping = Mapping::parse(Path::new("mappings/partners.toml"), mapping)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Inputs {
+        mappings: MappingSet::from_mappings(vec![mapping]).unwrap_or_else(|e| panic!("{e}")),
+        limits: Limits {
+            allow_over_threshold: true,
+            ..Limits::default()
+        },
+        policy: Policy::default(),
+        invitation: InvitationSettings::default(),
+        verified_domains,
+        reads: Reads::default(),
+        force_full_read: false,
+        read_identity: "fake".into(),
+    }
 }

@@ -28,7 +28,7 @@ fn eq_ci(a: Option<&str>, b: &str) -> bool {
 
 /// An address as an index key: trimmed, lower case, `smtp:` prefix removed. Borrowed when
 /// the address already is in that form.
-fn address_key(a: &str) -> Cow<'_, str> {
+pub(super) fn address_key(a: &str) -> Cow<'_, str> {
     let a = a.trim();
     let a = match a.get(..5) {
         Some(p) if p.eq_ignore_ascii_case("smtp:") => &a[5..],
