@@ -348,7 +348,7 @@ fn plan_read(
         tracing::info!("saved the snapshots");
         let progress = lock(store).progress()?;
         let plan = compute(observed, inputs, &progress, now)?;
-        tracing::info!(actions = plan.actions.len(), "planned everyone");
+        tracing::info!(actions = plan.actions.len(), "planned");
         return Ok((plan, progress));
     }
     let (accounts, users) = observed.refresh.changed();
