@@ -263,9 +263,11 @@ impl Session {
                     read_and_plan(store, inputs, directory, cloud, everyone, seeds, now).await?;
             }
         }
-        // Until this plan is applied and saved, the accounts it considered stay unsettled:
-        // a run stopped here plans them again next time.
-        lock(store).transaction(|s| s.unsettle(plan.accounts.iter().map(|a| a.key.as_str())))?;
+        // Until this plan is applied and saved, the accounts it does not settle stay
+        // unsettled: a run stopped here plans them again next time. (One it settles had its
+        // inputs unchanged since a plan that settled it, or `persist` unsettled it.)
+        let (_, unsettled) = settled_or_not(&plan);
+        lock(store).transaction(|s| s.unsettle(unsettled))?;
         let end = 'end: {
             if reviewed.is_some_and(|r| r.fingerprint != plan.fingerprint) {
                 break 'end RunEnd::Stale;
@@ -344,7 +346,13 @@ fn plan_read(
     now: jiff::Timestamp,
 ) -> Result<(Plan, BTreeMap<String, Progress>), Error> {
     if !observed.partial {
-        persist(store, inputs, &observed)?;
+        // Before anything is saved: an empty read must not empty the snapshot, nor mark
+        // every account gone.
+        let known = lock(store).progress_len()?;
+        if observed.found.is_empty() && known > 0 {
+            return Err(Error::EmptySource { known });
+        }
+        persist(store, inputs, &observed, &mut seeds)?;
         tracing::info!("saved the snapshots");
         let progress = lock(store).progress()?;
         let plan = compute(observed, inputs, &progress, now)?;
@@ -356,11 +364,9 @@ fn plan_read(
         .accounts
         .extend(accounts.into_iter().map(str::to_string));
     seeds.users.extend(users.into_iter().map(str::to_string));
-    // Before and after the write: the values changed from and to.
-    seeds.gather(&lock(store))?;
-    persist(store, inputs, &observed)?;
+    // persist follows the seeds before and after the write: the values changed from and to.
+    persist(store, inputs, &observed, &mut seeds)?;
     tracing::info!("saved the changes");
-    seeds.gather(&lock(store))?;
     let considered = seeds.considered(&lock(store))?;
     lock(store).transaction(|s| s.unsettle(considered.iter().map(String::as_str)))?;
     let (plan, progress) = incremental::plan(store, inputs, &considered, &observed.tenant, now)?;
@@ -371,17 +377,25 @@ fn plan_read(
 /// After a plan was applied and saved: its settled accounts are planned again only when a
 /// change touches them (saving marked every saved account unsettled).
 fn settle(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error> {
+    let (settled, _) = settled_or_not(plan);
+    lock(store).transaction(|s| s.settle(settled))?;
+    Ok(())
+}
+
+/// The keys of the plan's accounts whose outcome is settled (`incremental::settled`), and
+/// of the others.
+fn settled_or_not(plan: &Plan) -> (Vec<&str>, Vec<&str>) {
     let acting: std::collections::HashSet<&str> =
         plan.actions.iter().map(|a| a.account.as_str()).collect();
-    lock(store).transaction(|s| {
-        s.settle(
-            plan.accounts
-                .iter()
-                .filter(|a| incremental::settled(a, acting.contains(a.key.as_str())))
-                .map(|a| a.key.as_str()),
-        )
-    })?;
-    Ok(())
+    let (mut settled, mut not) = (Vec::new(), Vec::new());
+    for a in &plan.accounts {
+        if incremental::settled(a, acting.contains(a.key.as_str())) {
+            settled.push(a.key.as_str());
+        } else {
+            not.push(a.key.as_str());
+        }
+    }
+    (settled, not)
 }
 
 /// Moves the progress of accounts the plan recognised under a new key (`Plan::carried`) in
@@ -453,20 +467,21 @@ fn save_names(store: &std::sync::Mutex<Store>, plan: &Plan) -> Result<(), Error>
 }
 
 /// Accounts the store knows that this run did not find in scope are gone (deleted, moved
-/// out or filtered out); one found again is back, and its lifecycle resumes (docs/operations.md).
+/// out or filtered out); one found again is back, and its lifecycle resumes
+/// (docs/operations.md). While the indexes are kept, `persist` marks them with the index, in
+/// its transaction; without them (incremental reads off) every account is compared with the
+/// plan, which lists everyone then.
 fn mark_gone(
     store: &std::sync::Mutex<Store>,
     plan: &Plan,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
-    let (left, back) = if plan.summary.unchanged > 0 {
-        // Only some accounts were planned: the index knows which are in scope.
-        lock(store).mark_gone_by_index(now)?
-    } else {
-        let present: std::collections::HashSet<&str> =
-            plan.accounts.iter().map(|a| a.key.as_str()).collect();
-        lock(store).mark_gone(&present, now)?
-    };
+    if lock(store).watermark(incremental::INDEX_MARK)?.is_some() {
+        return Ok(());
+    }
+    let present: std::collections::HashSet<&str> =
+        plan.accounts.iter().map(|a| a.key.as_str()).collect();
+    let (left, back) = lock(store).mark_gone(&present, now)?;
     if left > 0 || back > 0 {
         tracing::info!(
             gone = left,

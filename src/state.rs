@@ -494,7 +494,6 @@ impl Store {
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)?;
-            conn.execute_batch(index::SCHEMA)?;
             add_column(&conn, "accounts", "sessions_revoked_at TEXT")?;
             add_column(&conn, "accounts", "accepted_at TEXT")?;
             add_column(&conn, "runs", "state_counts TEXT")?;
@@ -503,6 +502,9 @@ impl Store {
             add_column(&conn, "accounts", "invitation_mismatch TEXT")?;
             add_column(&conn, "accounts", "redeem_url TEXT")?;
             add_column(&conn, "accounts", "gone_at TEXT")?;
+            // After the columns its triggers and indexes name.
+            conn.execute_batch(&index::with_count_expressions(index::SCHEMA))?;
+            conn.execute_batch(&index::with_count_expressions(index::RECOUNT))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store {
@@ -558,8 +560,9 @@ impl Store {
             for (from, to) in moves {
                 s.conn
                     .execute("DELETE FROM accounts WHERE key = ?1", params![to])?;
+                // The new key is in scope: the progress it takes over is no longer gone.
                 s.conn.execute(
-                    "UPDATE accounts SET key = ?2 WHERE key = ?1",
+                    "UPDATE accounts SET key = ?2, gone_at = NULL WHERE key = ?1",
                     params![from, to],
                 )?;
                 s.conn.execute(
@@ -591,10 +594,12 @@ impl Store {
 
     /// Records the names of an account already saved (no row: nothing to name).
     pub fn save_names(&self, key: &str, names: &crate::model::Names) -> Result<(), Error> {
-        self.conn.execute(
-            "UPDATE accounts SET account_name = ?2, upn = ?3 WHERE key = ?1",
-            params![key, names.account_name, names.upn],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE accounts SET account_name = ?2, upn = ?3
+                 WHERE key = ?1 AND (account_name IS NOT ?2 OR upn IS NOT ?3)",
+            )?
+            .execute(params![key, names.account_name, names.upn])?;
         Ok(())
     }
 
@@ -607,7 +612,9 @@ impl Store {
         reason: Option<&str>,
         p: &Progress,
     ) -> Result<(), Error> {
-        self.conn.execute(
+        // A row that would not change is not written: `updated_at` is when the row last
+        // changed, and a full run over a million settled accounts writes nothing here.
+        self.conn.prepare_cached(
             "INSERT INTO accounts (key, dn, kind, state, reason, cloud_id, address, address_staged_at,
                  invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at,
                  sessions_revoked_at, accepted_at, invitation_mismatch)
@@ -621,8 +628,19 @@ impl Store {
                  updated_at = excluded.updated_at,
                  sessions_revoked_at = excluded.sessions_revoked_at,
                  accepted_at = excluded.accepted_at,
-                 invitation_mismatch = excluded.invitation_mismatch",
-            params![
+                 invitation_mismatch = excluded.invitation_mismatch
+             WHERE dn IS NOT excluded.dn OR kind IS NOT excluded.kind
+                 OR state IS NOT excluded.state OR reason IS NOT excluded.reason
+                 OR cloud_id IS NOT excluded.cloud_id OR address IS NOT excluded.address
+                 OR address_staged_at IS NOT excluded.address_staged_at
+                 OR invitation_id IS NOT excluded.invitation_id
+                 OR invited_at IS NOT excluded.invited_at
+                 OR invitations_sent IS NOT excluded.invitations_sent
+                 OR password_randomized_at IS NOT excluded.password_randomized_at
+                 OR sessions_revoked_at IS NOT excluded.sessions_revoked_at
+                 OR accepted_at IS NOT excluded.accepted_at
+                 OR invitation_mismatch IS NOT excluded.invitation_mismatch",
+        )?.execute(params![
                 key,
                 dn,
                 kind,
@@ -783,13 +801,10 @@ impl Store {
     /// Accounts per lifecycle state now (`gone` for an account that is), all together and
     /// per partner domain.
     pub fn state_counts(&self) -> Result<StateCounts, Error> {
-        let mut stmt = self.conn.prepare(
-            "SELECT CASE WHEN gone_at IS NOT NULL THEN 'gone' ELSE state END,
-                    CASE WHEN instr(address, '@') > 0
-                         THEN lower(substr(address, instr(address, '@') + 1)) END,
-                    count(*)
-             FROM accounts GROUP BY 1, 2",
-        )?;
+        // Kept by triggers on `accounts` (state::index): no account is read.
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, domain, n FROM account_counts WHERE n > 0")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -997,6 +1012,15 @@ impl Store {
     }
 
     /// How many rows one side of the snapshot holds.
+    /// Whether one side of the snapshot holds any row (without counting them).
+    pub fn snapshot_has_rows(&self, side: &str) -> Result<bool, Error> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM snapshot WHERE side = ?1)",
+            params![side],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn snapshot_len(&self, side: &str) -> Result<usize, Error> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM snapshot WHERE side = ?1",
@@ -1071,15 +1095,70 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), Error> {
+        self.write_snapshot_row(side, key, value)?;
+        Ok(())
+    }
+
+    /// Writes one snapshot row unless it holds this value already; whether it wrote.
+    fn write_snapshot_row<T: Serialize>(
+        &self,
+        side: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<bool, Error> {
         let data = serde_json::to_string(value)
             .map_err(|e| Error::Value(format!("snapshot row {side}/{key} does not encode: {e}")))?;
-        self.conn
+        let changed = self
+            .conn
             .prepare_cached(
                 "INSERT INTO snapshot (side, key, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (side, key) DO UPDATE SET data = excluded.data",
+                 ON CONFLICT (side, key) DO UPDATE SET data = excluded.data
+                 WHERE data IS NOT excluded.data",
             )?
             .execute(params![side, key, data])?;
-        Ok(())
+        Ok(changed > 0)
+    }
+
+    /// Makes one side of the snapshot hold exactly `rows` (after a full read), writing only
+    /// the rows that differ from what it holds: a full read that found nothing new writes
+    /// nothing. The keys written (new or changed) and the keys deleted, each sorted.
+    pub fn replace_snapshot<'a, T: Serialize + 'a>(
+        &self,
+        side: &str,
+        rows: impl IntoIterator<Item = (String, &'a T)>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        // The keys read, in a temporary table (SQLite's temp store, not this process's
+        // memory: a million keys would be a hundred megabytes here).
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS read_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM temp.read_keys;",
+        )?;
+        let mut written = Vec::new();
+        {
+            let mut seen = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO temp.read_keys (key) VALUES (?1)")?;
+            for (key, value) in rows {
+                seen.execute(params![key])?;
+                if self.write_snapshot_row(side, &key, value)? {
+                    written.push(key);
+                }
+            }
+        }
+        written.sort();
+        written.dedup();
+        let deleted: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM snapshot WHERE side = ?1
+                     AND key NOT IN (SELECT key FROM temp.read_keys) RETURNING key",
+            )?
+            .query_map(params![side], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        self.conn.execute_batch("DELETE FROM temp.read_keys;")?;
+        let mut deleted = deleted;
+        deleted.sort();
+        Ok((written, deleted))
     }
 
     /// Removes one snapshot row, if present.
@@ -1547,6 +1626,45 @@ mod tests {
                 .as_deref(),
             Some("t2")
         );
+    }
+
+    #[test]
+    fn a_full_read_writes_only_the_snapshot_rows_that_differ() {
+        let (_d, s) = store();
+        let v = |x: &str| vec![x.to_string()];
+        let (one, two, three) = (v("one"), v("two"), v("three"));
+        let replace = |rows: Vec<(&str, &Vec<String>)>| {
+            s.replace_snapshot("cloud", rows.into_iter().map(|(k, v)| (k.to_string(), v)))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        s.put_snapshot("other", "a", &one)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            replace(vec![("a", &one), ("b", &two)]),
+            (vec!["a".to_string(), "b".to_string()], vec![])
+        );
+        // The same rows again: no row written (the upsert changed none).
+        assert_eq!(replace(vec![("b", &two), ("a", &one)]), (vec![], vec![]));
+        // One changed, one gone, one new; another side untouched.
+        assert_eq!(
+            replace(vec![("a", &three), ("c", &one)]),
+            (
+                vec!["a".to_string(), "c".to_string()],
+                vec!["b".to_string()]
+            )
+        );
+        let rows: Vec<(String, Vec<String>)> =
+            s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows,
+            vec![
+                ("a".to_string(), three.clone()),
+                ("c".to_string(), one.clone())
+            ]
+        );
+        let other: Vec<(String, Vec<String>)> =
+            s.snapshot("other").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(other, vec![("a".to_string(), one.clone())]);
     }
 
     #[test]

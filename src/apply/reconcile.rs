@@ -735,25 +735,32 @@ mod tests {
     // Issue 19: a revocation left `started` by a crash is read back, never assumed.
     #[tokio::test]
     async fn an_interrupted_revocation_is_judged_by_the_sessions_valid_from_time() {
-        let started = jiff::Timestamp::now();
-        let graph = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let minute = jiff::SignedDuration::from_mins(1);
-        let cases = [
-            // (user exists, signInSessionsValidFromDateTime, verdict)
-            (true, Some(graph(started + minute)), "done"),
+        /// A time as Graph writes it: whole seconds.
+        fn graph(t: jiff::Timestamp) -> Option<String> {
+            Some(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        }
+        const MINUTE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+        // (user exists, signInSessionsValidFromDateTime from the time the call began, verdict)
+        type ValidFrom = fn(jiff::Timestamp) -> Option<String>;
+        let cases: [(bool, ValidFrom, &str); 6] = [
+            (true, |began| graph(began + MINUTE), "done"),
             // Graph's whole seconds: a revocation in the second the call began counts.
-            (true, Some(graph(started)), "done"),
+            (true, graph, "done"),
             // An older revocation (before this call) is not this one.
-            (true, Some(graph(started - minute)), "failed"),
-            (true, None, "failed"),
-            (true, Some("\u{1b}[31mnot a time".to_string()), "failed"),
-            (false, None, "failed"),
+            (true, |began| graph(began - MINUTE), "failed"),
+            (true, |_| None, "failed"),
+            (true, |_| Some("\u{1b}[31mnot a time".to_string()), "failed"),
+            (false, |_| None, "failed"),
         ];
         for (exists, valid_from, verdict) in cases {
             let op = Op::RevokeSessions {
                 user_id: crate::apply::fakes::USER.into(),
             };
             let (_d, store) = interrupted(&op, Lifecycle::Done);
+            // The time the interrupted call began, as its journal record holds it (a test
+            // that took the time before the record was written failed across a second).
+            let began = store.lock().unwrap().unfinished().unwrap()[0].at;
+            let valid_from = valid_from(began);
             let cloud = FakeCloud::with(if exists {
                 vec![user(None, &[])]
             } else {

@@ -15,7 +15,7 @@ use crate::model::Anchor;
 const BASE: &str = "OU=Partners,DC=lab,DC=example,DC=com";
 const TIER0: &str = "CN=Tier0,OU=Groups,DC=lab,DC=example,DC=com";
 const SEEDS: u64 = 120;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 4;
 
 /// splitmix64: small, seeded, good enough to pick cases.
 struct Rng(u64);
@@ -313,6 +313,21 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A run stopped right after its read was saved: the snapshot, its marks and its
+    /// indexes are written, nothing was planned or applied.
+    async fn stopped_after_saving(&self) {
+        let observed = observe_changes(&self.inputs, &self.directory, &self.cloud, &self.store)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        persist(
+            &self.store,
+            &self.inputs,
+            &observed,
+            &mut incremental::Seeds::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// One scheduled run: reads (incrementally when it can), plans, applies.
     async fn run(&self) -> Plan {
         let session = Session::begin(&self.dir.path().join("state.db"), "run")
@@ -353,9 +368,34 @@ async fn an_incremental_plan_agrees_with_the_full_plan_for_every_account_it_cons
             }
             let stored: BTreeMap<String, Progress> =
                 lock(&w.store).progress().unwrap_or_else(|e| panic!("{e}"));
+            // Now and then a run stops (kill -9) right after saving what it read: the next
+            // run reads nothing new, and must still plan every account the change touched.
+            if rng.chance(15) {
+                let full_read = rng.chance(50);
+                history.push(format!(
+                    "a run (full read: {full_read}) stopped after saving"
+                ));
+                w.inputs.force_full_read = full_read;
+                w.stopped_after_saving().await;
+                w.inputs.force_full_read = false;
+            }
             let full = w.full_plan().await;
+            // Now and then a scheduled full read (`run --full`): it rewrites only the index
+            // rows of what changed, which the later incremental rounds rely on.
+            let full_read = rng.chance(20);
+            if full_read {
+                history.push("a full read".into());
+                w.inputs.force_full_read = true;
+            }
             let inc = w.run().await;
+            w.inputs.force_full_read = false;
             let why = format!("seed {seed}, round {round}, after {history:?}");
+            if full_read {
+                assert_eq!(
+                    inc.summary.unchanged, 0,
+                    "{why}: a full read plans everyone"
+                );
+            }
             if inc.summary.unchanged > 0 {
                 partial_plans += 1;
             }

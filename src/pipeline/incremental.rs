@@ -188,13 +188,20 @@ impl Seeds {
     /// Every account to plan: the seeds, the accounts sharing an address or a join value
     /// with them, and the accounts whose plan is not settled.
     pub fn considered(&self, store: &Store) -> Result<BTreeSet<String>, crate::state::Error> {
+        let mut keys = self.touched(store)?;
+        keys.extend(store.unsettled()?);
+        Ok(keys)
+    }
+
+    /// The seeds and the accounts sharing an address or a join value with them: those whose
+    /// plan a change may have moved.
+    pub fn touched(&self, store: &Store) -> Result<BTreeSet<String>, crate::state::Error> {
         let mut keys = self.accounts.clone();
         for (kind, value) in &self.rows {
             if kind != ROLES && kind != SCOPE {
                 keys.extend(store.accounts_with(kind, value)?);
             }
         }
-        keys.extend(store.unsettled()?);
         Ok(keys)
     }
 }
@@ -243,11 +250,11 @@ pub fn plan(
         .iter()
         .map(|s| (super::reads::source_side(s), s.mapping.clone()))
         .collect();
-    let mut rows = 0;
+    let mut any = false;
     for (side, _) in &sides {
-        rows += store.snapshot_len(side)?;
+        any |= store.snapshot_has_rows(side)?;
     }
-    if rows == 0 && store.progress_len()? > 0 {
+    if !any && store.progress_len()? > 0 {
         return Err(Error::EmptySource {
             known: store.progress_len()?,
         });

@@ -9,12 +9,13 @@
 //! are of the same inputs, it gives only the changes, and the run plans the accounts they
 //! touch (`pipeline::incremental`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::incremental::Seeds;
 use super::{Error, Inputs, Observed, lock};
 use crate::cloud::{self, Cloud};
 use crate::mapping::Search;
@@ -730,27 +731,32 @@ enum CloudRead {
     Changes(cloud::UserChanges, CloudMark),
 }
 
-/// Writes what a read changed into the snapshot and the watermarks, in one transaction:
-/// after a crash the snapshot and its marks agree, and the next run reads from there.
+/// Writes what a read changed into the snapshot, its indexes and the watermarks, in one
+/// transaction: after a crash the snapshot and its marks agree, and the next run reads from
+/// there. A full read writes only the rows that differ from the stored ones. Every account
+/// the change may touch (`seeds`, followed through the index before and after the write) is
+/// marked unsettled in the same transaction, so a run stopped after it still plans them.
 pub fn persist(
     store: &std::sync::Mutex<Store>,
     inputs: &Inputs,
     observed: &Observed,
+    seeds: &mut Seeds,
 ) -> Result<(), Error> {
     let refresh = &observed.refresh;
     let mut store = lock(store);
     store.transaction(|s| {
+        // Per search, the keys written and the keys deleted.
+        let mut source_changes = Vec::with_capacity(refresh.sources.len());
         for source in &refresh.sources {
-            match &source.update {
+            let change = match &source.update {
                 Update::Full { rows } => {
-                    s.clear_snapshot(&source.side)?;
-                    for (_, account) in observed.found.get(rows.clone()).unwrap_or_default() {
-                        s.put_snapshot(
-                            &source.side,
-                            &AccountKey::of(account).to_string(),
-                            account,
-                        )?;
-                    }
+                    let found = observed.found.get(rows.clone()).unwrap_or_default();
+                    s.replace_snapshot(
+                        &source.side,
+                        found
+                            .iter()
+                            .map(|(_, account)| (AccountKey::of(account).to_string(), account)),
+                    )?
                 }
                 Update::Changes { put, delete } => {
                     for key in delete {
@@ -759,8 +765,10 @@ pub fn persist(
                     for (key, account) in put {
                         s.put_snapshot(&source.side, key, account)?;
                     }
+                    (put.iter().map(|(k, _)| k.clone()).collect(), delete.clone())
                 }
-            }
+            };
+            source_changes.push(change);
             match (&source.mark, &source.incremental_off) {
                 (Some(mark), _) => s.set_watermark(&source.side, &to_json(mark)?)?,
                 (None, Some(why)) => {
@@ -773,13 +781,16 @@ pub fn persist(
                 (None, None) => s.clear_watermark(&source.side)?,
             }
         }
-        match &refresh.cloud {
-            Update::Full { rows } => {
-                s.clear_snapshot(CLOUD_SIDE)?;
-                for user in observed.users.get(rows.clone()).unwrap_or_default() {
-                    s.put_snapshot(CLOUD_SIDE, &user.id, user)?;
-                }
-            }
+        let cloud_change = match &refresh.cloud {
+            Update::Full { rows } => s.replace_snapshot(
+                CLOUD_SIDE,
+                observed
+                    .users
+                    .get(rows.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|user| (user.id.clone(), user)),
+            )?,
             Update::Changes { put, delete } => {
                 for key in delete {
                     s.delete_snapshot(CLOUD_SIDE, key)?;
@@ -787,22 +798,38 @@ pub fn persist(
                 for (key, user) in put {
                     s.put_snapshot(CLOUD_SIDE, key, user)?;
                 }
+                (put.iter().map(|(k, _)| k.clone()).collect(), delete.clone())
             }
-        }
+        };
         match &refresh.cloud_mark {
             Some(mark) => s.set_watermark(CLOUD_SIDE, &to_json(mark)?)?,
             None => s.clear_watermark(CLOUD_SIDE)?,
         }
-        persist_index(s, &inputs.mappings, observed)
+        persist_index(
+            s,
+            &inputs.mappings,
+            observed,
+            &source_changes,
+            &cloud_change,
+            seeds,
+        )
     })?;
     Ok(())
 }
 
-/// The indexes' part of [`persist`], in its transaction.
+/// The keys (or ids) one side's write changed: written, deleted.
+type Changed = (Vec<String>, Vec<String>);
+
+/// The indexes' part of [`persist`], in its transaction. A rebuild for other inputs (the
+/// fingerprint changed) rewrites every row and unsettles everyone; otherwise only the rows
+/// of what the write changed are rewritten.
 fn persist_index(
     s: &Store,
     mappings: &crate::mapping::MappingSet,
     observed: &Observed,
+    source_changes: &[Changed],
+    cloud_change: &Changed,
+    seeds: &mut Seeds,
 ) -> Result<(), crate::state::Error> {
     use super::incremental::{INDEX_MARK, source_rows, user_rows};
     let refresh = &observed.refresh;
@@ -811,8 +838,11 @@ fn persist_index(
         IndexUpdate::Off => {
             // Not kept while every read is full: the next incremental run rebuilds them.
             s.clear_watermark(INDEX_MARK)?;
+            return Ok(());
         }
-        IndexUpdate::Rebuild { fingerprint } => {
+        IndexUpdate::Rebuild { fingerprint }
+            if s.watermark(INDEX_MARK)?.as_deref() != Some(fingerprint.as_str()) =>
+        {
             for source in &refresh.sources {
                 s.clear_source_index(&source.side)?;
                 let found = observed.found.get(source.rows.clone()).unwrap_or_default();
@@ -828,32 +858,84 @@ fn persist_index(
                 s.put_cloud_index(&user.id, &user_rows(user, &properties))?;
             }
             s.set_watermark(INDEX_MARK, fingerprint)?;
+            log_gone(s.mark_gone_by_index(jiff::Timestamp::now())?);
+            return Ok(());
         }
-        IndexUpdate::Changes => {
-            for source in &refresh.sources {
-                let Update::Changes { put, delete } = &source.update else {
-                    continue;
-                };
-                for key in delete.iter().chain(put.iter().map(|(k, _)| k)) {
-                    s.put_source_index(&source.side, key, &[])?;
-                    s.unsettle([key.as_str()])?;
-                }
-                let found = put.iter().map(|(_, a)| (source.mapping.as_str(), a));
-                for (key, rows) in source_rows(mappings, found) {
-                    s.put_source_index(&source.side, &key, &rows)?;
-                }
-            }
-            if let Update::Changes { put, delete } = &refresh.cloud {
-                for id in delete {
-                    s.put_cloud_index(id, &[])?;
-                }
-                for (id, user) in put {
-                    s.put_cloud_index(id, &user_rows(user, &properties))?;
-                }
-            }
+        IndexUpdate::Rebuild { .. } | IndexUpdate::Changes => {}
+    }
+    // The indexes are of these inputs: only what changed moves, as for a read of the changes.
+    for (written, deleted) in source_changes {
+        seeds
+            .accounts
+            .extend(written.iter().chain(deleted).cloned());
+    }
+    let (written_users, deleted_users) = cloud_change;
+    seeds
+        .users
+        .extend(written_users.iter().chain(deleted_users).cloned());
+    // Before the write: the values changed from.
+    seeds.gather(s)?;
+    for (source, (written, deleted)) in refresh.sources.iter().zip(source_changes) {
+        for key in written.iter().chain(deleted) {
+            s.put_source_index(&source.side, key, &[])?;
+        }
+        let written: BTreeSet<&str> = written.iter().map(String::as_str).collect();
+        let accounts: Vec<(&str, &SourceAccount)> = match &source.update {
+            Update::Changes { put, .. } => put
+                .iter()
+                .map(|(_, a)| (source.mapping.as_str(), a))
+                .collect(),
+            Update::Full { rows } => observed
+                .found
+                .get(rows.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter(|(_, a)| written.contains(AccountKey::of(a).to_string().as_str()))
+                .map(|(m, a)| (m.as_str(), a))
+                .collect(),
+        };
+        for (key, rows) in source_rows(mappings, accounts.into_iter()) {
+            s.put_source_index(&source.side, &key, &rows)?;
         }
     }
+    for id in deleted_users {
+        s.put_cloud_index(id, &[])?;
+    }
+    let written_users: BTreeSet<&str> = written_users.iter().map(String::as_str).collect();
+    let users: Vec<&CloudUser> = match &refresh.cloud {
+        Update::Changes { put, .. } => put.iter().map(|(_, u)| u).collect(),
+        Update::Full { rows } => observed
+            .users
+            .get(rows.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter(|u| written_users.contains(u.id.as_str()))
+            .collect(),
+    };
+    for user in users {
+        s.put_cloud_index(&user.id, &user_rows(user, &properties))?;
+    }
+    // After the write: the values changed to.
+    seeds.gather(s)?;
+    let touched = seeds.touched(s)?;
+    s.unsettle(touched.iter().map(String::as_str))?;
+    log_gone(s.mark_gone_of(
+        seeds.accounts.iter().map(String::as_str),
+        jiff::Timestamp::now(),
+    )?);
     Ok(())
+}
+
+/// Accounts that left the directory's scope (deleted, moved or filtered out) or came back
+/// (docs/operations.md): marked with the index, in its transaction.
+fn log_gone((left, back): (usize, usize)) {
+    if left > 0 || back > 0 {
+        tracing::info!(
+            gone = left,
+            back,
+            "accounts left or came back to the directory's scope"
+        );
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, crate::state::Error> {

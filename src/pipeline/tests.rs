@@ -92,7 +92,13 @@ impl World {
         let observed = observe(&self.inputs, &self.directory, &self.cloud, &self.store)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        persist(&self.store, &self.inputs, &observed).unwrap_or_else(|e| panic!("{e}"));
+        persist(
+            &self.store,
+            &self.inputs,
+            &observed,
+            &mut Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         observed
     }
 

@@ -42,7 +42,55 @@ BEGIN INSERT INTO unsettled (key) SELECT NEW.key
 CREATE TRIGGER IF NOT EXISTS accounts_unsettled_update AFTER UPDATE ON accounts
 BEGIN INSERT INTO unsettled (key) SELECT NEW.key
     WHERE NOT EXISTS (SELECT 1 FROM unsettled WHERE key = NEW.key); END;
+-- The accounts that left the scope (the plan's orphans), found without a scan.
+CREATE INDEX IF NOT EXISTS accounts_gone ON accounts (key) WHERE gone_at IS NOT NULL;
+-- Accounts per lifecycle state and partner domain ('' for none), kept by triggers, so
+-- that a run's end counts them without reading every account.
+CREATE TABLE IF NOT EXISTS account_counts (
+    state TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (state, domain)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS accounts_count_insert AFTER INSERT ON accounts
+BEGIN INSERT INTO account_counts (state, domain, n) VALUES (COUNT_STATE(NEW), COUNT_DOMAIN(NEW), 1)
+    ON CONFLICT (state, domain) DO UPDATE SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS accounts_count_delete AFTER DELETE ON accounts
+BEGIN UPDATE account_counts SET n = n - 1
+    WHERE state = COUNT_STATE(OLD) AND domain = COUNT_DOMAIN(OLD); END;
+CREATE TRIGGER IF NOT EXISTS accounts_count_update AFTER UPDATE OF state, gone_at, address ON accounts
+BEGIN UPDATE account_counts SET n = n - 1
+    WHERE state = COUNT_STATE(OLD) AND domain = COUNT_DOMAIN(OLD);
+    INSERT INTO account_counts (state, domain, n) VALUES (COUNT_STATE(NEW), COUNT_DOMAIN(NEW), 1)
+    ON CONFLICT (state, domain) DO UPDATE SET n = n + 1; END;
 ";
+
+/// `account_counts` from every account (when the schema is created or migrated).
+pub(super) const RECOUNT: &str = "
+DELETE FROM account_counts;
+INSERT INTO account_counts (state, domain, n)
+    SELECT COUNT_STATE(a), COUNT_DOMAIN(a), count(*) FROM accounts a GROUP BY 1, 2;
+";
+
+/// [`SCHEMA`] or [`RECOUNT`] with the state and domain expressions of a row written out.
+pub(super) fn with_count_expressions(sql: &str) -> String {
+    let mut out = sql.to_string();
+    for row in ["NEW", "OLD", "a"] {
+        out = out
+            .replace(
+                &format!("COUNT_STATE({row})"),
+                &format!("CASE WHEN {row}.gone_at IS NOT NULL THEN 'gone' ELSE {row}.state END"),
+            )
+            .replace(
+                &format!("COUNT_DOMAIN({row})"),
+                &format!(
+                    "coalesce(CASE WHEN instr({row}.address, '@') > 0 THEN \
+                     lower(substr({row}.address, instr({row}.address, '@') + 1)) END, '')"
+                ),
+            );
+    }
+    out
+}
 
 /// One index row of an account or a user.
 pub type IndexRow = (String, String);
@@ -139,8 +187,9 @@ impl Store {
     /// scope are those the source index holds (every in-scope account has a row there), so
     /// an account row missing from it is gone from `now` on (its earlier `gone_at` kept)
     /// and one back in it is no longer gone. Returns how many became gone and came back.
-    pub fn mark_gone_by_index(&mut self, now: jiff::Timestamp) -> Result<(usize, usize), Error> {
-        self.transaction(|s| {
+    pub fn mark_gone_by_index(&self, now: jiff::Timestamp) -> Result<(usize, usize), Error> {
+        {
+            let s = self;
             let left = s.conn.execute(
                 "UPDATE accounts SET gone_at = ?1 WHERE gone_at IS NULL
                      AND NOT EXISTS (SELECT 1 FROM source_index i WHERE i.key = accounts.key)",
@@ -152,7 +201,36 @@ impl Store {
                 [],
             )?;
             Ok((left, back))
-        })
+        }
+    }
+
+    /// As [`Store::mark_gone_by_index`] for only these accounts (those a change touched):
+    /// written in the same transaction as their index rows, so `gone_at` and the index
+    /// agree after any crash.
+    pub fn mark_gone_of<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        now: jiff::Timestamp,
+    ) -> Result<(usize, usize), Error> {
+        let now = now.to_string();
+        let mut present = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM source_index WHERE key = ?1)")?;
+        let mut back = self.conn.prepare_cached(
+            "UPDATE accounts SET gone_at = NULL WHERE key = ?1 AND gone_at IS NOT NULL",
+        )?;
+        let mut gone = self.conn.prepare_cached(
+            "UPDATE accounts SET gone_at = ?2 WHERE key = ?1 AND gone_at IS NULL",
+        )?;
+        let (mut left, mut returned) = (0, 0);
+        for key in keys {
+            if present.query_row(params![key], |r| r.get::<_, bool>(0))? {
+                returned += back.execute(params![key])?;
+            } else {
+                left += gone.execute(params![key, now])?;
+            }
+        }
+        Ok((left, returned))
     }
 
     /// How many accounts the store remembers progress of.
@@ -179,11 +257,12 @@ impl Store {
 
     /// Accounts with progress that no search holds in scope now (the plan's orphans: their
     /// progress may carry over to a new key).
+    /// `gone_at` is kept with the index (see [`Store::mark_gone_of`]), so these are the
+    /// accounts marked gone.
     pub fn orphans(&self) -> Result<Vec<String>, Error> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT key FROM accounts a
-             WHERE NOT EXISTS (SELECT 1 FROM source_index s WHERE s.key = a.key)",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM accounts WHERE gone_at IS NOT NULL")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
