@@ -1758,6 +1758,74 @@ mod tests {
     }
 
     #[test]
+    fn the_counts_kept_by_triggers_equal_a_count_of_every_account() {
+        let (_d, mut s) = store();
+        let ok = |r: Result<(), Error>| r.unwrap_or_else(|e| panic!("{e}"));
+        let states = [
+            Lifecycle::Invited,
+            Lifecycle::Done,
+            Lifecycle::Blocked,
+            Lifecycle::NeedsAddress,
+        ];
+        let addresses = [
+            None,
+            Some("a@Fabrikam.example"),
+            Some("b@contoso.example"),
+            Some("x"),
+        ];
+        let progress = |n: usize| Progress {
+            state: states[n % states.len()],
+            address: addresses[(n / 2) % addresses.len()].map(str::to_string),
+            ..Progress::default()
+        };
+        let recount = |s: &Store| -> StateCounts {
+            let mut counts = StateCounts::default();
+            for a in s.accounts().unwrap_or_else(|e| panic!("{e}")) {
+                let state = a.state_now().to_string();
+                *counts.all.entry(state.clone()).or_default() += 1;
+                let domain = a
+                    .progress
+                    .address
+                    .as_deref()
+                    .and_then(|x| x.split_once('@'))
+                    .map(|(_, d)| d.to_lowercase());
+                if let Some(d) = domain {
+                    *counts
+                        .domains
+                        .entry(d)
+                        .or_default()
+                        .entry(state)
+                        .or_default() += 1;
+                }
+            }
+            counts
+        };
+        for n in 0..24 {
+            ok(s.save_account(&format!("k{n}"), None, None, None, &progress(n)));
+        }
+        // Progress moves, addresses change, some leave the scope and one comes back, one
+        // takes over another's key.
+        for n in (0..24).step_by(3) {
+            ok(s.save_account(&format!("k{n}"), None, None, None, &progress(n + 5)));
+        }
+        let t: jiff::Timestamp = "2026-12-01T10:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let present: std::collections::HashSet<&str> =
+            ["k1", "k2", "k3", "k4", "k5", "k6"].into_iter().collect();
+        s.mark_gone(&present, t).unwrap_or_else(|e| panic!("{e}"));
+        let present: std::collections::HashSet<&str> = ["k1", "k2", "k3", "k4", "k5", "k6", "k7"]
+            .into_iter()
+            .collect();
+        s.mark_gone(&present, t).unwrap_or_else(|e| panic!("{e}"));
+        ok(s.rekey(&[("k9", "k2")]));
+        assert_eq!(
+            s.state_counts().unwrap_or_else(|e| panic!("{e}")),
+            recount(&s)
+        );
+    }
+
+    #[test]
     fn accounts_not_found_are_gone_with_their_time_and_come_back() {
         let (_d, mut s) = store();
         let p = Progress {
