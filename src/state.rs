@@ -478,6 +478,9 @@ impl Store {
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 32 MiB of page cache (SQLite's default is 2 MiB): a full run walks a snapshot of
+        // a million rows, whose upper B-tree levels then stay in memory.
+        conn.pragma_update(None, "cache_size", -32768)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
@@ -1133,6 +1136,9 @@ impl Store {
             "CREATE TEMP TABLE IF NOT EXISTS read_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
              DELETE FROM temp.read_keys;",
         )?;
+        // In key order: the B-tree is walked once, front to back, instead of at random.
+        let mut rows: Vec<(String, &T)> = rows.into_iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut written = Vec::new();
         {
             let mut seen = self
@@ -1145,7 +1151,6 @@ impl Store {
                 }
             }
         }
-        written.sort();
         written.dedup();
         let deleted: Vec<String> = self
             .conn
