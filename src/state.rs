@@ -478,9 +478,6 @@ impl Store {
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // 32 MiB of page cache (SQLite's default is 2 MiB): a full run walks a snapshot of
-        // a million rows, whose upper B-tree levels then stay in memory.
-        conn.pragma_update(None, "cache_size", -32768)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
@@ -1120,6 +1117,14 @@ impl Store {
             )?
             .execute(params![side, key, data])?;
         Ok(changed > 0)
+    }
+
+    /// Gives this connection 32 MiB of page cache instead of SQLite's 2 MiB, for a run that
+    /// walks whole snapshots (a full read): the upper levels of a million-row B-tree then
+    /// stay in memory. A run that reads only changes keeps the small cache.
+    pub fn use_large_cache(&self) -> Result<(), Error> {
+        self.conn.pragma_update(None, "cache_size", -32768)?;
+        Ok(())
     }
 
     /// Makes one side of the snapshot hold exactly `rows` (after a full read), writing only

@@ -744,6 +744,14 @@ pub fn persist(
 ) -> Result<(), Error> {
     let refresh = &observed.refresh;
     let mut store = lock(store);
+    let full = matches!(refresh.cloud, Update::Full { .. })
+        || refresh
+            .sources
+            .iter()
+            .any(|s| matches!(s.update, Update::Full { .. }));
+    if full {
+        store.use_large_cache()?;
+    }
     store.transaction(|s| {
         // Per search, the keys written and the keys deleted.
         let mut source_changes = Vec::with_capacity(refresh.sources.len());

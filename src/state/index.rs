@@ -288,10 +288,12 @@ impl Store {
 
     /// Marks accounts as settled: an incremental run plans them only when a change touches them.
     pub fn settle<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), Error> {
+        // Only the keys the table holds (usually few): a full plan settles a million.
+        let unsettled = self.unsettled()?;
         let mut delete = self
             .conn
             .prepare_cached("DELETE FROM unsettled WHERE key = ?1")?;
-        for key in keys {
+        for key in keys.into_iter().filter(|k| unsettled.contains(*k)) {
             delete.execute(params![key])?;
         }
         Ok(())
