@@ -492,6 +492,21 @@ fn mark_gone(
     Ok(())
 }
 
+/// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
+const SNAPSHOT_FORMAT: &str = "1";
+
+/// The snapshot side (and watermark name) of the cloud's users.
+const CLOUD_SIDE: &str = "cloud:users";
+
+/// The snapshot side (and watermark name) of one directory search.
+fn source_side(search: &mapping::Search) -> String {
+    format!(
+        "source:{}:{}",
+        search.mapping,
+        crate::model::Dn::new(&search.base_dn)
+    )
+}
+
 fn lock(store: &std::sync::Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     // A panic in another task while holding the lock leaves SQLite consistent (transactions).
     store.lock().unwrap_or_else(|p| p.into_inner())

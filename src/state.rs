@@ -1119,14 +1119,6 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Gives this connection 32 MiB of page cache instead of SQLite's 2 MiB, for a run that
-    /// walks whole snapshots (a full read): the upper levels of a million-row B-tree then
-    /// stay in memory. A run that reads only changes keeps the small cache.
-    pub fn use_large_cache(&self) -> Result<(), Error> {
-        self.conn.pragma_update(None, "cache_size", -32768)?;
-        Ok(())
-    }
-
     /// Makes one side of the snapshot hold exactly `rows` (after a full read), writing only
     /// the rows that differ from what it holds: a full read that found nothing new writes
     /// nothing. The keys written (new or changed) and the keys deleted, each sorted.

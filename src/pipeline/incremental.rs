@@ -64,7 +64,7 @@ pub(super) fn fingerprint(inputs: &Inputs, verified_domains: &[String]) -> Strin
         h.update([0]);
     };
     part(INDEX_FORMAT);
-    part(super::reads::SNAPSHOT_FORMAT);
+    part(super::SNAPSHOT_FORMAT);
     part(&inputs.read_identity);
     for m in inputs.mappings.mappings() {
         part(&m.name);
@@ -248,7 +248,7 @@ pub fn plan(
         .mappings
         .searches()
         .iter()
-        .map(|s| (super::reads::source_side(s), s.mapping.clone()))
+        .map(|s| (super::source_side(s), s.mapping.clone()))
         .collect();
     let mut any = false;
     for (side, _) in &sides {
@@ -292,7 +292,7 @@ pub fn plan(
     let mapped = mapping::map_accounts(&inputs.mappings, rows_of(&store, &sides, keys.iter())?);
     let mut users = Vec::with_capacity(user_ids.len());
     for id in &user_ids {
-        if let Some(user) = store.snapshot_row::<CloudUser>(super::reads::CLOUD_SIDE, id)? {
+        if let Some(user) = store.snapshot_row::<CloudUser>(super::CLOUD_SIDE, id)? {
             users.push(user);
         }
     }

@@ -16,19 +16,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::incremental::Seeds;
-use super::{Error, Inputs, Observed, lock};
+use super::{CLOUD_SIDE, Error, Inputs, Observed, SNAPSHOT_FORMAT, lock, source_side};
 use crate::cloud::{self, Cloud};
 use crate::mapping::Search;
 use crate::model::{AccountKey, Anchor, CloudUser, Dn, SourceAccount};
 use crate::plan::Tenant;
 use crate::source::{self, Directory, Position, Read};
 use crate::state::Store;
-
-/// Bumped when the snapshot's rows change shape: every stored mark is then ignored.
-pub(super) const SNAPSHOT_FORMAT: &str = "1";
-
-/// The snapshot side (and watermark name) of the cloud's users.
-pub(super) const CLOUD_SIDE: &str = "cloud:users";
 
 /// `[reads]`: how a run reads both sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,11 +202,6 @@ pub fn read_states(store: &Store, reads: &Reads) -> Result<Vec<ReadState>, crate
         });
     }
     Ok(out)
-}
-
-/// The snapshot side of one directory search.
-pub(super) fn source_side(search: &Search) -> String {
-    format!("source:{}:{}", search.mapping, Dn::new(&search.base_dn))
 }
 
 /// Changes when what a search reads changes: then its snapshot is of something else.
@@ -744,14 +733,6 @@ pub fn persist(
 ) -> Result<(), Error> {
     let refresh = &observed.refresh;
     let mut store = lock(store);
-    let full = matches!(refresh.cloud, Update::Full { .. })
-        || refresh
-            .sources
-            .iter()
-            .any(|s| matches!(s.update, Update::Full { .. }));
-    if full {
-        store.use_large_cache()?;
-    }
     store.transaction(|s| {
         // Per search, the keys written and the keys deleted.
         let mut source_changes = Vec::with_capacity(refresh.sources.len());
