@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Store};
 use crate::model::Progress;
@@ -58,6 +58,16 @@ BEGIN INSERT INTO account_counts (state, domain, n) VALUES (COUNT_STATE(NEW), CO
 CREATE TRIGGER IF NOT EXISTS accounts_count_delete AFTER DELETE ON accounts
 BEGIN UPDATE account_counts SET n = n - 1
     WHERE state = COUNT_STATE(OLD) AND domain = COUNT_DOMAIN(OLD); END;
+-- How many accounts the source index holds (distinct keys), kept by triggers, so that an
+-- incremental run counts the accounts in scope without reading the index.
+CREATE TABLE IF NOT EXISTS index_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS source_index_count_insert AFTER INSERT ON source_index
+WHEN (SELECT count(*) FROM source_index WHERE key = NEW.key) = 1
+BEGIN INSERT INTO index_counts (name, n) VALUES ('in_scope', 1)
+    ON CONFLICT (name) DO UPDATE SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS source_index_count_delete AFTER DELETE ON source_index
+WHEN NOT EXISTS (SELECT 1 FROM source_index WHERE key = OLD.key)
+BEGIN UPDATE index_counts SET n = n - 1 WHERE name = 'in_scope'; END;
 CREATE TRIGGER IF NOT EXISTS accounts_count_update AFTER UPDATE OF state, gone_at, address ON accounts
 BEGIN UPDATE account_counts SET n = n - 1
     WHERE state = COUNT_STATE(OLD) AND domain = COUNT_DOMAIN(OLD);
@@ -65,8 +75,11 @@ BEGIN UPDATE account_counts SET n = n - 1
     ON CONFLICT (state, domain) DO UPDATE SET n = n + 1; END;
 ";
 
-/// `account_counts` from every account (when the schema is created or migrated).
+/// `index_counts` and `account_counts` from every row (when the schema is created or
+/// migrated).
 pub(super) const RECOUNT: &str = "
+DELETE FROM index_counts;
+INSERT INTO index_counts (name, n) SELECT 'in_scope', count(DISTINCT key) FROM source_index;
 DELETE FROM account_counts;
 INSERT INTO account_counts (state, domain, n)
     SELECT COUNT_STATE(a), COUNT_DOMAIN(a), count(*) FROM accounts a GROUP BY 1, 2;
@@ -174,13 +187,17 @@ impl Store {
     }
 
     /// How many accounts are in scope, as the index knows them.
+    /// Kept by triggers on `source_index` (`index_counts`): nothing is counted here.
     pub fn indexed_accounts(&self) -> Result<usize, Error> {
-        let n: i64 =
-            self.conn
-                .query_row("SELECT count(DISTINCT key) FROM source_index", [], |r| {
-                    r.get(0)
-                })?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT n FROM index_counts WHERE name = 'in_scope'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(usize::try_from(n.unwrap_or(0)).unwrap_or(0))
     }
 
     /// As [`Store::mark_gone`] for a run that planned only some accounts: the accounts in
