@@ -688,35 +688,41 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_password_reset_is_judged_by_the_change_time() {
-        let now = jiff::Timestamp::now();
-        let minute = jiff::SignedDuration::from_mins(1);
-        let cases = [
+        const MINUTE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+        // (the change time the directory shows, from the time the call began; verdict)
+        type Changed = fn(jiff::Timestamp) -> Option<String>;
+        let cases: [(Changed, &str); 6] = [
             // AD pwdLastSet after the call began: it took effect.
-            (Some(filetime(now + minute)), "done"),
+            (|began| Some(filetime(began + MINUTE)), "done"),
             // Samba/OpenLDAP whole seconds: a change in the second the call began counts.
             (
-                Some(filetime(
-                    jiff::Timestamp::from_second(now.as_second()).unwrap(),
-                )),
+                |began| {
+                    Some(filetime(
+                        jiff::Timestamp::from_second(began.as_second()).unwrap(),
+                    ))
+                },
                 "done",
             ),
             // OpenLDAP pwdChangedTime (generalized time), after.
             (
-                Some((now + minute).strftime("%Y%m%d%H%M%SZ").to_string()),
+                |began| Some((began + MINUTE).strftime("%Y%m%d%H%M%SZ").to_string()),
                 "done",
             ),
             // Changed before the call: not this write, even within a minute.
             (
-                Some(filetime(now - jiff::SignedDuration::from_secs(30))),
+                |began| Some(filetime(began - jiff::SignedDuration::from_secs(30))),
                 "failed",
             ),
-            (Some("0".to_string()), "failed"),
+            (|_| Some("0".to_string()), "failed"),
             // No change time at all (OpenLDAP without ppolicy, or never changed).
-            (None, "unknown"),
+            (|_| None, "unknown"),
         ];
         for (changed, verdict) in cases {
             let (_d, store) = interrupted(&randomize(), Lifecycle::Accepted);
-            // The started record is "now" (written just above).
+            // The time the interrupted call began, as its journal record holds it (a test
+            // that took the time before the record was written failed across a second).
+            let began = store.lock().unwrap().unfinished().unwrap()[0].at;
+            let changed = changed(began);
             let directory = FakeDirectory::with(vec![account(None, changed.clone())]);
             let (v, last) = settle_one(&store, &directory, &FakeCloud::default()).await;
             assert_eq!(v.as_str(), verdict, "{changed:?}: {v:?}");
