@@ -319,13 +319,7 @@ impl World {
         let observed = observe_changes(&self.inputs, &self.directory, &self.cloud, &self.store)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        persist(
-            &self.store,
-            &self.inputs,
-            &observed,
-            &mut incremental::Seeds::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        super::tests::save_read(&self.store, &self.inputs, &observed);
     }
 
     /// One scheduled run: reads (incrementally when it can), plans, applies.

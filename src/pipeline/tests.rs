@@ -92,13 +92,7 @@ impl World {
         let observed = observe(&self.inputs, &self.directory, &self.cloud, &self.store)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        persist(
-            &self.store,
-            &self.inputs,
-            &observed,
-            &mut Default::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        save_read(&self.store, &self.inputs, &observed);
         observed
     }
 
@@ -655,4 +649,9 @@ pub(super) fn inputs_of(mapping: &str, verified_domains: Option<Vec<String>>) ->
         force_full_read: false,
         read_identity: "fake".into(),
     }
+}
+
+/// Saves a read (snapshot, marks, indexes) as a run does before it plans.
+pub(super) fn save_read(store: &std::sync::Mutex<Store>, inputs: &Inputs, observed: &Observed) {
+    persist(store, inputs, observed, &mut Default::default()).unwrap_or_else(|e| panic!("{e}"));
 }
