@@ -359,6 +359,13 @@ fn plan_read(
         tracing::info!(actions = plan.actions.len(), "planned");
         return Ok((plan, progress));
     }
+    // As above: a full read that found no one is refused before it is saved.
+    if observed.refresh.found_nothing_in_full() {
+        let known = lock(store).progress_len()?;
+        if known > 0 {
+            return Err(Error::EmptySource { known });
+        }
+    }
     let (accounts, users) = observed.refresh.changed();
     seeds
         .accounts

@@ -1163,6 +1163,95 @@ impl Store {
         Ok((written, deleted))
     }
 
+    /// Starts staging a full read of one side: rows staged from the pages as they come
+    /// ([`Store::stage_rows`]) wait in SQLite's temp store (a file, not this process's
+    /// memory), and nothing of the snapshot changes until [`Store::staged_changes`] is
+    /// written by the caller.
+    pub fn stage_clear(&self, side: &str) -> Result<(), Error> {
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS staged (
+                 side TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+                 PRIMARY KEY (side, key)
+             ) WITHOUT ROWID;",
+        )?;
+        self.conn
+            .prepare_cached("DELETE FROM temp.staged WHERE side = ?1")?
+            .execute(params![side])?;
+        Ok(())
+    }
+
+    /// Stages rows of a full read of one side (after [`Store::stage_clear`]); a key staged
+    /// twice keeps its last row.
+    pub fn stage_rows<'a, T: Serialize + 'a>(
+        &self,
+        side: &str,
+        rows: impl IntoIterator<Item = (String, &'a T)>,
+    ) -> Result<(), Error> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO temp.staged (side, key, data) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, value) in rows {
+                let data = serde_json::to_string(value).map_err(|e| {
+                    Error::Value(format!("snapshot row {side}/{key} does not encode: {e}"))
+                })?;
+                insert.execute(params![side, key, data])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What the staged full read of one side changes in its snapshot: the rows that differ
+    /// from the stored ones (new or changed), decoded, and the stored keys the read did not
+    /// find, each in key order; and how many rows were staged. The staged rows are dropped.
+    pub fn staged_changes<T: serde::de::DeserializeOwned>(
+        &self,
+        side: &str,
+    ) -> Result<Staged<T>, Error> {
+        let rows: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM temp.staged WHERE side = ?1")?
+            .query_row(params![side], |r| r.get(0))?;
+        let mut put = Vec::new();
+        {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT s.key, s.data FROM temp.staged s
+                 LEFT JOIN snapshot n ON n.side = s.side AND n.key = s.key
+                 WHERE s.side = ?1 AND n.data IS NOT s.data
+                 ORDER BY s.key",
+            )?;
+            let changed = statement.query_map(params![side], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in changed {
+                let (key, data) = row?;
+                let value = serde_json::from_str(&data).map_err(|e| {
+                    Error::Value(format!("staged row {side}/{key} does not decode: {e}"))
+                })?;
+                put.push((key, value));
+            }
+        }
+        let delete: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT key FROM snapshot WHERE side = ?1
+                     AND key NOT IN (SELECT key FROM temp.staged WHERE side = ?1)
+                 ORDER BY key",
+            )?
+            .query_map(params![side], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        self.conn
+            .prepare_cached("DELETE FROM temp.staged WHERE side = ?1")?
+            .execute(params![side])?;
+        Ok(Staged {
+            put,
+            delete,
+            rows: usize::try_from(rows).unwrap_or(0),
+        })
+    }
+
     /// Removes one snapshot row, if present.
     pub fn delete_snapshot(&self, side: &str, key: &str) -> Result<(), Error> {
         self.conn
@@ -1170,6 +1259,17 @@ impl Store {
             .execute(params![side, key])?;
         Ok(())
     }
+}
+
+/// What a staged full read changes in one side of the snapshot ([`Store::staged_changes`]).
+#[derive(Debug)]
+pub struct Staged<T> {
+    /// Rows new or different from the stored ones, by key.
+    pub put: Vec<(String, T)>,
+    /// Stored keys the read did not find.
+    pub delete: Vec<String>,
+    /// Rows the read staged.
+    pub rows: usize,
 }
 
 /// The columns [`stored_account`] reads, in its order.
@@ -1667,6 +1767,62 @@ mod tests {
         let other: Vec<(String, Vec<String>)> =
             s.snapshot("other").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(other, vec![("a".to_string(), one.clone())]);
+    }
+
+    #[test]
+    fn a_staged_full_read_gives_what_differs_from_the_snapshot_and_changes_nothing() {
+        let (_d, s) = store();
+        let v = |x: &str| vec![x.to_string()];
+        let (one, two, three) = (v("one"), v("two"), v("three"));
+        for (key, value) in [("a", &one), ("b", &two)] {
+            s.put_snapshot("cloud", key, value)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let stage = |pages: Vec<Vec<(&str, &Vec<String>)>>| {
+            s.stage_clear("cloud").unwrap_or_else(|e| panic!("{e}"));
+            // Another side staged meanwhile is its own.
+            s.stage_clear("other").unwrap_or_else(|e| panic!("{e}"));
+            s.stage_rows("other", [("z".to_string(), &one)])
+                .unwrap_or_else(|e| panic!("{e}"));
+            for page in pages {
+                s.stage_rows("cloud", page.into_iter().map(|(k, v)| (k.to_string(), v)))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let staged: Staged<Vec<String>> =
+                s.staged_changes("cloud").unwrap_or_else(|e| panic!("{e}"));
+            (staged.put, staged.delete, staged.rows)
+        };
+        // The same rows, in two pages and another order: nothing differs.
+        assert_eq!(
+            stage(vec![vec![("b", &two)], vec![("a", &one)]]),
+            (vec![], vec![], 2)
+        );
+        // One changed (staged twice: the last row counts), one gone, one new.
+        assert_eq!(
+            stage(vec![vec![("a", &two), ("c", &one)], vec![("a", &three)]]),
+            (
+                vec![
+                    ("a".to_string(), three.clone()),
+                    ("c".to_string(), one.clone())
+                ],
+                vec!["b".to_string()],
+                2
+            )
+        );
+        // Staging changed no snapshot row, and a cleared stage starts empty.
+        let rows: Vec<(String, Vec<String>)> =
+            s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows,
+            vec![
+                ("a".to_string(), one.clone()),
+                ("b".to_string(), two.clone())
+            ]
+        );
+        assert_eq!(
+            stage(vec![]),
+            (vec![], vec!["a".to_string(), "b".to_string()], 0)
+        );
     }
 
     #[test]

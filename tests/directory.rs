@@ -287,6 +287,39 @@ async fn paged_search_reads_past_the_servers_size_limit() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(accounts.len(), expected);
+    // A full read handed over a page at a time: never more than a page held, the same
+    // accounts in the end.
+    struct Sizes(Vec<usize>, Vec<String>);
+    impl b2bsync::source::Pages for Sizes {
+        fn page(&mut self, accounts: Vec<b2bsync::model::SourceAccount>) {
+            self.0.push(accounts.len());
+            self.1.extend(accounts.into_iter().map(|a| a.dn));
+        }
+        fn restart(&mut self) {
+            self.0.clear();
+            self.1.clear();
+        }
+    }
+    let mut pages = Sizes(Vec::new(), Vec::new());
+    let read = service(server)
+        .read_pages(&scope, None, &mut pages)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b2bsync::source::Read::Full { accounts: held, .. } = read else {
+        panic!("not a full read");
+    };
+    assert!(
+        held.is_empty(),
+        "a paged read holds {} accounts",
+        held.len()
+    );
+    assert_eq!(pages.0.len(), expected.div_ceil(1000), "{:?}", pages.0);
+    assert!(pages.0.iter().all(|&n| n <= 1000), "{:?}", pages.0);
+    let mut paged = pages.1;
+    paged.sort();
+    let mut whole: Vec<String> = accounts.into_iter().map(|a| a.dn).collect();
+    whole.sort();
+    assert_eq!(paged, whole);
 }
 
 #[tokio::test]

@@ -569,26 +569,38 @@ impl GraphClient {
 
 impl Cloud for GraphClient {
     async fn users(&self) -> Result<Vec<CloudUser>, Error> {
-        // Each page becomes domain users as it arrives: the wire DTOs of a 100,000-user
-        // tenant are never all held at once.
         let mut users: Vec<CloudUser> = Vec::new();
+        self.users_pages(&mut |page| users.extend(page)).await?;
+        users.shrink_to_fit();
+        Ok(users)
+    }
+
+    async fn users_pages(
+        &self,
+        pages: &mut (dyn FnMut(Vec<CloudUser>) + Send),
+    ) -> Result<usize, Error> {
+        // The role holders are few: read first, so that each page leaves complete. Each page
+        // becomes domain users as it arrives: the wire DTOs of a large tenant are never all
+        // held at once.
+        let mut roles = self.role_holders().await?;
         let first = format!("{}/users?$select={}&$top=999", self.api, self.user_select());
         let mut walk = Walk::new(self, &first);
         let mut next = Some(first);
+        let mut count: usize = 0;
         while let Some(url) = next {
             let page: Page<UserDto> = self.get_json(&url).await?;
-            users.extend(page.value.into_iter().map(CloudUser::from));
+            let mut users: Vec<CloudUser> = page.value.into_iter().map(CloudUser::from).collect();
+            for user in &mut users {
+                if let Some(held) = roles.remove(&user.id) {
+                    user.roles = held;
+                }
+            }
+            count = count.saturating_add(users.len());
+            pages(users);
             next = page.next_link.map(|link| walk.next(link)).transpose()?;
         }
-        users.shrink_to_fit();
-        self.pacer.set_tenant_size(users.len());
-        let mut roles = self.role_holders().await?;
-        for user in &mut users {
-            if let Some(held) = roles.remove(&user.id) {
-                user.roles = held;
-            }
-        }
-        Ok(users)
+        self.pacer.set_tenant_size(count);
+        Ok(count)
     }
 
     async fn delta_link(&self) -> Result<Option<String>, Error> {

@@ -596,6 +596,24 @@ pub trait Cloud {
     /// Every user in the tenant with the properties b2bsync needs, in pages of 999.
     fn users(&self) -> impl Future<Output = Result<Vec<CloudUser>, Error>> + Send;
 
+    /// [`Cloud::users`], handed to `pages` a page at a time as they come (so that a large
+    /// tenant is never held whole); how many users there were. The default reads them
+    /// whole and hands over one page.
+    fn users_pages(
+        &self,
+        pages: &mut (dyn FnMut(Vec<CloudUser>) + Send),
+    ) -> impl Future<Output = Result<usize, Error>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let users = self.users().await?;
+            let n = users.len();
+            pages(users);
+            Ok(n)
+        }
+    }
+
     /// A delta link that reads the users' changes from now on (`$deltatoken=latest`), taken
     /// before a full read so that what changes during it is read again. `None`: this cloud
     /// keeps no delta, and every read is full.

@@ -374,8 +374,9 @@ async fn an_incremental_plan_agrees_with_the_full_plan_for_every_account_it_cons
                 w.inputs.force_full_read = false;
             }
             let full = w.full_plan().await;
-            // Now and then a scheduled full read (`run --full`): it rewrites only the index
-            // rows of what changed, which the later incremental rounds rely on.
+            // Now and then a scheduled full read (`run --full`): it catches what no change
+            // mark shows (group membership), and rewrites only the rows of what changed,
+            // which the later incremental rounds rely on.
             let full_read = rng.chance(20);
             if full_read {
                 history.push("a full read".into());
@@ -384,12 +385,8 @@ async fn an_incremental_plan_agrees_with_the_full_plan_for_every_account_it_cons
             let inc = w.run().await;
             w.inputs.force_full_read = false;
             let why = format!("seed {seed}, round {round}, after {history:?}");
-            if full_read {
-                assert_eq!(
-                    inc.summary.unchanged, 0,
-                    "{why}: a full read plans everyone"
-                );
-            }
+            // A full read is compared with the snapshot as it is staged, and plans only what
+            // it changed (and what is unsettled), like a read of the changes.
             if inc.summary.unchanged > 0 {
                 partial_plans += 1;
             }

@@ -5,9 +5,9 @@
 //!
 //! [`observe`] gives every account and every user (the `plan` command, and a run that must
 //! see everyone): an incremental read only changes how they are obtained. A run asks for
-//! [`observe_changes`] instead: when both sides were read by their changes and the indexes
-//! are of the same inputs, it gives only the changes, and the run plans the accounts they
-//! touch (`pipeline::incremental`).
+//! [`observe_changes`] instead: when the indexes are of the same inputs, it gives only the
+//! changes (a full read is staged in the store as its pages come and compared with the
+//! snapshot there), and the run plans the accounts they touch (`pipeline::incremental`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -85,6 +85,10 @@ struct SourceUpdate {
     /// Every account of this search in [`Observed::found`] (when the read gives everyone).
     rows: Range<usize>,
     update: Update<SourceAccount>,
+    /// Read in full (whether staged as changes or held in [`Observed::found`]), and how
+    /// many accounts the read found.
+    read_full: bool,
+    rows_read: usize,
     mark: Option<SourceMark>,
     /// Why no mark is kept, when the directory cannot tell its changes (for `status`).
     incremental_off: Option<String>,
@@ -123,9 +127,13 @@ impl Refresh {
     /// Whether any directory search was read by its changes (then the accounts about to be
     /// written are read again before any write).
     pub fn source_incremental(&self) -> bool {
-        self.sources
-            .iter()
-            .any(|s| matches!(s.update, Update::Changes { .. }))
+        self.sources.iter().any(|s| !s.read_full)
+    }
+
+    /// Whether every directory search was read in full and found nothing: then the read
+    /// must not be saved (it would empty the snapshot) when the store knows accounts.
+    pub fn found_nothing_in_full(&self) -> bool {
+        self.sources.iter().all(|s| s.read_full && s.rows_read == 0)
     }
 
     /// The accounts (keys) and users (ids) read changed or gone.
@@ -277,8 +285,10 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
     read(inputs, directory, cloud, store, false).await
 }
 
-/// [`observe`], but when both sides were read by their changes and the indexes are of these
-/// inputs, gives only the changes ([`Observed::partial`]): nothing is decoded whole.
+/// [`observe`], but when the indexes are of these inputs, gives only the changes
+/// ([`Observed::partial`]): a side read by its changes gives them, and a side read in full
+/// is staged in the store page by page and compared with its snapshot there. Nothing is
+/// held or decoded whole.
 pub async fn observe_changes<D: Directory + Sync, C: Cloud + Sync>(
     inputs: &Inputs,
     directory: &D,
@@ -314,28 +324,55 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
         });
         (marks, (fingerprint, mark))
     };
+    // The verified domains first: with them, whether the indexes are of these inputs.
+    let verified_domains: Vec<String> = match &inputs.verified_domains {
+        Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        None => cloud.verified_domains().await?,
+    };
+    let fingerprint = super::incremental::fingerprint(inputs, &verified_domains);
+    // Only the changes are given (`partial`) when the indexes are of these inputs: a side
+    // read by its changes gives them, and a side read in full is staged in the store as its
+    // pages come and compared with the snapshot, so that it gives its changes too and is
+    // never held whole.
+    let partial = changes_only
+        && inputs.reads.incremental
+        && lock(store)
+            .watermark(super::incremental::INDEX_MARK)?
+            .as_deref()
+            == Some(fingerprint.as_str());
 
     let read_source = async {
         let mut reads = Vec::new();
         for (search, (_, mark)) in searches.iter().zip(&source_marks) {
             let scope = search.scope();
-            let read = directory
-                .read(&scope, mark.as_ref().map(|m| &m.position))
-                .await?;
+            let since = mark.as_ref().map(|m| &m.position);
+            let read = if partial {
+                let side = source_side(search);
+                lock(store).stage_clear(&side).map_err(Error::from)?;
+                let mut stage = Stage {
+                    store,
+                    side: &side,
+                    error: None,
+                };
+                let read = directory.read_pages(&scope, since, &mut stage).await?;
+                if let Some(e) = stage.error {
+                    return Err(e.into());
+                }
+                read
+            } else {
+                directory.read(&scope, since).await?
+            };
             reads.push(read);
         }
-        Ok::<_, source::Error>(reads)
+        Ok::<_, Error>(reads)
     };
     let read_cloud = async {
         let (fingerprint, mark) = &cloud_mark;
-        let verified_domains = match &inputs.verified_domains {
-            Some(list) => list.iter().map(|d| d.to_ascii_lowercase()).collect(),
-            None => cloud.verified_domains().await?,
-        };
+        let stage = partial.then_some(store);
         if let Some(mark) = mark {
             match cloud.users_since(&mark.delta_link, mark.users).await {
                 Ok(changes) => {
-                    return Ok((CloudRead::Changes(changes, mark.clone()), verified_domains));
+                    return Ok(CloudRead::Changes(changes, mark.clone()));
                 }
                 Err(e) if e.resync_required() => {
                     tracing::warn!(error = %e, "Graph asks for a full read of the users; reading them all");
@@ -344,31 +381,21 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 Err(e) if e.stored_link_unusable() => {
                     tracing::warn!(error = %e, "The stored delta link is dropped; reading every user.");
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
-        let full = full_cloud_read(cloud, fingerprint, now).await?;
-        Ok::<_, cloud::Error>((full, verified_domains))
+        full_cloud_read(cloud, fingerprint, now, stage).await
     };
-    let (reads, cloud_side) = tokio::join!(read_source, read_cloud);
+    let (reads, cloud_read) = tokio::join!(read_source, read_cloud);
     let reads = reads?;
-    let (cloud_read, verified_domains) = cloud_side?;
-    let fingerprint = super::incremental::fingerprint(inputs, &verified_domains);
+    let cloud_read = cloud_read?;
     let index = if !inputs.reads.incremental {
         IndexUpdate::Off
-    } else if changes_only
-        && reads.iter().all(|r| matches!(r, Read::Changes { .. }))
-        && matches!(cloud_read, CloudRead::Changes(..))
-        && lock(store)
-            .watermark(super::incremental::INDEX_MARK)?
-            .as_deref()
-            == Some(fingerprint.as_str())
-    {
+    } else if partial {
         IndexUpdate::Changes
     } else {
         IndexUpdate::Rebuild { fingerprint }
     };
-    let partial = matches!(index, IndexUpdate::Changes);
 
     let mut summary = ReadSummary::default();
     let mut found: Vec<(String, SourceAccount)> = Vec::new();
@@ -397,6 +424,34 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
         };
         match read {
             Read::Full {
+                position,
+                fell_back,
+                ..
+            } if partial => {
+                if let Some(why) = &fell_back {
+                    tracing::warn!(mapping = %search.mapping, base = %search.base_dn, %why, "reading the directory in full");
+                }
+                let mark = new_mark(position, now);
+                let incremental_off = fell_back.filter(|_| mark.is_none());
+                let staged = lock(store).staged_changes::<SourceAccount>(&side)?;
+                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = staged.rows, changed = staged.put.len(), departed = staged.delete.len(), "read the directory");
+                summary.searches_full += 1;
+                summary.entries_read += staged.rows;
+                sources.push(SourceUpdate {
+                    side,
+                    mapping: search.mapping.clone(),
+                    rows: found.len()..found.len(),
+                    update: Update::Changes {
+                        put: staged.put,
+                        delete: staged.delete,
+                    },
+                    read_full: true,
+                    rows_read: staged.rows,
+                    mark,
+                    incremental_off,
+                });
+            }
+            Read::Full {
                 accounts,
                 position,
                 fell_back,
@@ -406,6 +461,7 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 }
                 let mark = new_mark(position, now);
                 let incremental_off = fell_back.filter(|_| mark.is_none());
+                let rows_read = accounts.len();
                 tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = accounts.len(), "read the directory");
                 summary.searches_full += 1;
                 summary.entries_read += accounts.len();
@@ -418,6 +474,8 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                     update: Update::Full {
                         rows: start..found.len(),
                     },
+                    read_full: true,
+                    rows_read,
                     mark,
                     incremental_off,
                 });
@@ -431,6 +489,7 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 // Departed entries count when known: an AD read also lists every user
                 // deleted or moved anywhere in the domain since the mark (source::deleted).
                 summary.entries_read += changed.len();
+                let rows_read = changed.len();
                 let full_at = mark.map(|m| m.full_at).unwrap_or(now);
                 let start = found.len();
                 let (put, delete) = if partial {
@@ -485,6 +544,8 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                     mapping: search.mapping.clone(),
                     rows: start..found.len(),
                     update: Update::Changes { put, delete },
+                    read_full: false,
+                    rows_read,
                     mark: new_mark(Some(position), full_at),
                     incremental_off: None,
                 });
@@ -500,7 +561,7 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
             match loaded {
                 Some(rows) => (cloud_read, rows),
                 None => (
-                    full_cloud_read(cloud, &cloud_mark.0, now).await?,
+                    full_cloud_read(cloud, &cloud_mark.0, now, None).await?,
                     Vec::new(),
                 ),
             }
@@ -508,6 +569,26 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
         full => (full, Vec::new()),
     };
     let (users, cloud, cloud_mark) = match cloud_read {
+        CloudRead::Staged(mark) => {
+            let staged = lock(store).staged_changes::<CloudUser>(CLOUD_SIDE)?;
+            tracing::info!(
+                read = "full",
+                users = staged.rows,
+                changed = staged.put.len(),
+                removed = staged.delete.len(),
+                "read Microsoft Graph"
+            );
+            summary.users_read = staged.rows;
+            let mark = mark.map(|m| CloudMark {
+                users: staged.rows,
+                ..m
+            });
+            let update = Update::Changes {
+                put: staged.put,
+                delete: staged.delete,
+            };
+            (Vec::new(), update, mark)
+        }
         CloudRead::Full(users, mark) => {
             tracing::info!(read = "full", users = users.len(), "read Microsoft Graph");
             summary.users_read = users.len();
@@ -690,13 +771,15 @@ fn decoded<T>(
     }
 }
 
-/// Every user, and the delta link the next run reads the changes from. The link is taken
-/// before the read: what changes during it is read again next time.
+/// Every user (or, with `stage`, every user staged in the store as the pages come), and
+/// the delta link the next run reads the changes from. The link is taken before the read:
+/// what changes during it is read again next time.
 async fn full_cloud_read<C: Cloud + Sync>(
     cloud: &C,
     fingerprint: &str,
     now: jiff::Timestamp,
-) -> Result<CloudRead, cloud::Error> {
+    stage: Option<&std::sync::Mutex<Store>>,
+) -> Result<CloudRead, Error> {
     let link = match cloud.delta_link().await {
         Ok(link) => link,
         Err(e) => {
@@ -704,19 +787,70 @@ async fn full_cloud_read<C: Cloud + Sync>(
             None
         }
     };
-    let users = cloud.users().await?;
-    let mark = link.map(|delta_link| CloudMark {
-        fingerprint: fingerprint.to_string(),
-        delta_link,
-        full_at: now,
-        users: users.len(),
-    });
-    Ok(CloudRead::Full(users, mark))
+    let mark = |users: usize| {
+        link.map(|delta_link| CloudMark {
+            fingerprint: fingerprint.to_string(),
+            delta_link,
+            full_at: now,
+            users,
+        })
+    };
+    let Some(store) = stage else {
+        let users = cloud.users().await?;
+        let mark = mark(users.len());
+        return Ok(CloudRead::Full(users, mark));
+    };
+    lock(store).stage_clear(CLOUD_SIDE)?;
+    let mut error = None;
+    let count = cloud
+        .users_pages(&mut |page| {
+            if error.is_none()
+                && let Err(e) = lock(store)
+                    .stage_rows(CLOUD_SIDE, page.iter().map(|user| (user.id.clone(), user)))
+            {
+                error = Some(e);
+            }
+        })
+        .await?;
+    if let Some(e) = error {
+        return Err(e.into());
+    }
+    Ok(CloudRead::Staged(mark(count)))
+}
+
+/// A directory search's pages staged in the store as they come (`Store::stage_rows`); the
+/// first error ends the staging and is returned after the read.
+struct Stage<'a> {
+    store: &'a std::sync::Mutex<Store>,
+    side: &'a str,
+    error: Option<crate::state::Error>,
+}
+
+impl source::Pages for Stage<'_> {
+    fn page(&mut self, accounts: Vec<SourceAccount>) {
+        if self.error.is_some() {
+            return;
+        }
+        let rows = accounts
+            .iter()
+            .map(|account| (AccountKey::of(account).to_string(), account));
+        if let Err(e) = lock(self.store).stage_rows(self.side, rows) {
+            self.error = Some(e);
+        }
+    }
+
+    fn restart(&mut self) {
+        if let Err(e) = lock(self.store).stage_clear(self.side) {
+            self.error.get_or_insert(e);
+        }
+    }
 }
 
 /// What the cloud read returned.
 enum CloudRead {
     Full(Vec<CloudUser>, Option<CloudMark>),
+    /// Every user, staged in the store.
+    Staged(Option<CloudMark>),
     Changes(cloud::UserChanges, CloudMark),
 }
 

@@ -423,6 +423,94 @@ async fn a_run_whose_account_joined_a_protected_group_plans_again_and_never_writ
     );
 }
 
+#[tokio::test]
+async fn a_full_read_is_staged_and_gives_only_what_it_changed_and_an_empty_one_saves_nothing() {
+    let mut w = world();
+    let session =
+        Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
+    // The first run reads everyone, keeps the indexes and randomizes the passwords; the
+    // second reads those writes back.
+    w.run(&session, false, None, &|_| {}).await;
+    drop(session);
+    let session =
+        Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
+    w.run(&session, false, None, &|_| {}).await;
+    drop(session);
+    // A change no mark shows (a group joined), then a full read.
+    w.directory
+        .update_silently(&dn(1), |a| a.member_of.push(TIER0.into()));
+    w.inputs.force_full_read = true;
+    w.forget_calls();
+    let observed = observe_changes(&w.inputs, &w.directory, &w.cloud, &w.store)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = &observed.summary;
+    assert_eq!(
+        (
+            s.searches_full,
+            s.entries_read,
+            s.cloud_incremental,
+            s.users_read
+        ),
+        (1, 3, false, 3)
+    );
+    assert_eq!(w.directory.calls(), ["read full"]);
+    assert_eq!(w.cloud.calls(), ["users"]);
+    // Nothing is held whole: only what differs from the snapshot.
+    assert!(observed.partial);
+    assert_eq!((observed.found.len(), observed.users.len()), (0, 0));
+    assert!(!observed.refresh.source_incremental());
+    assert_eq!(
+        observed.refresh.changed(),
+        (vec![anchor(1).as_str()], Vec::<&str>::new())
+    );
+    // A run with a full read plans that account alone, and writes no one.
+    let session =
+        Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
+    let result = w.run(&session, false, None, &|_| {}).await;
+    drop(session);
+    assert!(result.plan.actions.is_empty(), "{:?}", result.plan.actions);
+    let planned: Vec<&str> = result
+        .plan
+        .accounts
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    assert_eq!(planned, [anchor(1).as_str()]);
+    assert_eq!(result.plan.summary.unchanged, 2);
+
+    // Everyone gone from a full read: refused before anything is saved.
+    for n in 0..3 {
+        w.directory.remove(&dn(n));
+    }
+    let session =
+        Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
+    let err = session
+        .run(
+            &w.inputs,
+            &w.directory,
+            &w.cloud,
+            &apply::Options::default(),
+            false,
+            None,
+            &|_| {},
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("an empty read was accepted"));
+    assert!(matches!(err, Error::EmptySource { known: 3 }), "{err}");
+    let side = source_side(&w.inputs.mappings.searches()[0]);
+    let store = lock(&w.store);
+    assert_eq!(store.snapshot_len(&side).unwrap_or(0), 3);
+    let gone = store
+        .accounts()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|a| a.gone_at.is_some())
+        .count();
+    assert_eq!(gone, 0);
+}
+
 /// How a run ends, and what it wrote: (case, `[limits]` allow, flag, reviewed plan stale,
 /// end, passwords set).
 #[tokio::test]

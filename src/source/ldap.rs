@@ -22,7 +22,7 @@ use super::capabilities::{
 };
 use super::connect::{self, Failover};
 use super::{
-    Departed, Directory, Error, Flavour, LdapSettings, Position, Read, SearchScope, deleted,
+    Departed, Directory, Error, Flavour, LdapSettings, Pages, Position, Read, SearchScope, deleted,
 };
 use crate::model::{Anchor, Dn, SourceAccount};
 
@@ -258,9 +258,11 @@ impl LdapDirectory {
         attributes: &[String],
         out: &mut Vec<SourceAccount>,
         max_csn: &mut Option<String>,
+        mut pager: Option<&mut Pager<'_>>,
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
-        let found_before = out.len();
+        let mut entries: usize = 0;
+        let page_size = usize::try_from(self.settings.page_size).unwrap_or(1).max(1);
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.settings.page_size)),
@@ -292,14 +294,24 @@ impl LdapDirectory {
                 ranged.push((out.len(), pending));
             }
             out.push(account);
+            entries = entries.saturating_add(1);
+            // A full read hands its accounts over a page at a time (the search's stream
+            // runs on its own handle, so ranged attributes are completed meanwhile).
+            if let Some(pager) = pager.as_deref_mut()
+                && out.len() >= page_size
+            {
+                for (index, pending) in ranged.drain(..) {
+                    if let Some(account) = out.get_mut(index) {
+                        fetch_ranges(ldap, account, pending, wanted).await?;
+                    }
+                }
+                pager.hand_over(out);
+            }
         }
         let done = stream.finish().await;
         done.success().map_err(search_err)?;
-        let entries = out.len().saturating_sub(found_before);
         // Servers fill every page but the last, so this is the number of pages read.
-        let pages = entries
-            .div_ceil(usize::try_from(self.settings.page_size).unwrap_or(1).max(1))
-            .max(1);
+        let pages = entries.div_ceil(page_size).max(1);
         tracing::debug!(
             base,
             filter,
@@ -314,6 +326,9 @@ impl LdapDirectory {
             if let Some(account) = out.get_mut(index) {
                 fetch_ranges(ldap, account, pending, wanted).await?;
             }
+        }
+        if let Some(pager) = pager {
+            pager.hand_over(out);
         }
         Ok(())
     }
@@ -443,21 +458,7 @@ impl LdapDirectory {
         if server.flavour != Flavour::Generic || accounts.is_empty() {
             return Ok(());
         }
-        for group in &scope.protected_groups {
-            let members: HashSet<Dn> = group_members(ldap, group)
-                .await?
-                .iter()
-                .map(|m| Dn::new(m))
-                .collect();
-            let dn = Dn::new(group);
-            for account in accounts.iter_mut() {
-                if members.contains(&Dn::new(&account.dn))
-                    && !account.member_of.iter().any(|g| Dn::new(g) == dn)
-                {
-                    account.member_of.push(group.clone());
-                }
-            }
-        }
+        add_groups(&protected_members(ldap, server, scope).await?, accounts);
         Ok(())
     }
 
@@ -493,6 +494,7 @@ impl LdapDirectory {
                 &attributes,
                 &mut found,
                 &mut no_csn,
+                None,
             )
             .await?;
         }
@@ -519,6 +521,7 @@ impl LdapDirectory {
         server: &Server,
         scope: &SearchScope,
         since: Option<&Position>,
+        pages: &mut dyn Pages,
     ) -> Result<Read, Error> {
         let started = jiff::Timestamp::now();
         let attributes = Self::attributes(server, scope);
@@ -537,6 +540,12 @@ impl LdapDirectory {
         let filter = parenthesized(&scope.filter);
         let mut max_csn: Option<String> = None;
         let (Some(since), Some(before), Some(marker)) = (since, before.clone(), marker) else {
+            let mut pager = Pager {
+                groups: protected_members(ldap, server, scope).await?,
+                pages,
+                handed: 0,
+                anchorless: 0,
+            };
             let mut accounts = Vec::new();
             for base in &scope.base_dns {
                 self.search_base(
@@ -548,20 +557,16 @@ impl LdapDirectory {
                     &attributes,
                     &mut accounts,
                     &mut max_csn,
+                    Some(&mut pager),
                 )
                 .await?;
             }
-            // The vector grew by doubling: give the unused tail back (a large allocation is
-            // remapped in place, not copied).
-            accounts.shrink_to_fit();
-            self.resolve_groups(ldap, server, scope, &mut accounts)
-                .await?;
-            let anchorless = accounts.iter().filter(|a| a.anchor().is_none()).count();
+            let anchorless = pager.anchorless;
             if anchorless > 0 {
                 tracing::warn!(
                     bases = ?scope.base_dns,
                     anchorless,
-                    accounts = accounts.len(),
+                    accounts = pager.handed,
                     anchor = ?server.anchor(),
                     "accounts without an anchor are keyed by their DN: a rename is seen by its join keys only"
                 );
@@ -583,7 +588,7 @@ impl LdapDirectory {
             let position =
                 before.map(|p| next_position(server.mark(), p, None, max_csn, started, overlap));
             return Ok(Read::Full {
-                accounts,
+                accounts: Vec::new(),
                 position,
                 fell_back,
             });
@@ -613,6 +618,7 @@ impl LdapDirectory {
                 &attributes,
                 &mut changed,
                 &mut max_csn,
+                None,
             )
             .await?;
             self.search_base(
@@ -624,6 +630,7 @@ impl LdapDirectory {
                 &departed_attributes,
                 &mut gone,
                 &mut max_csn,
+                None,
             )
             .await?;
         }
@@ -850,6 +857,69 @@ async fn read_exchange_schema(ldap: &mut Ldap, facts: &mut ServerFacts) -> Resul
     }
 }
 
+/// A full read's accounts on their way out, a page at a time ([`Directory::read_pages`]).
+struct Pager<'p> {
+    pages: &'p mut dyn Pages,
+    /// Each protected group's members, read before the search (generic LDAP only).
+    groups: Vec<(String, HashSet<Dn>)>,
+    /// Accounts handed over, and how many of them had no anchor.
+    handed: usize,
+    anchorless: usize,
+}
+
+impl Pager<'_> {
+    /// Hands over the accounts gathered (their ranged attributes already completed), with
+    /// their protected groups added.
+    fn hand_over(&mut self, out: &mut Vec<SourceAccount>) {
+        if out.is_empty() {
+            return;
+        }
+        let mut page = std::mem::take(out);
+        add_groups(&self.groups, &mut page);
+        self.handed = self.handed.saturating_add(page.len());
+        let anchorless = page.iter().filter(|a| a.anchor().is_none()).count();
+        self.anchorless = self.anchorless.saturating_add(anchorless);
+        self.pages.page(page);
+    }
+}
+
+/// Each protected group with its members, on a server that does not maintain `memberOf`
+/// for certain (any but AD; none otherwise).
+async fn protected_members(
+    ldap: &mut Ldap,
+    server: &Server,
+    scope: &SearchScope,
+) -> Result<Vec<(String, HashSet<Dn>)>, Error> {
+    let mut out = Vec::new();
+    if server.flavour != Flavour::Generic {
+        return Ok(out);
+    }
+    for group in &scope.protected_groups {
+        let members: HashSet<Dn> = group_members(ldap, group)
+            .await?
+            .iter()
+            .map(|m| Dn::new(m))
+            .collect();
+        out.push((group.clone(), members));
+    }
+    Ok(out)
+}
+
+/// Adds each protected group to its members' `member_of`, so that a protected member is
+/// never touched either way.
+fn add_groups(groups: &[(String, HashSet<Dn>)], accounts: &mut [SourceAccount]) {
+    for (group, members) in groups {
+        let dn = Dn::new(group);
+        for account in accounts.iter_mut() {
+            if members.contains(&Dn::new(&account.dn))
+                && !account.member_of.iter().any(|g| Dn::new(g) == dn)
+            {
+                account.member_of.push(group.clone());
+            }
+        }
+    }
+}
+
 /// The `member` and `uniqueMember` values of a group; none when it does not exist.
 async fn group_members(ldap: &mut Ldap, group: &str) -> Result<Vec<String>, Error> {
     let entry = base_entry(ldap, group, &["member", "uniqueMember"]).await?;
@@ -926,16 +996,37 @@ impl Directory for LdapDirectory {
     }
 
     async fn read(&self, scope: &SearchScope, since: Option<&Position>) -> Result<Read, Error> {
+        let mut all = Vec::new();
+        let mut read = self.read_pages(scope, since, &mut all).await?;
+        if let Read::Full { accounts, .. } = &mut read {
+            // The vector grew by doubling: give the unused tail back (a large allocation is
+            // remapped in place, not copied).
+            all.shrink_to_fit();
+            *accounts = all;
+        }
+        Ok(read)
+    }
+
+    async fn read_pages(
+        &self,
+        scope: &SearchScope,
+        since: Option<&Position>,
+        pages: &mut dyn Pages,
+    ) -> Result<Read, Error> {
         // A connection that breaks during the read restarts it on the next domain controller,
         // each at most once. A change mark from the first DC means nothing on another (marks
         // are per DC, by `invocationId`): `read_with` reads in full there and says why.
         let mut restarts: usize = 0;
         loop {
             let (mut ldap, server) = self.handle().await?;
-            let e = match self.read_with(&mut ldap, &server, scope, since).await {
+            let e = match self
+                .read_with(&mut ldap, &server, scope, since, pages)
+                .await
+            {
                 Ok(read) => return Ok(read),
                 Err(e) => e,
             };
+            pages.restart();
             self.forget(&e).await;
             if !connect::broke(&e) || restarts.saturating_add(1) >= self.dcs.len() {
                 return Err(e);
@@ -1008,6 +1099,7 @@ impl Directory for LdapDirectory {
                         &attributes,
                         &mut out,
                         &mut max_csn,
+                        None,
                     )
                     .await;
                 if let Err(e) = result {

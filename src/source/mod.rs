@@ -375,6 +375,27 @@ fn generalized_time(raw: &str) -> Option<jiff::Timestamp> {
         .map(|z| z.timestamp())
 }
 
+/// Where a full read hands its accounts as they arrive ([`Directory::read_pages`]).
+pub trait Pages: Send {
+    /// The next accounts read, complete (ranged attributes and protected groups resolved).
+    fn page(&mut self, accounts: Vec<SourceAccount>);
+
+    /// The read starts again from the beginning (on another domain controller): forget
+    /// every page handed over so far.
+    fn restart(&mut self);
+}
+
+/// Collects every page: a read held whole.
+impl Pages for Vec<SourceAccount> {
+    fn page(&mut self, accounts: Vec<SourceAccount>) {
+        self.extend(accounts);
+    }
+
+    fn restart(&mut self) {
+        self.clear();
+    }
+}
+
 /// The on-premises boundary: everything b2bsync reads from or writes to the directory.
 pub trait Directory {
     /// Every account in scope, read with paged searches.
@@ -401,6 +422,28 @@ pub trait Directory {
                 position: None,
                 fell_back: None,
             })
+        }
+    }
+
+    /// [`Directory::read`], with the accounts of a full read handed to `pages` as they come
+    /// (a page at a time, so that a large directory is never held whole) instead of in
+    /// [`Read::Full`], whose `accounts` is then empty. A read of the changes is returned
+    /// whole, as by `read`. The default reads whole and hands over one page.
+    fn read_pages(
+        &self,
+        scope: &SearchScope,
+        since: Option<&Position>,
+        pages: &mut dyn Pages,
+    ) -> impl Future<Output = Result<Read, Error>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let mut read = self.read(scope, since).await?;
+            if let Read::Full { accounts, .. } = &mut read {
+                pages.page(std::mem::take(accounts));
+            }
+            Ok(read)
         }
     }
 
