@@ -1163,93 +1163,80 @@ impl Store {
         Ok((written, deleted))
     }
 
-    /// Starts staging a full read of one side: rows staged from the pages as they come
-    /// ([`Store::stage_rows`]) wait in SQLite's temp store (a file, not this process's
-    /// memory), and nothing of the snapshot changes until [`Store::staged_changes`] is
-    /// written by the caller.
-    pub fn stage_clear(&self, side: &str) -> Result<(), Error> {
+    /// Starts comparing a full read of one side with its snapshot, page by page
+    /// ([`Store::compare_page`]): the keys read are kept in SQLite's temp store (a file, not
+    /// this process's memory) until [`Store::not_read`] gives the stored keys the read did
+    /// not find. Nothing of the snapshot changes.
+    pub fn compare_begin(&self, side: &str) -> Result<(), Error> {
         self.conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS staged (
-                 side TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
-                 PRIMARY KEY (side, key)
-             ) WITHOUT ROWID;",
+            "CREATE TEMP TABLE IF NOT EXISTS keys_read (side TEXT NOT NULL, key TEXT NOT NULL);
+             DROP INDEX IF EXISTS temp.keys_read_by_key;",
         )?;
         self.conn
-            .prepare_cached("DELETE FROM temp.staged WHERE side = ?1")?
+            .prepare_cached("DELETE FROM temp.keys_read WHERE side = ?1")?
             .execute(params![side])?;
         Ok(())
     }
 
-    /// Stages rows of a full read of one side (after [`Store::stage_clear`]); a key staged
-    /// twice keeps its last row.
-    pub fn stage_rows<'a, T: Serialize + 'a>(
+    /// One page of a full read of one side (after [`Store::compare_begin`]): the rows that
+    /// differ from the stored ones (new or changed). Each row is compared as the text it
+    /// would be stored as, with one lookup of its key; its key is kept for
+    /// [`Store::not_read`].
+    pub fn compare_page<T: Serialize>(
         &self,
         side: &str,
-        rows: impl IntoIterator<Item = (String, &'a T)>,
-    ) -> Result<(), Error> {
+        rows: impl IntoIterator<Item = (String, T)>,
+    ) -> Result<Vec<(String, T)>, Error> {
+        let mut differ = Vec::new();
         let tx = self.conn.unchecked_transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO temp.staged (side, key, data) VALUES (?1, ?2, ?3)",
-            )?;
+            let mut same =
+                tx.prepare_cached("SELECT data = ?3 FROM snapshot WHERE side = ?1 AND key = ?2")?;
+            let mut read =
+                tx.prepare_cached("INSERT INTO temp.keys_read (side, key) VALUES (?1, ?2)")?;
             for (key, value) in rows {
-                let data = serde_json::to_string(value).map_err(|e| {
+                let data = serde_json::to_string(&value).map_err(|e| {
                     Error::Value(format!("snapshot row {side}/{key} does not encode: {e}"))
                 })?;
-                insert.execute(params![side, key, data])?;
+                let equal: Option<bool> = same
+                    .query_row(params![side, key, data], |r| r.get(0))
+                    .optional()?;
+                read.execute(params![side, key])?;
+                if equal != Some(true) {
+                    differ.push((key, value));
+                }
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(differ)
     }
 
-    /// What the staged full read of one side changes in its snapshot: the rows that differ
-    /// from the stored ones (new or changed), decoded, and the stored keys the read did not
-    /// find, each in key order; and how many rows were staged. The staged rows are dropped.
-    pub fn staged_changes<T: serde::de::DeserializeOwned>(
-        &self,
-        side: &str,
-    ) -> Result<Staged<T>, Error> {
-        let rows: i64 = self
+    /// The stored keys of one side that the full read compared page by page did not find,
+    /// in key order, and how many keys it read; forgets the keys read.
+    pub fn not_read(&self, side: &str) -> Result<(Vec<String>, usize), Error> {
+        // Indexed once, after the read: a sort, instead of a B-tree grown at random.
+        self.conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS temp.keys_read_by_key ON keys_read (side, key);",
+        )?;
+        let read: i64 = self
             .conn
-            .prepare_cached("SELECT COUNT(*) FROM temp.staged WHERE side = ?1")?
+            .prepare_cached("SELECT COUNT(*) FROM temp.keys_read WHERE side = ?1")?
             .query_row(params![side], |r| r.get(0))?;
-        let mut put = Vec::new();
-        {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT s.key, s.data FROM temp.staged s
-                 LEFT JOIN snapshot n ON n.side = s.side AND n.key = s.key
-                 WHERE s.side = ?1 AND n.data IS NOT s.data
-                 ORDER BY s.key",
-            )?;
-            let changed = statement.query_map(params![side], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            for row in changed {
-                let (key, data) = row?;
-                let value = serde_json::from_str(&data).map_err(|e| {
-                    Error::Value(format!("staged row {side}/{key} does not decode: {e}"))
-                })?;
-                put.push((key, value));
-            }
-        }
-        let delete: Vec<String> = self
+        let gone: Vec<String> = self
             .conn
             .prepare_cached(
-                "SELECT key FROM snapshot WHERE side = ?1
-                     AND key NOT IN (SELECT key FROM temp.staged WHERE side = ?1)
+                "SELECT key FROM snapshot n WHERE side = ?1 AND NOT EXISTS
+                     (SELECT 1 FROM temp.keys_read r WHERE r.side = ?1 AND r.key = n.key)
                  ORDER BY key",
             )?
             .query_map(params![side], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         self.conn
-            .prepare_cached("DELETE FROM temp.staged WHERE side = ?1")?
+            .execute_batch("DROP INDEX IF EXISTS temp.keys_read_by_key;")?;
+        self.conn
+            .prepare_cached("DELETE FROM temp.keys_read WHERE side = ?1")?
             .execute(params![side])?;
-        Ok(Staged {
-            put,
-            delete,
-            rows: usize::try_from(rows).unwrap_or(0),
-        })
+        Ok((gone, usize::try_from(read).unwrap_or(0)))
     }
 
     /// Removes one snapshot row, if present.
@@ -1259,17 +1246,6 @@ impl Store {
             .execute(params![side, key])?;
         Ok(())
     }
-}
-
-/// What a staged full read changes in one side of the snapshot ([`Store::staged_changes`]).
-#[derive(Debug)]
-pub struct Staged<T> {
-    /// Rows new or different from the stored ones, by key.
-    pub put: Vec<(String, T)>,
-    /// Stored keys the read did not find.
-    pub delete: Vec<String>,
-    /// Rows the read staged.
-    pub rows: usize,
 }
 
 /// The columns [`stored_account`] reads, in its order.
@@ -1770,7 +1746,7 @@ mod tests {
     }
 
     #[test]
-    fn a_staged_full_read_gives_what_differs_from_the_snapshot_and_changes_nothing() {
+    fn a_full_read_compared_page_by_page_gives_what_differs_and_changes_nothing() {
         let (_d, s) = store();
         let v = |x: &str| vec![x.to_string()];
         let (one, two, three) = (v("one"), v("two"), v("three"));
@@ -1778,38 +1754,43 @@ mod tests {
             s.put_snapshot("cloud", key, value)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let stage = |pages: Vec<Vec<(&str, &Vec<String>)>>| {
-            s.stage_clear("cloud").unwrap_or_else(|e| panic!("{e}"));
-            // Another side staged meanwhile is its own.
-            s.stage_clear("other").unwrap_or_else(|e| panic!("{e}"));
-            s.stage_rows("other", [("z".to_string(), &one)])
+        s.put_snapshot("other", "z", &one)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let compare = |pages: Vec<Vec<(&str, &Vec<String>)>>| {
+            s.compare_begin("cloud").unwrap_or_else(|e| panic!("{e}"));
+            // Another side compared meanwhile is its own.
+            s.compare_begin("other").unwrap_or_else(|e| panic!("{e}"));
+            s.compare_page("other", [("z".to_string(), &one)])
                 .unwrap_or_else(|e| panic!("{e}"));
+            let mut differ = Vec::new();
             for page in pages {
-                s.stage_rows("cloud", page.into_iter().map(|(k, v)| (k.to_string(), v)))
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let rows = page.into_iter().map(|(k, v)| (k.to_string(), v.clone()));
+                differ.extend(
+                    s.compare_page("cloud", rows)
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
             }
-            let staged: Staged<Vec<String>> =
-                s.staged_changes("cloud").unwrap_or_else(|e| panic!("{e}"));
-            (staged.put, staged.delete, staged.rows)
+            let (gone, read) = s.not_read("cloud").unwrap_or_else(|e| panic!("{e}"));
+            (differ, gone, read)
         };
         // The same rows, in two pages and another order: nothing differs.
         assert_eq!(
-            stage(vec![vec![("b", &two)], vec![("a", &one)]]),
+            compare(vec![vec![("b", &two)], vec![("a", &one)]]),
             (vec![], vec![], 2)
         );
-        // One changed (staged twice: the last row counts), one gone, one new.
+        // One changed, one gone, one new.
         assert_eq!(
-            stage(vec![vec![("a", &two), ("c", &one)], vec![("a", &three)]]),
+            compare(vec![vec![("c", &one)], vec![("a", &three)]]),
             (
                 vec![
-                    ("a".to_string(), three.clone()),
-                    ("c".to_string(), one.clone())
+                    ("c".to_string(), one.clone()),
+                    ("a".to_string(), three.clone())
                 ],
                 vec!["b".to_string()],
                 2
             )
         );
-        // Staging changed no snapshot row, and a cleared stage starts empty.
+        // Comparing changed no snapshot row, and each read starts with no key read.
         let rows: Vec<(String, Vec<String>)> =
             s.snapshot("cloud").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -1820,8 +1801,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            stage(vec![]),
+            compare(vec![]),
             (vec![], vec!["a".to_string(), "b".to_string()], 0)
+        );
+        assert_eq!(
+            s.not_read("other").unwrap_or_else(|e| panic!("{e}")),
+            (vec![], 1)
         );
     }
 

@@ -6,8 +6,8 @@
 //! [`observe`] gives every account and every user (the `plan` command, and a run that must
 //! see everyone): an incremental read only changes how they are obtained. A run asks for
 //! [`observe_changes`] instead: when the indexes are of the same inputs, it gives only the
-//! changes (a full read is staged in the store as its pages come and compared with the
-//! snapshot there), and the run plans the accounts they touch (`pipeline::incremental`).
+//! changes (a full read is compared with the snapshot page by page as it comes, and only
+//! what differs is kept), and the run plans the accounts they touch (`pipeline::incremental`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -85,7 +85,7 @@ struct SourceUpdate {
     /// Every account of this search in [`Observed::found`] (when the read gives everyone).
     rows: Range<usize>,
     update: Update<SourceAccount>,
-    /// Read in full (whether staged as changes or held in [`Observed::found`]), and how
+    /// Read in full (whether compared page by page or held in [`Observed::found`]), and how
     /// many accounts the read found.
     read_full: bool,
     rows_read: usize,
@@ -287,7 +287,7 @@ pub async fn observe<D: Directory + Sync, C: Cloud + Sync>(
 
 /// [`observe`], but when the indexes are of these inputs, gives only the changes
 /// ([`Observed::partial`]): a side read by its changes gives them, and a side read in full
-/// is staged in the store page by page and compared with its snapshot there. Nothing is
+/// is compared with its snapshot page by page as it comes. Nothing is
 /// held or decoded whole.
 pub async fn observe_changes<D: Directory + Sync, C: Cloud + Sync>(
     inputs: &Inputs,
@@ -331,9 +331,8 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
     };
     let fingerprint = super::incremental::fingerprint(inputs, &verified_domains);
     // Only the changes are given (`partial`) when the indexes are of these inputs: a side
-    // read by its changes gives them, and a side read in full is staged in the store as its
-    // pages come and compared with the snapshot, so that it gives its changes too and is
-    // never held whole.
+    // read by its changes gives them, and a side read in full is compared with the snapshot
+    // as its pages come, so that it gives its changes too and is never held whole.
     let partial = changes_only
         && inputs.reads.incremental
         && lock(store)
@@ -348,19 +347,20 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
             let since = mark.as_ref().map(|m| &m.position);
             let read = if partial {
                 let side = source_side(search);
-                lock(store).stage_clear(&side).map_err(Error::from)?;
-                let mut stage = Stage {
+                lock(store).compare_begin(&side).map_err(Error::from)?;
+                let mut compare = Compare {
                     store,
                     side: &side,
+                    differ: Vec::new(),
                     error: None,
                 };
-                let read = directory.read_pages(&scope, since, &mut stage).await?;
-                if let Some(e) = stage.error {
+                let read = directory.read_pages(&scope, since, &mut compare).await?;
+                if let Some(e) = compare.error {
                     return Err(e.into());
                 }
-                read
+                (read, compare.differ)
             } else {
-                directory.read(&scope, since).await?
+                (directory.read(&scope, since).await?, Vec::new())
             };
             reads.push(read);
         }
@@ -400,7 +400,9 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
     let mut summary = ReadSummary::default();
     let mut found: Vec<(String, SourceAccount)> = Vec::new();
     let mut sources = Vec::new();
-    for ((search, (fingerprint, mark)), read) in searches.iter().zip(source_marks).zip(reads) {
+    for ((search, (fingerprint, mark)), (read, differ)) in
+        searches.iter().zip(source_marks).zip(reads)
+    {
         let side = source_side(search);
         // Changes need the snapshot they apply to; one that no longer decodes (written by
         // another version) means this search is read again in full.
@@ -433,20 +435,20 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 }
                 let mark = new_mark(position, now);
                 let incremental_off = fell_back.filter(|_| mark.is_none());
-                let staged = lock(store).staged_changes::<SourceAccount>(&side)?;
-                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = staged.rows, changed = staged.put.len(), departed = staged.delete.len(), "read the directory");
+                let (delete, rows_read) = lock(store).not_read(&side)?;
+                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = rows_read, changed = differ.len(), departed = delete.len(), "read the directory");
                 summary.searches_full += 1;
-                summary.entries_read += staged.rows;
+                summary.entries_read += rows_read;
                 sources.push(SourceUpdate {
                     side,
                     mapping: search.mapping.clone(),
                     rows: found.len()..found.len(),
                     update: Update::Changes {
-                        put: staged.put,
-                        delete: staged.delete,
+                        put: differ,
+                        delete,
                     },
                     read_full: true,
-                    rows_read: staged.rows,
+                    rows_read,
                     mark,
                     incremental_off,
                 });
@@ -569,25 +571,17 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
         full => (full, Vec::new()),
     };
     let (users, cloud, cloud_mark) = match cloud_read {
-        CloudRead::Staged(mark) => {
-            let staged = lock(store).staged_changes::<CloudUser>(CLOUD_SIDE)?;
+        CloudRead::Compared(put, mark) => {
+            let (delete, users) = lock(store).not_read(CLOUD_SIDE)?;
             tracing::info!(
                 read = "full",
-                users = staged.rows,
-                changed = staged.put.len(),
-                removed = staged.delete.len(),
+                users,
+                changed = put.len(),
+                removed = delete.len(),
                 "read Microsoft Graph"
             );
-            summary.users_read = staged.rows;
-            let mark = mark.map(|m| CloudMark {
-                users: staged.rows,
-                ..m
-            });
-            let update = Update::Changes {
-                put: staged.put,
-                delete: staged.delete,
-            };
-            (Vec::new(), update, mark)
+            summary.users_read = users;
+            (Vec::new(), Update::Changes { put, delete }, mark)
         }
         CloudRead::Full(users, mark) => {
             tracing::info!(read = "full", users = users.len(), "read Microsoft Graph");
@@ -771,7 +765,8 @@ fn decoded<T>(
     }
 }
 
-/// Every user (or, with `stage`, every user staged in the store as the pages come), and
+/// Every user (or, with `stage`, the users that differ from the snapshot, compared page by
+/// page as they come), and
 /// the delta link the next run reads the changes from. The link is taken before the read:
 /// what changes during it is read again next time.
 async fn full_cloud_read<C: Cloud + Sync>(
@@ -800,47 +795,54 @@ async fn full_cloud_read<C: Cloud + Sync>(
         let mark = mark(users.len());
         return Ok(CloudRead::Full(users, mark));
     };
-    lock(store).stage_clear(CLOUD_SIDE)?;
+    lock(store).compare_begin(CLOUD_SIDE)?;
+    let mut differ = Vec::new();
     let mut error = None;
     let count = cloud
         .users_pages(&mut |page| {
-            if error.is_none()
-                && let Err(e) = lock(store)
-                    .stage_rows(CLOUD_SIDE, page.iter().map(|user| (user.id.clone(), user)))
-            {
-                error = Some(e);
+            if error.is_some() {
+                return;
+            }
+            let rows = page.into_iter().map(|user| (user.id.clone(), user));
+            match lock(store).compare_page(CLOUD_SIDE, rows) {
+                Ok(rows) => differ.extend(rows),
+                Err(e) => error = Some(e),
             }
         })
         .await?;
     if let Some(e) = error {
         return Err(e.into());
     }
-    Ok(CloudRead::Staged(mark(count)))
+    Ok(CloudRead::Compared(differ, mark(count)))
 }
 
-/// A directory search's pages staged in the store as they come (`Store::stage_rows`); the
-/// first error ends the staging and is returned after the read.
-struct Stage<'a> {
+/// A directory search's pages compared with its snapshot as they come
+/// (`Store::compare_page`), keeping only the accounts that differ; the first error ends the
+/// comparing and is returned after the read.
+struct Compare<'a> {
     store: &'a std::sync::Mutex<Store>,
     side: &'a str,
+    differ: Vec<(String, SourceAccount)>,
     error: Option<crate::state::Error>,
 }
 
-impl source::Pages for Stage<'_> {
+impl source::Pages for Compare<'_> {
     fn page(&mut self, accounts: Vec<SourceAccount>) {
         if self.error.is_some() {
             return;
         }
         let rows = accounts
-            .iter()
-            .map(|account| (AccountKey::of(account).to_string(), account));
-        if let Err(e) = lock(self.store).stage_rows(self.side, rows) {
-            self.error = Some(e);
+            .into_iter()
+            .map(|account| (AccountKey::of(&account).to_string(), account));
+        match lock(self.store).compare_page(self.side, rows) {
+            Ok(rows) => self.differ.extend(rows),
+            Err(e) => self.error = Some(e),
         }
     }
 
     fn restart(&mut self) {
-        if let Err(e) = lock(self.store).stage_clear(self.side) {
+        self.differ.clear();
+        if let Err(e) = lock(self.store).compare_begin(self.side) {
             self.error.get_or_insert(e);
         }
     }
@@ -849,8 +851,8 @@ impl source::Pages for Stage<'_> {
 /// What the cloud read returned.
 enum CloudRead {
     Full(Vec<CloudUser>, Option<CloudMark>),
-    /// Every user, staged in the store.
-    Staged(Option<CloudMark>),
+    /// Every user compared with the snapshot as the pages came: those that differ.
+    Compared(Vec<(String, CloudUser)>, Option<CloudMark>),
     Changes(cloud::UserChanges, CloudMark),
 }
 

@@ -424,7 +424,8 @@ async fn a_run_whose_account_joined_a_protected_group_plans_again_and_never_writ
 }
 
 #[tokio::test]
-async fn a_full_read_is_staged_and_gives_only_what_it_changed_and_an_empty_one_saves_nothing() {
+async fn a_full_read_compared_page_by_page_gives_only_what_it_changed_and_an_empty_one_saves_nothing()
+ {
     let mut w = world();
     let session =
         Session::begin(&w.dir.path().join("state.db"), "run").unwrap_or_else(|e| panic!("{e}"));
