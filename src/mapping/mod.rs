@@ -578,11 +578,18 @@ impl MappingSet {
     /// filter (default `(objectClass=user)`) and [`MappingSet::attributes`].
     pub fn searches(&self) -> Vec<Search> {
         let attributes = self.attributes();
-        self.mappings
-            .iter()
-            .flat_map(|m| {
-                let attributes = attributes.clone();
-                m.scope.base_dns.iter().map(move |b| Search {
+        let mut out = Vec::new();
+        for m in &self.mappings {
+            // A base DN written twice (in another case or spacing) is searched once: each
+            // search keeps its own snapshot, named by the mapping and the base DN.
+            let mut seen: Vec<crate::model::Dn> = Vec::new();
+            for b in &m.scope.base_dns {
+                let dn = crate::model::Dn::new(b);
+                if seen.contains(&dn) {
+                    continue;
+                }
+                seen.push(dn);
+                out.push(Search {
                     mapping: m.name.clone(),
                     base_dn: b.clone(),
                     filter: m
@@ -592,9 +599,10 @@ impl MappingSet {
                         .unwrap_or_else(|| "(objectClass=user)".to_string()),
                     attributes: attributes.clone(),
                     protected_groups: m.scope.protected_groups.clone(),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 
     /// sha256 (hex) over every mapping's fingerprint.

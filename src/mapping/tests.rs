@@ -290,6 +290,20 @@ fn the_mapping_set_rejects_duplicate_names_and_lists_attributes() {
     let searches = set.searches();
     assert_eq!(searches.len(), 1);
     assert_eq!(searches[0].filter, "(objectClass=user)");
+    // A base DN written twice (another case, other spaces) is one search, one snapshot side.
+    let twice = MINIMAL.replace(
+        r#"base_dns = ["OU=Partners,DC=lab,DC=example,DC=com"]"#,
+        r#"base_dns = ["OU=Partners,DC=lab,DC=example,DC=com", "ou=partners, dc=lab,dc=example,dc=com", "OU=Staff,DC=lab,DC=example,DC=com"]"#,
+    );
+    let set = MappingSet::from_mappings(vec![parse(&twice).unwrap()]).unwrap();
+    let bases: Vec<String> = set.searches().into_iter().map(|s| s.base_dn).collect();
+    assert_eq!(
+        bases,
+        [
+            "OU=Partners,DC=lab,DC=example,DC=com",
+            "OU=Staff,DC=lab,DC=example,DC=com"
+        ]
+    );
 }
 
 #[test]
