@@ -385,8 +385,8 @@ async fn an_incremental_plan_agrees_with_the_full_plan_for_every_account_it_cons
             let inc = w.run().await;
             w.inputs.force_full_read = false;
             let why = format!("seed {seed}, round {round}, after {history:?}");
-            // A full read is compared with the snapshot as it is staged, and plans only what
-            // it changed (and what is unsettled), like a read of the changes.
+            // A full read is compared with the snapshot page by page, and plans only what it
+            // changed (and what is unsettled), like a read of the changes.
             if inc.summary.unchanged > 0 {
                 partial_plans += 1;
             }

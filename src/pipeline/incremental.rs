@@ -54,8 +54,9 @@ pub(super) fn join_properties(mappings: &MappingSet) -> BTreeSet<CloudProperty> 
     properties
 }
 
-/// What the indexes and the settled plans were made for: the mappings, the policy, the
-/// invitation settings, the verified domains and what is read. A different fingerprint
+/// What the indexes and the settled plans were made for: b2bsync's version, the mappings,
+/// the policy, the invitation settings, the verified domains, the join properties and what
+/// is read. A different fingerprint
 /// means every account is planned again.
 pub(super) fn fingerprint(inputs: &Inputs, verified_domains: &[String]) -> String {
     let mut h = Sha256::new();
@@ -65,6 +66,8 @@ pub(super) fn fingerprint(inputs: &Inputs, verified_domains: &[String]) -> Strin
     };
     part(INDEX_FORMAT);
     part(super::SNAPSHOT_FORMAT);
+    // Another version may plan differently: the first run after an upgrade plans everyone.
+    part(env!("CARGO_PKG_VERSION"));
     part(&inputs.read_identity);
     for m in inputs.mappings.mappings() {
         part(&m.name);

@@ -368,7 +368,7 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
     };
     let read_cloud = async {
         let (fingerprint, mark) = &cloud_mark;
-        let stage = partial.then_some(store);
+        let compare = partial.then_some(store);
         if let Some(mark) = mark {
             match cloud.users_since(&mark.delta_link, mark.users).await {
                 Ok(changes) => {
@@ -384,7 +384,7 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 Err(e) => return Err(e.into()),
             }
         }
-        full_cloud_read(cloud, fingerprint, now, stage).await
+        full_cloud_read(cloud, fingerprint, now, compare).await
     };
     let (reads, cloud_read) = tokio::join!(read_source, read_cloud);
     let reads = reads?;
@@ -765,7 +765,7 @@ fn decoded<T>(
     }
 }
 
-/// Every user (or, with `stage`, the users that differ from the snapshot, compared page by
+/// Every user (or, with `compare`, the users that differ from the snapshot, compared page by
 /// page as they come), and
 /// the delta link the next run reads the changes from. The link is taken before the read:
 /// what changes during it is read again next time.
@@ -773,7 +773,7 @@ async fn full_cloud_read<C: Cloud + Sync>(
     cloud: &C,
     fingerprint: &str,
     now: jiff::Timestamp,
-    stage: Option<&std::sync::Mutex<Store>>,
+    compare: Option<&std::sync::Mutex<Store>>,
 ) -> Result<CloudRead, Error> {
     let link = match cloud.delta_link().await {
         Ok(link) => link,
@@ -790,7 +790,7 @@ async fn full_cloud_read<C: Cloud + Sync>(
             users,
         })
     };
-    let Some(store) = stage else {
+    let Some(store) = compare else {
         let users = cloud.users().await?;
         let mark = mark(users.len());
         return Ok(CloudRead::Full(users, mark));

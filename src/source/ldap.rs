@@ -295,8 +295,10 @@ impl LdapDirectory {
             }
             out.push(account);
             entries = entries.saturating_add(1);
-            // A full read hands its accounts over a page at a time (the search's stream
-            // runs on its own handle, so ranged attributes are completed meanwhile).
+            // A full read hands its accounts over a page at a time. The search's stream
+            // holds a clone of the handle (the same connection, its own message id), and
+            // asks for its next page only when polled: ranged attributes are completed
+            // meanwhile with base searches on `ldap`.
             if let Some(pager) = pager.as_deref_mut()
                 && out.len() >= page_size
             {
