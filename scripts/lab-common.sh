@@ -297,3 +297,19 @@ ldap_bind_ok() {
     LDAPTLS_CACERT="$LAB_CA" LDAPTLS_REQCERT=demand \
         ldapsearch -x -o nettimeout=5 -H "$url" -D "$dn" -w "$pw" -b '' -s base "$@" '(objectClass=*)' 1.1 >/dev/null 2>&1
 }
+
+# Starts Samba with CONF in the background (its pid in PIDFILE, its output appended to
+# LOGFILE) and waits up to 60 s for an LDAPS bind as BIND to URL; dies with the log's tail
+# when Samba exits or never answers. NAME labels the messages.
+start_samba() {
+    local name=$1 conf=$2 logfile=$3 pidfile=$4 url=$5 bind=$6 password=$7 deadline
+    nohup samba -s "$conf" -F --debug-stdout -d1 -M single --maximum-runtime="$AD_MAX_RUNTIME" \
+        >>"$logfile" 2>&1 </dev/null &
+    echo $! > "$pidfile"
+    deadline=$(( $(date +%s) + 60 ))
+    until ldap_bind_ok "$url" "$bind" "$password"; do
+        pid_alive "$(cat "$pidfile")" || { tail -n 30 "$logfile" >&2; die "$name: exited during start"; }
+        [ "$(date +%s)" -lt "$deadline" ] || { tail -n 30 "$logfile" >&2; die "$name: no LDAPS bind after 60s"; }
+        sleep 0.1
+    done
+}

@@ -59,18 +59,7 @@ fi
 
 # ---- start -----------------------------------------------------------------------
 t0=$(lab_now)
-nohup samba -s "$CONF" -F --debug-stdout -d1 -M single --maximum-runtime="$AD_MAX_RUNTIME" \
-    >>"$T/log/samba.stdout" 2>&1 </dev/null &
-echo $! > "$PIDFILE"
-dc2_ready() {
-    pid_alive "$(cat "$PIDFILE")" || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba-dc2: exited during start"; }
-    ldap_bind_ok "$AD_DC2_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD"
-}
-deadline=$(( $(date +%s) + 60 ))
-until dc2_ready; do
-    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba-dc2: no LDAPS bind after 60s"; }
-    sleep 0.1
-done
+start_samba samba-dc2 "$CONF" "$T/log/samba.stdout" "$PIDFILE" "$AD_DC2_LDAPS_URL" "$AD_SVC_BIND" "$AD_SVC_PASSWORD"
 log "samba-dc2: started pid $(cat "$PIDFILE"), LDAPS service bind in $(lab_elapsed "$t0")"
 
 # ---- replication: pull dc1's changes now rather than at drepl's next period ------------

@@ -100,18 +100,8 @@ log "samba: Exchange recipient attributes added to the schema in $(lab_elapsed "
 
 # ---- start -------------------------------------------------------------------
 t0=$(lab_now)
-nohup samba -s "$CONF" -F --debug-stdout -d1 -M single --maximum-runtime="$AD_MAX_RUNTIME" \
-    >"$T/log/samba.stdout" 2>&1 </dev/null &
-echo $! > "$PIDFILE"
-samba_ready() {
-    pid_alive "$(cat "$PIDFILE")" || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba: exited during start"; }
-    ldap_bind_ok "$AD_LDAPS_URL" "$AD_ADMIN_BIND" "$AD_ADMIN_PASSWORD"
-}
-deadline=$(( $(date +%s) + 60 ))
-until samba_ready; do
-    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 30 "$T/log/samba.stdout" >&2; die "samba: no LDAPS bind after 60s"; }
-    sleep 0.1
-done
+: >"$T/log/samba.stdout"
+start_samba samba "$CONF" "$T/log/samba.stdout" "$PIDFILE" "$AD_LDAPS_URL" "$AD_ADMIN_BIND" "$AD_ADMIN_PASSWORD"
 log "samba: started pid $(cat "$PIDFILE"), LDAPS admin bind in $(lab_elapsed "$t0")"
 
 # ---- seed ----------------------------------------------------------------------
