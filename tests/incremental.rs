@@ -572,12 +572,50 @@ async fn scheduled_runs_read_changes_only_and_never_write_an_account_that_became
     let status = common::world::status_json(&w.b2bsync(&["status", "--format", "json"]));
     assert_eq!(common::world::count(&status, "unmatched"), 1, "{status:#}");
 
-    // `--full` reads everything, whatever the marks say.
+    // adams leaves the protected group: again no mark moves on adams, so no read of the
+    // changes sees it. `--full` reads everything, whatever the marks say: each entry is
+    // compared with the snapshot as it comes, adams alone differs, and the run plans adams
+    // (and what is pending), not everyone: adams' password is randomized now.
+    let mut ldap = admin(Server::Samba).connect().await.expect("admin");
+    ldap.modify(
+        &group,
+        vec![Mod::Delete("member", HashSet::from([adams_dn.as_str()]))],
+    )
+    .await
+    .and_then(|r| r.success())
+    .expect("remove member");
+    let _ = ldap.unbind().await;
     let out = run(&["--full"]);
     let read = read_line(&out);
     assert_eq!(read["searches_full"], 1, "{read}");
     assert_eq!(read["cloud_incremental"], false, "{read}");
     assert_eq!(read["entries_read"], 3, "{read}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = |message: &str| {
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == message)
+            .unwrap_or_else(|| panic!("no `{message}` line in:\n{stderr}"))
+    };
+    let directory = line("read the directory");
+    assert_eq!(
+        (
+            directory["accounts"].as_u64(),
+            directory["changed"].as_u64()
+        ),
+        (Some(3), Some(1)),
+        "{directory}"
+    );
+    let planned = line("planned the accounts a change touches");
+    assert!(
+        planned["unchanged"].as_u64().unwrap_or(0) >= 1,
+        "a full read plans only what it changed and what is pending: {planned}"
+    );
+    assert!(
+        !w.old_password_binds("adams").await,
+        "adams, no longer protected, is randomized"
+    );
 
     // A delta link Graph no longer knows: the users are read in full, and the run goes on.
     let db = w.dir.path().join("state/b2bsync.db");
