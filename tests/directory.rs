@@ -291,9 +291,13 @@ async fn paged_search_reads_past_the_servers_size_limit() {
     // accounts in the end.
     struct Sizes(Vec<usize>, Vec<String>);
     impl b2bsync::source::Pages for Sizes {
-        fn page(&mut self, accounts: Vec<b2bsync::model::SourceAccount>) {
+        fn page(
+            &mut self,
+            accounts: Vec<b2bsync::model::SourceAccount>,
+        ) -> std::ops::ControlFlow<()> {
             self.0.push(accounts.len());
             self.1.extend(accounts.into_iter().map(|a| a.dn));
+            std::ops::ControlFlow::Continue(())
         }
         fn restart(&mut self) {
             self.0.clear();
@@ -320,6 +324,30 @@ async fn paged_search_reads_past_the_servers_size_limit() {
     let mut whole: Vec<String> = accounts.into_iter().map(|a| a.dn).collect();
     whole.sort();
     assert_eq!(paged, whole);
+    // A taker that cannot keep a page stops the read there.
+    struct Refuse(usize);
+    impl b2bsync::source::Pages for Refuse {
+        fn page(
+            &mut self,
+            accounts: Vec<b2bsync::model::SourceAccount>,
+        ) -> std::ops::ControlFlow<()> {
+            self.0 += 1;
+            assert!(accounts.len() <= 1000);
+            std::ops::ControlFlow::Break(())
+        }
+        fn restart(&mut self) {}
+    }
+    let mut refuse = Refuse(0);
+    let err = service(server)
+        .read_pages(&scope, None, &mut refuse)
+        .await
+        .expect_err("a refused page stops the read");
+    assert!(
+        matches!(err, Error::Stopped { accounts: 1000, .. }),
+        "{err:?}"
+    );
+    assert!(err.help().contains("state store"), "{}", err.help());
+    assert_eq!(refuse.0, 1, "no page is handed over after the refusal");
 }
 
 #[tokio::test]

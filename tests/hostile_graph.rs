@@ -185,6 +185,38 @@ async fn fake_graph() -> Hostile {
     .await
 }
 
+// --- 0. A read whose pages cannot be kept stops there -----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_read_stops_at_the_page_its_taker_refuses() {
+    let lab = lab().await;
+    let graph = lab.client(&[]);
+    lab.control(Method::DELETE, "requests", None).await;
+    let mut pages = Vec::new();
+    let err = bounded(graph.users_pages(&mut |page| {
+        pages.push(page.len());
+        std::ops::ControlFlow::Break(())
+    }))
+    .await
+    .unwrap_err();
+    assert!(matches!(&err, Error::Stopped { users: 999, .. }), "{err:?}");
+    assert_admin_error(&err);
+    assert_eq!(pages, [999]);
+    // The second page (one more user) is never asked for.
+    let log = lab.control(Method::GET, "requests", None).await;
+    let listed = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/v1.0/users?"))
+        })
+        .count();
+    assert_eq!(listed, 1, "{log:#}");
+}
+
 // --- 1. The token follows no link to another host or over http -------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -570,14 +570,18 @@ impl GraphClient {
 impl Cloud for GraphClient {
     async fn users(&self) -> Result<Vec<CloudUser>, Error> {
         let mut users: Vec<CloudUser> = Vec::new();
-        self.users_pages(&mut |page| users.extend(page)).await?;
+        self.users_pages(&mut |page| {
+            users.extend(page);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
         users.shrink_to_fit();
         Ok(users)
     }
 
     async fn users_pages(
         &self,
-        pages: &mut (dyn FnMut(Vec<CloudUser>) + Send),
+        pages: &mut (dyn FnMut(Vec<CloudUser>) -> std::ops::ControlFlow<()> + Send),
     ) -> Result<usize, Error> {
         // The role holders are few: read first, so that each page leaves complete. Each page
         // becomes domain users as it arrives: the wire DTOs of a large tenant are never all
@@ -596,7 +600,12 @@ impl Cloud for GraphClient {
                 }
             }
             count = count.saturating_add(users.len());
-            pages(users);
+            if pages(users).is_break() {
+                return Err(Error::Stopped {
+                    path: "GET /users".into(),
+                    users: count,
+                });
+            }
             next = page.next_link.map(|link| walk.next(link)).transpose()?;
         }
         self.pacer.set_tenant_size(count);

@@ -11,6 +11,7 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -430,6 +431,10 @@ pub enum Error {
         /// The `Location`, without its query.
         location: String,
     },
+    /// Whoever took the pages of a read (`Cloud::users_pages`) stopped it: that one holds
+    /// the reason.
+    #[error("the read of {path} was stopped after {users} users: the pages could not be kept")]
+    Stopped { path: String, users: usize },
     /// The server asked to wait longer than [`MAX_WAIT`] before retrying.
     #[error("{url} answered {status} asking b2bsync to wait '{asked}' before retrying, longer than the {}-minute maximum (request-id {})", MAX_WAIT.as_secs() / 60, .request_id.as_deref().unwrap_or("none"))]
     WaitTooLong {
@@ -587,6 +592,9 @@ impl Error {
             Error::WaitTooLong { .. } => {
                 "the service is throttling or unavailable for longer than a run waits; the next run continues where this one stopped".into()
             }
+            Error::Stopped { .. } => {
+                "see the error logged with it (the state store: its disk, or the temp store's)".into()
+            }
         }
     }
 }
@@ -597,11 +605,12 @@ pub trait Cloud {
     fn users(&self) -> impl Future<Output = Result<Vec<CloudUser>, Error>> + Send;
 
     /// [`Cloud::users`], handed to `pages` a page at a time as they come (so that a large
-    /// tenant is never held whole); how many users there were. The default reads them
-    /// whole and hands over one page.
+    /// tenant is never held whole); how many users there were. When `pages` breaks, the read
+    /// stops there with [`Error::Stopped`]. The default reads them whole and hands over one
+    /// page.
     fn users_pages(
         &self,
-        pages: &mut (dyn FnMut(Vec<CloudUser>) + Send),
+        pages: &mut (dyn FnMut(Vec<CloudUser>) -> ControlFlow<()> + Send),
     ) -> impl Future<Output = Result<usize, Error>> + Send
     where
         Self: Sync,
@@ -609,8 +618,13 @@ pub trait Cloud {
         async move {
             let users = self.users().await?;
             let n = users.len();
-            pages(users);
-            Ok(n)
+            match pages(users) {
+                ControlFlow::Continue(()) => Ok(n),
+                ControlFlow::Break(()) => Err(Error::Stopped {
+                    path: "GET /users".into(),
+                    users: n,
+                }),
+            }
         }
     }
 

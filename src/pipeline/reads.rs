@@ -10,7 +10,7 @@
 //! what differs is kept), and the run plans the accounts they touch (`pipeline::incremental`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -354,11 +354,12 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                     differ: Vec::new(),
                     error: None,
                 };
-                let read = directory.read_pages(&scope, since, &mut compare).await?;
+                let read = directory.read_pages(&scope, since, &mut compare).await;
+                // The store's error first: it is why the read stopped.
                 if let Some(e) = compare.error {
                     return Err(e.into());
                 }
-                (read, compare.differ)
+                (read?, compare.differ)
             } else {
                 (directory.read(&scope, since).await?, Vec::new())
             };
@@ -800,25 +801,30 @@ async fn full_cloud_read<C: Cloud + Sync>(
     let mut error = None;
     let count = cloud
         .users_pages(&mut |page| {
-            if error.is_some() {
-                return;
-            }
             let rows = page.into_iter().map(|user| (user.id.clone(), user));
             match lock(store).compare_page(CLOUD_SIDE, rows) {
-                Ok(rows) => differ.extend(rows),
-                Err(e) => error = Some(e),
+                Ok(rows) => {
+                    differ.extend(rows);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    error = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         })
-        .await?;
+        .await;
+    // The store's error first: it is why the read stopped.
     if let Some(e) = error {
         return Err(e.into());
     }
+    let count = count?;
     Ok(CloudRead::Compared(differ, mark(count)))
 }
 
 /// A directory search's pages compared with its snapshot as they come
-/// (`Store::compare_page`), keeping only the accounts that differ; the first error ends the
-/// comparing and is returned after the read.
+/// (`Store::compare_page`), keeping only the accounts that differ; the first error stops
+/// the read and is returned.
 struct Compare<'a> {
     store: &'a std::sync::Mutex<Store>,
     side: &'a str,
@@ -827,16 +833,19 @@ struct Compare<'a> {
 }
 
 impl source::Pages for Compare<'_> {
-    fn page(&mut self, accounts: Vec<SourceAccount>) {
-        if self.error.is_some() {
-            return;
-        }
+    fn page(&mut self, accounts: Vec<SourceAccount>) -> ControlFlow<()> {
         let rows = accounts
             .into_iter()
             .map(|account| (AccountKey::of(&account).to_string(), account));
         match lock(self.store).compare_page(self.side, rows) {
-            Ok(rows) => self.differ.extend(rows),
-            Err(e) => self.error = Some(e),
+            Ok(rows) => {
+                self.differ.extend(rows);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
         }
     }
 

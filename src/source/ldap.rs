@@ -5,6 +5,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -307,7 +308,9 @@ impl LdapDirectory {
                         fetch_ranges(ldap, account, pending, wanted).await?;
                     }
                 }
-                pager.hand_over(out);
+                // Stopped: the stream is dropped; the server ends the page it is on and
+                // is never asked for the next.
+                pager.hand_over(base, out)?;
             }
         }
         let done = stream.finish().await;
@@ -330,7 +333,7 @@ impl LdapDirectory {
             }
         }
         if let Some(pager) = pager {
-            pager.hand_over(out);
+            pager.hand_over(base, out)?;
         }
         Ok(())
     }
@@ -872,16 +875,22 @@ struct Pager<'p> {
 impl Pager<'_> {
     /// Hands over the accounts gathered (their ranged attributes already completed), with
     /// their protected groups added.
-    fn hand_over(&mut self, out: &mut Vec<SourceAccount>) {
+    fn hand_over(&mut self, base: &str, out: &mut Vec<SourceAccount>) -> Result<(), Error> {
         if out.is_empty() {
-            return;
+            return Ok(());
         }
         let mut page = std::mem::take(out);
         add_groups(&self.groups, &mut page);
         self.handed = self.handed.saturating_add(page.len());
         let anchorless = page.iter().filter(|a| a.anchor().is_none()).count();
         self.anchorless = self.anchorless.saturating_add(anchorless);
-        self.pages.page(page);
+        match self.pages.page(page) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Error::Stopped {
+                base: base.to_string(),
+                accounts: self.handed,
+            }),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod password;
 pub mod rights;
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -213,6 +214,12 @@ pub enum Error {
     },
     #[error("`{dn}` is not a password this directory flavour can reset: {reason}")]
     Unsupported { dn: String, reason: String },
+    /// Whoever took the pages of a read ([`Directory::read_pages`]) stopped it: that one
+    /// holds the reason.
+    #[error(
+        "the read of `{base}` was stopped after {accounts} accounts: the pages could not be kept"
+    )]
+    Stopped { base: String, accounts: usize },
 }
 
 impl Error {
@@ -261,6 +268,9 @@ impl Error {
                 "the server (or a proxy in front of it) answered a ranged read with ranges that do not move forward; check the server's logs and `ldapsearch` the attribute with `;range=0-*`".into()
             }
             Error::Unsupported { .. } => "set [ldap] flavour to match the server".into(),
+            Error::Stopped { .. } => {
+                "see the error logged with it (the state store: its disk, or the temp store's)".into()
+            }
         }
     }
 
@@ -378,7 +388,8 @@ fn generalized_time(raw: &str) -> Option<jiff::Timestamp> {
 /// Where a full read hands its accounts as they arrive ([`Directory::read_pages`]).
 pub trait Pages: Send {
     /// The next accounts read, complete (ranged attributes and protected groups resolved).
-    fn page(&mut self, accounts: Vec<SourceAccount>);
+    /// `Break` stops the read there ([`Error::Stopped`]): whoever broke holds the reason.
+    fn page(&mut self, accounts: Vec<SourceAccount>) -> ControlFlow<()>;
 
     /// The read starts again from the beginning (on another domain controller): forget
     /// every page handed over so far.
@@ -387,8 +398,9 @@ pub trait Pages: Send {
 
 /// Collects every page: a read held whole.
 impl Pages for Vec<SourceAccount> {
-    fn page(&mut self, accounts: Vec<SourceAccount>) {
+    fn page(&mut self, accounts: Vec<SourceAccount>) -> ControlFlow<()> {
         self.extend(accounts);
+        ControlFlow::Continue(())
     }
 
     fn restart(&mut self) {
@@ -441,7 +453,13 @@ pub trait Directory {
         async move {
             let mut read = self.read(scope, since).await?;
             if let Read::Full { accounts, .. } = &mut read {
-                pages.page(std::mem::take(accounts));
+                let n = accounts.len();
+                if pages.page(std::mem::take(accounts)).is_break() {
+                    return Err(Error::Stopped {
+                        base: scope.base_dns.join("; "),
+                        accounts: n,
+                    });
+                }
             }
             Ok(read)
         }
