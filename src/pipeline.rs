@@ -91,6 +91,18 @@ pub struct Observed {
     pub partial: bool,
 }
 
+impl Observed {
+    /// Whether the read found no account in scope: everyone held was read and none found,
+    /// or (only the changes given) every search was read in full and found none.
+    pub fn found_no_one(&self) -> bool {
+        if self.partial {
+            self.refresh.found_nothing_in_full()
+        } else {
+            self.found.is_empty()
+        }
+    }
+}
+
 /// The pure middle: map, join, plan.
 pub fn compute(
     observed: Observed,
@@ -345,26 +357,21 @@ fn plan_read(
     mut seeds: incremental::Seeds,
     now: jiff::Timestamp,
 ) -> Result<(Plan, BTreeMap<String, Progress>), Error> {
-    if !observed.partial {
-        // Before anything is saved: an empty read must not empty the snapshot, nor mark
-        // every account gone.
+    // Before anything is saved: an empty read must not empty the snapshot, nor mark every
+    // account gone.
+    if observed.found_no_one() {
         let known = lock(store).progress_len()?;
-        if observed.found.is_empty() && known > 0 {
+        if known > 0 {
             return Err(Error::EmptySource { known });
         }
+    }
+    if !observed.partial {
         persist(store, inputs, &observed, &mut seeds)?;
         tracing::info!("saved the snapshots");
         let progress = lock(store).progress()?;
         let plan = compute(observed, inputs, &progress, now)?;
         tracing::info!(actions = plan.actions.len(), "planned");
         return Ok((plan, progress));
-    }
-    // As above: a full read that found no one is refused before it is saved.
-    if observed.refresh.found_nothing_in_full() {
-        let known = lock(store).progress_len()?;
-        if known > 0 {
-            return Err(Error::EmptySource { known });
-        }
     }
     let (accounts, users) = observed.refresh.changed();
     seeds

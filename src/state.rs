@@ -1127,39 +1127,27 @@ impl Store {
         side: &str,
         rows: impl IntoIterator<Item = (String, &'a T)>,
     ) -> Result<(Vec<String>, Vec<String>), Error> {
-        // The keys read, in a temporary table (SQLite's temp store, not this process's
-        // memory: a million keys would be a hundred megabytes here).
-        self.conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS read_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
-             DELETE FROM temp.read_keys;",
-        )?;
+        // The keys read go where a read compared page by page keeps them (SQLite's temp
+        // store, not this process's memory); `not_read` gives the rows to delete.
+        self.compare_begin(side)?;
         // In key order: the B-tree is walked once, front to back, instead of at random.
         let mut rows: Vec<(String, &T)> = rows.into_iter().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut written = Vec::new();
         {
-            let mut seen = self
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO temp.read_keys (key) VALUES (?1)")?;
+            let mut read = self.conn.prepare_cached(KEEP_KEY_READ)?;
             for (key, value) in rows {
-                seen.execute(params![key])?;
+                read.execute(params![side, key])?;
                 if self.write_snapshot_row(side, &key, value)? {
                     written.push(key);
                 }
             }
         }
         written.dedup();
-        let deleted: Vec<String> = self
-            .conn
-            .prepare_cached(
-                "DELETE FROM snapshot WHERE side = ?1
-                     AND key NOT IN (SELECT key FROM temp.read_keys) RETURNING key",
-            )?
-            .query_map(params![side], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        self.conn.execute_batch("DELETE FROM temp.read_keys;")?;
-        let mut deleted = deleted;
-        deleted.sort();
+        let (deleted, _) = self.not_read(side)?;
+        for key in &deleted {
+            self.delete_snapshot(side, key)?;
+        }
         Ok((written, deleted))
     }
 
@@ -1192,8 +1180,7 @@ impl Store {
         {
             let mut same =
                 tx.prepare_cached("SELECT data = ?3 FROM snapshot WHERE side = ?1 AND key = ?2")?;
-            let mut read =
-                tx.prepare_cached("INSERT INTO temp.keys_read (side, key) VALUES (?1, ?2)")?;
+            let mut read = tx.prepare_cached(KEEP_KEY_READ)?;
             for (key, value) in rows {
                 let data = serde_json::to_string(&value).map_err(|e| {
                     Error::Value(format!("snapshot row {side}/{key} does not encode: {e}"))
@@ -1247,6 +1234,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Keeps a key a full read found, for [`Store::not_read`] (after [`Store::compare_begin`]).
+const KEEP_KEY_READ: &str = "INSERT INTO temp.keys_read (side, key) VALUES (?1, ?2)";
 
 /// The columns [`stored_account`] reads, in its order.
 const ACCOUNT_COLUMNS: &str = "key, dn, kind, state, reason, cloud_id, address, address_staged_at, invitation_id, invited_at, invitations_sent, password_randomized_at, updated_at, sessions_revoked_at, accepted_at, invitation_mismatch, gone_at";

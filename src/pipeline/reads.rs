@@ -347,19 +347,9 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
             let since = mark.as_ref().map(|m| &m.position);
             let read = if partial {
                 let side = source_side(search);
-                lock(store).compare_begin(&side).map_err(Error::from)?;
-                let mut compare = Compare {
-                    store,
-                    side: &side,
-                    differ: Vec::new(),
-                    error: None,
-                };
+                let mut compare = Compare::begin(store, &side)?;
                 let read = directory.read_pages(&scope, since, &mut compare).await;
-                // The store's error first: it is why the read stopped.
-                if let Some(e) = compare.error {
-                    return Err(e.into());
-                }
-                (read?, compare.differ)
+                compare.finish(read)?
             } else {
                 (directory.read(&scope, since).await?, Vec::new())
             };
@@ -427,34 +417,6 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
         };
         match read {
             Read::Full {
-                position,
-                fell_back,
-                ..
-            } if partial => {
-                if let Some(why) = &fell_back {
-                    tracing::warn!(mapping = %search.mapping, base = %search.base_dn, %why, "reading the directory in full");
-                }
-                let mark = new_mark(position, now);
-                let incremental_off = fell_back.filter(|_| mark.is_none());
-                let (delete, rows_read) = lock(store).not_read(&side)?;
-                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = rows_read, changed = differ.len(), departed = delete.len(), "read the directory");
-                summary.searches_full += 1;
-                summary.entries_read += rows_read;
-                sources.push(SourceUpdate {
-                    side,
-                    mapping: search.mapping.clone(),
-                    rows: found.len()..found.len(),
-                    update: Update::Changes {
-                        put: differ,
-                        delete,
-                    },
-                    read_full: true,
-                    rows_read,
-                    mark,
-                    incremental_off,
-                });
-            }
-            Read::Full {
                 accounts,
                 position,
                 fell_back,
@@ -464,19 +426,33 @@ async fn read<D: Directory + Sync, C: Cloud + Sync>(
                 }
                 let mark = new_mark(position, now);
                 let incremental_off = fell_back.filter(|_| mark.is_none());
-                let rows_read = accounts.len();
-                tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = accounts.len(), "read the directory");
-                summary.searches_full += 1;
-                summary.entries_read += accounts.len();
                 let start = found.len();
-                found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
+                // Compared page by page: only what differs, as a read of the changes gives.
+                // Otherwise held whole, in `found`.
+                let (update, rows_read) = if partial {
+                    let (delete, rows_read) = lock(store).not_read(&side)?;
+                    tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = rows_read, changed = differ.len(), departed = delete.len(), "read the directory");
+                    let update = Update::Changes {
+                        put: differ,
+                        delete,
+                    };
+                    (update, rows_read)
+                } else {
+                    tracing::info!(mapping = %search.mapping, base = %search.base_dn, read = "full", accounts = accounts.len(), "read the directory");
+                    let rows_read = accounts.len();
+                    found.extend(accounts.into_iter().map(|a| (search.mapping.clone(), a)));
+                    let update = Update::Full {
+                        rows: start..found.len(),
+                    };
+                    (update, rows_read)
+                };
+                summary.searches_full += 1;
+                summary.entries_read += rows_read;
                 sources.push(SourceUpdate {
                     side,
                     mapping: search.mapping.clone(),
                     rows: start..found.len(),
-                    update: Update::Full {
-                        rows: start..found.len(),
-                    },
+                    update,
                     read_full: true,
                     rows_read,
                     mark,
@@ -796,47 +772,37 @@ async fn full_cloud_read<C: Cloud + Sync>(
         let mark = mark(users.len());
         return Ok(CloudRead::Full(users, mark));
     };
-    lock(store).compare_begin(CLOUD_SIDE)?;
-    let mut differ = Vec::new();
-    let mut error = None;
+    let mut compare = Compare::begin(store, CLOUD_SIDE)?;
     let count = cloud
-        .users_pages(&mut |page| {
-            let rows = page.into_iter().map(|user| (user.id.clone(), user));
-            match lock(store).compare_page(CLOUD_SIDE, rows) {
-                Ok(rows) => {
-                    differ.extend(rows);
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    error = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        })
+        .users_pages(&mut |page| compare.take(page.into_iter().map(|u| (u.id.clone(), u))))
         .await;
-    // The store's error first: it is why the read stopped.
-    if let Some(e) = error {
-        return Err(e.into());
-    }
-    let count = count?;
+    let (count, differ) = compare.finish(count)?;
     Ok(CloudRead::Compared(differ, mark(count)))
 }
 
-/// A directory search's pages compared with its snapshot as they come
-/// (`Store::compare_page`), keeping only the accounts that differ; the first error stops
-/// the read and is returned.
-struct Compare<'a> {
+/// One side's full read compared with its snapshot page by page as it comes
+/// (`Store::compare_page`), keeping only the rows that differ; the first error of the
+/// store stops the read and is the one returned.
+struct Compare<'a, T> {
     store: &'a std::sync::Mutex<Store>,
     side: &'a str,
-    differ: Vec<(String, SourceAccount)>,
+    differ: Vec<(String, T)>,
     error: Option<crate::state::Error>,
 }
 
-impl source::Pages for Compare<'_> {
-    fn page(&mut self, accounts: Vec<SourceAccount>) -> ControlFlow<()> {
-        let rows = accounts
-            .into_iter()
-            .map(|account| (AccountKey::of(&account).to_string(), account));
+impl<'a, T: Serialize> Compare<'a, T> {
+    fn begin(store: &'a std::sync::Mutex<Store>, side: &'a str) -> Result<Self, Error> {
+        lock(store).compare_begin(side)?;
+        Ok(Compare {
+            store,
+            side,
+            differ: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// Compares one page; `Break` when the store failed.
+    fn take(&mut self, rows: impl IntoIterator<Item = (String, T)>) -> ControlFlow<()> {
         match lock(self.store).compare_page(self.side, rows) {
             Ok(rows) => {
                 self.differ.extend(rows);
@@ -847,6 +813,25 @@ impl source::Pages for Compare<'_> {
                 ControlFlow::Break(())
             }
         }
+    }
+
+    /// What the read gave, with the rows that differ. The store's error comes first: it
+    /// is why the read stopped.
+    fn finish<R, E: Into<Error>>(self, read: Result<R, E>) -> Result<(R, Vec<(String, T)>), Error> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
+        Ok((read.map_err(Into::into)?, self.differ))
+    }
+}
+
+impl source::Pages for Compare<'_, SourceAccount> {
+    fn page(&mut self, accounts: Vec<SourceAccount>) -> ControlFlow<()> {
+        self.take(
+            accounts
+                .into_iter()
+                .map(|account| (AccountKey::of(&account).to_string(), account)),
+        )
     }
 
     fn restart(&mut self) {
